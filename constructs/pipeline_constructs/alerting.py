@@ -1,0 +1,78 @@
+"""Where failures go: an SNS topic under a customer-managed key that CloudWatch and EventBridge may use."""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from aws_cdk import RemovalPolicy, aws_cloudwatch as cloudwatch, aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam, aws_kms as kms, aws_sns as sns, aws_sns_subscriptions as subs
+from constructs import Construct
+
+from .validation import PipelinePropsError
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class PipelineAlerting(Construct):
+    """An encrypted SNS topic with e-mail subscriptions, and helpers to wire alarms and rules to it.
+
+    An SNS topic under the AWS-managed `alias/aws/sns` key cannot receive messages from CloudWatch alarms or
+    EventBridge rules (their service principals cannot use that key), so the topic gets its own key whose policy
+    lets exactly those two services encrypt with it.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        emails: Sequence[str] = (),
+        topic_display_name: str = "Retail pipeline alerts",
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+    ) -> None:
+        """
+        :param emails: addresses subscribed to the topic (each must confirm). Default: none.
+        :param topic_display_name: the e-mail sender name. Default: 'Retail pipeline alerts'.
+        :param removal_policy: for the key. Default: RETAIN.
+        """
+        super().__init__(scope, construct_id)
+        for i, email in enumerate(emails):
+            if not isinstance(email, str) or not _EMAIL.match(email):
+                raise PipelinePropsError(f"emails[{i}]={email!r}: is not an e-mail address")
+
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="Retail pipeline alert topic",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+        for service in ("cloudwatch.amazonaws.com", "events.amazonaws.com"):
+            self.key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid=f"Allow{service.split('.')[0].capitalize()}ToPublish",
+                    principals=[iam.ServicePrincipal(service)],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                    resources=["*"],
+                )
+            )
+        self.topic = sns.Topic(
+            self,
+            "Topic",
+            display_name=topic_display_name,
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        for email in emails:
+            self.topic.add_subscription(subs.EmailSubscription(email))
+        self.alarm_action = cw_actions.SnsAction(self.topic)
+
+    def alarm_on(self, alarm: cloudwatch.Alarm) -> cloudwatch.Alarm:
+        """Send the alarm's ALARM transitions to the topic; returns the alarm."""
+        alarm.add_alarm_action(self.alarm_action)
+        return alarm
+
+    def grant_publish(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Publish to the (encrypted) topic."""
+        return self.topic.grant_publish(grantee)

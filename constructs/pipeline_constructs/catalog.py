@@ -1,0 +1,154 @@
+"""The Glue side of the data: database, security configuration, and the crawler over the raw uploads."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import ArnFormat, RemovalPolicy, Stack, aws_glue as glue, aws_iam as iam, aws_kms as kms
+from constructs import Construct
+
+from .storage import PipelineStorage
+from .validation import check_name
+
+_COLON = ArnFormat.COLON_RESOURCE_NAME
+
+
+class PipelineCatalog(Construct):
+    """A Glue database, a security configuration encrypting everything Glue writes, and the raw-schema crawler.
+
+    The crawler records the schema of what lands, and logs schema changes instead of rewriting or deleting tables
+    (schema change policy LOG), so a malformed upload cannot silently change the raw table. Its role is scoped to
+    the landing prefix and this database.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        storage: PipelineStorage,
+        database_name: str,
+        raw_table_prefix: str = "raw_",
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+    ) -> None:
+        """
+        :param storage: the buckets and key; the crawler reads `storage.landing_prefix`.
+        :param database_name: the Glue database (snake_case).
+        :param raw_table_prefix: prefix of the tables the crawler creates. Default: 'raw_'.
+        :param removal_policy: for the database. Default: RETAIN.
+        """
+        super().__init__(scope, construct_id)
+        check_name("database_name", database_name)
+        check_name("raw_table_prefix", raw_table_prefix, pattern=r"[a-z][a-z0-9_]{0,30}")
+        stack = Stack.of(self)
+        self.storage = storage
+        self.key: kms.IKey = storage.key
+        self.database = glue.Database(self, "Database", database_name=database_name, removal_policy=removal_policy)
+        self.database_name = database_name
+
+        # Glue writes CloudWatch logs encrypted with this key: the logs service must be allowed to use it.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchLogsForGlue",
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
+                            service="logs", resource="log-group", resource_name="/aws-glue/*", arn_format=_COLON
+                        )
+                    }
+                },
+            )
+        )
+        self.security_configuration = glue.SecurityConfiguration(
+            self,
+            "SecurityConfiguration",
+            s3_encryption=glue.S3Encryption.kms(self.key),
+            cloud_watch_encryption=glue.CloudWatchEncryption.kms(self.key),
+            job_bookmarks_encryption=glue.JobBookmarksEncryption.client_side_kms(self.key),
+        )
+
+        self.crawler_role = iam.Role(
+            self,
+            "CrawlerRole",
+            assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
+            description="Raw crawler: reads the landing prefix, writes raw tables of one database",
+        )
+        storage.grant_read_landing(self.crawler_role)
+        self.grant_table_write(self.crawler_role)
+        self.grant_glue_logs(self.crawler_role, "crawlers")
+        self.crawler = glue.CfnCrawler(
+            self,
+            "RawCrawler",
+            role=self.crawler_role.role_arn,
+            database_name=database_name,
+            table_prefix=raw_table_prefix,
+            description="Infers the schema of raw CSV uploads; logs schema changes instead of applying deletes",
+            targets=glue.CfnCrawler.TargetsProperty(
+                s3_targets=[
+                    glue.CfnCrawler.S3TargetProperty(
+                        path=f"s3://{storage.landing_bucket.bucket_name}/{storage.landing_prefix}",
+                        exclusions=["**/_*", "**/.*"],
+                    )
+                ]
+            ),
+            schema_change_policy=glue.CfnCrawler.SchemaChangePolicyProperty(update_behavior="LOG", delete_behavior="LOG"),
+            recrawl_policy=glue.CfnCrawler.RecrawlPolicyProperty(recrawl_behavior="CRAWL_NEW_FOLDERS_ONLY"),
+            configuration=json.dumps(
+                {
+                    "Version": 1.0,
+                    "Grouping": {"TableGroupingPolicy": "CombineCompatibleSchemas"},
+                    "CrawlerOutput": {"Tables": {"AddOrUpdateBehavior": "MergeNewColumns"}},
+                },
+                sort_keys=True,
+            ),
+            crawler_security_configuration=self.security_configuration.security_configuration_name,
+        )
+        self.crawler_name: str = self.crawler.ref
+        self.crawler_arn = stack.format_arn(service="glue", resource="crawler", resource_name=self.crawler_name)
+
+    def grant_table_write(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Create and update tables and partitions of this database only."""
+        stack = Stack.of(self)
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=[
+                "glue:GetDatabase",
+                "glue:GetTable",
+                "glue:GetTables",
+                "glue:CreateTable",
+                "glue:UpdateTable",
+                "glue:GetPartition",
+                "glue:GetPartitions",
+                "glue:BatchGetPartition",
+                "glue:CreatePartition",
+                "glue:BatchCreatePartition",
+                "glue:UpdatePartition",
+                "glue:BatchUpdatePartition",
+            ],
+            resource_arns=[
+                stack.format_arn(service="glue", resource="catalog"),
+                self.database.database_arn,
+                stack.format_arn(service="glue", resource="table", resource_name=f"{self.database_name}/*"),
+            ],
+        )
+
+    def grant_glue_logs(self, grantee: iam.IGrantable, kind: str) -> None:
+        """Write Glue's encrypted CloudWatch logs (`kind`: 'crawlers' or 'jobs') and use the key for them."""
+        stack = Stack.of(self)
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:AssociateKmsKey"],
+            resource_arns=[
+                stack.format_arn(service="logs", resource="log-group", resource_name=f"/aws-glue/{kind}*", arn_format=_COLON)
+            ],
+        )
+        # Job bookmarks are encrypted client-side, so the role itself uses the key (not only through S3).
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+            resource_arns=[self.key.key_arn],
+        )
+

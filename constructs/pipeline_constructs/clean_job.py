@@ -1,0 +1,145 @@
+"""The Glue 5.0 PySpark job that cleans one run's uploads into curated Parquet, with quarantine."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from aws_cdk import Duration, Stack, aws_cloudwatch as cloudwatch, aws_glue as glue, aws_iam as iam
+from constructs import Construct
+
+from .catalog import PipelineCatalog
+from .contract import DatasetContract
+from .storage import PipelineStorage
+from .validation import PipelinePropsError, check_name, check_positive
+
+RUNTIME_DIR = Path(__file__).parent / "runtime"
+CONTRACT_MODULE = Path(__file__).parent / "contract.py"
+CONTRACT_FILE_NAME = "contract.json"
+
+
+def _contract_file(contract: DatasetContract) -> str:
+    """Write the contract as canonical JSON into its own folder, so the asset hash follows its content only."""
+    folder = tempfile.mkdtemp(prefix=f"contract-{contract.name}-")
+    path = os.path.join(folder, CONTRACT_FILE_NAME)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(contract.to_json())
+    return path
+
+
+class CleanJob(Construct):
+    """A Glue 5.0 PySpark job running the contract-driven clean transform.
+
+    The script is a thin entrypoint (`runtime/glue_clean_job.py`) over pure PySpark functions
+    (`runtime/clean_transform.py`) that the tests run on a local SparkSession; the contract ships with it as
+    `contract.json`, so one file changes the job, the tables and the load SQL together. Each run writes
+    `<curated_root>run_id=<run id>/<partition>=<value>/` and quarantined rows under `<quarantine_root>run_id=<run id>/`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        storage: PipelineStorage,
+        catalog: PipelineCatalog,
+        contract: DatasetContract,
+        worker_type: glue.WorkerType = glue.WorkerType.G_1X,
+        worker_count: int = 2,
+        timeout: Duration | None = None,
+        max_quarantine_ratio: float = 0.05,
+        metrics_namespace: str = "RetailPipeline",
+        max_concurrent_runs: int = 5,
+    ) -> None:
+        """
+        :param storage: landing (read), curated and quarantine (write) buckets.
+        :param catalog: the security configuration and log permissions.
+        :param contract: the dataset contract the job enforces.
+        :param worker_type: Glue worker type. Default: G.1X.
+        :param worker_count: number of workers, at least 2. Default: 2.
+        :param timeout: a run longer than this is stopped (and fails). Default: 60 minutes.
+        :param max_quarantine_ratio: share of quarantined rows above which the run fails. Default: 0.05.
+        :param metrics_namespace: CloudWatch namespace of the row-count metrics. Default: 'RetailPipeline'.
+        :param max_concurrent_runs: parallel runs (one per upload in the Step Functions form). Default: 5.
+        """
+        super().__init__(scope, construct_id)
+        check_positive("worker_count", worker_count, minimum=2)
+        check_positive("max_concurrent_runs", max_concurrent_runs)
+        if isinstance(max_quarantine_ratio, bool) or not 0 <= max_quarantine_ratio <= 1:
+            raise PipelinePropsError(f"max_quarantine_ratio={max_quarantine_ratio!r}: must be between 0 and 1")
+        check_name("metrics_namespace", metrics_namespace, pattern=r"[A-Za-z][A-Za-z0-9/_.-]{0,254}")
+        run_timeout = timeout if timeout is not None else Duration.minutes(60)
+        check_positive("timeout (minutes)", run_timeout.to_minutes())
+
+        self.contract = contract
+        self.metrics_namespace = metrics_namespace
+        self.curated_prefix = f"{contract.name}/runs/"
+        self.curated_root = f"s3://{storage.curated_bucket.bucket_name}/{self.curated_prefix}"
+        self.quarantine_root = f"s3://{storage.quarantine_bucket.bucket_name}/{contract.name}/"
+
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
+            description=f"Clean job for {contract.name}: reads uploads, writes curated and quarantine output",
+        )
+        storage.grant_read_landing(self.role)
+        storage.grant_write_curated(self.role, self.curated_prefix)
+        storage.grant_write_quarantine(self.role)
+        catalog.grant_glue_logs(self.role, "jobs")
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],  # PutMetricData has no resource type; the namespace condition scopes it.
+                conditions={"StringEquals": {"cloudwatch:namespace": metrics_namespace}},
+            )
+        )
+
+        self.job = glue.PySparkEtlJob(
+            self,
+            "Job",
+            role=self.role,
+            description=f"Cleans {contract.name} CSV uploads into Parquet; bad rows go to quarantine with a reason",
+            glue_version=glue.GlueVersion.V5_0,
+            script=glue.Code.from_asset(str(RUNTIME_DIR / "glue_clean_job.py")),
+            extra_python_files=[
+                glue.Code.from_asset(str(CONTRACT_MODULE)),
+                glue.Code.from_asset(str(RUNTIME_DIR / "clean_transform.py")),
+            ],
+            extra_files=[glue.Code.from_asset(_contract_file(contract))],
+            worker_configuration=glue.WorkerConfiguration(worker_type=worker_type, number_of_workers=worker_count),
+            security_configuration=catalog.security_configuration,
+            continuous_logging=glue.ContinuousLoggingProps(enabled=True),
+            max_concurrent_runs=max_concurrent_runs,
+            max_retries=0,  # the orchestrator retries with backoff; a Glue retry would double-count metrics
+            timeout=run_timeout,
+            default_arguments={
+                "--contract_path": CONTRACT_FILE_NAME,
+                "--dataset": contract.name,
+                "--curated_root": self.curated_root,
+                "--quarantine_root": self.quarantine_root,
+                "--max_quarantine_ratio": str(max_quarantine_ratio),
+                "--metrics_namespace": metrics_namespace,
+            },
+        )
+        self.job_name: str = self.job.job_name
+        self.job_arn = Stack.of(self).format_arn(service="glue", resource="job", resource_name=self.job_name)
+
+    def metric(self, metric_name: str, *, statistic: str = "Sum", period: Duration | None = None) -> cloudwatch.Metric:
+        """A row-count metric the job publishes (RowsIn, RowsOut, RowsQuarantined, DuplicatesDropped, ...)."""
+        return cloudwatch.Metric(
+            namespace=self.metrics_namespace,
+            metric_name=metric_name,
+            dimensions_map={"Dataset": self.contract.name},
+            statistic=statistic,
+            period=period if period is not None else Duration.minutes(5),
+        )
+
+    def metric_rows_quarantined(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """Rows sent to quarantine."""
+        return self.metric("RowsQuarantined", period=period)
+
+    def metric_rows_out(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """Rows written to curated output."""
+        return self.metric("RowsOut", period=period)

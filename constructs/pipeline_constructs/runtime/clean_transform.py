@@ -1,0 +1,560 @@
+"""The clean transform: contract-driven CSV -> curated Parquet + quarantine, in pure PySpark (no Python UDFs).
+
+Used by the Glue job (`glue_clean_job.py`), the local runner and the tests, on any SparkSession. On Glue this file
+and `contract.py` are shipped as top-level modules with --extra-py-files, hence the import fallback below.
+
+Rules (the README documents them from here):
+
+- Files. The header is read by us (first line, up to 64 KiB): a UTF-8 BOM is stripped, names are trimmed and
+  matched to the contract case-insensitively, in any order. Unknown header columns are ignored; a missing nullable
+  column is null; a missing non-nullable column, a duplicated contract column, no header line, NUL bytes or
+  non-UTF-8 bytes in the header reject the whole file: it is copied to `<quarantine>/run_id=<id>/files/` with a
+  line in `rejected_files.jsonl`, and the run fails. A header-only file gives zero rows and succeeds.
+- Rows. Blank lines (empty or whitespace only) are not rows. Values are trimmed; an empty value is null. A row
+  goes to quarantine with every reason that applies: `malformed_row` (wrong field count, unterminated quote),
+  `invalid_utf8` (a value holds U+FFFD, which is what undecodable bytes become, so a literal U+FFFD is
+  quarantined too), `null_in_required:<col>`, `cast_failed:<col>` (strict text forms: integers are digits only,
+  decimals may not have more fraction digits than the scale (no silent rounding), dates are YYYY-MM-DD,
+  timestamps ISO-8601 with an optional offset, UTC otherwise), `check_<min|max|allowed_values|pattern|min_length|
+  max_length>:<col>`, and `partition_null:<col>` when nothing else explains a null partition value.
+- Duplicates. Among the valid rows of one run sharing the natural key, the first by the contract's
+  `dedup_order_by` wins, ties going to the row last in the input (last file in the order given, last line).
+- Output. Curated: `<curated_root>/run_id=<id>/<partition>=<value>/part-*.snappy.parquet`, columns in
+  `contract.output_columns()` order, timestamps as INT64 micros; quarantine:
+  `<quarantine_root>/run_id=<id>/rows/part-*.json` (JSON lines: run_id, source_uri, reasons, raw_line, raw_values).
+  Both run directories are replaced on a re-run, so running the same input again does not duplicate anything.
+- Conservation. rows_in = rows_out + rows_quarantined + duplicates_dropped, where rows_in is counted on the
+  parsed input, rows_out read back from the written Parquet footers, rows_quarantined and duplicates_dropped
+  observed while writing. A failed equation, a rejected file or a quarantine ratio above the limit fail the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+try:
+    from pipeline_constructs.contract import ContractColumn, DatasetContract, decimal_precision_scale
+except ImportError:  # on Glue, contract.py is a top-level module next to this one
+    from contract import ContractColumn, DatasetContract, decimal_precision_scale  # type: ignore[no-redef]
+
+__all__ = [
+    "CleanResult",
+    "CleanRunFailed",
+    "FileHeader",
+    "classify",
+    "configure_session",
+    "deduplicate",
+    "inspect_header",
+    "quarantine_records",
+    "read_source",
+    "run_clean",
+]
+
+LOG = logging.getLogger(__name__)
+
+HEAD_BYTES = 64 * 1024
+CORRUPT = "_corrupt_record"
+SOURCE = "_source_uri"
+FILE_INDEX = "_file_index"
+ROW_ID = "_row_id"
+REASONS = "_reasons"
+RAW = "_raw"
+_RAW_PREFIX = "_raw__"
+_INVALID_UTF8 = "\ufffd"
+
+# Strict text forms, checked before the (lenient, non-ANSI) cast: Spark would otherwise accept '1.5' as int 1,
+# '2024' as a date, or round '12.345' into decimal(10,2).
+_INT_RE = r"^[+-]?[0-9]+$"
+_DOUBLE_RE = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_TIMESTAMP_RE = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
+)
+_BOOLEAN_VALUES = ("true", "false", "t", "f", "yes", "no", "y", "n", "1", "0")
+
+
+class CleanRunFailed(RuntimeError):
+    """The run finished its writes but must fail (alarm): see `result.errors`."""
+
+    def __init__(self, result: CleanResult) -> None:
+        self.result = result
+        super().__init__("; ".join(result.errors))
+
+
+@dataclass
+class FileHeader:
+    """What the first line of one source file says: its column names, or why the whole file is rejected."""
+
+    uri: str
+    columns: list[str] = field(default_factory=list)
+    rejection: str | None = None
+    header_line: str = ""
+
+
+@dataclass
+class CleanResult:
+    """Counts and verdict of one run; `summary()` is the JSON summary line."""
+
+    dataset: str
+    run_id: str
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_quarantined: int = 0
+    duplicates_dropped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    files_in: int = 0
+    rejected_files: list[dict[str, str]] = field(default_factory=list)
+    max_quarantine_ratio: float = 0.0
+    curated_path: str = ""
+    quarantine_path: str = ""
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def quarantine_ratio(self) -> float:
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+
+    @property
+    def conservation_ok(self) -> bool:
+        return self.rows_in == self.rows_out + self.rows_quarantined + self.duplicates_dropped
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "run_id": self.run_id,
+            "status": "succeeded" if self.ok else "failed",
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rows_quarantined": self.rows_quarantined,
+            "duplicates_dropped": self.duplicates_dropped,
+            "reasons": dict(sorted(self.reasons.items())),
+            "quarantine_ratio": round(self.quarantine_ratio, 6),
+            "max_quarantine_ratio": self.max_quarantine_ratio,
+            "conservation_ok": self.conservation_ok,
+            "files_in": self.files_in,
+            "files_rejected": len(self.rejected_files),
+            "rejected_files": self.rejected_files,
+            "curated_path": self.curated_path,
+            "quarantine_path": self.quarantine_path,
+            "errors": self.errors,
+            "warnings": self.warnings,
+        }
+
+    def summary_json(self) -> str:
+        return json.dumps(self.summary(), sort_keys=False, separators=(",", ":"))
+
+
+# ------------------------------------------------------------------------------------------------------ session
+def configure_session(spark: SparkSession) -> None:
+    """Session settings the transform relies on: non-ANSI casts (failures are nulls we detect), UTC, timestamps as
+    INT64 micros in Parquet (read the same by Athena, Redshift COPY and DuckDB), static overwrite of a run dir."""
+    spark.conf.set("spark.sql.ansi.enabled", "false")
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    spark.conf.set("spark.sql.parquet.compression.codec", "snappy")
+    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "static")
+
+
+# ------------------------------------------------------------------------------------------------------ files
+def _fs(spark: SparkSession, uri: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def read_head(spark: SparkSession, uri: str, max_bytes: int = HEAD_BYTES) -> bytes:
+    """The first `max_bytes` of a file, through Hadoop's FileSystem (s3:// on Glue, local paths elsewhere)."""
+    jvm = spark.sparkContext._jvm
+    fs, path = _fs(spark, uri)
+    stream = fs.open(path)
+    try:
+        bounded = jvm.org.apache.commons.io.input.BoundedInputStream(stream, max_bytes)
+        return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(bounded))
+    finally:
+        stream.close()
+
+
+def inspect_header(contract: DatasetContract, uri: str, head: bytes) -> FileHeader:
+    """Parse a file's first line and decide whether the file can be read against the contract."""
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:]
+    end = head.find(b"\n")
+    if end < 0 and len(head) >= HEAD_BYTES - 3:
+        return FileHeader(uri, rejection=f"not_csv_text: no line break in the first {HEAD_BYTES} bytes")
+    line_bytes = (head if end < 0 else head[:end]).rstrip(b"\r")
+    if b"\x00" in head:
+        return FileHeader(uri, rejection="not_csv_text: NUL bytes (binary file)")
+    try:
+        line = line_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        return FileHeader(uri, rejection="not_csv_text: header is not UTF-8")
+    if not line.strip():
+        return FileHeader(uri, rejection="missing_header: the first line is empty", header_line=line)
+    try:
+        names = [n.strip().lower() for n in next(csv.reader([line]))]
+    except csv.Error as exc:
+        return FileHeader(uri, rejection=f"not_csv_text: bad header ({exc})", header_line=line)
+    known = {c.name for c in contract.columns}
+    repeated = sorted({n for n in names if n in known and names.count(n) > 1})
+    if repeated:
+        return FileHeader(uri, rejection=f"duplicate_header_column: {','.join(repeated)}", header_line=line)
+    missing = [n for n in contract.required_columns() if n not in names]
+    if missing:
+        return FileHeader(uri, rejection=f"missing_required_columns: {','.join(missing)}", header_line=line)
+    return FileHeader(uri, columns=names, header_line=line)
+
+
+def read_source(spark: SparkSession, contract: DatasetContract, header: FileHeader, file_index: int) -> DataFrame:
+    """Read one accepted file as strings: one `_raw__<col>` per contract column (trimmed, '' -> null), plus the
+    malformed line (`_corrupt_record`), the source URI, the file's index in the run and a row id in file order."""
+    fields = [StructField(f"_c{i}", StringType()) for i in range(len(header.columns))]
+    schema = StructType([*fields, StructField(CORRUPT, StringType())])
+    df = (
+        spark.read.schema(schema)
+        .option("header", True)
+        .option("enforceSchema", True)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT)
+        .option("multiLine", False)
+        .option("encoding", "UTF-8")
+        .option("quote", '"')
+        .option("escape", '"')
+        .option("ignoreLeadingWhiteSpace", True)
+        .option("ignoreTrailingWhiteSpace", True)
+        .csv(header.uri)
+    )
+    position = {name: i for i, name in enumerate(header.columns)}
+    cols = []
+    for col in contract.columns:
+        if col.name in position:
+            raw = F.trim(F.col(f"_c{position[col.name]}"))
+            cols.append(F.when(raw != "", raw).alias(_RAW_PREFIX + col.name))
+        else:
+            cols.append(F.lit(None).cast("string").alias(_RAW_PREFIX + col.name))
+    return df.select(
+        *cols,
+        F.col(CORRUPT),
+        F.lit(header.uri).alias(SOURCE),
+        F.lit(file_index).alias(FILE_INDEX),
+        F.monotonically_increasing_id().alias(ROW_ID),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ rows
+def _typed(col: ContractColumn) -> tuple[Column, Column]:
+    """(typed value, cast failed?) for one source column, from its raw string."""
+    raw = F.col(_RAW_PREFIX + col.name)
+    t = col.type
+    if t == "string":
+        return raw, F.lit(False)
+    typed = raw.cast(t)
+    ps = decimal_precision_scale(t)
+    if t in ("int", "bigint"):
+        shape = raw.rlike(_INT_RE)
+    elif t == "double":
+        shape = raw.rlike(_DOUBLE_RE)
+    elif ps is not None:
+        scale = ps[1]
+        fraction = rf"(\.[0-9]{{0,{scale}}})?" if scale else r"\.?"
+        shape = raw.rlike(rf"^[+-]?([0-9]+{fraction}|\.[0-9]{{1,{max(scale, 1)}}})$")
+    elif t == "date":
+        shape = raw.rlike(_DATE_RE)
+    elif t == "timestamp":
+        shape = raw.rlike(_TIMESTAMP_RE)
+    elif t == "boolean":
+        shape = F.lower(raw).isin(*_BOOLEAN_VALUES)
+    else:  # pragma: no cover - the contract only admits the types above
+        raise ValueError(f"unsupported type {t}")
+    failed = raw.isNotNull() & (~shape | typed.isNull())
+    return F.when(~failed, typed), failed
+
+
+def _check_reasons(col: ContractColumn, typed: Column) -> list[Column]:
+    raw = F.col(_RAW_PREFIX + col.name)
+    checks = col.checks
+    out: list[Column] = []
+
+    def reason(cond: Column, kind: str) -> None:
+        out.append(F.when(typed.isNotNull() & cond, F.lit(f"check_{kind}:{col.name}")))
+
+    if checks.min is not None:
+        reason(typed < F.lit(checks.min).cast(col.type), "min")
+    if checks.max is not None:
+        reason(typed > F.lit(checks.max).cast(col.type), "max")
+    if checks.allowed_values is not None:
+        reason(~typed.isin(*[F.lit(v).cast(col.type) for v in checks.allowed_values]), "allowed_values")
+    if checks.pattern is not None:
+        reason(~raw.rlike(checks.pattern), "pattern")
+    if checks.min_length is not None:
+        reason(F.length(typed) < checks.min_length, "min_length")
+    if checks.max_length is not None:
+        reason(F.length(typed) > checks.max_length, "max_length")
+    return out
+
+
+def possible_reasons(contract: DatasetContract) -> list[str]:
+    """Every row-level reason this contract can produce, for per-reason counts and metrics."""
+    out = ["malformed_row", "invalid_utf8"]
+    for col in contract.columns:
+        if not col.nullable:
+            out.append(f"null_in_required:{col.name}")
+        if col.type != "string":
+            out.append(f"cast_failed:{col.name}")
+        c = col.checks
+        for kind in ("min", "max", "allowed_values", "pattern", "min_length", "max_length"):
+            if getattr(c, kind) is not None:
+                out.append(f"check_{kind}:{col.name}")
+    out.append(f"partition_null:{contract.partition.name}")
+    return out
+
+
+def classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
+    """Typed columns, derived columns, the partition column and `_reasons` (empty array = valid row); the raw
+    values are kept, as `_raw` (a map plus the raw line), only on rows with reasons."""
+    typed_cols: list[Column] = []
+    reasons: list[Column] = []
+    for col in contract.columns:
+        typed, failed = _typed(col)
+        typed_cols.append(typed.alias(col.name))
+        if not col.nullable:
+            reasons.append(F.when(F.col(_RAW_PREFIX + col.name).isNull(), F.lit(f"null_in_required:{col.name}")))
+        if col.type != "string":
+            reasons.append(F.when(failed, F.lit(f"cast_failed:{col.name}")))
+        reasons.extend(_check_reasons(col, typed))
+    malformed = F.col(CORRUPT).isNotNull()
+    all_text = F.concat_ws("\u0001", F.col(CORRUPT), *[F.col(_RAW_PREFIX + c.name) for c in contract.columns])
+    utf8 = F.when(all_text.contains(_INVALID_UTF8), F.lit("invalid_utf8"))
+    # A malformed row's values are misaligned: report only that (and bad bytes), not the checks they then fail.
+    row_reasons = F.when(
+        malformed, F.array_compact(F.array(F.lit("malformed_row"), utf8))
+    ).otherwise(F.array_compact(F.array(utf8, *reasons)))
+
+    typed_df = raw.select(
+        *typed_cols,
+        row_reasons.alias(REASONS),
+        F.col(CORRUPT),
+        *[F.col(_RAW_PREFIX + c.name) for c in contract.columns],
+        SOURCE,
+        FILE_INDEX,
+        ROW_ID,
+    )
+    for der in contract.derived:
+        typed_df = typed_df.withColumn(der.name, F.expr(der.expression).cast(der.type))
+    part = contract.partition
+    typed_df = typed_df.withColumn(part.name, F.expr(part.expression).cast(part.type))
+    part_null = F.when(
+        (F.size(REASONS) == 0) & F.col(part.name).isNull(), F.array(F.lit(f"partition_null:{part.name}"))
+    ).otherwise(F.col(REASONS))
+    raw_map = F.create_map(*[x for c in contract.columns for x in (F.lit(c.name), F.col(_RAW_PREFIX + c.name))])
+    raw_struct = F.struct(F.col(CORRUPT).alias("raw_line"), raw_map.alias("raw_values"))
+    names = [n for n, _ in contract.output_columns()] + [part.name]
+    return typed_df.withColumn(REASONS, part_null).select(
+        *names,
+        REASONS,
+        F.when(F.size(REASONS) > 0, raw_struct).alias(RAW),
+        SOURCE,
+        FILE_INDEX,
+        ROW_ID,
+    )
+
+
+def quarantine_records(classified: DataFrame, run_id: str) -> DataFrame:
+    """The quarantined rows as they are written: run_id, source_uri, reasons, raw_line, raw_values."""
+    return classified.filter(F.size(REASONS) > 0).select(
+        F.lit(run_id).alias("run_id"),
+        F.col(SOURCE).alias("source_uri"),
+        F.col(REASONS).alias("reasons"),
+        F.col(f"{RAW}.raw_line").alias("raw_line"),
+        F.col(f"{RAW}.raw_values").alias("raw_values"),
+    )
+
+
+def deduplicate(valid: DataFrame, contract: DatasetContract, observation: Observation | None = None) -> DataFrame:
+    """Keep one row per natural key (the contract's rule); when `observation` is given it counts, during the
+    action that consumes the result, the rows dropped as `duplicates_dropped`."""
+    order: list[Column] = []
+    for o in contract.dedup_order_by:
+        order.append(F.col(o.column).desc_nulls_last() if o.descending else F.col(o.column).asc_nulls_last())
+    order += [F.col(FILE_INDEX).desc(), F.col(ROW_ID).desc()]
+    window = Window.partitionBy(*[F.col(k) for k in contract.natural_key]).orderBy(*order)
+    ranked = valid.withColumn("_rank", F.row_number().over(window))
+    if observation is not None:
+        ranked = ranked.observe(observation, F.coalesce(F.sum((F.col("_rank") > 1).cast("long")), F.lit(0)).alias("dups"))
+    return ranked.filter(F.col("_rank") == 1).drop("_rank")
+
+
+# ------------------------------------------------------------------------------------------------------ run
+def _short_error(exc: Exception) -> str:
+    """One line for an exception, the Java one when it comes through py4j."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.toString()) if java is not None else f"{type(exc).__name__}: {exc}"
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _write_text(spark: SparkSession, uri: str, text: str) -> None:
+    fs, path = _fs(spark, uri)
+    out = fs.create(path, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def _run_dir(root: str, run_id: str) -> str:
+    return f"{root.rstrip('/')}/run_id={run_id}"
+
+
+def run_clean(
+    spark: SparkSession,
+    contract: DatasetContract,
+    source_uris: list[str],
+    run_id: str,
+    curated_root: str,
+    quarantine_root: str,
+    max_quarantine_ratio: float = 0.05,
+) -> CleanResult:
+    """Clean one run's files: write curated Parquet and quarantine, count, check conservation and the quarantine
+    ratio. Returns the result (its `errors` say why the run must fail); never raises for bad data."""
+    if not source_uris:
+        raise ValueError("source_uris is empty")
+    if not 0.0 <= max_quarantine_ratio <= 1.0:
+        raise ValueError(f"max_quarantine_ratio must be within 0..1, got {max_quarantine_ratio!r}")
+    configure_session(spark)
+    curated_dir = _run_dir(curated_root, run_id)
+    quarantine_dir = _run_dir(quarantine_root, run_id)
+    result = CleanResult(
+        dataset=contract.name,
+        run_id=run_id,
+        files_in=len(source_uris),
+        max_quarantine_ratio=max_quarantine_ratio,
+        curated_path=curated_dir,
+        quarantine_path=quarantine_dir,
+    )
+
+    # Start the run's quarantine afresh (the curated run dir is replaced by the overwrite below).
+    q_fs, q_path = _fs(spark, quarantine_dir)
+    if q_fs.exists(q_path):
+        q_fs.delete(q_path, True)
+
+    frames: list[DataFrame] = []
+    for index, uri in enumerate(source_uris):
+        try:
+            header = inspect_header(contract, uri, read_head(spark, uri))
+        except Exception as exc:  # unreadable object: reject it, keep going, fail the run
+            header = FileHeader(uri, rejection=f"unreadable: {_short_error(exc)}")
+        if header.rejection is None:
+            frames.append(read_source(spark, contract, header, index))
+            continue
+        target = f"{quarantine_dir}/files/{index:05d}_{uri.rstrip('/').rsplit('/', 1)[-1]}"
+        try:
+            if header.rejection.startswith("unreadable"):
+                raise OSError("the object could not be read")
+            jvm = spark.sparkContext._jvm
+            src_fs, src_path = _fs(spark, uri)
+            dst_fs, dst_path = _fs(spark, target)
+            conf = spark.sparkContext._jsc.hadoopConfiguration()
+            jvm.org.apache.hadoop.fs.FileUtil.copy(src_fs, src_path, dst_fs, dst_path, False, conf)
+        except Exception as exc:
+            LOG.warning("could not copy rejected file %s to quarantine: %s", uri, _short_error(exc))
+            target = ""
+        result.rejected_files.append(
+            {"source_uri": uri, "reason": header.rejection, "header": header.header_line[:1000], "copy": target}
+        )
+        result.errors.append(f"file rejected: {uri}: {header.rejection}")
+    if result.rejected_files:
+        lines = [json.dumps({"run_id": run_id, **r}, sort_keys=True) for r in result.rejected_files]
+        _write_text(spark, f"{quarantine_dir}/files/rejected_files.jsonl", "\n".join(lines) + "\n")
+
+    if frames:
+        raw = frames[0]
+        for frame in frames[1:]:
+            raw = raw.unionByName(frame)
+        _clean_rows(spark, contract, raw, run_id, curated_dir, quarantine_dir, result)
+    else:
+        _empty_curated(spark, contract, curated_dir)
+
+    if not result.conservation_ok:
+        result.errors.append(
+            f"conservation failed: rows_in {result.rows_in} != rows_out {result.rows_out} + rows_quarantined "
+            f"{result.rows_quarantined} + duplicates_dropped {result.duplicates_dropped}"
+        )
+    if result.quarantine_ratio > max_quarantine_ratio:
+        result.errors.append(
+            f"quarantine ratio {result.quarantine_ratio:.4f} is above the limit {max_quarantine_ratio} "
+            f"({result.rows_quarantined} of {result.rows_in} rows)"
+        )
+    elif result.rows_quarantined:
+        result.warnings.append(
+            f"{result.rows_quarantined} of {result.rows_in} rows quarantined (ratio {result.quarantine_ratio:.4f},"
+            f" limit {max_quarantine_ratio})"
+        )
+    return result
+
+
+def _clean_rows(
+    spark: SparkSession,
+    contract: DatasetContract,
+    raw: DataFrame,
+    run_id: str,
+    curated_dir: str,
+    quarantine_dir: str,
+    result: CleanResult,
+) -> None:
+    classified = classify(raw, contract).persist()
+    try:
+        # One aggregation over the parsed rows: rows in, rows with reasons, and one count per possible reason.
+        reasons = possible_reasons(contract)
+        aggs = [F.count(F.lit(1)).alias("rows_in"), F.sum((F.size(REASONS) > 0).cast("long")).alias("bad")]
+        aggs += [F.sum(F.array_contains(REASONS, r).cast("long")).alias(f"r{i}") for i, r in enumerate(reasons)]
+        row = classified.agg(*aggs).collect()[0]
+        result.rows_in = int(row["rows_in"])
+        counted_bad = int(row["bad"] or 0)
+        result.reasons = {r: int(row[f"r{i}"]) for i, r in enumerate(reasons) if row[f"r{i}"]}
+
+        q_obs = Observation("quarantine")
+        quarantine = quarantine_records(classified, run_id).observe(q_obs, F.count(F.lit(1)).alias("n"))
+        quarantine.write.mode("overwrite").option("ignoreNullFields", False).json(f"{quarantine_dir}/rows")
+        result.rows_quarantined = int(q_obs.get.get("n", 0))
+        if result.rows_quarantined != counted_bad:
+            result.errors.append(f"quarantine wrote {result.rows_quarantined} rows, {counted_bad} were counted")
+
+        d_obs = Observation("dedup")
+        valid = classified.filter(F.size(REASONS) == 0)
+        curated = deduplicate(valid, contract, d_obs).select(
+            *[n for n, _ in contract.output_columns()], contract.partition.name
+        )
+        curated.write.mode("overwrite").partitionBy(contract.partition.name).parquet(curated_dir)
+        result.duplicates_dropped = int(d_obs.get.get("dups", 0) or 0)
+        result.rows_out = spark.read.parquet(curated_dir).count() if _has_parquet(spark, curated_dir) else 0
+    finally:
+        classified.unpersist()
+
+
+def _has_parquet(spark: SparkSession, uri: str) -> bool:
+    fs, path = _fs(spark, uri)
+    if not fs.exists(path):
+        return False
+    files = fs.listFiles(path, True)
+    while files.hasNext():
+        if files.next().getPath().getName().endswith(".parquet"):
+            return True
+    return False
+
+
+def _empty_curated(spark: SparkSession, contract: DatasetContract, curated_dir: str) -> None:
+    """No readable file: still replace the run's curated dir, so a re-run never leaves stale rows behind."""
+    fs, path = _fs(spark, curated_dir)
+    if fs.exists(path):
+        fs.delete(path, True)

@@ -1,0 +1,365 @@
+"""The Step Functions form: an S3 upload starts a Standard state machine that crawls, cleans and loads."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, aws_cloudwatch as cloudwatch, aws_events as events
+from aws_cdk import aws_events_targets as targets, aws_iam as iam, aws_kms as kms, aws_logs as logs, aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn, aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from .alerting import PipelineAlerting
+from .athena_target import AthenaTarget
+from .catalog import PipelineCatalog
+from .clean_job import CleanJob
+from .load_sql import states_format_literal
+from .storage import PipelineStorage
+from .validation import PipelinePropsError, check_positive, check_prefix
+
+LoadTarget = Union[AthenaTarget]
+
+FORM_NAME = "step_functions"
+_COLON = ArnFormat.COLON_RESOURCE_NAME
+
+
+def retry_transient(task: sfn.TaskStateBase, errors: list[str], *, interval: Duration, max_attempts: int) -> None:
+    """Retry named transient errors with exponential backoff and full jitter, capped at five minutes per wait."""
+    task.add_retry(
+        errors=errors,
+        interval=interval,
+        max_attempts=max_attempts,
+        backoff_rate=2,
+        jitter_strategy=sfn.JitterType.FULL,
+        max_delay=Duration.minutes(5),
+    )
+
+
+class StepFunctionsPipeline(Construct):
+    """Upload -> EventBridge -> Standard state machine: crawl, clean (Glue .sync), load; failures -> SNS -> Fail.
+
+    The EventBridge rule matches `Object Created` for `<prefix>*.csv` with a size above zero, retries delivery and
+    keeps undeliverable events in an encrypted dead-letter queue (alarmed, so nothing is lost silently). Every task
+    retries its transient errors with backoff and jitter and has a timeout; any other error is caught, published to
+    the alert topic naming the object, the step and the error, and the execution fails, which the failed/timed
+    out/aborted alarms report.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        storage: PipelineStorage,
+        catalog: PipelineCatalog,
+        clean_job: CleanJob,
+        target: LoadTarget,
+        alerting: PipelineAlerting,
+        landing_prefix: str | None = None,
+        crawler_poll_interval: Duration | None = None,
+        crawler_max_polls: int = 60,
+        job_timeout: Duration | None = None,
+        load_timeout: Duration | None = None,
+        execution_timeout: Duration | None = None,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+    ) -> None:
+        """
+        :param storage: the landing bucket whose uploads start runs.
+        :param catalog: the raw crawler.
+        :param clean_job: the Glue job run for each upload (RUN_JOB, .sync).
+        :param target: where a successful run is loaded (AthenaTarget).
+        :param alerting: the topic for failure messages and alarms.
+        :param landing_prefix: uploads under this prefix start this form. Default: '<storage prefix>step_functions/'.
+        :param crawler_poll_interval: wait between crawler status checks. Default: 30 seconds.
+        :param crawler_max_polls: checks before the crawl counts as stuck and the run fails. Default: 60.
+        :param job_timeout: the clean job task's timeout. Default: the job's timeout plus 10 minutes (75 minutes).
+        :param load_timeout: the load task's timeout. Default: 30 minutes.
+        :param execution_timeout: the whole execution's timeout. Default: 4 hours.
+        :param log_retention: execution log retention. Default: one month.
+        :param removal_policy: for the log group and its key. Default: RETAIN.
+        """
+        super().__init__(scope, construct_id)
+        if not isinstance(target, AthenaTarget):
+            raise PipelinePropsError(f"target={type(target).__name__}: use an AthenaTarget")
+        check_positive("crawler_max_polls", crawler_max_polls)
+        poll = crawler_poll_interval if crawler_poll_interval is not None else Duration.seconds(30)
+        check_positive("crawler_poll_interval (seconds)", poll.to_seconds())
+        self.landing_prefix = check_prefix(
+            "landing_prefix", landing_prefix if landing_prefix is not None else storage.landing_prefix_for(FORM_NAME)
+        )
+        stack = Stack.of(self)
+        self.alerting = alerting
+
+        # --- the state machine ---------------------------------------------------------------------------------
+        start = sfn.Pass(
+            self,
+            "Describe Upload",
+            comment="Keep what every later step needs: the object, its URI and the run id (the execution name).",
+            parameters={
+                "upload": {
+                    "bucket.$": "$.detail.bucket.name",
+                    "key.$": "$.detail.object.key",
+                    "source_uri.$": "States.Format('s3://{}/{}', $.detail.bucket.name, $.detail.object.key)",
+                    "run_id.$": "$$.Execution.Name",
+                },
+                "crawler_poll": {"iteration": 0},
+            },
+        )
+
+        notify = tasks.SnsPublish(
+            self,
+            "Notify Failure",
+            topic=alerting.topic,
+            subject=sfn.JsonPath.format("Retail pipeline failed at {}", sfn.JsonPath.string_at("$.failed_step")),
+            message=sfn.TaskInput.from_object(
+                {
+                    "pipeline": "step_functions",
+                    "object": sfn.JsonPath.string_at("$.upload.source_uri"),
+                    "run_id": sfn.JsonPath.string_at("$.upload.run_id"),
+                    "failed_step": sfn.JsonPath.string_at("$.failed_step"),
+                    "error": sfn.JsonPath.string_at("$.error.Error"),
+                    "cause": sfn.JsonPath.string_at("$.error.Cause"),
+                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+        )
+        retry_transient(notify, ["SNS.ThrottledException", "SNS.InternalErrorException", "States.Timeout"], interval=Duration.seconds(2), max_attempts=5)
+        failed = sfn.Fail(self, "Pipeline Failed", error="PipelineFailed", cause_path="$.error.Cause")
+        notify.add_catch(failed, errors=["States.ALL"], result_path="$.notify_error")
+        notify.next(failed)
+
+        def on_failure(task: sfn.TaskStateBase, step: str) -> None:
+            record = sfn.Pass(self, f"Record {step} Failure", result=sfn.Result.from_string(step), result_path="$.failed_step")
+            record.next(notify)
+            task.add_catch(record, errors=["States.ALL"], result_path="$.error")
+
+        def fail_with(state_id: str, step: str, error: str, cause: dict) -> sfn.Pass:
+            state = sfn.Pass(
+                self,
+                state_id,
+                parameters={"Error": error, **cause},
+                result_path="$.error",
+            )
+            record = sfn.Pass(self, f"Record {state_id}", result=sfn.Result.from_string(step), result_path="$.failed_step")
+            state.next(record)
+            record.next(notify)
+            return state
+
+        start_crawler = tasks.CallAwsService(
+            self,
+            "Start Crawler",
+            service="glue",
+            action="startCrawler",
+            parameters={"Name": catalog.crawler_name},
+            iam_resources=[catalog.crawler_arn],
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+        )
+        # Another upload may have started the crawler: wait for it, then start ours.
+        retry_transient(start_crawler, ["Glue.CrawlerRunningException"], interval=Duration.seconds(30), max_attempts=10)
+        retry_transient(start_crawler, ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"], interval=Duration.seconds(5), max_attempts=5)
+        on_failure(start_crawler, "Start Crawler")
+
+        wait = sfn.Wait(self, "Wait For Crawler", time=sfn.WaitTime.duration(poll))
+        get_crawler = tasks.CallAwsService(
+            self,
+            "Get Crawler",
+            service="glue",
+            action="getCrawler",
+            parameters={"Name": catalog.crawler_name},
+            iam_resources=[catalog.crawler_arn],
+            result_selector={"Crawler.$": "$.Crawler"},
+            result_path="$.crawler",
+            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+        )
+        retry_transient(get_crawler, ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"], interval=Duration.seconds(5), max_attempts=5)
+        on_failure(get_crawler, "Get Crawler")
+        count = sfn.Pass(
+            self,
+            "Count Crawler Poll",
+            parameters={"iteration.$": "States.MathAdd($.crawler_poll.iteration, 1)"},
+            result_path="$.crawler_poll",
+        )
+        crawler_failed = fail_with(
+            "Crawler Failed",
+            "Crawler",
+            "CrawlerFailed",
+            {"Cause.$": "States.JsonToString($.crawler.Crawler.LastCrawl)"},
+        )
+        crawler_stuck = fail_with(
+            "Crawler Poll Cap Reached",
+            "Crawler",
+            "CrawlerTimeout",
+            {"Cause": f"the crawler was still running after {crawler_max_polls} checks"},
+        )
+
+        job_task_timeout = job_timeout if job_timeout is not None else Duration.minutes(75)
+        run_job = tasks.GlueStartJobRun(
+            self,
+            "Run Clean Job",
+            glue_job_name=clean_job.job_name,
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            arguments=sfn.TaskInput.from_object(
+                {"--source_uris": sfn.JsonPath.string_at("$.upload.source_uri"), "--run_id": sfn.JsonPath.string_at("$.upload.run_id")}
+            ),
+            result_selector={"JobRunId.$": "$.Id", "JobRunState.$": "$.JobRunState"},
+            result_path="$.clean_job",
+            task_timeout=sfn.Timeout.duration(job_task_timeout),
+        )
+        retry_transient(run_job, ["Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException"], interval=Duration.seconds(60), max_attempts=6)
+        on_failure(run_job, "Run Clean Job")
+
+        load = tasks.AthenaStartQueryExecution(
+            self,
+            "Load Into Athena",
+            query_string=sfn.JsonPath.format(states_format_literal(target.merge_sql()), sfn.JsonPath.string_at("$.upload.run_id")),
+            work_group=target.workgroup_name,
+            query_execution_context=tasks.QueryExecutionContext(database_name=target.database_name),
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            result_selector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId", "State.$": "$.QueryExecution.Status.State"},
+            result_path="$.load",
+            task_timeout=sfn.Timeout.duration(load_timeout if load_timeout is not None else Duration.minutes(30)),
+        )
+        retry_transient(load, ["Athena.TooManyRequestsException", "Athena.InternalServerException"], interval=Duration.seconds(10), max_attempts=5)
+        on_failure(load, "Load")
+        loaded = sfn.Succeed(self, "Loaded")
+
+        is_crawler_ready = (
+            sfn.Choice(self, "Crawler Finished?")
+            .when(sfn.Condition.not_(sfn.Condition.string_equals("$.crawler.Crawler.State", "READY")), count)
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.crawler.Crawler.LastCrawl.Status"),
+                    sfn.Condition.not_(sfn.Condition.string_equals("$.crawler.Crawler.LastCrawl.Status", "SUCCEEDED")),
+                ),
+                crawler_failed,
+            )
+            .otherwise(run_job)
+        )
+        below_cap = (
+            sfn.Choice(self, "Poll Again?")
+            .when(sfn.Condition.number_greater_than_equals("$.crawler_poll.iteration", crawler_max_polls), crawler_stuck)
+            .otherwise(wait)
+        )
+        count.next(below_cap)
+        definition = start.next(start_crawler).next(wait).next(get_crawler).next(is_crawler_ready)
+        run_job.next(load).next(loaded)
+
+        self.log_key = kms.Key(
+            self,
+            "LogKey",
+            description="Step Functions execution logs of the retail pipeline",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+        self.log_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
+                            service="logs", resource="log-group", resource_name="*", arn_format=_COLON
+                        )
+                    }
+                },
+            )
+        )
+        self.log_group = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            encryption_key=self.log_key,
+            retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=execution_timeout if execution_timeout is not None else Duration.hours(4),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            comment=f"Retail pipeline ({clean_job.contract.name}): crawl, clean, load into {type(target).__name__}",
+        )
+        target.grant_load(self.state_machine, storage, catalog)
+
+        # --- the trigger -----------------------------------------------------------------------------------------
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "TriggerDeadLetterQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=alerting.key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        self.rule = events.Rule(
+            self,
+            "UploadRule",
+            description=f"CSV uploads under {self.landing_prefix} start the retail pipeline state machine",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [storage.landing_bucket.bucket_name]},
+                    "object": {
+                        "key": events.Match.wildcard(f"{self.landing_prefix}*.csv"),
+                        "size": events.Match.greater_than(0),
+                    },
+                },
+            ),
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    dead_letter_queue=self.dead_letter_queue,
+                    retry_attempts=8,
+                    max_event_age=Duration.hours(6),
+                )
+            ],
+        )
+
+        # --- alarms ----------------------------------------------------------------------------------------------
+        def alarm(alarm_id: str, metric: cloudwatch.IMetric, description: str) -> cloudwatch.Alarm:
+            created = cloudwatch.Alarm(
+                self,
+                alarm_id,
+                metric=metric,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description=description,
+            )
+            return alerting.alarm_on(created)
+
+        period = Duration.minutes(5)
+        self.executions_failed_alarm = alarm("ExecutionsFailed", self.state_machine.metric_failed(period=period), "A pipeline execution failed")
+        self.executions_timed_out_alarm = alarm("ExecutionsTimedOut", self.state_machine.metric_timed_out(period=period), "A pipeline execution timed out")
+        self.executions_aborted_alarm = alarm("ExecutionsAborted", self.state_machine.metric_aborted(period=period), "A pipeline execution was aborted")
+        self.dead_letter_alarm = alarm(
+            "UndeliveredUploads",
+            self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
+            "An upload event could not start the state machine; it waits in the dead-letter queue",
+        )
+        self.alarms = [self.executions_failed_alarm, self.executions_timed_out_alarm, self.executions_aborted_alarm, self.dead_letter_alarm]
+
+    def metric_failed(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """Executions that failed."""
+        return self.state_machine.metric_failed(period=period)
+
+    def metric_timed_out(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """Executions that timed out."""
+        return self.state_machine.metric_timed_out(period=period)
+
+    def metric_aborted(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """Executions that were aborted."""
+        return self.state_machine.metric_aborted(period=period)
+
+    def metric_succeeded(self, *, period: Duration | None = None) -> cloudwatch.Metric:
+        """Executions that loaded their upload."""
+        return self.state_machine.metric_succeeded(period=period)
+

@@ -1,0 +1,35 @@
+"""One deployment environment: a cdk.Stage with the stateful stack and one stack per enabled form."""
+
+from __future__ import annotations
+
+from aws_cdk import Environment, Stage, Tags
+from constructs import Construct
+
+from pipeline_constructs.contract import DatasetContract
+
+from .config import EnvironmentConfig
+from .stateful_stack import StatefulStack
+from .step_functions_stack import StepFunctionsStack
+
+
+class PipelineStage(Stage):
+    """The stacks of one environment, named `<env>-Stateful`, `<env>-StepFunctions`, ..."""
+
+    def __init__(self, scope: Construct, config: EnvironmentConfig, *, contract: DatasetContract) -> None:
+        super().__init__(scope, config.name, env=Environment(account=config.account, region=config.region))
+        self.config = config
+        self.stateful = StatefulStack(self, "Stateful", config=config, contract=contract, description=f"Retail pipeline ({config.name}): data and state")
+        self.orchestration = {}
+        if "step_functions" in config.forms:
+            self.orchestration["step_functions"] = StepFunctionsStack(
+                self,
+                "StepFunctions",
+                config=config,
+                stateful=self.stateful,
+                description=f"Retail pipeline ({config.name}): Step Functions orchestration",
+            )
+        unsupported = [form for form in config.forms if form not in self.orchestration]
+        if unsupported:
+            raise ValueError(f"environments.{config.name}.forms={list(config.forms)!r}: {unsupported[0]!r} is not built by this version yet")
+        Tags.of(self).add("Project", "retail-pipeline")
+        Tags.of(self).add("Environment", config.name)

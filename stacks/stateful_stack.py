@@ -1,0 +1,61 @@
+"""Everything that holds data or state, shared by the orchestration forms of one environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy, Stack, aws_glue as glue
+from constructs import Construct
+
+from pipeline_constructs.alerting import PipelineAlerting
+from pipeline_constructs.athena_target import AthenaTarget
+from pipeline_constructs.catalog import PipelineCatalog
+from pipeline_constructs.clean_job import CleanJob
+from pipeline_constructs.contract import DatasetContract
+from pipeline_constructs.storage import PipelineStorage
+
+from .config import EnvironmentConfig
+
+CONTRACT_PATH = Path(__file__).resolve().parent.parent / "contracts" / "retail_sales.yaml"
+_WORKER_TYPES = {
+    "G.025X": glue.WorkerType.G_025X,
+    "G.1X": glue.WorkerType.G_1X,
+    "G.2X": glue.WorkerType.G_2X,
+    "G.4X": glue.WorkerType.G_4X,
+    "G.8X": glue.WorkerType.G_8X,
+}
+
+
+class StatefulStack(Stack):
+    """Storage, catalog, clean job, load target and alerting of one environment."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, contract: DatasetContract, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        removal = RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN
+        self.storage = PipelineStorage(
+            self,
+            "Storage",
+            removal_policy=removal,
+            data_retention=Duration.days(config.data_retention_days),
+        )
+        self.alerting = PipelineAlerting(self, "Alerting", emails=config.alarm_emails, removal_policy=removal)
+        self.catalog = PipelineCatalog(self, "Catalog", storage=self.storage, database_name=f"retail_{config.name}", removal_policy=removal)
+        self.clean_job = CleanJob(
+            self,
+            "CleanJob",
+            storage=self.storage,
+            catalog=self.catalog,
+            contract=contract,
+            worker_type=_WORKER_TYPES[config.glue_worker_type],
+            worker_count=config.glue_worker_count,
+            max_quarantine_ratio=config.max_quarantine_ratio,
+        )
+        self.target = AthenaTarget(
+            self,
+            "AthenaTarget",
+            storage=self.storage,
+            catalog=self.catalog,
+            clean_job=self.clean_job,
+            bytes_scanned_cutoff=config.athena_bytes_scanned_cutoff,
+            removal_policy=removal,
+        )

@@ -1,0 +1,42 @@
+"""The Step Functions orchestration form of one environment."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy, Stack, aws_logs as logs
+from constructs import Construct
+
+from pipeline_constructs.step_functions_form import StepFunctionsPipeline
+
+from .config import EnvironmentConfig
+from .stateful_stack import StatefulStack
+
+
+class StepFunctionsStack(Stack):
+    """Upload -> EventBridge -> state machine (crawl, clean, load), with its alarms."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, stateful: StatefulStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.pipeline = StepFunctionsPipeline(
+            self,
+            "Pipeline",
+            storage=stateful.storage,
+            catalog=stateful.catalog,
+            clean_job=stateful.clean_job,
+            target=stateful.target,
+            alerting=stateful.alerting,
+            log_retention=_retention(config.log_retention_days),
+            removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+        )
+
+
+def _retention(days: int) -> logs.RetentionDays:
+    """The RetentionDays member for a validated number of days (the config allows only CloudWatch's periods)."""
+    return logs.RetentionDays[_RETENTION_NAMES[days]]
+
+
+_RETENTION_NAMES = dict(
+    zip(
+        (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653),
+        [m.name for m in logs.RetentionDays if m.name != "INFINITE"],
+    )
+)
