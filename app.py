@@ -8,6 +8,7 @@ import os
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
+from pipeline_constructs.acknowledgements import apply_acknowledgements
 from pipeline_constructs.contract import DatasetContract
 from stacks.config import parse_app_config, parse_bool_flag
 from stacks.stage import PipelineStage
@@ -27,6 +28,7 @@ def build_app(app: cdk.App, *, nag: bool = True) -> list[PipelineStage]:
     contract = DatasetContract.from_file(CONTRACT_PATH)
     stages = [PipelineStage(app, env, contract=contract) for env in config.environments]
     if nag:
+        apply_acknowledgements(app, [AwsSolutionsChecks(), ServerlessChecks()])
         cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
     return stages
 

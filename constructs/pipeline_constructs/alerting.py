@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from aws_cdk import RemovalPolicy, aws_cloudwatch as cloudwatch, aws_cloudwatch_actions as cw_actions
-from aws_cdk import aws_iam as iam, aws_kms as kms, aws_sns as sns, aws_sns_subscriptions as subs
+from aws_cdk import Duration, RemovalPolicy, aws_cloudwatch as cloudwatch, aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam, aws_kms as kms, aws_sns as sns, aws_sns_subscriptions as subs, aws_sqs as sqs
 from constructs import Construct
 
+from .acknowledgements import acknowledge
 from .validation import PipelinePropsError
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -64,8 +65,26 @@ class PipelineAlerting(Construct):
             master_key=self.key,
             enforce_ssl=True,
         )
+        # Undeliverable notifications are kept (and alarmed on by callers) instead of lost.
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "UndeliveredNotifications",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        acknowledge_dead_letter_queue(self.dead_letter_queue)
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowSnsToDeadLetterQueue",
+                principals=[iam.ServicePrincipal("sns.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+            )
+        )
         for email in emails:
-            self.topic.add_subscription(subs.EmailSubscription(email))
+            self.topic.add_subscription(subs.EmailSubscription(email, dead_letter_queue=self.dead_letter_queue))
         self.alarm_action = cw_actions.SnsAction(self.topic)
 
     def alarm_on(self, alarm: cloudwatch.Alarm) -> cloudwatch.Alarm:
@@ -76,3 +95,9 @@ class PipelineAlerting(Construct):
     def grant_publish(self, grantee: iam.IGrantable) -> iam.Grant:
         """Publish to the (encrypted) topic."""
         return self.topic.grant_publish(grantee)
+
+
+def acknowledge_dead_letter_queue(queue: sqs.IQueue) -> None:
+    """A dead-letter queue has no dead-letter queue of its own: its messages are the end of the line, alarmed on."""
+    for finding in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
+        acknowledge(queue, finding, "This queue is itself a dead-letter queue; a queue behind it would only move the problem, and an alarm watches its depth.")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, Stack, aws_athena as athena, aws_glue as glue, aws_iam as iam, aws_s3 as s3
-from constructs import Construct
+from constructs import Construct, IConstruct
 
-from .catalog import PipelineCatalog
+from .acknowledgements import acknowledge_findings
+from .catalog import PipelineCatalog, review_object_prefix
 from .clean_job import CleanJob
 from .contract import DatasetContract
 from .load_sql import RUN_ID_PLACEHOLDER, athena_merge_sql, iceberg_type, table_columns
@@ -168,6 +169,7 @@ class AthenaTarget(Construct):
             ),
         )
         self.table.add_dependency(catalog.database.node.default_child)  # type: ignore[arg-type]
+        self.load_policy = self._build_load_policy(storage, catalog)
 
     def merge_sql(self, run_id: str = RUN_ID_PLACEHOLDER) -> str:
         """The MERGE that loads one run; with the default placeholder, a States.Format template."""
@@ -179,24 +181,50 @@ class AthenaTarget(Construct):
             run_id=run_id,
         )
 
-    def grant_load(self, grantee: iam.IGrantable, storage: PipelineStorage, catalog: PipelineCatalog) -> None:
-        """What running the MERGE needs: the workgroup, both tables, the run output, the table data, the key."""
+    def _build_load_policy(self, storage: PipelineStorage, catalog: PipelineCatalog) -> iam.ManagedPolicy:
+        """What running the MERGE needs: the workgroup, both tables, the run output, the table data, the key.
+
+        A managed policy in this (stateful) stack, so that roles of orchestration stacks attach it instead of
+        growing cross-stack references to every bucket.
+        """
         stack = Stack.of(self)
-        iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults", "athena:StopQueryExecution"],
-            resource_arns=[self.workgroup_arn],
+        policy = iam.ManagedPolicy(self, "LoadPolicy", description=f"Run the Athena load of {self.contract.name}")
+        policy.add_statements(
+            iam.PolicyStatement(
+                actions=["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults", "athena:StopQueryExecution"],
+                resources=[self.workgroup_arn],
+            ),
+            iam.PolicyStatement(
+                actions=["glue:GetDatabase", "glue:GetTable", "glue:UpdateTable", "glue:GetPartitions"],
+                resources=[
+                    stack.format_arn(service="glue", resource="catalog"),
+                    catalog.database.database_arn,
+                    stack.format_arn(service="glue", resource="table", resource_name=f"{self.database_name}/{self.table_name}"),
+                    stack.format_arn(service="glue", resource="table", resource_name=f"{self.database_name}/{self.runs_table_name}"),
+                ],
+            ),
         )
-        iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["glue:GetDatabase", "glue:GetTable", "glue:UpdateTable", "glue:GetPartitions"],
-            resource_arns=[
-                stack.format_arn(service="glue", resource="catalog"),
-                catalog.database.database_arn,
-                stack.format_arn(service="glue", resource="table", resource_name=f"{self.database_name}/{self.table_name}"),
-                stack.format_arn(service="glue", resource="table", resource_name=f"{self.database_name}/{self.runs_table_name}"),
-            ],
+        storage.grant_read_curated(policy, f"{self.contract.name}/runs/")
+        storage.grant_write_curated(policy, self.table_prefix)
+        grant_objects(policy, self.results_bucket, storage.key, "results/", write=True)
+        self.review_load_findings(policy)
+        return policy
+
+    def grant_load(self, grantee: iam.IGrantable) -> None:
+        """Let `grantee` (a role) run the load: attaches the target's load policy."""
+        role = grantee.grant_principal
+        if not hasattr(role, "add_managed_policy"):
+            raise PipelinePropsError(f"grantee={grantee!r}: the load policy attaches to a role")
+        role.add_managed_policy(self.load_policy)
+
+    def review_load_findings(self, grantee_construct: IConstruct) -> None:
+        """Accept the wildcard findings `grant_load` (and Step Functions' Athena task) cause on `grantee_construct`."""
+        review_object_prefix(grantee_construct, f"{self.contract.name}/runs/", "the MERGE reads the run's Parquet files")
+        review_object_prefix(grantee_construct, self.table_prefix, "Iceberg writes data and metadata files it names")
+        review_object_prefix(grantee_construct, "results/", "Athena names each query's result files")
+        acknowledge_findings(
+            grantee_construct,
+            "AwsSolutions-IAM5",
+            "Athena reads the catalog with the caller's permissions: tables and functions of this pipeline's database.",
+            matching=rf"Resource::arn:[^:]+:glue:.*:(table|userDefinedFunction)/{self.database_name}/\*",
         )
-        storage.grant_read_curated(grantee, f"{self.contract.name}/runs/")
-        storage.grant_write_curated(grantee, self.table_prefix)
-        grant_objects(grantee, self.results_bucket, storage.key, "results/", write=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 from aws_cdk import ArnFormat, RemovalPolicy, Stack, aws_glue as glue, aws_iam as iam, aws_kms as kms
-from constructs import Construct
+from constructs import Construct, IConstruct
 
+from .acknowledgements import acknowledge_findings
 from .storage import PipelineStorage
 from .validation import check_name
 
@@ -79,6 +81,15 @@ class PipelineCatalog(Construct):
         storage.grant_read_landing(self.crawler_role)
         self.grant_table_write(self.crawler_role)
         self.grant_glue_logs(self.crawler_role, "crawlers")
+        review_object_prefix(self.crawler_role, storage.landing_prefix, "the crawler reads every upload under the landing prefix")
+        acknowledge_findings(
+            self.crawler_role,
+            "AwsSolutions-IAM5",
+            "The crawler creates and updates tables it names after what it finds, so table access is granted on the "
+            "tables of this one database rather than on named tables.",
+            matching=rf"Resource::arn:[^:]+:glue:.*:table/{database_name}/\*",
+        )
+        review_glue_logs(self.crawler_role, "crawlers")
         self.crawler = glue.CfnCrawler(
             self,
             "RawCrawler",
@@ -152,3 +163,23 @@ class PipelineCatalog(Construct):
             resource_arns=[self.key.key_arn],
         )
 
+
+
+def review_object_prefix(construct: IConstruct, prefix: str, why: str, *, bucket_hint: str = "") -> None:
+    """Accept the IAM5 wildcard of object access under one key prefix (object names are not known in advance)."""
+    acknowledge_findings(
+        construct,
+        "AwsSolutions-IAM5",
+        f"Object names are not known in advance: {why}; access is limited to the prefix '{prefix}'.",
+        matching=rf"Resource::.*{bucket_hint}.*/{re.escape(prefix)}\*" if bucket_hint else rf"Resource::.*/{re.escape(prefix)}\*",
+    )
+
+
+def review_glue_logs(construct: IConstruct, kind: str) -> None:
+    """Accept the IAM5 wildcard on Glue's own log groups (/aws-glue/<kind>...), whose names Glue chooses."""
+    acknowledge_findings(
+        construct,
+        "AwsSolutions-IAM5",
+        f"Glue writes its {kind} logs to log groups it names under /aws-glue/{kind}; access is limited to that path.",
+        matching=rf"Resource::arn:[^:]+:logs:.*:log-group:/aws-glue/{kind}\*",
+    )

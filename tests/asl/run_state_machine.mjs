@@ -66,6 +66,12 @@ const allStates = new Map();
     if (state.Iterator) collect(state.Iterator);
   }
 })(definition);
+// aws-local-stepfunctions 3.0.0 treats `"ResultPath": "$"` as a field literally named "$" ({"...input", "$": result});
+// in AWS it means "replace the input with the result", exactly like an absent ResultPath. Normalize it away.
+for (const state of allStates.values()) {
+  if (state.ResultPath === '$') delete state.ResultPath;
+  for (const catcher of state.Catch ?? []) if (catcher.ResultPath === '$') delete catcher.ResultPath;
+}
 const statesOfType = (type) => [...allStates].filter(([, s]) => s.Type === type).map(([n]) => n);
 const taskStates = statesOfType('Task');
 const waitStates = statesOfType('Wait');
@@ -198,6 +204,18 @@ const retryIntervalOverrides = Object.fromEntries(
   [...allStates].filter(([, s]) => Array.isArray(s.Retry) && s.Retry.length).map(([name]) => [name, 0]),
 );
 
+// The Context Object: the given one over AWS-like defaults (Execution.Input and Execution.StartTime are always set by the
+// interpreter), so `$$.Execution.Name` / `$$.Execution.Id` / `$$.StateMachine.Name` resolve even when a test gives none.
+function executionContext(given) {
+  const name = given.Execution?.Name ?? 'local-execution';
+  const machine = given.StateMachine?.Name ?? 'local-state-machine';
+  return {
+    ...given,
+    Execution: { Id: `arn:aws:states:eu-west-1:123456789012:execution:${machine}:${name}`, Name: name, ...given.Execution },
+    StateMachine: { Id: `arn:aws:states:eu-west-1:123456789012:stateMachine:${machine}`, Name: machine, ...given.StateMachine },
+  };
+}
+
 // ------------------------------------------------------------------------------------------------------------------ run
 let machine;
 try {
@@ -210,7 +228,7 @@ const report = { status: null, output: null, error: null, cause: null, calls, st
 try {
   const execution = machine.run(input, {
     overrides: { taskResourceLocalHandlers, waitTimeOverrides, retryIntervalOverrides },
-    ...(request.context ? { context: request.context } : {}),
+    context: executionContext(request.context ?? {}),
   });
   report.output = clone(await execution.result);
   report.status = 'SUCCEEDED';

@@ -337,9 +337,9 @@ def classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
     all_text = F.concat_ws("\u0001", F.col(CORRUPT), *[F.col(_RAW_PREFIX + c.name) for c in contract.columns])
     utf8 = F.when(all_text.contains(_INVALID_UTF8), F.lit("invalid_utf8"))
     # A malformed row's values are misaligned: report only that (and bad bytes), not the checks they then fail.
-    row_reasons = F.when(
-        malformed, F.array_compact(F.array(F.lit("malformed_row"), utf8))
-    ).otherwise(F.array_compact(F.array(utf8, *reasons)))
+    row_reasons = F.when(malformed, F.array_compact(F.array(F.lit("malformed_row"), utf8))).otherwise(
+        F.array_compact(F.array(utf8, *reasons))
+    )
 
     typed_df = raw.select(
         *typed_cols,
@@ -391,7 +391,9 @@ def deduplicate(valid: DataFrame, contract: DatasetContract, observation: Observ
     window = Window.partitionBy(*[F.col(k) for k in contract.natural_key]).orderBy(*order)
     ranked = valid.withColumn("_rank", F.row_number().over(window))
     if observation is not None:
-        ranked = ranked.observe(observation, F.coalesce(F.sum((F.col("_rank") > 1).cast("long")), F.lit(0)).alias("dups"))
+        ranked = ranked.observe(
+            observation, F.coalesce(F.sum((F.col("_rank") > 1).cast("long")), F.lit(0)).alias("dups")
+        )
     return ranked.filter(F.col("_rank") == 1).drop("_rank")
 
 
@@ -452,7 +454,7 @@ def run_clean(
     for index, uri in enumerate(source_uris):
         try:
             header = inspect_header(contract, uri, read_head(spark, uri))
-        except Exception as exc:  # unreadable object: reject it, keep going, fail the run
+        except Exception as exc:  # noqa: BLE001 - unreadable object: reject it, keep going, fail the run
             header = FileHeader(uri, rejection=f"unreadable: {_short_error(exc)}")
         if header.rejection is None:
             frames.append(read_source(spark, contract, header, index))
@@ -466,7 +468,7 @@ def run_clean(
             dst_fs, dst_path = _fs(spark, target)
             conf = spark.sparkContext._jsc.hadoopConfiguration()
             jvm.org.apache.hadoop.fs.FileUtil.copy(src_fs, src_path, dst_fs, dst_path, False, conf)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - best effort: the rejection line still records the file
             LOG.warning("could not copy rejected file %s to quarantine: %s", uri, _short_error(exc))
             target = ""
         result.rejected_files.append(

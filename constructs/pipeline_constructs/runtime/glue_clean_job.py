@@ -1,0 +1,223 @@
+"""Glue 5.0 entrypoint of the clean job: read the job arguments, run the clean transform, publish the counts to
+CloudWatch, print the JSON summary, and raise (failing the job run, which fires the alarm) when the run failed.
+
+Deployed as the job script; `contract.py` and `clean_transform.py` come with --extra-py-files as top-level modules
+and the contract JSON with --extra-files (so `contract.json` is in the working directory). Pure PySpark + boto3:
+GlueContext/Job are not used, so the same main() runs locally and in tests.
+
+Job arguments:
+  --contract_path          the contract JSON: a file name in the working dir (or SparkFiles), a local path, or s3://
+  --source_uris            comma-separated CSV object URIs (s3://bucket/key); a URI ending in '/' means every file
+                           under that prefix (names starting with '_' or '.' skipped)
+  --run_id                 the run's id (output dirs run_id=<id>); default: --WORKFLOW_RUN_ID, then --JOB_RUN_ID
+  --curated_root           s3://bucket/prefix of the curated output
+  --quarantine_root        s3://bucket/prefix of the quarantine output
+  --max_quarantine_ratio   optional, default 0.05: above it the run fails, below it QuarantineRatioWarning = 1
+  --metrics_namespace      optional, default RetailPipeline; empty string: publish nothing
+  --dataset                optional, default the contract's name: value of the Dataset metric dimension
+  --JOB_NAME               set by Glue: adds a second copy of each metric with dimensions Dataset + JobName
+
+Metrics (namespace as above, dimension Dataset, and Dataset + JobName when the job name is known): RowsIn, RowsOut,
+RowsQuarantined, DuplicatesDropped, FilesRejected, QuarantineRatio, QuarantineRatioWarning (1 when some rows were
+quarantined but the ratio is within the limit), ConservationFailed, RunFailed (each 0 or 1), and
+RowsQuarantinedByReason with dimensions Dataset + Reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+try:
+    from pipeline_constructs.contract import DatasetContract
+    from pipeline_constructs.runtime.clean_transform import CleanResult, CleanRunFailed, run_clean
+except ImportError:  # on Glue: top-level modules shipped with --extra-py-files
+    from clean_transform import CleanResult, CleanRunFailed, run_clean  # type: ignore[no-redef]
+    from contract import DatasetContract  # type: ignore[no-redef]
+
+LOG = logging.getLogger("glue_clean_job")
+
+REQUIRED_ARGS = ("contract_path", "source_uris", "curated_root", "quarantine_root")
+OPTIONAL_ARGS: dict[str, str | None] = {
+    "run_id": None,
+    "max_quarantine_ratio": "0.05",
+    "metrics_namespace": "RetailPipeline",
+    "dataset": None,
+    "JOB_NAME": None,
+    "JOB_RUN_ID": None,
+    "WORKFLOW_RUN_ID": None,
+}
+METRIC_NAMES = (
+    "RowsIn",
+    "RowsOut",
+    "RowsQuarantined",
+    "DuplicatesDropped",
+    "FilesRejected",
+    "QuarantineRatio",
+    "QuarantineRatioWarning",
+    "ConservationFailed",
+    "RunFailed",
+    "RowsQuarantinedByReason",
+)
+
+
+def _fallback_resolved_options(argv: Sequence[str], names: Sequence[str]) -> dict[str, str]:
+    """The subset of awsglue.utils.getResolvedOptions used here: `--name value` or `--name=value`."""
+    values: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--"):
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"argument --{key}: expected a value")
+                value = argv[i + 1]
+                i += 1
+            values[key] = value
+        i += 1
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise SystemExit(f"the following arguments are required: {', '.join('--' + n for n in missing)}")
+    return {n: values[n] for n in names}
+
+
+def _get_resolved_options() -> Callable[[Sequence[str], Sequence[str]], dict[str, str]]:
+    try:
+        from awsglue.utils import getResolvedOptions  # type: ignore[import-not-found]
+    except ImportError:
+        return _fallback_resolved_options
+    return getResolvedOptions  # type: ignore[no-any-return]
+
+
+def resolve_args(argv: Sequence[str]) -> dict[str, Any]:
+    """The job's arguments, with defaults for the optional ones, typed (max_quarantine_ratio float, source_uris
+    list). Uses awsglue's getResolvedOptions when installed; optional names are only asked for when present."""
+    present = [n for n in OPTIONAL_ARGS if any(a == f"--{n}" or a.startswith(f"--{n}=") for a in argv)]
+    raw = _get_resolved_options()(list(argv), [*REQUIRED_ARGS, *present])
+    args: dict[str, Any] = {**OPTIONAL_ARGS, **raw}
+    run_id = args["run_id"] or args["WORKFLOW_RUN_ID"] or args["JOB_RUN_ID"]
+    if not run_id:
+        raise SystemExit("--run_id is required (or Glue's --WORKFLOW_RUN_ID / --JOB_RUN_ID)")
+    args["run_id"] = run_id
+    args["source_uris"] = [u.strip() for u in str(args["source_uris"]).split(",") if u.strip()]
+    if not args["source_uris"]:
+        raise SystemExit("--source_uris: no URI given")
+    try:
+        args["max_quarantine_ratio"] = float(args["max_quarantine_ratio"])
+    except ValueError:
+        raise SystemExit(f"--max_quarantine_ratio: not a number: {args['max_quarantine_ratio']!r}") from None
+    return args
+
+
+def load_contract(spark: SparkSession, path: str) -> DatasetContract:
+    """Read the contract from the working dir (Glue --extra-files), SparkFiles, a local path or any Hadoop URI."""
+    if os.path.exists(path):
+        return DatasetContract.from_file(path)
+    if "://" not in path:
+        from pyspark import SparkFiles
+
+        shipped = SparkFiles.get(os.path.basename(path))
+        if os.path.exists(shipped):
+            return DatasetContract.from_file(shipped)
+        raise FileNotFoundError(f"--contract_path {path!r}: not in the working directory nor in SparkFiles")
+    text = "\n".join(r.value for r in spark.read.text(path, wholetext=True).collect())
+    return DatasetContract.from_json(text)
+
+
+def expand_sources(spark: SparkSession, uris: Sequence[str]) -> list[str]:
+    """Replace each URI ending in '/' by the files under it (sorted; names starting with '_' or '.' skipped)."""
+    out: list[str] = []
+    for uri in uris:
+        if not uri.endswith("/"):
+            out.append(uri)
+            continue
+        jvm = spark.sparkContext._jvm
+        path = jvm.org.apache.hadoop.fs.Path(uri)
+        fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        found: list[str] = []
+        files = fs.listFiles(path, True)
+        while files.hasNext():
+            status = files.next()
+            name = status.getPath().getName()
+            if not name.startswith(("_", ".")):
+                found.append(status.getPath().toString())
+        out.extend(sorted(found))
+    return out
+
+
+def metric_data(result: CleanResult, dataset: str, job_name: str | None) -> list[dict[str, Any]]:
+    """The CloudWatch MetricData of one run (see the module docstring)."""
+    failed = not result.ok
+    values = {
+        "RowsIn": (result.rows_in, "Count"),
+        "RowsOut": (result.rows_out, "Count"),
+        "RowsQuarantined": (result.rows_quarantined, "Count"),
+        "DuplicatesDropped": (result.duplicates_dropped, "Count"),
+        "FilesRejected": (len(result.rejected_files), "Count"),
+        "QuarantineRatio": (result.quarantine_ratio, "None"),
+        "QuarantineRatioWarning": (int(bool(result.rows_quarantined) and not failed), "Count"),
+        "ConservationFailed": (int(not result.conservation_ok), "Count"),
+        "RunFailed": (int(failed), "Count"),
+    }
+    dimension_sets = [[{"Name": "Dataset", "Value": dataset}]]
+    if job_name:
+        dimension_sets.append([{"Name": "Dataset", "Value": dataset}, {"Name": "JobName", "Value": job_name}])
+    data = [
+        {"MetricName": name, "Dimensions": dims, "Value": float(value), "Unit": unit}
+        for dims in dimension_sets
+        for name, (value, unit) in values.items()
+    ]
+    for reason, count in sorted(result.reasons.items()):
+        dims = [{"Name": "Dataset", "Value": dataset}, {"Name": "Reason", "Value": reason[:255]}]
+        data.append(
+            {"MetricName": "RowsQuarantinedByReason", "Dimensions": dims, "Value": float(count), "Unit": "Count"}
+        )
+    return data
+
+
+def publish_metrics(client: Any, namespace: str, data: list[dict[str, Any]]) -> None:
+    """put_metric_data in batches (CloudWatch takes up to 1000 metrics per call)."""
+    for start in range(0, len(data), 1000):
+        client.put_metric_data(Namespace=namespace, MetricData=data[start : start + 1000])
+
+
+def main(
+    argv: Sequence[str] | None = None, *, spark: SparkSession | None = None, cloudwatch: Any = None
+) -> CleanResult:
+    """Run the job. Raises CleanRunFailed (the job run fails) after writing and publishing when the run failed."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = resolve_args(sys.argv[1:] if argv is None else argv)
+    spark = spark or SparkSession.builder.getOrCreate()
+    contract = load_contract(spark, args["contract_path"])
+    dataset = args["dataset"] or contract.name
+    result = run_clean(
+        spark,
+        contract,
+        expand_sources(spark, args["source_uris"]),
+        run_id=args["run_id"],
+        curated_root=args["curated_root"],
+        quarantine_root=args["quarantine_root"],
+        max_quarantine_ratio=args["max_quarantine_ratio"],
+    )
+    if args["metrics_namespace"]:
+        if cloudwatch is None:
+            import boto3
+
+            cloudwatch = boto3.client("cloudwatch")
+        publish_metrics(cloudwatch, args["metrics_namespace"], metric_data(result, dataset, args["JOB_NAME"]))
+    for warning in result.warnings:
+        LOG.warning("%s", warning)
+    print(result.summary_json(), flush=True)
+    if not result.ok:
+        raise CleanRunFailed(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""Run a real Step Functions (JSONPath) definition locally in aws-local-stepfunctions with scripted Task outcomes.
+
+Stdlib only. `run_state_machine` pipes one JSON request into `node tests/asl/run_state_machine.mjs` (cwd = repo root, so the
+pinned `aws-local-stepfunctions` in node_modules is used) and returns an `ExecutionResult`. `definition_from_template` turns
+the `AWS::StepFunctions::StateMachine` of a synthesized CloudFormation template into a concrete ASL dict.
+
+Scripts: `{"<Task state name>": [outcome, ...]}` where an outcome is `{"result": <JSON>}` or
+`{"error": "<ErrorName>", "cause": "<string>"}`. The n-th call of a Task state (every entry and every retry counted) gets the
+n-th outcome, and the last outcome repeats. Errors reach Retry/Catch exactly as AWS presents them (`Error`/`Cause`);
+`{"error": "States.Timeout"}` is the interpreter's own timeout error, so `States.TaskFailed` does not match it. Retries and
+Wait states never sleep (Wait states default to 0 ms; override per state with `wait_time_overrides`). A Task state that runs
+without a script raises `MissingScriptError` (the runner makes that error impossible to Retry or Catch), so no test can pass
+by accident. Scripts naming no Task state of the definition are rejected (typos).
+
+Interpreter facts worth knowing (aws-local-stepfunctions 3.0.0), see tests/test_asl_runner.py:
+- Every Task goes to its scripted handler by state name whatever the Resource (`glue:startJobRun.sync`,
+  `athena:startQueryExecution.sync`, `sns:publish`, `aws-sdk:glue:startCrawler`, ...). `.sync` is not simulated: script
+  what the integration returns (e.g. the Glue JobRun) or the error it raises (`States.TaskFailed` with the JSON cause).
+- `$$.Execution.Input` and `$$.Execution.StartTime` are always the real ones; the runner defaults `Execution.Name`
+  ("local-execution"), `Execution.Id`, `StateMachine.Name`/`Id` under whatever `context` gives.
+- `"ResultPath": "$"` is normalized away by the runner (the interpreter would write a key named "$").
+- A Pass state's falsy `Result` (0, false, "", null) is ignored by the interpreter (the input passes through).
+- String results of intrinsics have every backslash removed (`States.Format` of "C:\\x" gives "C:x";
+  `States.JsonToString` of strings containing quotes gives invalid JSON).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = ROOT / "tests" / "asl" / "run_state_machine.mjs"
+PACKAGE = ROOT / "node_modules" / "aws-local-stepfunctions" / "package.json"
+
+PSEUDO_PARAMETERS: dict[str, str] = {
+    "AWS::Region": "eu-west-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+    "AWS::StackName": "test-stack",
+    "AWS::StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/test-stack/00000000-0000-0000-0000-000000000000",
+    "AWS::NoValue": "",
+}
+
+
+class AslHarnessError(RuntimeError):
+    """The harness could not run the state machine (node or the package missing, invalid definition or request, timeout)."""
+
+
+class MissingScriptError(AslHarnessError):
+    """A Task state ran without a script. `.result` holds the (FAILED) execution up to that point."""
+
+    def __init__(self, message: str, result: ExecutionResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class ExecutionResult:
+    status: str
+    """SUCCEEDED, FAILED, TIMED_OUT (top-level TimeoutSeconds elapsed) or ABORTED."""
+    output: Any
+    error: str | None
+    cause: str | None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    """[{"state", "input" (after InputPath + Parameters), "attempt" (1 + retries in this entry), "call" (n-th call overall)}]"""
+    states_entered: list[str] = field(default_factory=list)
+    """Every state entered, in order, including states inside Parallel branches and Map iterations; once per entry."""
+
+    def calls_to(self, state_name: str) -> list[dict[str, Any]]:
+        return [call for call in self.calls if call["state"] == state_name]
+
+    def inputs_to(self, state_name: str) -> list[Any]:
+        return [call["input"] for call in self.calls_to(state_name)]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        venv_node = ROOT / ".venv" / "bin" / "node"
+        if venv_node.exists():
+            node = str(venv_node)
+    if node is None:
+        raise AslHarnessError(
+            "`node` is not on PATH (Node 24 comes with the virtualenv): run `make setup`, then `make test`"
+        )
+    if not PACKAGE.exists():
+        raise AslHarnessError(
+            f"aws-local-stepfunctions is not installed ({PACKAGE} missing): run `make setup`"
+        )
+    return node
+
+
+def run_state_machine(
+    definition: dict[str, Any],
+    input: Any,
+    scripts: dict[str, list[dict[str, Any]]],
+    *,
+    context: dict[str, Any] | None = None,
+    wait_time_overrides: dict[str, int] | None = None,
+    timeout: float = 60,
+    validation_options: dict[str, bool] | None = None,
+) -> ExecutionResult:
+    """Execute `definition` on `input` with every Task state answered by `scripts` (see the module docstring).
+
+    `context` is the mock Context Object, e.g. `{"Execution": {"Name": "run-1"}}` for `$$.Execution.Name`
+    (`Execution.Input` and `Execution.StartTime` are always set by the interpreter). `validation_options` is passed to the
+    interpreter's asl-validator (`{"checkArn": False}`, `{"checkPaths": False}` or `{"noValidate": True}`).
+    """
+    request: dict[str, Any] = {
+        "definition": definition,
+        "input": input,
+        "scripts": scripts,
+    }
+    if context is not None:
+        request["context"] = context
+    if wait_time_overrides:
+        request["waitTimeOverrides"] = wait_time_overrides
+    if validation_options:
+        request["validationOptions"] = validation_options
+    env = dict(os.environ)
+    env.setdefault("NODE_NO_WARNINGS", "1")
+    try:
+        proc = subprocess.run(
+            [_node(), str(RUNNER)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AslHarnessError(
+            f"the state machine did not finish within {timeout} s (a Wait or Task timeout really sleeping?)"
+        ) from exc
+    if proc.returncode != 0:
+        raise AslHarnessError(
+            f"{RUNNER.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}"
+        )
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise AslHarnessError(
+            f"{RUNNER.name} printed no JSON report: {proc.stdout!r} {proc.stderr!r}"
+        ) from exc
+    result = ExecutionResult(
+        status=report["status"],
+        output=report["output"],
+        error=report["error"],
+        cause=report["cause"],
+        calls=report["calls"],
+        states_entered=report["states_entered"],
+    )
+    if report.get("harness_error"):
+        raise MissingScriptError(report["harness_error"], result)
+    return result
+
+
+# --------------------------------------------------------------------------------------------- CloudFormation -> ASL dict
+
+_SUB_VARIABLE = re.compile(r"\$\{(!?)([^}]*)\}")
+
+
+class _Resolver:
+    def __init__(self, overrides: dict[str, str]) -> None:
+        self.overrides = overrides
+
+    def ref(self, name: str) -> str:
+        if name in self.overrides:
+            return self.overrides[name]
+        if name in PSEUDO_PARAMETERS:
+            return PSEUDO_PARAMETERS[name]
+        return f"arn:aws:ref:{name}"
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        key = f"{logical_id}.{attribute}"
+        return self.overrides.get(key, key)
+
+    def sub(self, template: str, variables: dict[str, Any]) -> str:
+        def replace(match: re.Match[str]) -> str:
+            if match.group(1):  # ${!Literal} stays ${Literal}
+                return "${" + match.group(2) + "}"
+            name = match.group(2).strip()
+            if name in variables:
+                return self.to_string(variables[name])
+            if "." in name and not name.startswith("AWS::"):
+                logical_id, attribute = name.split(".", 1)
+                return self.get_att(logical_id, attribute)
+            return self.ref(name)
+
+        return _SUB_VARIABLE.sub(replace, template)
+
+    def resolve(self, value: Any) -> Any:
+        """Evaluate intrinsics in `value` (strings, lists, dicts) to plain values."""
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                logical_id, attribute = (
+                    arg.split(".", 1)
+                    if isinstance(arg, str)
+                    else (arg[0], self.to_string(arg[1]))
+                )
+                return self.get_att(logical_id, attribute)
+            if key == "Fn::Join":
+                separator, parts = arg
+                return self.to_string(separator).join(
+                    self.to_string(p) for p in self.resolve(parts)
+                )
+            if key == "Fn::Sub":
+                if isinstance(arg, str):
+                    return self.sub(arg, {})
+                template, variables = arg
+                return self.sub(
+                    template, {k: self.resolve(v) for k, v in variables.items()}
+                )
+            if key == "Fn::Select":
+                index, items = arg
+                return self.resolve(items)[int(self.resolve(index))]
+            if key == "Fn::Split":
+                separator, text = arg
+                return self.to_string(text).split(separator)
+            if key == "Fn::ImportValue":
+                return f"import:{self.to_string(arg)}"
+            if key == "Fn::Base64":
+                return self.to_string(arg)
+            if key.startswith("Fn::") or key == "Condition":
+                raise ValueError(
+                    f"definition_from_template: unsupported intrinsic {key}: {json.dumps(arg)[:200]}"
+                )
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def to_string(self, value: Any) -> str:
+        resolved = self.resolve(value)
+        if isinstance(resolved, str):
+            return resolved
+        if isinstance(resolved, (int, float)) and not isinstance(resolved, bool):
+            return str(resolved)
+        raise ValueError(
+            f"definition_from_template: expected a string, got {json.dumps(resolved)[:200]}"
+        )
+
+
+def _json_escaped(text: str) -> str:
+    """`text` as it must appear inside a JSON string literal (placeholders are spliced into string literals)."""
+    return json.dumps(text)[1:-1]
+
+
+class _EscapingResolver(_Resolver):
+    """Substitutes intrinsics inside a JSON document's text: every value is JSON-escaped."""
+
+    def ref(self, name: str) -> str:
+        return _json_escaped(super().ref(name))
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        return _json_escaped(super().get_att(logical_id, attribute))
+
+
+def _find_state_machine(
+    template: dict[str, Any], logical_id_hint: str | None
+) -> tuple[str, dict[str, Any]]:
+    machines = {
+        logical_id: resource.get("Properties", {})
+        for logical_id, resource in template.get("Resources", {}).items()
+        if resource.get("Type") == "AWS::StepFunctions::StateMachine"
+    }
+    candidates = machines
+    if logical_id_hint is not None:
+        candidates = {
+            k: v for k, v in machines.items() if logical_id_hint.lower() in k.lower()
+        }
+        exact = {k: v for k, v in machines.items() if k == logical_id_hint}
+        candidates = exact or candidates
+    if len(candidates) != 1:
+        hint = f" matching {logical_id_hint!r}" if logical_id_hint is not None else ""
+        raise ValueError(
+            f"definition_from_template: expected exactly one AWS::StepFunctions::StateMachine{hint}, "
+            f"found {sorted(candidates)} (all state machines: {sorted(machines)}); pass logical_id_hint"
+        )
+    return next(iter(candidates.items()))
+
+
+def definition_from_template(
+    template: dict[str, Any],
+    logical_id_hint: str | None = None,
+    *,
+    overrides: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ASL definition of the template's state machine, with every intrinsic replaced by a deterministic placeholder.
+
+    `{"Ref": "X"}` -> "arn:aws:ref:X"; `{"Fn::GetAtt": ["X", "Arn"]}` -> "X.Arn"; `${AWS::Region}` -> "eu-west-1",
+    `${AWS::AccountId}` -> "123456789012", `${AWS::Partition}` -> "aws", `${AWS::URLSuffix}` -> "amazonaws.com" (also as
+    Refs). `overrides` replaces chosen placeholders: keys are logical ids or pseudo parameters (for Ref) or "X.Attr".
+    Handles `DefinitionString` as a string, `Fn::Join` or `Fn::Sub`, `Definition` as an object, and `DefinitionSubstitutions`.
+    `logical_id_hint` picks one state machine by (case-insensitive substring of its) logical id when there are several.
+    """
+    logical_id, props = _find_state_machine(template, logical_id_hint)
+    overrides = dict(overrides or {})
+    substitutions = {
+        key: _Resolver(overrides).to_string(value)
+        for key, value in (props.get("DefinitionSubstitutions") or {}).items()
+    }
+
+    def substitute(text: str, escape: bool) -> str:
+        for key, value in substitutions.items():
+            text = text.replace(
+                "${" + key + "}", _json_escaped(value) if escape else value
+            )
+        return text
+
+    if "DefinitionString" in props:
+        text = _EscapingResolver(overrides).to_string(props["DefinitionString"])
+        text = substitute(text, escape=True)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            start = max(exc.pos - 80, 0)
+            raise ValueError(
+                f"definition_from_template: {logical_id}'s DefinitionString is not valid JSON after substitution "
+                f"({exc.msg} at {exc.pos}): ...{text[start : exc.pos + 80]}..."
+            ) from exc
+    if "Definition" in props:
+
+        def walk(value: Any) -> Any:
+            if isinstance(value, str):
+                return substitute(value, escape=False)
+            if isinstance(value, list):
+                return [walk(v) for v in value]
+            if isinstance(value, dict):
+                return {k: walk(v) for k, v in value.items()}
+            return value
+
+        return walk(_Resolver(overrides).resolve(copy.deepcopy(props["Definition"])))
+    raise ValueError(
+        f"definition_from_template: {logical_id} has neither DefinitionString nor Definition (DefinitionS3Location?)"
+    )

@@ -1,0 +1,280 @@
+"""The bad-input corpus: one test per kind of bad (or odd) input, each checking its outcome, the quarantine reason
+and the conservation equation (rows_in = rows_out + rows_quarantined + duplicates_dropped) against the files."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pipeline_constructs.runtime.clean_transform import run_clean
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture
+def run(spark, contract, tmp_path):
+    """run(files, ratio=1.0, run_id="r1") -> CleanResult; files maps a name to str (UTF-8) or bytes content."""
+
+    def _run(files: dict[str, str | bytes], ratio: float = 1.0, run_id: str = "r1"):
+        uris = []
+        for name, content in files.items():
+            path = tmp_path / "in" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+            uris.append(str(path))
+        return run_clean(
+            spark,
+            contract,
+            uris,
+            run_id=run_id,
+            curated_root=str(tmp_path / "curated"),
+            quarantine_root=str(tmp_path / "quarantine"),
+            max_quarantine_ratio=ratio,
+        )
+
+    return _run
+
+
+def lines(*rows: str, header: str) -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+def only_reason(quarantine: list[dict]) -> list[list[str]]:
+    return [q["reasons"] for q in quarantine]
+
+
+def test_good_rows_load_with_types_revenue_and_partition(run, conserved, header, make_row):
+    result = run({"a.csv": lines(make_row(1), make_row(2, sold_at="2024-05-02 23:30:00+02:00"), header=header)})
+    curated, quarantine = conserved(result)
+    assert result.ok and result.rows_out == 2 and not quarantine
+    first, second = curated
+    assert first["quantity"] == 2 and first["unit_price"] == Decimal("10.00") and first["revenue"] == Decimal("19.00")
+    assert str(first["sale_date"]) == "2024-05-01"
+    assert str(second["sale_date"]) == "2024-05-02"  # 23:30+02:00 is 21:30 UTC
+    assert sorted(p.name for p in Path(result.curated_path).iterdir() if p.is_dir()) == [
+        "sale_date=2024-05-01",
+        "sale_date=2024-05-02",
+    ]
+    assert all(f.name.endswith(".snappy.parquet") for f in Path(result.curated_path).rglob("part-*"))
+
+
+def test_wrong_field_count_goes_to_quarantine_as_malformed(run, conserved, header, make_row):
+    result = run({"a.csv": lines(make_row(1), make_row(2) + ",extra", "TX-0000000003,S001,SKU-1,2", header=header)})
+    curated, quarantine = conserved(result)
+    assert [c["transaction_id"] for c in curated] == ["TX-0000000001"]
+    assert only_reason(quarantine) == [["malformed_row"], ["malformed_row"]]
+    assert {q["raw_line"] for q in quarantine} == {make_row(2) + ",extra", "TX-0000000003,S001,SKU-1,2"}
+    assert all(q["run_id"] == "r1" and q["source_uri"].endswith("a.csv") for q in quarantine)
+
+
+def test_open_quote_goes_to_quarantine_as_malformed(run, conserved, header, make_row):
+    result = run(
+        {"a.csv": lines(make_row(1), 'TX-0000000002,"S001,SKU-1,2,10.00,1.00,EUR,2024-05-01,store', header=header)}
+    )
+    curated, quarantine = conserved(result)
+    assert len(curated) == 1 and only_reason(quarantine) == [["malformed_row"]]
+    assert quarantine[0]["raw_line"].startswith('TX-0000000002,"S001')
+
+
+def test_bad_number_fails_the_cast(run, conserved, header, make_row):
+    result = run(
+        {
+            "a.csv": lines(
+                make_row(1, quantity="two"),
+                make_row(2, quantity="1.5"),
+                make_row(3, unit_price="9.999"),
+                make_row(4),
+                header=header,
+            )
+        }
+    )
+    curated, quarantine = conserved(result)
+    assert [c["transaction_id"] for c in curated] == ["TX-0000000004"]
+    assert sorted(only_reason(quarantine)) == [
+        ["cast_failed:quantity"],
+        ["cast_failed:quantity"],
+        ["cast_failed:unit_price"],
+    ]
+    assert result.reasons == {"cast_failed:quantity": 2, "cast_failed:unit_price": 1}
+    assert {q["raw_values"]["quantity"] for q in quarantine} == {"two", "1.5", "2"}
+
+
+def test_bad_date_fails_the_cast(run, conserved, header, make_row):
+    result = run(
+        {
+            "a.csv": lines(
+                make_row(1, sold_at="2024-02-30T10:00:00"), make_row(2, sold_at="2024"), make_row(3), header=header
+            )
+        }
+    )
+    curated, quarantine = conserved(result)
+    assert len(curated) == 1
+    assert only_reason(quarantine) == [["cast_failed:sold_at"], ["cast_failed:sold_at"]]
+
+
+def test_null_in_required_column_is_quarantined(run, conserved, header, make_row):
+    result = run(
+        {"a.csv": lines(make_row(1, store_id=""), make_row(2, store_id="  "), make_row(3, channel=""), header=header)}
+    )
+    curated, quarantine = conserved(result)
+    assert [c["transaction_id"] for c in curated] == ["TX-0000000003"] and curated[0]["channel"] is None
+    assert only_reason(quarantine) == [["null_in_required:store_id"]] * 2
+
+
+def test_failed_check_is_quarantined_with_the_check_name(run, conserved, header, make_row):
+    result = run(
+        {
+            "a.csv": lines(
+                make_row(1, currency="JPY"),
+                make_row(2, sku="sku lower"),
+                make_row(3),
+                make_row(4, currency="JPY", store_id="X1"),
+                header=header,
+            )
+        }
+    )
+    curated, quarantine = conserved(result)
+    assert len(curated) == 1
+    assert sorted(only_reason(quarantine)) == [
+        ["check_allowed_values:currency"],
+        ["check_pattern:sku"],
+        ["check_pattern:store_id", "check_allowed_values:currency"],
+    ]
+    assert result.reasons["check_allowed_values:currency"] == 2
+
+
+def test_negative_quantity_fails_the_min_check(run, conserved, header, make_row):
+    result = run({"a.csv": lines(make_row(1, quantity="-3"), make_row(2), header=header)})
+    curated, quarantine = conserved(result)
+    assert len(curated) == 1 and only_reason(quarantine) == [["check_min:quantity"]]
+
+
+def test_duplicate_key_keeps_the_latest_then_the_last_in_input(run, conserved, header, make_row):
+    result = run(
+        {
+            "a.csv": lines(
+                make_row(1, sold_at="2024-05-01T12:00:00Z", store_id="S002"),  # latest sold_at: wins
+                make_row(1, sold_at="2024-05-01T09:00:00Z", store_id="S001"),
+                make_row(2, store_id="S001"),
+                make_row(2, store_id="S002"),  # same sold_at: the one last in the input wins
+                header=header,
+            ),
+            "b.csv": lines(make_row(3, store_id="S001"), header=header),
+            "c.csv": lines(make_row(3, store_id="S003"), header=header),  # later file wins the tie
+        }
+    )
+    curated, quarantine = conserved(result)
+    assert result.duplicates_dropped == 3 and not quarantine
+    assert [(c["transaction_id"], c["store_id"]) for c in curated] == [
+        ("TX-0000000001", "S002"),
+        ("TX-0000000002", "S002"),
+        ("TX-0000000003", "S003"),
+    ]
+
+
+def test_reordered_columns_are_matched_by_name(run, conserved, make_row, header):
+    names = header.split(",")
+    order = list(reversed(names))
+    values = dict(zip(names, make_row(1).split(","), strict=True))
+    text = ",".join(order) + "\n" + ",".join(values[n] for n in order) + "\n"
+    result = run({"a.csv": text})
+    curated, _ = conserved(result)
+    assert curated[0]["transaction_id"] == "TX-0000000001" and curated[0]["currency"] == "EUR"
+
+
+def test_missing_required_column_rejects_the_whole_file_and_fails(run, conserved, header, make_row):
+    cut = ",".join(header.split(",")[1:])
+    bad = cut + "\n" + ",".join(make_row(1).split(",")[1:]) + "\n"
+    result = run({"good.csv": lines(make_row(1), header=header), "bad.csv": bad})
+    curated, _ = conserved(result)
+    assert not result.ok and len(curated) == 1
+    assert result.rejected_files[0]["reason"] == "missing_required_columns: transaction_id"
+    assert any("file rejected" in e for e in result.errors)
+    files = Path(result.quarantine_path) / "files"
+    assert (files / "00001_bad.csv").read_text() == bad
+    assert "missing_required_columns" in (files / "rejected_files.jsonl").read_text()
+
+
+def test_missing_nullable_column_is_null(run, conserved, header, make_row):
+    cut = header.rsplit(",", 1)[0]
+    result = run({"a.csv": cut + "\n" + make_row(1).rsplit(",", 1)[0] + "\n"})
+    curated, _ = conserved(result)
+    assert result.ok and curated[0]["channel"] is None
+
+
+def test_extra_unknown_column_is_ignored(run, conserved, header, make_row):
+    result = run({"a.csv": "loyalty_card," + header + "\n" + "L123," + make_row(1) + "\n"})
+    curated, _ = conserved(result)
+    assert result.ok and "loyalty_card" not in curated[0] and curated[0]["transaction_id"] == "TX-0000000001"
+
+
+def test_utf8_bom_on_the_header_is_stripped(run, conserved, header, make_row):
+    result = run({"a.csv": b"\xef\xbb\xbf" + lines(make_row(1), header=header).encode()})
+    curated, _ = conserved(result)
+    assert result.ok and curated[0]["transaction_id"] == "TX-0000000001"
+
+
+def test_crlf_line_endings(run, conserved, header, make_row):
+    result = run({"a.csv": lines(make_row(1), make_row(2), header=header).replace("\n", "\r\n")})
+    curated, _ = conserved(result)
+    assert result.ok and [c["channel"] for c in curated] == ["store", "store"]
+
+
+def test_header_only_file_succeeds_with_zero_rows(run, conserved, header):
+    result = run({"a.csv": header + "\n"})
+    conserved(result)
+    assert result.ok and result.rows_in == 0 and result.rows_out == 0
+
+
+def test_empty_lines_are_not_rows(run, conserved, header, make_row):
+    result = run({"a.csv": header + "\n\n" + make_row(1) + "\n   \n\n" + make_row(2) + "\n\n"})
+    conserved(result)
+    assert result.ok and result.rows_in == 2 and result.rows_out == 2
+
+
+def test_non_utf8_bytes_are_quarantined_as_invalid_utf8(run, conserved, header, make_row):
+    content = lines(make_row(1), header=header).encode() + make_row(2, sku="SKU-\xff").encode("latin-1") + b"\n"
+    result = run({"a.csv": content})
+    curated, quarantine = conserved(result)
+    assert len(curated) == 1 and quarantine[0]["reasons"][0] == "invalid_utf8"
+    assert "\ufffd" in quarantine[0]["raw_values"]["sku"]
+
+
+def test_very_long_field_fails_the_length_check(run, conserved, header, make_row):
+    result = run({"a.csv": lines(make_row(1, sku="A" * 200_000), make_row(2), header=header)})
+    curated, quarantine = conserved(result)
+    assert len(curated) == 1 and only_reason(quarantine) == [["check_max_length:sku"]]
+    assert len(quarantine[0]["raw_values"]["sku"]) == 200_000
+
+
+def test_binary_file_is_rejected_as_not_csv(run, conserved, header, make_row):
+    result = run({"a.csv": lines(make_row(1), header=header), "b.csv": b"\x89PNG\r\n\x1a\n\x00\x00\x00"})
+    conserved(result)
+    assert not result.ok and result.rejected_files[0]["reason"].startswith("not_csv_text")
+
+
+def test_quarantine_ratio_above_the_limit_fails_below_warns(run, conserved, header, make_row):
+    text = lines(*[make_row(i) for i in range(1, 10)], make_row(10, quantity="x"), header=header)
+    failed = run({"a.csv": text}, ratio=0.05, run_id="strict")
+    conserved(failed)
+    assert not failed.ok and "above the limit" in failed.errors[0] and failed.rows_out == 9
+    warned = run({"a.csv": text}, ratio=0.2, run_id="lenient")
+    conserved(warned)
+    assert warned.ok and warned.warnings and warned.quarantine_ratio == pytest.approx(0.1)
+
+
+def test_a_second_run_of_the_same_input_leaves_the_output_unchanged(run, read_outputs, header, make_row):
+    text = lines(
+        make_row(1), make_row(1), make_row(2, quantity="x"), make_row(3, sold_at="2024-06-01T00:00:00"), header=header
+    )
+    first = run({"a.csv": text})
+    before = read_outputs(first)
+    files_before = sorted(p.relative_to(first.curated_path).parent for p in Path(first.curated_path).rglob("*.parquet"))
+    second = run({"a.csv": text})
+    assert read_outputs(second) == before
+    assert second.summary() == first.summary()
+    files_after = sorted(
+        p.relative_to(second.curated_path).parent for p in Path(second.curated_path).rglob("*.parquet")
+    )
+    assert files_after == files_before
