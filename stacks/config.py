@@ -198,6 +198,14 @@ def parse_environment(
             raise _fail(f"{prefix}.availability_zones[{i}]", az, f"must be an availability zone of {region}, e.g. {region}a")
     if len(set(azs)) != len(azs):
         raise _fail(f"{prefix}.availability_zones", list(azs), "lists a zone twice")
+    if load_target == "redshift" and len(azs) < 3:
+        # Redshift Serverless with enhanced VPC routing needs subnets in 3 AZs; synth makes no AZ lookups, so name them.
+        raise _fail(
+            f"{prefix}.availability_zones",
+            list(azs),
+            f"load_target 'redshift' needs 3 availability zones of {region} (Redshift Serverless with enhanced VPC routing), e.g. "
+            f"[{region}a, {region}b, {region}c]",
+        )
 
     base_capacity = _positive_int(f"{prefix}.redshift_base_capacity", raw.get("redshift_base_capacity", _DEFAULTS.redshift_base_capacity), minimum=4, maximum=1024)
     if base_capacity % 8 and base_capacity != 4:

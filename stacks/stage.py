@@ -8,6 +8,7 @@ from constructs import Construct
 from pipeline_constructs.contract import DatasetContract
 
 from .config import EnvironmentConfig
+from .network_stack import NetworkStack, needs_network
 from .stateful_stack import StatefulStack
 from .step_functions_stack import StepFunctionsStack
 
@@ -18,7 +19,19 @@ class PipelineStage(Stage):
     def __init__(self, scope: Construct, config: EnvironmentConfig, *, contract: DatasetContract) -> None:
         super().__init__(scope, config.name, env=Environment(account=config.account, region=config.region))
         self.config = config
-        self.stateful = StatefulStack(self, "Stateful", config=config, contract=contract, description=f"Retail pipeline ({config.name}): data and state")
+        self.network = (
+            NetworkStack(self, "Network", config=config, description=f"Retail pipeline ({config.name}): private network")
+            if needs_network(config)
+            else None
+        )
+        self.stateful = StatefulStack(
+            self,
+            "Stateful",
+            config=config,
+            contract=contract,
+            network=self.network.network if self.network is not None else None,
+            description=f"Retail pipeline ({config.name}): data and state",
+        )
         self.orchestration = {}
         if "step_functions" in config.forms:
             self.orchestration["step_functions"] = StepFunctionsStack(

@@ -12,6 +12,8 @@ from pipeline_constructs.athena_target import AthenaTarget
 from pipeline_constructs.catalog import PipelineCatalog
 from pipeline_constructs.clean_job import CleanJob
 from pipeline_constructs.contract import DatasetContract
+from pipeline_constructs.network import PipelineNetwork
+from pipeline_constructs.redshift_target import RedshiftTarget
 from pipeline_constructs.storage import PipelineStorage
 
 from .config import EnvironmentConfig
@@ -29,7 +31,16 @@ _WORKER_TYPES = {
 class StatefulStack(Stack):
     """Storage, catalog, clean job, load target and alerting of one environment."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, contract: DatasetContract, **kwargs) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EnvironmentConfig,
+        contract: DatasetContract,
+        network: PipelineNetwork | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         removal = RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN
         self.storage = PipelineStorage(
@@ -50,12 +61,28 @@ class StatefulStack(Stack):
             worker_count=config.glue_worker_count,
             max_quarantine_ratio=config.max_quarantine_ratio,
         )
-        self.target = AthenaTarget(
-            self,
-            "AthenaTarget",
-            storage=self.storage,
-            catalog=self.catalog,
-            clean_job=self.clean_job,
-            bytes_scanned_cutoff=config.athena_bytes_scanned_cutoff,
-            removal_policy=removal,
-        )
+        self.target: AthenaTarget | RedshiftTarget
+        if config.load_target == "redshift":
+            if network is None:
+                raise ValueError(f"environments.{config.name}.load_target='redshift': the stateful stack needs the network (pass network=)")
+            self.target = RedshiftTarget(
+                self,
+                "RedshiftTarget",
+                storage=self.storage,
+                clean_job=self.clean_job,
+                vpc=network.vpc,
+                subnets=network.private_subnets,
+                base_capacity=config.redshift_base_capacity,
+                database_name=f"retail_{config.name}",
+                removal_policy=removal,
+            )
+        else:
+            self.target = AthenaTarget(
+                self,
+                "AthenaTarget",
+                storage=self.storage,
+                catalog=self.catalog,
+                clean_job=self.clean_job,
+                bytes_scanned_cutoff=config.athena_bytes_scanned_cutoff,
+                removal_policy=removal,
+            )

@@ -14,7 +14,6 @@ from .alerting import PipelineAlerting, acknowledge_dead_letter_queue
 from .athena_target import AthenaTarget
 from .catalog import PipelineCatalog
 from .clean_job import CleanJob
-from .load_sql import states_format_literal
 from .storage import PipelineStorage
 from .validation import PipelinePropsError, check_positive, check_prefix
 
@@ -216,7 +215,7 @@ class StepFunctionsPipeline(Construct):
         load = tasks.AthenaStartQueryExecution(
             self,
             "Load Into Athena",
-            query_string=sfn.JsonPath.format(states_format_literal(target.merge_sql()), sfn.JsonPath.string_at("$.upload.run_id")),
+            query_string=sfn.JsonPath.format(target.merge_sql(), sfn.JsonPath.string_at("$.upload.run_id")),
             work_group=target.workgroup_name,
             query_execution_context=tasks.QueryExecutionContext(database_name=target.database_name),
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,

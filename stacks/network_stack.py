@@ -1,0 +1,34 @@
+"""The network of one environment, created only where an enabled piece needs a VPC (Redshift now, MWAA later)."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy, Stack
+from constructs import Construct
+
+from pipeline_constructs.network import MWAA_MIN_AZS, REDSHIFT_SERVERLESS_MIN_AZS, PipelineNetwork
+
+from .config import EnvironmentConfig
+from .step_functions_stack import _retention
+
+
+def needs_network(config: EnvironmentConfig) -> bool:
+    """True when an enabled piece of this environment runs inside a VPC."""
+    return config.load_target == "redshift" or "mwaa" in config.forms
+
+
+class NetworkStack(Stack):
+    """Private subnets in the configured availability zones, the S3 gateway endpoint and encrypted flow logs."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        min_azs = REDSHIFT_SERVERLESS_MIN_AZS if config.load_target == "redshift" else MWAA_MIN_AZS
+        self.network = PipelineNetwork(
+            self,
+            "Network",
+            availability_zones=config.availability_zones or None,
+            min_availability_zones=min_azs,
+            nat_gateways=config.nat_gateways,
+            flow_log_retention=_retention(config.log_retention_days),
+            removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+        )
+        self.vpc = self.network.vpc

@@ -1,0 +1,125 @@
+"""Invalid environment configuration fails before synth, naming the setting and the bad value."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+
+from stacks.config import ConfigError, parse_app_config, parse_bool_flag, parse_environment
+
+VALID = {
+    "region": "eu-west-1",
+    "forms": ["step_functions"],
+    "load_target": "athena",
+    "alarm_emails": ["ops@example.com"],
+    "glue_worker_type": "G.1X",
+    "glue_worker_count": 2,
+    "log_retention_days": 14,
+    "removal": "retain",
+}
+
+
+def settings(**changes: object) -> dict:
+    out = copy.deepcopy(VALID)
+    for key, value in changes.items():
+        if value is _DROP:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+_DROP = object()
+
+
+def test_valid_settings_give_a_typed_config() -> None:
+    config = parse_environment("dev", settings(), default_account="123456789012")
+    assert config.account == "123456789012"
+    assert config.forms == ("step_functions",)
+    assert config.glue_worker_count == 2
+    assert config.destroy_on_removal is False
+
+
+def test_account_and_region_fall_back_to_cdk_defaults() -> None:
+    config = parse_environment("staging", settings(region=_DROP), default_account="111122223333", default_region="us-east-2")
+    assert (config.account, config.region) == ("111122223333", "us-east-2")
+
+
+@pytest.mark.parametrize(
+    ("env", "changes", "setting", "value"),
+    [
+        ("qa", {}, "environment", "'qa'"),
+        ("dev", {"account": "12345"}, "environments.dev.account", "'12345'"),
+        ("dev", {"account": "12345678901a"}, "environments.dev.account", "'12345678901a'"),
+        ("dev", {"region": "europe"}, "environments.dev.region", "'europe'"),
+        ("dev", {"forms": ["step_functions", "airflow"]}, "environments.dev.forms[1]", "'airflow'"),
+        ("dev", {"forms": []}, "environments.dev.forms", "[]"),
+        ("dev", {"load_target": "bigquery"}, "environments.dev.load_target", "'bigquery'"),
+        ("dev", {"alarm_emails": []}, "environments.dev.alarm_emails", "[]"),
+        ("dev", {"alarm_emails": [""]}, "environments.dev.alarm_emails[0]", "''"),
+        ("dev", {"alarm_emails": ["not-an-address"]}, "environments.dev.alarm_emails[0]", "'not-an-address'"),
+        ("dev", {"glue_worker_count": 0}, "environments.dev.glue_worker_count", "0"),
+        ("dev", {"glue_worker_count": -3}, "environments.dev.glue_worker_count", "-3"),
+        ("dev", {"glue_worker_type": "G.3X"}, "environments.dev.glue_worker_type", "'G.3X'"),
+        ("dev", {"log_retention_days": 0}, "environments.dev.log_retention_days", "0"),
+        ("dev", {"log_retention_days": -1}, "environments.dev.log_retention_days", "-1"),
+        ("dev", {"log_retention_days": 10}, "environments.dev.log_retention_days", "10"),
+        ("dev", {"data_retention_days": 0}, "environments.dev.data_retention_days", "0"),
+        ("prod", {"removal": "destroy"}, "environments.prod.removal", "'destroy'"),
+        ("dev", {"removal": "wipe"}, "environments.dev.removal", "'wipe'"),
+        ("dev", {"max_quarantine_ratio": 1.5}, "environments.dev.max_quarantine_ratio", "1.5"),
+        ("dev", {"colour": "blue"}, "environments.dev.colour", "'blue'"),
+        ("dev", {"availability_zones": ["us-east-1a"]}, "environments.dev.availability_zones[0]", "'us-east-1a'"),
+    ],
+)
+def test_invalid_setting_is_named_with_its_value(env: str, changes: dict, setting: str, value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_environment(env, settings(**changes), allow_destroy=True)
+    message = str(error.value)
+    assert message.startswith(f"{setting}={value}:"), message
+
+
+def test_destroy_needs_the_context_flag_and_names_it() -> None:
+    with pytest.raises(ConfigError, match=re.escape("pipeline:allowDestroy=true")):
+        parse_environment("dev", settings(removal="destroy"))
+    assert parse_environment("dev", settings(removal="destroy"), allow_destroy=True).destroy_on_removal
+
+
+def test_prod_refuses_destroy_even_with_the_flag() -> None:
+    with pytest.raises(ConfigError, match=r"environments\.prod\.removal='destroy'"):
+        parse_environment("prod", settings(removal="destroy"), allow_destroy=True)
+
+
+def test_selecting_an_unknown_environment_names_it() -> None:
+    with pytest.raises(ConfigError, match=r"pipeline:env='qa'"):
+        parse_app_config({"dev": settings()}, only="qa")
+
+
+def test_empty_environments_mapping_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"pipeline:environments=\{\}"):
+        parse_app_config({})
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(True, True), ("true", True), ("False", False), (None, False)])
+def test_bool_flags_accept_true_and_false(raw: object, expected: bool) -> None:
+    assert parse_bool_flag("pipeline:allowDestroy", raw) is expected
+
+
+def test_bool_flag_names_a_bad_value() -> None:
+    with pytest.raises(ConfigError, match=r"pipeline:allowDestroy='yes'"):
+        parse_bool_flag("pipeline:allowDestroy", "yes")
+
+
+def test_bad_config_fails_the_app_before_synth() -> None:
+    """app.py's build step raises on a bad setting before any template is written."""
+    import aws_cdk as cdk
+
+    from app import build_app
+    from conftest import test_context
+
+    context = test_context()
+    context["pipeline:environments"]["staging"]["glue_worker_count"] = 0
+    with pytest.raises(ConfigError, match=r"environments\.staging\.glue_worker_count=0"):
+        build_app(cdk.App(context=context))
