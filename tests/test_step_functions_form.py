@@ -1,0 +1,619 @@
+"""The Step Functions form (StepFunctionsPipeline): its synthesized state machine executed locally, and its template.
+
+The app is synthesized once for this module (without cdk-nag: the nag test lives elsewhere). The state machine is the
+real synthesized definition run in aws-local-stepfunctions (tests/asl_runner.py): Task states get scripted outcomes, Pass,
+Choice and Wait states run for real (Wait states take 0 ms).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+import sqlglot
+from aws_cdk.assertions import Match, Template
+from pipeline_constructs.contract import DatasetContract
+from pipeline_constructs.step_functions_form import StepFunctionsPipeline
+from pipeline_constructs.validation import PipelinePropsError
+from sqlglot import exp
+
+from stacks.config import parse_app_config
+from stacks.stateful_stack import CONTRACT_PATH, StatefulStack
+from tests.asl_runner import (
+    ExecutionResult,
+    definition_from_template,
+    run_state_machine,
+)
+from tests.conftest import cdk_context, synth_app
+from tests.conftest import test_context as pinned_context
+
+BUCKET = "landing-bucket"
+KEY = "incoming/step_functions/2026/11/sales.csv"
+OBJECT_URI = f"s3://{BUCKET}/{KEY}"
+RUN_ID = "run-42"
+EXECUTION_ARN = (
+    f"arn:aws:states:eu-west-1:123456789012:execution:retail-pipeline:{RUN_ID}"
+)
+CONTEXT = {"Execution": {"Name": RUN_ID, "Id": EXECUTION_ARN}}
+
+UPLOAD_EVENT: dict[str, Any] = {
+    "version": "0",
+    "id": "2d4eba74-fd51-3966-4bfa-b013c9da8ff1",
+    "detail-type": "Object Created",
+    "source": "aws.s3",
+    "account": "123456789012",
+    "time": "2026-11-25T09:12:44Z",
+    "region": "eu-west-1",
+    "resources": [f"arn:aws:s3:::{BUCKET}"],
+    "detail": {
+        "version": "0",
+        "bucket": {"name": BUCKET},
+        "object": {
+            "key": KEY,
+            "size": 1234,
+            "etag": "b1946ac92492d2347c6235b4d2611184",
+            "version-id": "IYV3p45BT0ac8hjHg1houSdS1a.Mro8e",
+            "sequencer": "00617F08299329D189",
+        },
+        "request-id": "N4N7GDK58NMKJ12R",
+        "requester": "123456789012",
+        "source-ip-address": "203.0.113.15",
+        "reason": "PutObject",
+    },
+}
+
+# --- scripted AWS answers ---------------------------------------------------------------------------------------------
+STARTED: dict[str, Any] = {"result": {}}
+CRAWLER_RUNNING = {
+    "result": {
+        "Crawler": {
+            "Name": "retail-raw",
+            "State": "RUNNING",
+            "LastCrawl": {"Status": "SUCCEEDED"},
+        }
+    }
+}
+CRAWLER_DONE = {
+    "result": {
+        "Crawler": {
+            "Name": "retail-raw",
+            "State": "READY",
+            "LastCrawl": {
+                "Status": "SUCCEEDED",
+                "LogGroup": "/aws-glue/crawlers",
+                "StartTime": "2026-11-25T09:13:00Z",
+            },
+        }
+    }
+}
+JOB_SUCCEEDED = {
+    "result": {
+        "Id": "jr_0123456789abcdef",
+        "JobName": "retail-clean",
+        "JobRunState": "SUCCEEDED",
+        "Attempt": 0,
+    }
+}
+LOAD_SUCCEEDED = {
+    "result": {
+        "QueryExecution": {
+            "QueryExecutionId": "4c5b4ab5-0dd9-4c3c-9d7a-8a1c1d0b8a7e",
+            "Status": {"State": "SUCCEEDED"},
+        }
+    }
+}
+NOTIFIED = {"result": {"MessageId": "5b6c9a8e-1f1e-5d4e-9a3b-1a2b3c4d5e6f"}}
+
+HAPPY_SCRIPTS: dict[str, list[dict[str, Any]]] = {
+    "Start Crawler": [STARTED],
+    "Get Crawler": [CRAWLER_RUNNING, CRAWLER_DONE],
+    "Run Clean Job": [JOB_SUCCEEDED],
+    "Load Into Athena": [LOAD_SUCCEEDED],
+    "Notify Failure": [NOTIFIED],
+}
+
+
+def scripts(**overrides: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The happy path's scripts with some states' outcomes replaced (keyword = state name with '_' for ' ')."""
+    out = dict(HAPPY_SCRIPTS)
+    out.update(
+        {name.replace("_", " "): outcomes for name, outcomes in overrides.items()}
+    )
+    return out
+
+
+def strip_cross_stack_outputs(value: Any) -> Any:
+    """Replace `Fn::GetStackOutput` (cross-stack references) by a '<stack>.<output>' placeholder string."""
+    if isinstance(value, list):
+        return [strip_cross_stack_outputs(v) for v in value]
+    if isinstance(value, dict):
+        if list(value) == ["Fn::GetStackOutput"]:
+            ref = value["Fn::GetStackOutput"]
+            return f"{ref['StackName']}.{ref['OutputName']}"
+        return {k: strip_cross_stack_outputs(v) for k, v in value.items()}
+    return value
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    """The StepFunctions stack of dev (or of the first environment with an Athena-loading Step Functions form)."""
+    templates = synth_app(pinned_context(), nag=False).templates()
+    candidates = (
+        [templates[("dev", "StepFunctions")]]
+        if ("dev", "StepFunctions") in templates
+        else []
+    )
+    candidates += [t for (_, stack), t in templates.items() if stack == "StepFunctions"]
+    for candidate in candidates:
+        if (
+            "Load Into Athena"
+            in definition_from_template(strip_cross_stack_outputs(candidate))["States"]
+        ):
+            return candidate
+    pytest.fail(f"no StepFunctions stack loading into Athena among {sorted(templates)}")
+
+
+@pytest.fixture(scope="module")
+def definition(template: dict[str, Any]) -> dict[str, Any]:
+    return definition_from_template(strip_cross_stack_outputs(template))
+
+
+def execute(
+    definition: dict[str, Any], task_scripts: dict[str, list[dict[str, Any]]]
+) -> ExecutionResult:
+    return run_state_machine(definition, UPLOAD_EVENT, task_scripts, context=CONTEXT)
+
+
+def only_notification(result: ExecutionResult) -> tuple[dict[str, Any], str]:
+    """The single failure notification's (message, subject)."""
+    [published] = result.inputs_to("Notify Failure")
+    return published["Message"], published["Subject"]
+
+
+# --- executions -------------------------------------------------------------------------------------------------------
+def test_happy_path_crawls_cleans_and_merges_the_run(
+    definition: dict[str, Any],
+) -> None:
+    result = execute(definition, scripts())
+
+    assert result.status == "SUCCEEDED", result
+    assert len(result.calls_to("Start Crawler")) == 1
+    assert len(result.calls_to("Get Crawler")) == 2  # one RUNNING poll, then READY
+    assert result.calls_to("Notify Failure") == []
+
+    [job_input] = result.inputs_to("Run Clean Job")
+    assert job_input["Arguments"] == {"--source_uris": OBJECT_URI, "--run_id": RUN_ID}
+    assert job_input["JobName"]
+
+    [load_input] = result.inputs_to("Load Into Athena")
+    query = load_input["QueryString"]
+    assert query.startswith("MERGE INTO ")
+    assert f"WHERE \"run_id\" = '{RUN_ID}'" in query
+    assert isinstance(sqlglot.parse_one(query, read="athena"), exp.Merge)
+    assert result.output["clean_job"] == {
+        "JobRunId": "jr_0123456789abcdef",
+        "JobRunState": "SUCCEEDED",
+    }
+    assert result.output["load"]["State"] == "SUCCEEDED"
+
+
+def test_failed_crawl_notifies_and_fails_before_the_job(
+    definition: dict[str, Any],
+) -> None:
+    crawl_error = "Internal Service Exception while crawling s3 path"
+    failed_crawl = {
+        "result": {
+            "Crawler": {
+                "Name": "retail-raw",
+                "State": "READY",
+                "LastCrawl": {
+                    "Status": "FAILED",
+                    "ErrorMessage": crawl_error,
+                    "LogGroup": "/aws-glue/crawlers",
+                },
+            }
+        }
+    }
+    result = execute(definition, scripts(Get_Crawler=[failed_crawl]))
+
+    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert result.calls_to("Run Clean Job") == []
+    message, subject = only_notification(result)
+    assert message["object"] == OBJECT_URI
+    assert message["failed_step"] == "Crawler"
+    assert message["error"] == "CrawlerFailed"
+    assert crawl_error in message["cause"]
+    assert "Crawler" in subject
+    assert crawl_error in result.cause
+
+
+def test_failed_job_is_caught_notified_with_run_and_execution_then_fails(
+    definition: dict[str, Any],
+) -> None:
+    job_error = "Quarantine ratio 0.12 above limit 0.05"
+    job_run = {
+        "Id": "jr_0123456789abcdef",
+        "JobName": "retail-clean",
+        "JobRunState": "FAILED",
+        "ErrorMessage": job_error,
+        "Attempt": 0,
+        "ExecutionTime": 95,
+    }
+    failed_job = {"error": "States.TaskFailed", "cause": json.dumps(job_run)}
+    result = execute(definition, scripts(Run_Clean_Job=[failed_job]))
+
+    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert result.calls_to("Load Into Athena") == []
+    assert len(result.calls_to("Run Clean Job")) == 1  # a failed run is not retried
+    message, subject = only_notification(result)
+    assert message["object"] == OBJECT_URI
+    assert message["failed_step"] == "Run Clean Job"
+    assert message["error"] == "States.TaskFailed"
+    assert job_error in message["cause"]
+    assert message["run_id"] == RUN_ID
+    assert message["execution"] == EXECUTION_ARN
+    assert "Run Clean Job" in subject
+    assert job_error in result.cause
+
+
+def test_failed_load_names_the_load_step(definition: dict[str, Any]) -> None:
+    failed_query = {
+        "error": "States.TaskFailed",
+        "cause": "Query has failed: ICEBERG_COMMIT_ERROR",
+    }
+    result = execute(definition, scripts(Load_Into_Athena=[failed_query]))
+
+    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    message, _ = only_notification(result)
+    assert message["failed_step"].startswith("Load")
+    assert "ICEBERG_COMMIT_ERROR" in message["cause"]
+
+
+def test_concurrent_runs_exceeded_is_retried(definition: dict[str, Any]) -> None:
+    busy = {
+        "error": "Glue.ConcurrentRunsExceededException",
+        "cause": "Concurrent runs exceeded for retail-clean",
+    }
+    result = execute(definition, scripts(Run_Clean_Job=[busy, JOB_SUCCEEDED]))
+
+    assert result.status == "SUCCEEDED", result
+    assert [call["attempt"] for call in result.calls_to("Run Clean Job")] == [1, 2]
+    assert result.calls_to("Notify Failure") == []
+
+
+def crawler_poll_cap(definition: dict[str, Any]) -> int:
+    """The threshold of 'Poll Again?' on the poll counter."""
+    [rule] = [
+        rule
+        for rule in definition["States"]["Poll Again?"]["Choices"]
+        if rule.get("Variable") == "$.crawler_poll.iteration"
+    ]
+    return rule["NumericGreaterThanEquals"]
+
+
+def test_poll_cap_is_the_construct_default(definition: dict[str, Any]) -> None:
+    default = (
+        inspect.signature(StepFunctionsPipeline.__init__)
+        .parameters["crawler_max_polls"]
+        .default
+    )
+    assert crawler_poll_cap(definition) == default
+
+
+def test_crawler_that_never_finishes_fails_after_the_poll_cap(
+    definition: dict[str, Any],
+) -> None:
+    cap = crawler_poll_cap(definition)
+    result = execute(definition, scripts(Get_Crawler=[CRAWLER_RUNNING]))
+
+    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert len(result.calls_to("Get Crawler")) == cap
+    assert result.states_entered.count("Wait For Crawler") == cap
+    assert result.calls_to("Run Clean Job") == []
+    message, _ = only_notification(result)
+    assert message["error"] == "CrawlerTimeout"
+    assert message["failed_step"] == "Crawler"
+    assert str(cap) in message["cause"]
+
+
+def test_crawler_finishing_on_the_last_allowed_poll_still_runs_the_job(
+    definition: dict[str, Any],
+) -> None:
+    cap = crawler_poll_cap(definition)
+    result = execute(
+        definition, scripts(Get_Crawler=[CRAWLER_RUNNING] * (cap - 1) + [CRAWLER_DONE])
+    )
+
+    assert result.status == "SUCCEEDED", result
+    assert len(result.calls_to("Get Crawler")) == cap
+
+
+def test_crawler_already_running_is_retried_then_the_pipeline_continues(
+    definition: dict[str, Any],
+) -> None:
+    running = {
+        "error": "Glue.CrawlerRunningException",
+        "cause": "Crawler with name retail-raw has already started",
+    }
+    result = execute(definition, scripts(Start_Crawler=[running, running, STARTED]))
+
+    assert result.status == "SUCCEEDED", result
+    assert [call["attempt"] for call in result.calls_to("Start Crawler")] == [1, 2, 3]
+    assert len(result.calls_to("Run Clean Job")) == 1
+    assert result.calls_to("Notify Failure") == []
+
+
+@pytest.mark.parametrize(
+    ("publish_error", "expected_attempts"),
+    [
+        ("SNS.AuthorizationErrorException", 1),  # not transient: caught at once
+        ("SNS.ThrottledException", 6),  # transient: 5 retries, then caught
+    ],
+)
+def test_failed_notification_still_fails_the_execution(
+    definition: dict[str, Any], publish_error: str, expected_attempts: int
+) -> None:
+    job_failed = {
+        "error": "States.TaskFailed",
+        "cause": json.dumps({"JobRunState": "FAILED", "ErrorMessage": "boom"}),
+    }
+    result = execute(
+        definition,
+        scripts(
+            Run_Clean_Job=[job_failed],
+            Notify_Failure=[{"error": publish_error, "cause": "publish failed"}],
+        ),
+    )
+
+    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert len(result.calls_to("Notify Failure")) == expected_attempts
+    assert "boom" in result.cause  # the pipeline's error, not the notification's
+    assert result.states_entered[-1] == "Pipeline Failed"
+
+
+# --- template ---------------------------------------------------------------------------------------------------------
+def is_reference(value: Any) -> bool:
+    """A CloudFormation reference to a resource (same stack or another stack), not a literal."""
+    return (
+        isinstance(value, dict)
+        and len(value) == 1
+        and next(iter(value))
+        in {
+            "Ref",
+            "Fn::GetAtt",
+            "Fn::ImportValue",
+            "Fn::GetStackOutput",
+        }
+    )
+
+
+def published_topic(template: dict[str, Any]) -> Any:
+    """The raw TopicArn reference the state machine's definition publishes failures to."""
+    [machine] = (
+        Template.from_json(template)
+        .find_resources("AWS::StepFunctions::StateMachine")
+        .values()
+    )
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    [index] = [
+        i
+        for i, part in enumerate(parts)
+        if isinstance(part, str) and part.endswith('"TopicArn":"')
+    ]
+    return parts[index + 1]
+
+
+def test_upload_rule_matches_non_empty_csv_uploads_with_dlq_and_retries(
+    template: dict[str, Any],
+) -> None:
+    assertions = Template.from_json(template)
+    assertions.resource_count_is("AWS::Events::Rule", 1)
+    assertions.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "source": ["aws.s3"],
+                "detail-type": ["Object Created"],
+                "detail": {
+                    "bucket": {"name": [Match.any_value()]},
+                    "object": {
+                        "key": [{"wildcard": "incoming/step_functions/*.csv"}],
+                        "size": [{"numeric": [">", 0]}],
+                    },
+                },
+            },
+            "State": "ENABLED",
+            "Targets": [
+                Match.object_like(
+                    {
+                        "DeadLetterConfig": {"Arn": Match.any_value()},
+                        "RetryPolicy": {
+                            "MaximumRetryAttempts": Match.any_value(),
+                            "MaximumEventAgeInSeconds": Match.any_value(),
+                        },
+                    }
+                )
+            ],
+        },
+    )
+    [rule] = assertions.find_resources("AWS::Events::Rule").values()
+    [bucket] = rule["Properties"]["EventPattern"]["detail"]["bucket"]["name"]
+    assert is_reference(bucket), (
+        bucket
+    )  # the landing bucket itself, not a hard-coded name
+    [target] = rule["Properties"]["Targets"]
+    dlq_arn = target["DeadLetterConfig"]["Arn"]
+    assert list(dlq_arn) == ["Fn::GetAtt"]
+    [queue_id, attribute] = dlq_arn["Fn::GetAtt"]
+    assert attribute == "Arn"
+    queues = assertions.find_resources("AWS::SQS::Queue")
+    assert queue_id in queues  # the DLQ is an SQS queue of this stack
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+
+
+def test_dead_letter_queue_uses_a_customer_managed_key(
+    template: dict[str, Any],
+) -> None:
+    queues = Template.from_json(template).find_resources("AWS::SQS::Queue")
+    assert queues
+    for queue in queues.values():
+        key = queue["Properties"].get("KmsMasterKeyId")
+        assert is_reference(key), key  # not absent, not 'alias/aws/sqs'
+
+
+def test_state_machine_is_standard_traced_and_logs_everything_encrypted(
+    template: dict[str, Any],
+) -> None:
+    assertions = Template.from_json(template)
+    assertions.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    assertions.has_resource_properties(
+        "AWS::StepFunctions::StateMachine",
+        {
+            "StateMachineType": "STANDARD",
+            "TracingConfiguration": {"Enabled": True},
+            "LoggingConfiguration": {
+                "Level": "ALL",
+                "IncludeExecutionData": True,
+                "Destinations": [
+                    {"CloudWatchLogsLogGroup": {"LogGroupArn": Match.any_value()}}
+                ],
+            },
+        },
+    )
+    [machine] = assertions.find_resources("AWS::StepFunctions::StateMachine").values()
+    log_group_arn = machine["Properties"]["LoggingConfiguration"]["Destinations"][0][
+        "CloudWatchLogsLogGroup"
+    ]["LogGroupArn"]
+    [log_group_id, _] = log_group_arn["Fn::GetAtt"]
+    log_group = assertions.find_resources("AWS::Logs::LogGroup")[log_group_id]
+    assert is_reference(log_group["Properties"].get("KmsKeyId")), log_group
+
+
+def test_alarms_on_failed_timed_out_aborted_executions_and_dlq_depth_notify_the_topic(
+    template: dict[str, Any],
+) -> None:
+    assertions = Template.from_json(template)
+    topic = published_topic(template)
+    assert is_reference(topic), topic
+    for metric in ("ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"):
+        assertions.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {
+                "Namespace": "AWS/States",
+                "MetricName": metric,
+                "Dimensions": [{"Name": "StateMachineArn", "Value": Match.any_value()}],
+                "AlarmActions": [topic],
+            },
+        )
+    assertions.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": Match.any_value()}],
+            "AlarmActions": [topic],
+        },
+    )
+
+
+def test_every_task_retries_with_jitter_has_a_timeout_and_is_caught(
+    definition: dict[str, Any],
+) -> None:
+    states = definition["States"]
+    tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
+    assert {
+        "Start Crawler",
+        "Get Crawler",
+        "Run Clean Job",
+        "Load Into Athena",
+        "Notify Failure",
+    } <= set(tasks)
+    [fail_state] = [name for name, state in states.items() if state["Type"] == "Fail"]
+    for name, task in tasks.items():
+        assert task.get("Retry"), name
+        for retrier in task["Retry"]:
+            assert retrier.get("JitterStrategy") == "FULL", (name, retrier)
+            assert retrier.get("BackoffRate", 0) > 1, (name, retrier)
+        sync_glue = task["Resource"].endswith(":glue:startJobRun.sync")
+        glue_timeout = task["Parameters"].get("Timeout") if sync_glue else None
+        assert task.get("TimeoutSeconds") or glue_timeout, f"{name} has no timeout"
+        catchers = task.get("Catch") or []
+        assert any("States.ALL" in c["ErrorEquals"] for c in catchers), (
+            f"{name} does not catch States.ALL"
+        )
+        if name == "Notify Failure":
+            assert [c["Next"] for c in catchers] == [fail_state]
+        else:
+            assert all(c["Next"] != fail_state for c in catchers), (
+                f"{name} fails without notifying"
+            )
+
+
+# --- construct validation ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def stateful() -> StatefulStack:
+    """A dev StatefulStack in a fresh App with cdk.json's context (no synth)."""
+    context = cdk_context()
+    config = parse_app_config(
+        context["pipeline:environments"], only="dev", default_region="eu-west-1"
+    )
+    app = cdk.App(context=context)
+    return StatefulStack(
+        app,
+        "Stateful",
+        config=config.environments[0],
+        contract=DatasetContract.from_file(CONTRACT_PATH),
+        env=cdk.Environment(region="eu-west-1"),
+    )
+
+
+def pipeline_in(
+    stateful: StatefulStack, construct_id: str, **kwargs: Any
+) -> StepFunctionsPipeline:
+    stack = cdk.Stack(
+        stateful.node.scope,
+        f"{construct_id}Stack",
+        env=cdk.Environment(region="eu-west-1"),
+    )
+    return StepFunctionsPipeline(
+        stack,
+        construct_id,
+        storage=stateful.storage,
+        catalog=stateful.catalog,
+        clean_job=stateful.clean_job,
+        target=stateful.target,
+        alerting=stateful.alerting,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("construct_id", "kwargs", "named"),
+    [
+        ("ZeroPolls", {"crawler_max_polls": 0}, ["crawler_max_polls", "0"]),
+        ("LeadingSlash", {"landing_prefix": "/bad"}, ["landing_prefix", "/bad"]),
+        (
+            "DotDot",
+            {"landing_prefix": "incoming/../x/"},
+            ["landing_prefix", "incoming/../x/"],
+        ),
+    ],
+)
+def test_invalid_props_raise_naming_the_argument_and_value(
+    stateful: StatefulStack, construct_id: str, kwargs: dict[str, Any], named: list[str]
+) -> None:
+    with pytest.raises(PipelinePropsError) as raised:
+        pipeline_in(stateful, construct_id, **kwargs)
+    for fragment in named:
+        assert fragment in str(raised.value)
+
+
+def test_valid_props_build(stateful: StatefulStack) -> None:
+    pipeline = pipeline_in(
+        stateful, "Good", crawler_max_polls=3, landing_prefix="incoming/custom/"
+    )
+    assert pipeline.landing_prefix == "incoming/custom/"
+    assert len(pipeline.alarms) == 4
