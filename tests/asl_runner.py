@@ -241,6 +241,9 @@ class _Resolver:
                 return self.to_string(text).split(separator)
             if key == "Fn::ImportValue":
                 return f"import:{self.to_string(arg)}"
+            if key == "Fn::GetStackOutput":
+                # A cross-stack reference (the orchestration stacks read the stateful stack's outputs).
+                return f"{arg['StackName']}.{arg['OutputName']}"
             if key == "Fn::Base64":
                 return self.to_string(arg)
             if key.startswith("Fn::") or key == "Condition":

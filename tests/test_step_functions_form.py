@@ -125,18 +125,6 @@ def scripts(**overrides: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     return out
 
 
-def strip_cross_stack_outputs(value: Any) -> Any:
-    """Replace `Fn::GetStackOutput` (cross-stack references) by a '<stack>.<output>' placeholder string."""
-    if isinstance(value, list):
-        return [strip_cross_stack_outputs(v) for v in value]
-    if isinstance(value, dict):
-        if list(value) == ["Fn::GetStackOutput"]:
-            ref = value["Fn::GetStackOutput"]
-            return f"{ref['StackName']}.{ref['OutputName']}"
-        return {k: strip_cross_stack_outputs(v) for k, v in value.items()}
-    return value
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     """The StepFunctions stack of dev (or of the first environment with an Athena-loading Step Functions form)."""
@@ -150,7 +138,7 @@ def template() -> dict[str, Any]:
     for candidate in candidates:
         if (
             "Load Into Athena"
-            in definition_from_template(strip_cross_stack_outputs(candidate))["States"]
+            in definition_from_template(candidate)["States"]
         ):
             return candidate
     pytest.fail(f"no StepFunctions stack loading into Athena among {sorted(templates)}")
@@ -158,7 +146,7 @@ def template() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def definition(template: dict[str, Any]) -> dict[str, Any]:
-    return definition_from_template(strip_cross_stack_outputs(template))
+    return definition_from_template(template)
 
 
 def execute(
