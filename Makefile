@@ -56,10 +56,13 @@ lint: setup
 	$(BIN)/mypy constructs/pipeline_constructs stacks
 
 deploy: setup
-	$(CDK) deploy --app "python3 app.py" "Retail-$(ENV)/*" --require-approval broadening
+	$(CDK) deploy "$(ENV)/*" --require-approval broadening
 
 diff: setup
-	$(CDK) diff "Retail-$(ENV)/*"
+	$(CDK) diff "$(ENV)/*"
+
+bench-clean: setup
+	$(BIN)/python scripts/bench_clean.py --rows 1000000 5000000
 
 clean:
 	rm -rf cdk.out .demo .bench build dist

@@ -74,7 +74,7 @@ def _phase(name: str, csv_path: str, out: str, cores: int, memory: str) -> dict:
         start = time.perf_counter()
         result = run_clean(spark, contract, [csv_path], "bench", f"{out}/curated", f"{out}/quarantine", 0.05)
         seconds = time.perf_counter() - start
-        extra = {"rows_out": result.rows_out, "summary": result.summary()}
+        extra = {"rows_out": result.rows_out, "summary": result.summary(), "steps": result.timings}
     else:
         from pyspark.sql.types import StructField, StructType, _parse_datatype_string
 
@@ -152,6 +152,7 @@ def main() -> None:
             f"{'':>10} transform counts: rows_in {s['rows_in']}, rows_out {s['rows_out']}, quarantined "
             f"{s['rows_quarantined']}, duplicates {s['duplicates_dropped']}, conservation_ok {s['conservation_ok']}"
         )
+        lines.append(f"{'':>10} transform steps (s): {results['transform']['steps']}")
     print(header)
     print("\n".join(lines))
     print("peak RSS = VmHWM of the JVM + the driver's Python process (DuckDB: its Python process)")

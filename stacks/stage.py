@@ -8,6 +8,7 @@ from constructs import Construct
 from pipeline_constructs.contract import DatasetContract
 
 from .config import EnvironmentConfig
+from .glue_workflow_stack import GlueWorkflowStack
 from .network_stack import NetworkStack, needs_network
 from .stateful_stack import StatefulStack
 from .step_functions_stack import StepFunctionsStack
@@ -40,6 +41,14 @@ class PipelineStage(Stage):
                 config=config,
                 stateful=self.stateful,
                 description=f"Retail pipeline ({config.name}): Step Functions orchestration",
+            )
+        if "glue_workflow" in config.forms:
+            self.orchestration["glue_workflow"] = GlueWorkflowStack(
+                self,
+                "GlueWorkflow",
+                config=config,
+                stateful=self.stateful,
+                description=f"Retail pipeline ({config.name}): Glue Workflow orchestration",
             )
         unsupported = [form for form in config.forms if form not in self.orchestration]
         if unsupported:

@@ -73,6 +73,8 @@ class StatefulStack(Stack):
                 vpc=network.vpc,
                 subnets=network.private_subnets,
                 base_capacity=config.redshift_base_capacity,
+                namespace_name=f"retail-{config.name}",
+                workgroup_name=f"retail-{config.name}",
                 database_name=f"retail_{config.name}",
                 removal_policy=removal,
             )

@@ -10,7 +10,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from conftest import SynthesizedApp
+from tests.cdk_app import SynthesizedApp
 
 ASSET_HASH = re.compile(r"[0-9a-f]{64}")
 ACK_KEY = "aws:cdk:acknowledged-rules"
@@ -63,6 +63,9 @@ def test_every_acknowledgement_names_one_finding_and_gives_a_reason(synthesized:
     acknowledgements = _acknowledgements(synthesized.app)
     assert acknowledgements, "expected the reviewed findings to be acknowledged"
     for path, finding, reason in acknowledgements:
+        if finding.startswith("CloudFormation-Validate::") and path.startswith(tuple(f"{s.stage_name}/Network" for s in synthesized.stages)):
+            # aws-cdk-lib's own acknowledgements in ec2.Vpc (literal zones from the config, its flow log), not ours.
+            continue
         finding_id = re.sub(r"^annotation::", "", finding, flags=re.I)
         assert re.fullmatch(r"(AwsSolutions|Serverless)-[A-Za-z0-9]+(\[.+\])?", finding_id, re.S), (path, finding)
         assert isinstance(reason, str) and len(reason.strip()) >= 20, (path, finding, reason)

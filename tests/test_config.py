@@ -117,9 +117,9 @@ def test_bad_config_fails_the_app_before_synth() -> None:
     import aws_cdk as cdk
 
     from app import build_app
-    from conftest import test_context
+    from tests.cdk_app import pinned_context
 
-    context = test_context()
+    context = pinned_context()
     context["pipeline:environments"]["staging"]["glue_worker_count"] = 0
     with pytest.raises(ConfigError, match=r"environments\.staging\.glue_worker_count=0"):
         build_app(cdk.App(context=context))

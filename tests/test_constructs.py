@@ -10,7 +10,7 @@ import pytest
 from aws_cdk import aws_glue as glue
 from aws_cdk.assertions import Match, Template
 
-from conftest import cdk_context
+from tests.cdk_app import cdk_context
 from pipeline_constructs import AthenaTarget, CleanJob, DatasetContract, PipelineAlerting, PipelineCatalog, PipelineStorage
 from pipeline_constructs.validation import PipelinePropsError
 

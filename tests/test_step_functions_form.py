@@ -27,8 +27,8 @@ from tests.asl_runner import (
     definition_from_template,
     run_state_machine,
 )
-from tests.conftest import cdk_context, synth_app
-from tests.conftest import test_context as pinned_context
+from tests.cdk_app import cdk_context, synth_app
+from tests.cdk_app import pinned_context
 
 BUCKET = "landing-bucket"
 KEY = "incoming/step_functions/2026/11/sales.csv"
@@ -605,3 +605,18 @@ def test_valid_props_build(stateful: StatefulStack) -> None:
     )
     assert pipeline.landing_prefix == "incoming/custom/"
     assert len(pipeline.alarms) == 4
+
+
+def test_a_run_id_with_a_quote_never_reaches_the_load_sql(definition: dict[str, Any]) -> None:
+    """Execution names may contain a quote; the MERGE splices the run id into a string literal, so such runs fail."""
+    scripts = {
+        "Start Crawler": [{"result": {}}],
+        "Get Crawler": [{"result": {"Crawler": {"State": "READY", "LastCrawl": {"Status": "SUCCEEDED"}}}}],
+        "Run Clean Job": [{"result": {"Id": "jr_1", "JobRunState": "SUCCEEDED"}}],
+        "Notify Failure": [{"result": {}}],
+    }
+    result = run_state_machine(definition, UPLOAD_EVENT, scripts, context={"Execution": {"Name": "x'; DROP TABLE t; --"}})
+    assert result.status == "FAILED"
+    assert result.calls_to("Load Into Athena") == []
+    message, _ = only_notification(result)
+    assert message["error"] == "InvalidRunId"

@@ -17,7 +17,11 @@ _EXPORTS = {
     "PipelineAlerting": "alerting",
     "CleanJob": "clean_job",
     "AthenaTarget": "athena_target",
+    "RedshiftTarget": "redshift_target",
+    "PipelineNetwork": "network",
     "StepFunctionsPipeline": "step_functions_form",
+    "GlueWorkflowPipeline": "glue_workflow_form",
+    "GlueWorkflowTarget": "glue_workflow_target",
     "PipelinePropsError": "validation",
 }
 
@@ -30,6 +34,10 @@ if TYPE_CHECKING:
     from .catalog import PipelineCatalog
     from .clean_job import CleanJob
     from .contract import ContractError, DatasetContract
+    from .glue_workflow_form import GlueWorkflowPipeline
+    from .glue_workflow_target import GlueWorkflowTarget
+    from .network import PipelineNetwork
+    from .redshift_target import RedshiftTarget
     from .step_functions_form import StepFunctionsPipeline
     from .storage import PipelineStorage
     from .validation import PipelinePropsError

@@ -168,7 +168,7 @@ class AthenaTarget(Construct):
                 table_type="EXTERNAL_TABLE",
             ),
         )
-        self.table.add_dependency(catalog.database.node.default_child)  # type: ignore[arg-type]
+        self.table.node.add_dependency(catalog.database)
         self.load_policy = self._build_load_policy(storage, catalog)
 
     def merge_sql(self, run_id: str = RUN_ID_PLACEHOLDER) -> str:

@@ -123,6 +123,7 @@ class CleanJob(Construct):
             extra_python_files=[
                 glue.Code.from_asset(str(CONTRACT_MODULE)),
                 glue.Code.from_asset(str(RUNTIME_DIR / "clean_transform.py")),
+                glue.Code.from_asset(str(RUNTIME_DIR / "workflow_inputs.py")),
             ],
             extra_files=[glue.Code.from_asset(_contract_file(contract))],
             worker_configuration=glue.WorkerConfiguration(worker_type=worker_type, number_of_workers=worker_count),

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import jsii
-from aws_cdk import Duration, aws_events as events, aws_glue as glue, aws_iam as iam, aws_sqs as sqs
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.interfaces.aws_events import IRuleRef
+
+from constructs import Construct
 
 from .validation import PipelinePropsError
 
@@ -44,27 +53,34 @@ class GlueWorkflowTarget:
         self.max_event_age = age
         self.role = role
 
-    def bind(self, rule: events.IRule, id: str | None = None) -> events.RuleTargetConfig:  # noqa: A002 (jsii name)
+    def bind(self, rule: IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
         """Called by `Rule.add_target`: create the role (once per rule), allow the rule to use the queue."""
+        rule_arn = rule.rule_ref.rule_arn
         role = self.role
         if role is None:
             role_id = "GlueWorkflowTargetRole"
             existing = rule.node.try_find_child(role_id)
-            role = existing if isinstance(existing, iam.Role) else iam.Role(
-                rule,
-                role_id,
-                assumed_by=iam.ServicePrincipal("events.amazonaws.com"),
-                description="EventBridge: notify the Glue workflow of matched events",
+            role = (
+                existing
+                if isinstance(existing, iam.Role)
+                else iam.Role(
+                    cast(Construct, rule),
+                    role_id,
+                    assumed_by=iam.ServicePrincipal("events.amazonaws.com"),
+                    description="EventBridge: notify the Glue workflow of matched events",
+                )
             )
             self.role = role
-        iam.Grant.add_to_principal(grantee=role, actions=["glue:notifyEvent"], resource_arns=[self.workflow.workflow_arn])
+        iam.Grant.add_to_principal(
+            grantee=role, actions=["glue:notifyEvent"], resource_arns=[self.workflow.workflow_arn]
+        )
         self.dead_letter_queue.add_to_resource_policy(
             iam.PolicyStatement(
                 sid=f"AllowEventRule{rule.node.addr[:16]}",
                 principals=[iam.ServicePrincipal("events.amazonaws.com")],
                 actions=["sqs:SendMessage"],
                 resources=[self.dead_letter_queue.queue_arn],
-                conditions={"ArnEquals": {"aws:SourceArn": rule.rule_arn}},
+                conditions={"ArnEquals": {"aws:SourceArn": rule_arn}},
             )
         )
         return events.RuleTargetConfig(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, RemovalPolicy, Stack, Token, aws_ec2 as ec2, aws_iam as iam, aws_kms as kms, aws_logs as logs
+from aws_cdk import ArnFormat, RemovalPolicy, Stack, Token
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+
 from constructs import Construct
 
 from .validation import PipelinePropsError
@@ -81,7 +86,9 @@ class PipelineNetwork(Construct):
         private_type = ec2.SubnetType.PRIVATE_WITH_EGRESS if nat_gateways > 0 else ec2.SubnetType.PRIVATE_ISOLATED
         subnets = [ec2.SubnetConfiguration(name=PRIVATE_SUBNET_GROUP, subnet_type=private_type, cidr_mask=subnet_cidr_mask)]
         if nat_gateways > 0:
-            subnets.insert(0, ec2.SubnetConfiguration(name="Public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=26, map_public_ip_on_launch=False))
+            subnets.insert(
+                0, ec2.SubnetConfiguration(name="Public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=26, map_public_ip_on_launch=False)
+            )
 
         self.flow_log_key = kms.Key(
             self, "FlowLogKey", description="VPC flow logs of the retail pipeline", enable_key_rotation=True, removal_policy=removal_policy
@@ -135,7 +142,7 @@ class PipelineNetwork(Construct):
                 description="Interface endpoints of the retail pipeline: HTTPS from inside the VPC only",
                 allow_all_outbound=False,
             )
-            self.endpoint_security_group.add_ingress_rule(ec2.Peer.ipv4(self.vpc.vpc_cidr_block), ec2.Port.tcp(443), "HTTPS from the VPC")
+            self.endpoint_security_group.add_ingress_rule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(443), "HTTPS from the VPC")
             for service in interface_endpoints:
                 short = service.short_name
                 endpoint_id = "".join(part.capitalize() for part in short.replace(".", "-").split("-")) + "Endpoint"

@@ -54,7 +54,9 @@ def redshift_type(hive_type: str, *, max_chars: int | None = None) -> str:
     try:
         return _REDSHIFT_TYPES[hive_type]
     except KeyError:
-        raise ValueError(f"type {hive_type!r} has no Redshift equivalent; use string, decimal(p,s) or one of {sorted(_REDSHIFT_TYPES)}") from None
+        raise ValueError(
+            f"type {hive_type!r} has no Redshift equivalent; use string, decimal(p,s) or one of {sorted(_REDSHIFT_TYPES)}"
+        ) from None
 
 
 def _max_chars(contract: DatasetContract, name: str) -> int | None:
@@ -98,11 +100,14 @@ def partition_expression(contract: DatasetContract, source_alias: str = "s") -> 
 
 
 def column_definitions(contract: DatasetContract, *, with_partition: bool) -> list[str]:
-    """`"name" TYPE [NOT NULL]` for each curated column (file order), then the partition column if asked."""
-    keys = set(contract.natural_key)
+    """`"name" TYPE [NOT NULL]` for each curated column (file order), then the partition column if asked.
+
+    NOT NULL for the natural key and the contract's non-nullable columns (the clean job quarantines rows without them).
+    """
+    required = set(contract.natural_key) | {c.name for c in contract.columns if not c.nullable}
     out = []
     for name, hive_type in contract.output_columns():
-        not_null = " NOT NULL" if name in keys else ""
+        not_null = " NOT NULL" if name in required else ""
         out.append(f"{quote(name)} {redshift_type(hive_type, max_chars=_max_chars(contract, name))}{not_null}")
     if with_partition:
         name, hive_type = contract.partition_column()
@@ -132,7 +137,9 @@ def run_prefix_uri(contract: DatasetContract, *, bucket: str, run_id: str, runs_
     return f"s3://{bucket}/{prefix}run_id={run_id}/{contract.partition_column()[0]}="
 
 
-def copy_sql(contract: DatasetContract, *, staging_table: str, bucket: str, run_id: str, iam_role_arn: str, runs_prefix: str | None = None) -> str:
+def copy_sql(
+    contract: DatasetContract, *, staging_table: str, bucket: str, run_id: str, iam_role_arn: str, runs_prefix: str | None = None
+) -> str:
     """COPY of one run's Parquet into the staging table with the namespace's COPY role."""
     uri = run_prefix_uri(contract, bucket=bucket, run_id=run_id, runs_prefix=runs_prefix)
     return f"COPY {quote(check_identifier('staging_table', staging_table))} FROM '{uri}' IAM_ROLE '{iam_role_arn}' FORMAT AS PARQUET"

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import re
 
-from aws_cdk import RemovalPolicy, Token, aws_ec2 as ec2, aws_iam as iam, aws_kms as kms, aws_redshiftserverless as redshift
-from constructs import Construct
+from aws_cdk import RemovalPolicy, Token
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_redshiftserverless as redshift
+from aws_cdk import aws_stepfunctions as sfn
 
-from .catalog import PipelineCatalog
+from constructs import Construct, IConstruct
+
+from .acknowledgements import acknowledge_findings
+from .catalog import review_object_prefix
 from .clean_job import CleanJob
 from .contract import DatasetContract
 from .load_sql import RUN_ID_PLACEHOLDER
@@ -79,8 +86,12 @@ class RedshiftTarget(Construct):
         if max_capacity is not None and max_capacity < base_capacity:
             raise PipelinePropsError(f"max_capacity={max_capacity!r}: must be at least base_capacity ({base_capacity})")
         default_name = f"{contract.name.replace('_', '-')}-pipeline"
-        self.namespace_name = check_name("namespace_name", namespace_name if namespace_name is not None else default_name, pattern=r"[a-z0-9-]{3,64}")
-        self.workgroup_name = check_name("workgroup_name", workgroup_name if workgroup_name is not None else default_name, pattern=r"[a-z0-9-]{3,64}")
+        self.namespace_name = check_name(
+            "namespace_name", namespace_name if namespace_name is not None else default_name, pattern=r"[a-z0-9-]{3,64}"
+        )
+        self.workgroup_name = check_name(
+            "workgroup_name", workgroup_name if workgroup_name is not None else default_name, pattern=r"[a-z0-9-]{3,64}"
+        )
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,126}", database_name):
             raise PipelinePropsError(f"database_name={database_name!r}: must be lower-case snake_case")
         self.database_name = database_name
@@ -130,6 +141,7 @@ class RedshiftTarget(Construct):
             description="Redshift COPY of the curated run output (read and decrypt only)",
         )
         grant_objects(self.copy_role, storage.curated_bucket, storage.key, self.runs_prefix, write=False)
+        review_object_prefix(self.copy_role, self.runs_prefix, "COPY reads every Parquet file of a run")
 
         # --- namespace + workgroup ------------------------------------------------------------------------------
         self.namespace = redshift.CfnNamespace(
@@ -173,12 +185,15 @@ class RedshiftTarget(Construct):
             port=REDSHIFT_PORT,
             subnet_ids=selected.subnet_ids,
             security_group_ids=[self.security_group.security_group_id],
-            config_parameters=[redshift.CfnWorkgroup.ConfigParameterProperty(parameter_key=k, parameter_value=v) for k, v in config.items()],
+            config_parameters=[
+                redshift.CfnWorkgroup.ConfigParameterProperty(parameter_key=k, parameter_value=v) for k, v in config.items()
+            ],
         )
-        self.workgroup.add_dependency(self.namespace)
+        self.workgroup.node.add_dependency(self.namespace)
         self.workgroup.apply_removal_policy(removal_policy)
         self.workgroup_arn = self.workgroup.attr_workgroup_workgroup_arn
         self.namespace_arn = self.namespace.attr_namespace_namespace_arn
+        self.load_policy = self._build_load_policy()
 
     def load_statements(self, run_id: str = RUN_ID_PLACEHOLDER, *, bucket: str | None = None, iam_role_arn: str | None = None) -> list[str]:
         """The statements of one load (one transaction): create tables, lock, COPY the run, MERGE.
@@ -198,21 +213,55 @@ class RedshiftTarget(Construct):
             partition_sql=self.partition_sql,
         )
 
-    def grant_load(self, grantee: iam.IGrantable, storage: PipelineStorage | None = None, catalog: PipelineCatalog | None = None) -> None:
-        """What running a load through the Data API with IAM authentication needs.
+    def states_sqls(self, run_id_path: str = "$.upload.run_id") -> str:
+        """The load's statements as a Step Functions JSONPath expression: States.Array of the statements, the COPY
+        one a States.Format of the curated bucket, the run id at `run_id_path` and the COPY role."""
+        template = self.load_statements(RUN_ID_PLACEHOLDER, bucket=RUN_ID_PLACEHOLDER, iam_role_arn=RUN_ID_PLACEHOLDER)
+        parts = [
+            sfn.JsonPath.format(sql, self.curated_bucket.bucket_name, sfn.JsonPath.string_at(run_id_path), self.copy_role.role_arn)
+            if RUN_ID_PLACEHOLDER in sql
+            else sql
+            for sql in template
+        ]
+        return sfn.JsonPath.array(*parts)
 
-        Temporary database credentials for this workgroup only (`redshift-serverless:GetCredentials`, the database
-        user is `IAMR:<role name>`); submitting statements to this workgroup; reading and cancelling the caller's own
-        statements (the Data API has no resource-level permissions for those). `storage` and `catalog` are accepted
-        for symmetry with AthenaTarget.grant_load and not used: Redshift reads S3 with its own COPY role.
+    def _build_load_policy(self) -> iam.ManagedPolicy:
+        """What running a load through the Data API with IAM authentication needs (a managed policy in this stack,
+        attached by the orchestration stacks' roles).
+
+        Temporary database credentials for this workgroup only (`redshift-serverless:GetCredentials`; the database
+        user is `IAMR:<role name>`), submitting statements to this workgroup, and reading and cancelling the caller's
+        own statements (the Data API has no resource-level permission for those: the owner condition limits them).
         """
-        del storage, catalog
-        iam.Grant.add_to_principal(grantee=grantee, actions=["redshift-serverless:GetCredentials"], resource_arns=[self.workgroup_arn])
-        iam.Grant.add_to_principal(grantee=grantee, actions=["redshift-data:BatchExecuteStatement"], resource_arns=[self.workgroup_arn])
-        grantee.grant_principal.add_to_principal_policy(
+        policy = iam.ManagedPolicy(self, "LoadPolicy", description=f"Run the Redshift load of {self.contract.name} through the Data API")
+        policy.add_statements(
+            iam.PolicyStatement(
+                actions=["redshift-serverless:GetCredentials", "redshift-data:BatchExecuteStatement"],
+                resources=[self.workgroup_arn],
+            ),
             iam.PolicyStatement(
                 actions=["redshift-data:DescribeStatement", "redshift-data:CancelStatement"],
                 resources=["*"],
                 conditions={"StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}},
-            )
+            ),
         )
+        acknowledge_findings(
+            policy,
+            "AwsSolutions-IAM5",
+            "The Data API's DescribeStatement and CancelStatement have no resource-level permissions; the "
+            "statement-owner condition limits them to the caller's own statements.",
+            matching=r"Resource::\*",
+        )
+        return policy
+
+    def grant_load(self, grantee: iam.IGrantable) -> None:
+        """Let `grantee` (a role) run the load: attaches the target's load policy."""
+        role = grantee.grant_principal
+        if not hasattr(role, "add_managed_policy"):
+            raise PipelinePropsError(f"grantee={grantee!r}: the load policy attaches to a role")
+        role.add_managed_policy(self.load_policy)
+
+    def review_load_findings(self, grantee_construct: IConstruct) -> None:
+        """Nothing to accept on the grantee: the load policy carries its own reviewed finding, and Redshift reads
+        S3 with its own COPY role (reviewed in this construct)."""
+        del grantee_construct

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, Union
 
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, aws_cloudwatch as cloudwatch, aws_events as events
 from aws_cdk import aws_events_targets as targets, aws_iam as iam, aws_kms as kms, aws_logs as logs, aws_sqs as sqs
@@ -14,10 +14,11 @@ from .alerting import PipelineAlerting, acknowledge_dead_letter_queue
 from .athena_target import AthenaTarget
 from .catalog import PipelineCatalog
 from .clean_job import CleanJob
+from .redshift_target import RedshiftTarget
 from .storage import PipelineStorage
 from .validation import PipelinePropsError, check_positive, check_prefix
 
-LoadTarget = Union[AthenaTarget]
+LoadTarget = Union[AthenaTarget, RedshiftTarget]
 
 FORM_NAME = "step_functions"
 _COLON = ArnFormat.COLON_RESOURCE_NAME
@@ -60,6 +61,8 @@ class StepFunctionsPipeline(Construct):
         crawler_max_polls: int = 60,
         job_timeout: Duration | None = None,
         load_timeout: Duration | None = None,
+        load_poll_interval: Duration | None = None,
+        load_max_polls: int = 120,
         execution_timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
@@ -68,20 +71,26 @@ class StepFunctionsPipeline(Construct):
         :param storage: the landing bucket whose uploads start runs.
         :param catalog: the raw crawler.
         :param clean_job: the Glue job run for each upload (RUN_JOB, .sync).
-        :param target: where a successful run is loaded (AthenaTarget).
+        :param target: where a successful run is loaded (AthenaTarget or RedshiftTarget).
         :param alerting: the topic for failure messages and alarms.
         :param landing_prefix: uploads under this prefix start this form. Default: '<storage prefix>step_functions/'.
         :param crawler_poll_interval: wait between crawler status checks. Default: 30 seconds.
         :param crawler_max_polls: checks before the crawl counts as stuck and the run fails. Default: 60.
         :param job_timeout: the clean job task's timeout. Default: the job's timeout plus 10 minutes (75 minutes).
         :param load_timeout: the load task's timeout. Default: 30 minutes.
+        :param load_poll_interval: Redshift only: wait between Data API statement status checks. Default: 15 seconds.
+        :param load_max_polls: Redshift only: checks before the load counts as stuck (it is then cancelled and the
+            run fails). Default: 120 (30 minutes at the default interval).
         :param execution_timeout: the whole execution's timeout. Default: 4 hours.
         :param log_retention: execution log retention. Default: one month.
         :param removal_policy: for the log group and its key. Default: RETAIN.
         """
         super().__init__(scope, construct_id)
-        if not isinstance(target, AthenaTarget):
-            raise PipelinePropsError(f"target={type(target).__name__}: use an AthenaTarget")
+        if not isinstance(target, (AthenaTarget, RedshiftTarget)):
+            raise PipelinePropsError(f"target={type(target).__name__}: use an AthenaTarget or a RedshiftTarget")
+        check_positive("load_max_polls", load_max_polls)
+        load_poll = load_poll_interval if load_poll_interval is not None else Duration.seconds(15)
+        check_positive("load_poll_interval (seconds)", load_poll.to_seconds())
         check_positive("crawler_max_polls", crawler_max_polls)
         poll = crawler_poll_interval if crawler_poll_interval is not None else Duration.seconds(30)
         check_positive("crawler_poll_interval (seconds)", poll.to_seconds())
@@ -212,20 +221,44 @@ class StepFunctionsPipeline(Construct):
         retry_transient(run_job, ["Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException"], interval=Duration.seconds(60), max_attempts=6)
         on_failure(run_job, "Run Clean Job")
 
-        load = tasks.AthenaStartQueryExecution(
-            self,
-            "Load Into Athena",
-            query_string=sfn.JsonPath.format(target.merge_sql(), sfn.JsonPath.string_at("$.upload.run_id")),
-            work_group=target.workgroup_name,
-            query_execution_context=tasks.QueryExecutionContext(database_name=target.database_name),
-            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-            result_selector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId", "State.$": "$.QueryExecution.Status.State"},
-            result_path="$.load",
-            task_timeout=sfn.Timeout.duration(load_timeout if load_timeout is not None else Duration.minutes(30)),
-        )
-        retry_transient(load, ["Athena.TooManyRequestsException", "Athena.InternalServerException"], interval=Duration.seconds(10), max_attempts=5)
-        on_failure(load, "Load")
         loaded = sfn.Succeed(self, "Loaded")
+        load: sfn.IChainable
+        if isinstance(target, RedshiftTarget):
+            load = self._redshift_load(
+                target,
+                on_failure=on_failure,
+                fail_with=fail_with,
+                loaded=loaded,
+                poll=load_poll,
+                max_polls=load_max_polls,
+            )
+        else:
+            athena_load = tasks.AthenaStartQueryExecution(
+                self,
+                "Load Into Athena",
+                query_string=sfn.JsonPath.format(target.merge_sql(), sfn.JsonPath.string_at("$.upload.run_id")),
+                work_group=target.workgroup_name,
+                query_execution_context=tasks.QueryExecutionContext(database_name=target.database_name),
+                integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+                result_selector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId", "State.$": "$.QueryExecution.Status.State"},
+                result_path="$.load",
+                task_timeout=sfn.Timeout.duration(load_timeout if load_timeout is not None else Duration.minutes(30)),
+            )
+            retry_transient(athena_load, ["Athena.TooManyRequestsException", "Athena.InternalServerException"], interval=Duration.seconds(10), max_attempts=5)
+            on_failure(athena_load, "Load")
+            athena_load.next(loaded)
+            # The run id is spliced into the MERGE's string literal; execution names may contain a quote.
+            bad_athena_run_id = fail_with(
+                "Run Id Not Loadable",
+                "Load",
+                "InvalidRunId",
+                {"Cause.$": "States.Format('run id {} contains a quote and cannot be used in the load SQL', $.upload.run_id)"},
+            )
+            load = (
+                sfn.Choice(self, "Run Id Loadable?")
+                .when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_athena_run_id)
+                .otherwise(athena_load)
+            )
 
         is_crawler_ready = (
             sfn.Choice(self, "Crawler Finished?")
@@ -246,7 +279,7 @@ class StepFunctionsPipeline(Construct):
         )
         count.next(below_cap)
         definition = start.next(start_crawler).next(wait).next(get_crawler).next(is_crawler_ready)
-        run_job.next(load).next(loaded)
+        run_job.next(load)
 
         self.log_key = kms.Key(
             self,
@@ -303,6 +336,7 @@ class StepFunctionsPipeline(Construct):
             encryption_master_key=alerting.key,
             enforce_ssl=True,
             retention_period=Duration.days(14),
+            removal_policy=removal_policy,
         )
         acknowledge_dead_letter_queue(self.dead_letter_queue)
         self.rule = events.Rule(
@@ -354,6 +388,152 @@ class StepFunctionsPipeline(Construct):
             "An upload event could not start the state machine; it waits in the dead-letter queue",
         )
         self.alarms = [self.executions_failed_alarm, self.executions_timed_out_alarm, self.executions_aborted_alarm, self.dead_letter_alarm]
+
+    def _redshift_load(
+        self,
+        target: RedshiftTarget,
+        *,
+        on_failure: Callable[[sfn.TaskStateBase, str], None],
+        fail_with: Callable[[str, str, str, dict], sfn.Pass],
+        loaded: sfn.Succeed,
+        poll: Duration,
+        max_polls: int,
+    ) -> sfn.IChainable:
+        """Check Run Id -> batchExecuteStatement (one transaction) -> Wait -> describeStatement -> Choice.
+
+        FINISHED succeeds; FAILED or ABORTED goes to the failure path with the statement's error; still running loops,
+        and at `max_polls` checks the statement is cancelled (so it cannot commit after the run was reported failed)
+        and the run fails. The Data API authenticates with IAM (temporary credentials of the state machine's role),
+        never with the admin secret.
+        """
+        # The run id is spliced into the COPY's S3 URI literal; execution names may contain a quote.
+        bad_run_id = fail_with(
+            "Run Id Not Loadable",
+            "Load",
+            "InvalidRunId",
+            {"Cause.$": "States.Format('run id {} contains a quote; Redshift COPY cannot name its files', $.upload.run_id)"},
+        )
+        check_run_id = (
+            sfn.Choice(self, "Run Id Loadable?")
+            .when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id)
+        )
+        submit = tasks.CallAwsService(
+            self,
+            "Load Into Redshift",
+            comment="COPY the run into a staging table and MERGE it on the natural key, as one transaction",
+            service="redshiftdata",
+            action="batchExecuteStatement",
+            iam_action="redshift-data:BatchExecuteStatement",
+            iam_resources=[target.workgroup_arn],
+            parameters={
+                "WorkgroupName": target.workgroup_name,
+                "Database": target.database_name,
+                "Sqls": target.states_sqls("$.upload.run_id"),
+                "StatementName": sfn.JsonPath.format("load-{}", sfn.JsonPath.string_at("$.upload.run_id")),
+            },
+            result_selector={"Id.$": "$.Id", "polls": 0},
+            result_path="$.load",
+            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+        )
+        # Not States.Timeout: a submission that timed out may have started; the run fails instead of loading twice at once.
+        retry_transient(
+            submit,
+            ["RedshiftData.ActiveStatementsExceededException", "RedshiftData.InternalServerException", "RedshiftData.ThrottlingException"],
+            interval=Duration.seconds(10),
+            max_attempts=6,
+        )
+        on_failure(submit, "Load")
+        wait = sfn.Wait(self, "Wait For Load", time=sfn.WaitTime.duration(poll))
+        # Describe and Cancel are authorized by the target's load policy (no resource-level permissions exist for
+        # them; an owner condition limits them to this role's statements); the task's own statement names the workgroup.
+        describe = tasks.CallAwsService(
+            self,
+            "Describe Load",
+            service="redshiftdata",
+            action="describeStatement",
+            iam_action="redshift-data:DescribeStatement",
+            iam_resources=[target.workgroup_arn],
+            parameters={"Id": sfn.JsonPath.string_at("$.load.Id")},
+            result_path="$.load_status",
+            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+        )
+        retry_transient(
+            describe,
+            ["RedshiftData.InternalServerException", "RedshiftData.ThrottlingException", "States.Timeout"],
+            interval=Duration.seconds(5),
+            max_attempts=5,
+        )
+        on_failure(describe, "Describe Load")
+        count = sfn.Pass(
+            self,
+            "Count Load Poll",
+            parameters={"Id.$": "$.load.Id", "polls.$": "States.MathAdd($.load.polls, 1)"},
+            result_path="$.load",
+        )
+        statement_failed = fail_with("Load Statement Failed", "Load", "LoadFailed", {"Cause.$": "$.load_status.Error"})
+        statement_aborted = fail_with(
+            "Load Statement Aborted",
+            "Load",
+            "LoadAborted",
+            {"Cause.$": "States.Format('statement {} was {}', $.load.Id, $.load_status.Status)"},
+        )
+        stuck = fail_with(
+            "Load Poll Cap Reached",
+            "Load",
+            "LoadTimeout",
+            {"Cause.$": f"States.Format('statement {{}} was still running after {max_polls} checks; cancelled', $.load.Id)"},
+        )
+        cancel = tasks.CallAwsService(
+            self,
+            "Cancel Load",
+            service="redshiftdata",
+            action="cancelStatement",
+            iam_action="redshift-data:CancelStatement",
+            iam_resources=[target.workgroup_arn],
+            parameters={"Id": sfn.JsonPath.string_at("$.load.Id")},
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+        )
+        retry_transient(
+            cancel,
+            ["RedshiftData.InternalServerException", "RedshiftData.ThrottlingException", "States.Timeout"],
+            interval=Duration.seconds(5),
+            max_attempts=3,
+        )
+        # The statement may have finished in the meantime (nothing to cancel): report the cap either way.
+        cancel.add_catch(stuck, errors=["States.ALL"], result_path="$.cancel_error")
+        cancel.next(stuck)
+        below_cap = (
+            sfn.Choice(self, "Poll Load Again?")
+            .when(sfn.Condition.number_greater_than_equals("$.load.polls", max_polls), cancel)
+            .otherwise(wait)
+        )
+        count.next(below_cap)
+        finished = (
+            sfn.Choice(self, "Load Finished?")
+            .when(sfn.Condition.string_equals("$.load_status.Status", "FINISHED"), loaded)
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.or_(
+                        sfn.Condition.string_equals("$.load_status.Status", "FAILED"),
+                        sfn.Condition.string_equals("$.load_status.Status", "ABORTED"),
+                    ),
+                    sfn.Condition.is_present("$.load_status.Error"),
+                ),
+                statement_failed,
+            )
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.string_equals("$.load_status.Status", "FAILED"),
+                    sfn.Condition.string_equals("$.load_status.Status", "ABORTED"),
+                ),
+                statement_aborted,
+            )
+            .otherwise(count)
+        )
+        check_run_id.otherwise(submit)
+        submit.next(wait).next(describe).next(finished)
+        return check_run_id
 
     def metric_failed(self, *, period: Duration | None = None) -> cloudwatch.Metric:
         """Executions that failed."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ __all__ = [
     "classify",
     "configure_session",
     "deduplicate",
+    "deduplicate_valid",
     "inspect_header",
     "quarantine_records",
     "read_source",
@@ -117,6 +119,8 @@ class CleanResult:
     quarantine_path: str = ""
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: seconds per step (parse, quarantine, dedup_keys, curated, recount), logged; not part of the summary
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def quarantine_ratio(self) -> float:
@@ -253,36 +257,36 @@ def read_source(spark: SparkSession, contract: DatasetContract, header: FileHead
 
 
 # ------------------------------------------------------------------------------------------------------ rows
-def _typed(col: ContractColumn) -> tuple[Column, Column]:
-    """(typed value, cast failed?) for one source column, from its raw string."""
-    raw = F.col(_RAW_PREFIX + col.name)
+# Internally a row's reasons are one string, "reason;reason" ("" = valid): concat_ws skips the nulls of the reasons
+# that do not apply and, unlike array_compact (a higher-order function), runs in whole-stage codegen.
+_SEP = ";"
+_TYPED_PREFIX = "_typed__"
+
+
+def _shape(col: ContractColumn, raw: Column) -> Column | None:
+    """The strict text form a value must have before the (lenient) cast; None for strings."""
     t = col.type
-    if t == "string":
-        return raw, F.lit(False)
-    typed = raw.cast(t)
     ps = decimal_precision_scale(t)
+    if t == "string":
+        return None
     if t in ("int", "bigint"):
-        shape = raw.rlike(_INT_RE)
-    elif t == "double":
-        shape = raw.rlike(_DOUBLE_RE)
-    elif ps is not None:
+        return raw.rlike(_INT_RE)
+    if t == "double":
+        return raw.rlike(_DOUBLE_RE)
+    if ps is not None:
         scale = ps[1]
         fraction = rf"(\.[0-9]{{0,{scale}}})?" if scale else r"\.?"
-        shape = raw.rlike(rf"^[+-]?([0-9]+{fraction}|\.[0-9]{{1,{max(scale, 1)}}})$")
-    elif t == "date":
-        shape = raw.rlike(_DATE_RE)
-    elif t == "timestamp":
-        shape = raw.rlike(_TIMESTAMP_RE)
-    elif t == "boolean":
-        shape = F.lower(raw).isin(*_BOOLEAN_VALUES)
-    else:  # pragma: no cover - the contract only admits the types above
-        raise ValueError(f"unsupported type {t}")
-    failed = raw.isNotNull() & (~shape | typed.isNull())
-    return F.when(~failed, typed), failed
+        return raw.rlike(rf"^[+-]?([0-9]+{fraction}|\.[0-9]{{1,{max(scale, 1)}}})$")
+    if t == "date":
+        return raw.rlike(_DATE_RE)
+    if t == "timestamp":
+        return raw.rlike(_TIMESTAMP_RE)
+    if t == "boolean":
+        return F.lower(raw).isin(*_BOOLEAN_VALUES)
+    raise ValueError(f"unsupported type {t}")  # pragma: no cover - the contract only admits the types above
 
 
-def _check_reasons(col: ContractColumn, typed: Column) -> list[Column]:
-    raw = F.col(_RAW_PREFIX + col.name)
+def _check_reasons(col: ContractColumn, typed: Column, raw: Column) -> list[Column]:
     checks = col.checks
     out: list[Column] = []
 
@@ -305,7 +309,7 @@ def _check_reasons(col: ContractColumn, typed: Column) -> list[Column]:
 
 
 def possible_reasons(contract: DatasetContract) -> list[str]:
-    """Every row-level reason this contract can produce, for per-reason counts and metrics."""
+    """Every row-level reason this contract can produce (documentation, metrics, alarms)."""
     out = ["malformed_row", "invalid_utf8"]
     for col in contract.columns:
         if not col.nullable:
@@ -321,61 +325,72 @@ def possible_reasons(contract: DatasetContract) -> list[str]:
 
 
 def classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
-    """Typed columns, derived columns, the partition column and `_reasons` (empty array = valid row); the raw
-    values are kept, as `_raw` (a map plus the raw line), only on rows with reasons."""
-    typed_cols: list[Column] = []
-    reasons: list[Column] = []
-    for col in contract.columns:
-        typed, failed = _typed(col)
-        typed_cols.append(typed.alias(col.name))
-        if not col.nullable:
-            reasons.append(F.when(F.col(_RAW_PREFIX + col.name).isNull(), F.lit(f"null_in_required:{col.name}")))
-        if col.type != "string":
-            reasons.append(F.when(failed, F.lit(f"cast_failed:{col.name}")))
-        reasons.extend(_check_reasons(col, typed))
-    malformed = F.col(CORRUPT).isNotNull()
-    all_text = F.concat_ws("\u0001", F.col(CORRUPT), *[F.col(_RAW_PREFIX + c.name) for c in contract.columns])
-    utf8 = F.when(all_text.contains(_INVALID_UTF8), F.lit("invalid_utf8"))
-    # A malformed row's values are misaligned: report only that (and bad bytes), not the checks they then fail.
-    row_reasons = F.when(malformed, F.array_compact(F.array(F.lit("malformed_row"), utf8))).otherwise(
-        F.array_compact(F.array(utf8, *reasons))
-    )
+    """Typed columns, derived columns, the partition column and `_reasons` ("" for a valid row, else the reasons
+    joined by ';'); the raw values are kept, as `_raw` (raw line + map of raw values), only on rows with reasons.
 
-    typed_df = raw.select(
-        *typed_cols,
-        row_reasons.alias(REASONS),
-        F.col(CORRUPT),
-        *[F.col(_RAW_PREFIX + c.name) for c in contract.columns],
-        SOURCE,
-        FILE_INDEX,
-        ROW_ID,
+    Built as successive projections so that each cast and regex runs once per value (Spark keeps a projection
+    apart when collapsing it would repeat an expensive expression)."""
+    raws = {c.name: F.col(_RAW_PREFIX + c.name) for c in contract.columns}
+    meta = [F.col(CORRUPT), F.col(SOURCE), F.col(FILE_INDEX), F.col(ROW_ID)]
+
+    # 1. cast each value once, null when the text form is wrong or the cast fails
+    typed_exprs = []
+    for col in contract.columns:
+        shape = _shape(col, raws[col.name])
+        if shape is not None:
+            typed_exprs.append(F.when(shape, raws[col.name].cast(col.type)).alias(_TYPED_PREFIX + col.name))
+    stage1 = raw.select(*raws.values(), *meta, *typed_exprs)
+
+    # 2. the reasons, from raw and typed values
+    reasons: list[Column] = []
+    out_cols: list[Column] = []
+    for col in contract.columns:
+        r = raws[col.name]
+        typed = r if col.type == "string" else F.col(_TYPED_PREFIX + col.name)
+        out_cols.append(typed.alias(col.name))
+        if not col.nullable:
+            reasons.append(F.when(r.isNull(), F.lit(f"null_in_required:{col.name}")))
+        if col.type != "string":
+            reasons.append(F.when(r.isNotNull() & typed.isNull(), F.lit(f"cast_failed:{col.name}")))
+        reasons.extend(_check_reasons(col, typed, r))
+    bad_bytes = F.col(CORRUPT).contains(_INVALID_UTF8)
+    for r in raws.values():
+        bad_bytes = bad_bytes | r.contains(_INVALID_UTF8)
+    utf8 = F.when(bad_bytes, F.lit("invalid_utf8"))
+    # A malformed row's values are misaligned: report only that (and bad bytes), not the checks they then fail.
+    row_reasons = F.when(F.col(CORRUPT).isNotNull(), F.concat_ws(_SEP, F.lit("malformed_row"), utf8)).otherwise(
+        F.concat_ws(_SEP, utf8, *reasons)
     )
+    stage2 = stage1.select(*out_cols, row_reasons.alias(REASONS), *raws.values(), *meta)
+
+    # 3. derived columns (in order: each may use the ones before it), then the partition column
     for der in contract.derived:
-        typed_df = typed_df.withColumn(der.name, F.expr(der.expression).cast(der.type))
+        stage2 = stage2.withColumn(der.name, F.expr(der.expression).cast(der.type))
     part = contract.partition
-    typed_df = typed_df.withColumn(part.name, F.expr(part.expression).cast(part.type))
-    part_null = F.when(
-        (F.size(REASONS) == 0) & F.col(part.name).isNull(), F.array(F.lit(f"partition_null:{part.name}"))
+    stage3 = stage2.withColumn(part.name, F.expr(part.expression).cast(part.type))
+
+    # 4. a null partition value with no other reason is a reason of its own; keep raw values of bad rows only
+    reasons_col = F.when(
+        (F.col(REASONS) == "") & F.col(part.name).isNull(), F.lit(f"partition_null:{part.name}")
     ).otherwise(F.col(REASONS))
-    raw_map = F.create_map(*[x for c in contract.columns for x in (F.lit(c.name), F.col(_RAW_PREFIX + c.name))])
-    raw_struct = F.struct(F.col(CORRUPT).alias("raw_line"), raw_map.alias("raw_values"))
     names = [n for n, _ in contract.output_columns()] + [part.name]
-    return typed_df.withColumn(REASONS, part_null).select(
-        *names,
-        REASONS,
-        F.when(F.size(REASONS) > 0, raw_struct).alias(RAW),
-        SOURCE,
-        FILE_INDEX,
-        ROW_ID,
-    )
+    stage4 = stage3.select(*names, reasons_col.alias(REASONS), *raws.values(), *meta)
+    raw_map = F.create_map(*[x for name, r in raws.items() for x in (F.lit(name), r)])
+    raw_struct = F.struct(F.col(CORRUPT).alias("raw_line"), raw_map.alias("raw_values"))
+    return stage4.select(*names, REASONS, F.when(~is_valid(), raw_struct).alias(RAW), SOURCE, FILE_INDEX, ROW_ID)
+
+
+def is_valid() -> Column:
+    """True for a classified row without reasons."""
+    return F.col(REASONS) == ""
 
 
 def quarantine_records(classified: DataFrame, run_id: str) -> DataFrame:
     """The quarantined rows as they are written: run_id, source_uri, reasons, raw_line, raw_values."""
-    return classified.filter(F.size(REASONS) > 0).select(
+    return classified.filter(~is_valid()).select(
         F.lit(run_id).alias("run_id"),
         F.col(SOURCE).alias("source_uri"),
-        F.col(REASONS).alias("reasons"),
+        F.split(F.col(REASONS), _SEP).alias("reasons"),
         F.col(f"{RAW}.raw_line").alias("raw_line"),
         F.col(f"{RAW}.raw_values").alias("raw_values"),
     )
@@ -395,6 +410,32 @@ def deduplicate(valid: DataFrame, contract: DatasetContract, observation: Observ
             observation, F.coalesce(F.sum((F.col("_rank") > 1).cast("long")), F.lit(0)).alias("dups")
         )
     return ranked.filter(F.col("_rank") == 1).drop("_rank")
+
+
+#: Up to this many duplicated keys, only the rows of those keys are ranked (the set is broadcast, the other rows
+#: pass through without a shuffle); above it every valid row is ranked.
+DUPLICATE_KEYS_BROADCAST_LIMIT = 200_000
+
+
+def deduplicate_valid(valid: DataFrame, contract: DatasetContract) -> tuple[DataFrame, Observation | None, int]:
+    """De-duplicate a run's valid rows cheaply: count rows per natural key once (a shuffle of the key columns
+    only); when no key repeats, the rows pass as they are; when few do, only those keys' rows are ranked.
+
+    Returns (rows to write, observation counting `dups` while they are written or None, duplicates expected from
+    the key counts). `valid` should be cached: it is read twice."""
+    keys = list(contract.natural_key)
+    counted = valid.groupBy(*keys).count().filter(F.col("count") > 1)
+    stats = counted.agg(F.count(F.lit(1)).alias("keys"), F.sum(F.col("count") - 1).alias("dups")).collect()[0]
+    repeated_keys, expected = int(stats["keys"]), int(stats["dups"] or 0)
+    if repeated_keys == 0:
+        return valid, None, 0
+    observation = Observation("dedup")
+    if repeated_keys > DUPLICATE_KEYS_BROADCAST_LIMIT:
+        return deduplicate(valid, contract, observation), observation, expected
+    dup_keys = F.broadcast(counted.select(*keys))
+    unique = valid.join(dup_keys, keys, "left_anti")
+    ranked = deduplicate(valid.join(dup_keys, keys, "left_semi"), contract, observation)
+    return unique.unionByName(ranked), observation, expected
 
 
 # ------------------------------------------------------------------------------------------------------ run
@@ -514,16 +555,19 @@ def _clean_rows(
     quarantine_dir: str,
     result: CleanResult,
 ) -> None:
+    clock = _Clock(result.timings)
     classified = classify(raw, contract).persist()
     try:
-        # One aggregation over the parsed rows: rows in, rows with reasons, and one count per possible reason.
-        reasons = possible_reasons(contract)
-        aggs = [F.count(F.lit(1)).alias("rows_in"), F.sum((F.size(REASONS) > 0).cast("long")).alias("bad")]
-        aggs += [F.sum(F.array_contains(REASONS, r).cast("long")).alias(f"r{i}") for i, r in enumerate(reasons)]
-        row = classified.agg(*aggs).collect()[0]
-        result.rows_in = int(row["rows_in"])
-        counted_bad = int(row["bad"] or 0)
-        result.reasons = {r: int(row[f"r{i}"]) for i, r in enumerate(reasons) if row[f"r{i}"]}
+        # One aggregation over the parsed rows (also materialises the cache): rows per combination of reasons.
+        combos = classified.groupBy(REASONS).count().collect()
+        result.rows_in = sum(int(r["count"]) for r in combos)
+        counted_bad = sum(int(r["count"]) for r in combos if r[REASONS])
+        per_reason: dict[str, int] = {}
+        for r in combos:
+            for reason in filter(None, r[REASONS].split(_SEP)):
+                per_reason[reason] = per_reason.get(reason, 0) + int(r["count"])
+        result.reasons = per_reason
+        clock.lap("parse")
 
         q_obs = Observation("quarantine")
         quarantine = quarantine_records(classified, run_id).observe(q_obs, F.count(F.lit(1)).alias("n"))
@@ -531,17 +575,33 @@ def _clean_rows(
         result.rows_quarantined = int(q_obs.get.get("n", 0))
         if result.rows_quarantined != counted_bad:
             result.errors.append(f"quarantine wrote {result.rows_quarantined} rows, {counted_bad} were counted")
+        clock.lap("quarantine")
 
-        d_obs = Observation("dedup")
-        valid = classified.filter(F.size(REASONS) == 0)
-        curated = deduplicate(valid, contract, d_obs).select(
-            *[n for n, _ in contract.output_columns()], contract.partition.name
-        )
+        valid = classified.filter(is_valid())
+        deduplicated, d_obs, expected_dups = deduplicate_valid(valid, contract)
+        clock.lap("dedup_keys")
+        curated = deduplicated.select(*[n for n, _ in contract.output_columns()], contract.partition.name)
         curated.write.mode("overwrite").partitionBy(contract.partition.name).parquet(curated_dir)
-        result.duplicates_dropped = int(d_obs.get.get("dups", 0) or 0)
+        result.duplicates_dropped = int(d_obs.get.get("dups", 0) or 0) if d_obs is not None else 0
+        if result.duplicates_dropped != expected_dups:
+            result.errors.append(f"dropped {result.duplicates_dropped} duplicates, {expected_dups} were counted")
+        clock.lap("curated")
         result.rows_out = spark.read.parquet(curated_dir).count() if _has_parquet(spark, curated_dir) else 0
+        clock.lap("recount")
+        LOG.info("clean run %s step seconds: %s", run_id, result.timings)
     finally:
         classified.unpersist()
+
+
+class _Clock:
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.timings[step] = round(now - self.last, 3)
+        self.last = now
 
 
 def _has_parquet(spark: SparkSession, uri: str) -> bool:

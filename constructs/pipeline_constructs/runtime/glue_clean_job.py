@@ -51,6 +51,10 @@ OPTIONAL_ARGS: dict[str, str | None] = {
     "JOB_NAME": None,
     "JOB_RUN_ID": None,
     "WORKFLOW_RUN_ID": None,
+    # Glue Workflow form: list the form's landing prefix and claim the files no earlier run has loaded.
+    "source_listing_prefix": None,
+    "workflow_state_uri": None,
+    "WORKFLOW_NAME": None,
 }
 METRIC_NAMES = (
     "RowsIn",
@@ -187,12 +191,37 @@ def publish_metrics(client: Any, namespace: str, data: list[dict[str, Any]]) -> 
         client.put_metric_data(Namespace=namespace, MetricData=data[start : start + 1000])
 
 
+def claim_workflow_sources(args: dict[str, Any]) -> list[str]:
+    """In the Glue Workflow form: the uploads of this workflow run that no earlier successful run has loaded."""
+    import boto3
+
+    try:
+        from pipeline_constructs.runtime.workflow_inputs import claim_sources_from_uris
+    except ImportError:  # on Glue, shipped as a top-level module
+        from workflow_inputs import claim_sources_from_uris  # type: ignore[no-redef]
+
+    return claim_sources_from_uris(
+        boto3.client("s3"),
+        boto3.client("glue"),
+        listing_uri=args["source_listing_prefix"],
+        state_uri=args["workflow_state_uri"],
+        workflow_name=args["WORKFLOW_NAME"],
+        run_id=args["run_id"] or args["WORKFLOW_RUN_ID"],
+    )
+
+
 def main(
     argv: Sequence[str] | None = None, *, spark: SparkSession | None = None, cloudwatch: Any = None
-) -> CleanResult:
+) -> CleanResult | None:
     """Run the job. Raises CleanRunFailed (the job run fails) after writing and publishing when the run failed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = resolve_args(sys.argv[1:] if argv is None else argv)
+    if args["source_listing_prefix"]:
+        claimed = claim_workflow_sources(args)
+        if not claimed:
+            LOG.info("no new uploads under %s; nothing to clean", args["source_listing_prefix"])
+            return None
+        args["source_uris"] = claimed
     spark = spark or SparkSession.builder.getOrCreate()
     contract = load_contract(spark, args["contract_path"])
     dataset = args["dataset"] or contract.name

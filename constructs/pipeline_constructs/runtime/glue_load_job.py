@@ -14,8 +14,9 @@ Job arguments:
   --redshift_workgroup     with --redshift_sql_templates: the Redshift Serverless workgroup
   --redshift_database      with --redshift_sql_templates: the database
   --redshift_secret_arn    optional: a Secrets Manager secret of the database user; default: IAM authentication
-  --workflow_state_root    optional: s3://bucket/prefix/ of the workflow's source state; after a successful load
-                           the run's claimed uploads are committed as processed (see workflow_inputs)
+  --workflow_state_uri    optional: s3:// URI of the workflow's state file; after a successful load
+                           the uploads the run claimed are committed as processed (see workflow_inputs); needs
+                           --WORKFLOW_NAME (set by Glue)
   --run_id                 optional: the run id; default --WORKFLOW_RUN_ID (set by Glue), then --JOB_RUN_ID
   --poll_seconds           optional, default 5: wait between status checks
   --max_wait_seconds       optional, default 1500: a query still running after this is stopped and the job fails
@@ -28,7 +29,8 @@ import logging
 import re
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 LOG = logging.getLogger("glue_load_job")
 
@@ -37,7 +39,7 @@ RUN_ID_TOKEN = "__pipeline_run_id__"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 ATHENA_DONE = ("SUCCEEDED", "FAILED", "CANCELLED")
 REDSHIFT_DONE = ("FINISHED", "FAILED", "ABORTED")
-OPTIONAL_ARGS: Dict[str, Optional[str]] = {
+OPTIONAL_ARGS: dict[str, str | None] = {
     "athena_sql_template": None,
     "athena_workgroup": None,
     "athena_database": None,
@@ -45,8 +47,9 @@ OPTIONAL_ARGS: Dict[str, Optional[str]] = {
     "redshift_workgroup": None,
     "redshift_database": None,
     "redshift_secret_arn": None,
-    "workflow_state_root": None,
+    "workflow_state_uri": None,
     "run_id": None,
+    "WORKFLOW_NAME": None,
     "WORKFLOW_RUN_ID": None,
     "JOB_RUN_ID": None,
     "poll_seconds": "5",
@@ -58,7 +61,7 @@ class LoadFailed(RuntimeError):
     """A load query failed, was cancelled or did not finish in time; the message carries the engine's reason."""
 
 
-def render_sql(templates: Sequence[str], run_id: str) -> List[str]:
+def render_sql(templates: Sequence[str], run_id: str) -> list[str]:
     """The statements with RUN_ID_TOKEN replaced by a validated run id (run ids go into SQL literals and paths).
 
     At least one statement must contain the token: a load that does not name its run would load every run.
@@ -93,7 +96,11 @@ def run_athena_query(
             LOG.info("Athena query %s succeeded", query_id)
             return str(query_id)
         if state in ATHENA_DONE:
-            reason = status.get("StateChangeReason") or status.get("AthenaError", {}).get("ErrorMessage") or "no reason given"
+            reason = (
+                status.get("StateChangeReason")
+                or status.get("AthenaError", {}).get("ErrorMessage")
+                or "no reason given"
+            )
             raise LoadFailed(f"Athena query {query_id} {state}: {reason}")
         if waited >= max_wait_seconds:
             athena.stop_query_execution(QueryExecutionId=query_id)
@@ -108,7 +115,7 @@ def run_redshift_statements(
     sqls: Sequence[str],
     workgroup: str,
     database: str,
-    secret_arn: Optional[str] = None,
+    secret_arn: str | None = None,
     poll_seconds: float = 5,
     max_wait_seconds: float = 1500,
     sleep: Callable[[float], None] = time.sleep,
@@ -120,7 +127,7 @@ def run_redshift_statements(
     """
     if not sqls:
         raise ValueError("sqls: give at least one statement")
-    request: Dict[str, Any] = {"WorkgroupName": workgroup, "Database": database, "Sqls": list(sqls), "WithEvent": False}
+    request: dict[str, Any] = {"WorkgroupName": workgroup, "Database": database, "Sqls": list(sqls), "WithEvent": False}
     if secret_arn:
         request["SecretArn"] = secret_arn
     statement_id = redshift_data.batch_execute_statement(**request)["Id"]
@@ -135,17 +142,21 @@ def run_redshift_statements(
         if state in REDSHIFT_DONE:
             failed = [s for s in described.get("SubStatements", []) if s.get("Status") == "FAILED"]
             where = f" (statement {failed[0].get('Id')})" if failed else ""
-            raise LoadFailed(f"Redshift batch {statement_id} {state}{where}: {described.get('Error') or 'no error given'}")
+            raise LoadFailed(
+                f"Redshift batch {statement_id} {state}{where}: {described.get('Error') or 'no error given'}"
+            )
         if waited >= max_wait_seconds:
             redshift_data.cancel_statement(Id=statement_id)
-            raise LoadFailed(f"Redshift batch {statement_id} still {state} after {max_wait_seconds:.0f} s; cancelled it")
+            raise LoadFailed(
+                f"Redshift batch {statement_id} still {state} after {max_wait_seconds:.0f} s; cancelled it"
+            )
         sleep(poll_seconds)
         waited += poll_seconds
 
 
-def _fallback_resolved_options(argv: Sequence[str], names: Sequence[str]) -> Dict[str, str]:
+def _fallback_resolved_options(argv: Sequence[str], names: Sequence[str]) -> dict[str, str]:
     """The subset of awsglue.utils.getResolvedOptions used here: `--name value` or `--name=value`."""
-    values: Dict[str, str] = {}
+    values: dict[str, str] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -161,21 +172,23 @@ def _fallback_resolved_options(argv: Sequence[str], names: Sequence[str]) -> Dic
     return {n: values[n] for n in names if n in values}
 
 
-def resolve_args(argv: Sequence[str]) -> Dict[str, Any]:
+def resolve_args(argv: Sequence[str]) -> dict[str, Any]:
     """The job's arguments with defaults; optional names are only asked of getResolvedOptions when present."""
     present = [n for n in OPTIONAL_ARGS if any(a == f"--{n}" or a.startswith(f"--{n}=") for a in argv)]
     try:
         from awsglue.utils import getResolvedOptions  # type: ignore[import-not-found]
     except ImportError:
-        getResolvedOptions = _fallback_resolved_options  # noqa: N806
-    args: Dict[str, Any] = {**OPTIONAL_ARGS, **getResolvedOptions(list(argv), present)}
+        getResolvedOptions = _fallback_resolved_options
+    args: dict[str, Any] = {**OPTIONAL_ARGS, **getResolvedOptions(list(argv), present)}
     args["run_id"] = args["run_id"] or args["WORKFLOW_RUN_ID"] or args["JOB_RUN_ID"]
     if not args["run_id"]:
         raise SystemExit("--run_id is required (or Glue's --WORKFLOW_RUN_ID / --JOB_RUN_ID)")
     athena = [n for n in ("athena_sql_template", "athena_workgroup", "athena_database") if args[n]]
     redshift = [n for n in ("redshift_sql_templates", "redshift_workgroup", "redshift_database") if args[n]]
     if not athena and not redshift:
-        raise SystemExit("nothing to load: give --athena_sql_template (and workgroup, database) or --redshift_sql_templates")
+        raise SystemExit(
+            "nothing to load: give --athena_sql_template (and workgroup, database) or --redshift_sql_templates"
+        )
     if athena and len(athena) != 3:
         raise SystemExit("--athena_sql_template, --athena_workgroup and --athena_database go together")
     if redshift and len(redshift) != 3:
@@ -193,10 +206,34 @@ def resolve_args(argv: Sequence[str]) -> Dict[str, Any]:
     return args
 
 
-def run_load(args: Dict[str, Any], clients: Dict[str, Any], sleep: Callable[[float], None] = time.sleep) -> Dict[str, Any]:
-    """Load one run into every configured target, then commit the run's sources; returns a summary."""
+def _workflow_inputs() -> Any:
+    try:
+        from pipeline_constructs.runtime import workflow_inputs
+    except ImportError:  # on Glue: a top-level module shipped with --extra-py-files
+        import workflow_inputs  # type: ignore[import-not-found,no-redef]
+    return workflow_inputs
+
+
+def run_load(
+    args: dict[str, Any], clients: dict[str, Any], sleep: Callable[[float], None] = time.sleep
+) -> dict[str, Any]:
+    """Load one run into every configured target, then commit the run's sources; returns a summary.
+
+    In a workflow (`--workflow_state_uri`), a run whose clean job claimed no new upload (a duplicate event) loads
+    nothing: there is no run output to load, and Redshift's COPY would fail on the empty prefix.
+    """
     run_id = args["run_id"]
-    summary: Dict[str, Any] = {"run_id": run_id}
+    summary: dict[str, Any] = {"run_id": run_id}
+    state_uri = args["workflow_state_uri"]
+    inputs = _workflow_inputs() if state_uri else None
+    if inputs is not None:
+        if not args["WORKFLOW_NAME"]:
+            raise SystemExit("--workflow_state_uri needs Glue's --WORKFLOW_NAME: run the job from its workflow")
+        claimed = inputs.claimed_sources(clients["glue"], workflow_name=args["WORKFLOW_NAME"], run_id=run_id)
+        if not claimed:
+            LOG.info("run %s claimed no new uploads: nothing to load", run_id)
+            summary["committed_sources"] = 0
+            return summary
     polling = {"poll_seconds": args["poll_seconds"], "max_wait_seconds": args["max_wait_seconds"], "sleep": sleep}
     if args["athena_sql_template"]:
         summary["athena_query_id"] = run_athena_query(
@@ -215,21 +252,19 @@ def run_load(args: Dict[str, Any], clients: Dict[str, Any], sleep: Callable[[flo
             secret_arn=args["redshift_secret_arn"],
             **polling,
         )
-    if args["workflow_state_root"]:
-        try:
-            from pipeline_constructs.runtime.workflow_inputs import commit_sources_from_uri
-        except ImportError:  # on Glue: a top-level module shipped with --extra-py-files
-            from workflow_inputs import commit_sources_from_uri  # type: ignore[no-redef]
-        summary["committed_sources"] = commit_sources_from_uri(clients["s3"], state_uri=args["workflow_state_root"], run_id=run_id)
+    if inputs is not None:
+        summary["committed_sources"] = inputs.commit_sources_from_uri(
+            clients["s3"], clients["glue"], state_uri=state_uri, workflow_name=args["WORKFLOW_NAME"], run_id=run_id
+        )
     return summary
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = resolve_args(sys.argv[1:] if argv is None else argv)
-    import boto3
+    import boto3  # type: ignore[import-untyped]
 
-    clients = {name: boto3.client(name) for name in ("athena", "redshift-data", "s3")}
+    clients = {name: boto3.client(name) for name in ("athena", "redshift-data", "s3", "glue")}
     summary = run_load(args, clients)
     print(json.dumps(summary, sort_keys=True))
     return summary

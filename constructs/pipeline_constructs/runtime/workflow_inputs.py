@@ -5,17 +5,18 @@ property `aws:eventIds`), never the event bodies, so the ids cannot be mapped to
 events somewhere else. Why not job bookmarks: the clean job is plain PySpark (no GlueContext), and bookmarks only
 track reads made through GlueContext with a transformation context.
 
-So the workflow keeps a small state file, `<state root>processed.json` = {key: etag} of the objects that were
+So the workflow keeps one small state file (`--workflow_state_uri`, e.g. `.../processed.json`) = {key: etag} of the uploads that were
 loaded, and each run works in two steps:
 
 1. `claim_sources` (clean job, before the transform): list the landing prefix (`*.csv`, size > 0, as the upload rule
-   matches), keep the objects whose key/ETag is not in processed.json, record them in `pending/<run id>.json`, and
-   return their URIs. Every object whose event is in this run's batch is already listed (S3 lists an object as
-   soon as its upload completes, and its event comes after that), and an object that is not yet listed has an event
-   of its own that starts a later run, so no upload is left behind.
-2. `commit_sources` (load job, after the load succeeded): merge `pending/<run id>.json` into processed.json with a
-   conditional write (If-Match / If-None-Match), retried on a concurrent update, and delete the pending file.
+   matches), keep the objects whose key/ETag is not in the state file, record them in the workflow run's properties
+   (`CLAIMED_PROPERTY`), and return their URIs. Every object whose event is in this run's batch is already listed
+   (S3 lists an object as soon as its upload completes, and its event comes after that), and an object that is not
+   listed yet has an event of its own that starts a later run, so no upload is left behind.
+2. `commit_sources` (load job, after the load succeeded): merge the run's claimed objects into the state file with
+   a conditional write (If-Match / If-None-Match), re-read and retried when another run committed in between.
 
+The state file is one fixed key, so both jobs need access to that object only (no wildcard grants).
 A run that fails before its commit leaves its objects unprocessed, so the next run (or a manual start of the
 workflow) takes them again; a re-uploaded key with new content has a new ETag and is processed again. An object
 may be processed twice (two runs claiming it before either commits): the load is a MERGE on the natural key, so it
@@ -27,14 +28,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
-from botocore.exceptions import ClientError, ParamValidationError
+from botocore.exceptions import ClientError, ParamValidationError  # type: ignore[import-untyped]
 
 LOG = logging.getLogger("workflow_inputs")
 
-STATE_FILE = "processed.json"
-PENDING_DIR = "pending/"
+# The workflow run property in which the clean job hands its claimed uploads ({key: etag} JSON) to the load job.
+CLAIMED_PROPERTY = "pipeline_claimed_sources"
 DEFAULT_SUFFIX = ".csv"
 _PRECONDITION_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
@@ -51,7 +52,7 @@ class SourceObject:
     etag: str
 
 
-def parse_s3_uri(uri: str) -> Tuple[str, str]:
+def parse_s3_uri(uri: str) -> tuple[str, str]:
     """('bucket', 'prefix/') of an s3:// URI; a URI without a key gives an empty prefix."""
     if not isinstance(uri, str) or not uri.startswith("s3://") or len(uri) <= len("s3://"):
         raise ValueError(f"uri={uri!r}: expected s3://bucket/prefix/")
@@ -65,10 +66,10 @@ def _etag(value: str) -> str:
     return value.strip('"')
 
 
-def list_sources(s3: Any, *, bucket: str, prefix: str, suffix: str = DEFAULT_SUFFIX) -> List[SourceObject]:
+def list_sources(s3: Any, *, bucket: str, prefix: str, suffix: str = DEFAULT_SUFFIX) -> list[SourceObject]:
     """Non-empty objects under `prefix` whose name ends with `suffix`; names starting with '_' or '.' are skipped
     (the crawler and the clean job skip them too). Sorted by key."""
-    found: List[SourceObject] = []
+    found: list[SourceObject] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             key = item["Key"]
@@ -83,7 +84,7 @@ def _is_missing(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
-def _read_json(s3: Any, bucket: str, key: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+def _read_json(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
     """(document, ETag) of a JSON object, or (None, None) when it does not exist."""
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
@@ -100,108 +101,150 @@ def _read_json(s3: Any, bucket: str, key: str) -> Tuple[Optional[Dict[str, Any]]
     return document, _etag(response["ETag"])
 
 
-def read_processed(s3: Any, *, state_bucket: str, state_prefix: str) -> Tuple[Dict[str, str], Optional[str]]:
+def read_processed(s3: Any, *, state_bucket: str, state_key: str) -> tuple[dict[str, str], str | None]:
     """({key: etag} of the loaded objects, ETag of the state file or None when no run was committed yet)."""
-    document, etag = _read_json(s3, state_bucket, state_prefix + STATE_FILE)
+    document, etag = _read_json(s3, state_bucket, state_key)
     if document is None:
         return {}, None
     objects = document.get("objects", {})
     if not isinstance(objects, dict):
-        raise WorkflowInputsError(f"s3://{state_bucket}/{state_prefix}{STATE_FILE}: 'objects' must be a mapping")
+        raise WorkflowInputsError(f"s3://{state_bucket}/{state_key}: 'objects' must be a mapping")
     return {str(k): str(v) for k, v in objects.items()}, etag
 
 
-def pending_key(state_prefix: str, run_id: str) -> str:
-    """Where a run's claimed objects are recorded until its load commits them."""
-    if not run_id or "/" in run_id:
-        raise ValueError(f"run_id={run_id!r}: must be a non-empty id without '/'")
-    return f"{state_prefix}{PENDING_DIR}{run_id}.json"
+def _write_processed(
+    s3: Any, *, state_bucket: str, state_key: str, objects: dict[str, str], etag: str | None, run_id: str
+) -> bool:
+    """Write the state file only if it is still the version read (`etag`, None: it must not exist yet).
+
+    Returns False when another run changed it in between. With a boto3 older than S3 conditional writes (late
+    2024) the write is unconditional: a lost concurrent update only means some objects are processed again, which
+    the idempotent load absorbs.
+    """
+    put = {
+        "Bucket": state_bucket,
+        "Key": state_key,
+        "Body": json.dumps({"objects": objects, "last_run_id": run_id}, sort_keys=True).encode("utf-8"),
+        "ContentType": "application/json",
+    }
+    condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+    try:
+        try:
+            s3.put_object(**put, **condition)
+        except ParamValidationError:
+            LOG.warning("this boto3 has no conditional put_object; writing the state file unconditionally")
+            s3.put_object(**put)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in _PRECONDITION_CODES:
+            return False
+        raise
+    return True
 
 
 def claim_sources(
     s3: Any,
+    glue: Any,
     *,
     landing_bucket: str,
     landing_prefix: str,
     state_bucket: str,
-    state_prefix: str,
+    state_key: str,
+    workflow_name: str,
     run_id: str,
     suffix: str = DEFAULT_SUFFIX,
-) -> List[str]:
-    """The s3:// URIs of the uploads this run processes (possibly none), recorded as pending for `run_id`."""
+) -> list[str]:
+    """The s3:// URIs of the uploads this workflow run processes (possibly none).
+
+    The claimed objects are recorded in the run's properties (`CLAIMED_PROPERTY`) for the load job's commit, and
+    processed keys that are no longer listed (expired uploads) are dropped from the state file.
+    """
     listed = list_sources(s3, bucket=landing_bucket, prefix=landing_prefix, suffix=suffix)
-    processed, _ = read_processed(s3, state_bucket=state_bucket, state_prefix=state_prefix)
+    processed, etag = read_processed(s3, state_bucket=state_bucket, state_key=state_key)
     new = [o for o in listed if processed.get(o.key) != o.etag]
-    document = {
-        "run_id": run_id,
-        "bucket": landing_bucket,
-        "objects": {o.key: o.etag for o in new},
-        # Keys present when the run listed the prefix: the commit forgets processed keys that are gone (expired).
-        "listed": [o.key for o in listed],
-    }
-    s3.put_object(
-        Bucket=state_bucket,
-        Key=pending_key(state_prefix, run_id),
-        Body=json.dumps(document, sort_keys=True).encode("utf-8"),
-        ContentType="application/json",
+    glue.put_workflow_run_properties(
+        Name=workflow_name,
+        RunId=run_id,
+        RunProperties={CLAIMED_PROPERTY: json.dumps({o.key: o.etag for o in new}, sort_keys=True)},
     )
-    LOG.info("run %s: %d new of %d uploads under s3://%s/%s", run_id, len(new), len(listed), landing_bucket, landing_prefix)
+    keys = {o.key for o in listed}
+    pruned = {k: v for k, v in processed.items() if k in keys}
+    # Best effort: a concurrent commit wins, and the next run prunes again.
+    if (
+        etag is not None
+        and len(pruned) < len(processed)
+        and _write_processed(
+            s3, state_bucket=state_bucket, state_key=state_key, objects=pruned, etag=etag, run_id=run_id
+        )
+    ):
+        LOG.info("run %s: forgot %d processed uploads that are gone", run_id, len(processed) - len(pruned))
+    LOG.info(
+        "run %s: %d new of %d uploads under s3://%s/%s", run_id, len(new), len(listed), landing_bucket, landing_prefix
+    )
     return [f"s3://{landing_bucket}/{o.key}" for o in new]
 
 
-def commit_sources(s3: Any, *, state_bucket: str, state_prefix: str, run_id: str, max_attempts: int = 5) -> int:
-    """Mark the objects `run_id` claimed as processed; returns how many. Call it only after the load succeeded.
+def claimed_sources(glue: Any, *, workflow_name: str, run_id: str) -> dict[str, str]:
+    """{key: etag} the run's clean job claimed; raises WorkflowInputsError when it claimed nothing."""
+    properties = glue.get_workflow_run_properties(Name=workflow_name, RunId=run_id).get("RunProperties", {})
+    if CLAIMED_PROPERTY not in properties:
+        raise WorkflowInputsError(
+            f"workflow {workflow_name} run {run_id} has no run property {CLAIMED_PROPERTY!r}: its clean job did not claim its sources"
+        )
+    claimed = json.loads(properties[CLAIMED_PROPERTY])
+    if not isinstance(claimed, dict):
+        raise WorkflowInputsError(f"run property {CLAIMED_PROPERTY!r} of run {run_id}: expected a JSON object")
+    return {str(k): str(v) for k, v in claimed.items()}
 
-    Raises WorkflowInputsError when the run claimed nothing (no pending file: the clean job did not call
-    `claim_sources`) or when the state file kept changing under concurrent commits.
+
+def commit_sources(
+    s3: Any,
+    glue: Any,
+    *,
+    state_bucket: str,
+    state_key: str,
+    workflow_name: str,
+    run_id: str,
+    max_attempts: int = 5,
+) -> int:
+    """Mark the objects the run claimed as processed; returns how many. Call it only after the load succeeded.
+
+    Raises WorkflowInputsError when the run claimed nothing or the state file kept changing under concurrent commits.
     """
-    key = pending_key(state_prefix, run_id)
-    pending, _ = _read_json(s3, state_bucket, key)
-    if pending is None:
-        raise WorkflowInputsError(f"s3://{state_bucket}/{key} does not exist: the clean job of run {run_id} did not claim its sources")
-    claimed = {str(k): str(v) for k, v in pending.get("objects", {}).items()}
-    listed = set(pending.get("listed", [])) | set(claimed)
+    claimed = claimed_sources(glue, workflow_name=workflow_name, run_id=run_id)
     for attempt in range(1, max_attempts + 1):
-        processed, etag = read_processed(s3, state_bucket=state_bucket, state_prefix=state_prefix)
-        merged = {k: v for k, v in processed.items() if k in listed}
-        merged.update(claimed)
-        body = json.dumps({"objects": merged, "last_run_id": run_id}, sort_keys=True).encode("utf-8")
-        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
-        put = {"Bucket": state_bucket, "Key": state_prefix + STATE_FILE, "Body": body, "ContentType": "application/json"}
-        try:
-            try:
-                s3.put_object(**put, **condition)
-            except ParamValidationError:
-                # A boto3 older than S3 conditional writes (late 2024): write unconditionally. A lost concurrent
-                # commit only means its objects are processed again, which the idempotent load absorbs.
-                LOG.warning("this boto3 has no conditional put_object; writing the state file unconditionally")
-                s3.put_object(**put)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in _PRECONDITION_CODES:
-                LOG.warning("run %s: state file changed concurrently (attempt %d of %d)", run_id, attempt, max_attempts)
-                continue
-            raise
-        s3.delete_object(Bucket=state_bucket, Key=key)
-        LOG.info("run %s: committed %d objects", run_id, len(claimed))
-        return len(claimed)
-    raise WorkflowInputsError(f"s3://{state_bucket}/{state_prefix}{STATE_FILE}: still changing after {max_attempts} attempts")
+        processed, etag = read_processed(s3, state_bucket=state_bucket, state_key=state_key)
+        merged = {**processed, **claimed}
+        if _write_processed(
+            s3, state_bucket=state_bucket, state_key=state_key, objects=merged, etag=etag, run_id=run_id
+        ):
+            LOG.info("run %s: committed %d uploads", run_id, len(claimed))
+            return len(claimed)
+        LOG.warning("run %s: the state file changed concurrently (attempt %d of %d)", run_id, attempt, max_attempts)
+    raise WorkflowInputsError(f"s3://{state_bucket}/{state_key}: still changing after {max_attempts} attempts")
 
 
-def claim_sources_from_uris(s3: Any, *, listing_uri: str, state_uri: str, run_id: str) -> List[str]:
-    """`claim_sources` with the job arguments as given: `--source_listing_prefix` and `--workflow_state_root`."""
+def claim_sources_from_uris(
+    s3: Any, glue: Any, *, listing_uri: str, state_uri: str, workflow_name: str, run_id: str
+) -> list[str]:
+    """`claim_sources` with job arguments as given: `--source_listing_prefix`, `--workflow_state_uri`, and Glue's
+    `--WORKFLOW_NAME` / `--WORKFLOW_RUN_ID`."""
     landing_bucket, landing_prefix = parse_s3_uri(listing_uri)
-    state_bucket, state_prefix = parse_s3_uri(state_uri)
+    state_bucket, state_key = parse_s3_uri(state_uri)
     return claim_sources(
         s3,
+        glue,
         landing_bucket=landing_bucket,
         landing_prefix=landing_prefix,
         state_bucket=state_bucket,
-        state_prefix=state_prefix,
+        state_key=state_key,
+        workflow_name=workflow_name,
         run_id=run_id,
     )
 
 
-def commit_sources_from_uri(s3: Any, *, state_uri: str, run_id: str) -> int:
-    """`commit_sources` with the `--workflow_state_root` job argument."""
-    state_bucket, state_prefix = parse_s3_uri(state_uri)
-    return commit_sources(s3, state_bucket=state_bucket, state_prefix=state_prefix, run_id=run_id)
+def commit_sources_from_uri(s3: Any, glue: Any, *, state_uri: str, workflow_name: str, run_id: str) -> int:
+    """`commit_sources` with the `--workflow_state_uri` job argument and Glue's workflow name and run id."""
+    state_bucket, state_key = parse_s3_uri(state_uri)
+    return commit_sources(
+        s3, glue, state_bucket=state_bucket, state_key=state_key, workflow_name=workflow_name, run_id=run_id
+    )

@@ -1,0 +1,31 @@
+"""The Glue Workflow orchestration form of one environment."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from pipeline_constructs.glue_workflow_form import GlueWorkflowPipeline
+
+from constructs import Construct
+
+from .config import EnvironmentConfig
+from .stateful_stack import StatefulStack
+
+
+class GlueWorkflowStack(Stack):
+    """Upload -> EventBridge -> Glue workflow (batched EVENT trigger: crawl, clean, load), failure rules and alarms."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, stateful: StatefulStack, **kwargs
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.pipeline = GlueWorkflowPipeline(
+            self,
+            "Pipeline",
+            storage=stateful.storage,
+            catalog=stateful.catalog,
+            clean_job=stateful.clean_job,
+            target=stateful.target,
+            alerting=stateful.alerting,
+            batch_size=config.workflow_batch_size,
+            batch_window=Duration.seconds(config.workflow_batch_window_seconds),
+        )

@@ -1,0 +1,417 @@
+"""The Glue Workflow form (GlueWorkflowPipeline) as synthesized: the trigger graph, the upload rule, failure signals.
+
+The whole app is synthesized once per session with cdk-nag (an open finding fails that synth); dev enables this form
+next to Step Functions. A second, module-scoped synth builds the form over a RedshiftTarget. The trigger graph is read
+back from the template and checked as a graph, not as a list of resources.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Match, Template
+from cfnlint.api import ManualArgs, lint
+from pipeline_constructs.glue_workflow_form import GlueWorkflowPipeline
+from pipeline_constructs.runtime.glue_load_job import RUN_ID_TOKEN, render_sql
+from pipeline_constructs.validation import PipelinePropsError
+
+from stacks.config import parse_app_config
+from tests.cdk_app import synth_app
+from tests.cdk_app import pinned_context
+
+ENV = "dev"
+STACK = "GlueWorkflow"
+
+
+def key(value: Any) -> str:
+    """A canonical string of a template value (a name may be a Ref, an import or a literal)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {lid: r for lid, r in template["Resources"].items() if r["Type"] == kind}
+
+
+@pytest.fixture(scope="module")
+def template(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    return templates[(ENV, STACK)]
+
+
+@pytest.fixture(scope="module")
+def assertions(template: dict[str, Any]) -> Template:
+    return Template.from_json(template)
+
+
+@pytest.fixture(scope="module")
+def load_job(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    [(lid, job)] = resources(template, "AWS::Glue::Job").items()
+    return lid, job
+
+
+@pytest.fixture(scope="module")
+def redshift_template() -> dict[str, Any]:
+    context = pinned_context()
+    staging = context["pipeline:environments"]["staging"]
+    context["pipeline:environments"] = {
+        "staging": {
+            **staging,
+            "forms": ["glue_workflow"],
+            "load_target": "redshift",
+            "availability_zones": ["eu-west-1a", "eu-west-1b", "eu-west-1c"],
+        }
+    }
+    return synth_app(context, nag=True).template("staging", STACK)
+
+
+# --- the trigger graph ------------------------------------------------------------------------------------------
+
+
+class TriggerGraph:
+    """Nodes are jobs and crawlers (by canonical name); an edge A -> B says 'B starts when A reached <state>'."""
+
+    def __init__(self, template: dict[str, Any]) -> None:
+        self.starts: list[str] = []
+        self.edges: list[tuple[str, str, str, str | None]] = []  # (from, to, state, logical)
+        self.nodes: dict[str, str] = {}  # node -> 'job' | 'crawler'
+        for trigger in resources(template, "AWS::Glue::Trigger").values():
+            props = trigger["Properties"]
+            targets = []
+            for action in props["Actions"]:
+                kind = "job" if "JobName" in action else "crawler"
+                node = key(action["JobName"] if kind == "job" else action["CrawlerName"])
+                self.nodes[node] = kind
+                targets.append(node)
+            if props["Type"] == "EVENT":
+                self.starts.extend(targets)
+                continue
+            assert props["Type"] == "CONDITIONAL", props["Type"]
+            logical = props["Predicate"].get("Logical")
+            for condition in props["Predicate"]["Conditions"]:
+                source = key(condition.get("JobName", condition.get("CrawlerName")))
+                state = condition.get("State", condition.get("CrawlState"))
+                assert condition.get("LogicalOperator", "EQUALS") == "EQUALS"
+                self.nodes.setdefault(source, "job" if "JobName" in condition else "crawler")
+                for target in targets:
+                    self.edges.append((source, target, state, logical))
+
+    def paths_to(self, goal: str) -> list[list[tuple[str, str, str, str | None]]]:
+        """Every path of edges from an event-started node to `goal`."""
+        found = []
+        queue = deque((start, []) for start in self.starts)
+        while queue:
+            node, path = queue.popleft()
+            if node == goal:
+                found.append(path)
+                continue
+            for edge in self.edges:
+                if edge[0] == node and edge not in path:
+                    queue.append((edge[1], [*path, edge]))
+        return found
+
+
+def test_the_upload_batch_starts_the_crawler_then_clean_then_load_only_on_success(
+    template: dict[str, Any], load_job: tuple[str, Any]
+) -> None:
+    graph = TriggerGraph(template)
+    load = key({"Ref": load_job[0]})
+    assert len(graph.starts) == 1 and graph.nodes[graph.starts[0]] == "crawler"
+    paths = graph.paths_to(load)
+    assert paths, "the event trigger never reaches the load job"
+    for path in paths:
+        assert [state for _, _, state, _ in path] == ["SUCCEEDED", "SUCCEEDED"]
+        assert all(logical in (None, "AND") for *_, logical in path)
+        crawler, clean = path[0][0], path[1][0]
+        assert graph.nodes[crawler] == "crawler" and graph.nodes[clean] == "job" and clean != load
+    # Nothing starts on a failure state, and no edge bypasses a step.
+    assert {state for _, _, state, _ in graph.edges} == {"SUCCEEDED"}
+    assert len(graph.edges) == 2
+
+
+def test_every_job_and_the_crawler_has_a_failure_path_to_the_topic(template: dict[str, Any]) -> None:
+    graph = TriggerGraph(template)
+    alarms = resources(template, "AWS::CloudWatch::Alarm").values()
+    topic = {key(action) for alarm in alarms for action in alarm["Properties"]["AlarmActions"]}
+    assert len(topic) == 1, "all alarms go to the one alert topic"
+    rules = [
+        r["Properties"]
+        for r in resources(template, "AWS::Events::Rule").values()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.glue"]
+    ]
+    for node, kind in graph.nodes.items():
+        name_field, detail_type, failure_states = (
+            ("jobName", "Glue Job State Change", {"FAILED", "TIMEOUT", "STOPPED", "ERROR"})
+            if kind == "job"
+            else ("crawlerName", "Glue Crawler State Change", {"Failed"})
+        )
+        catching = [
+            rule
+            for rule in rules
+            if rule["EventPattern"]["detail-type"] == [detail_type]
+            and node in {key(n) for n in rule["EventPattern"]["detail"][name_field]}
+            and failure_states <= set(rule["EventPattern"]["detail"]["state"])
+            and any(key(target["Arn"]) in topic for target in rule["Targets"])
+        ]
+        assert catching, f"no failure rule sends {kind} {node} failures to the topic"
+
+
+def test_failure_messages_name_the_step_and_the_error(template: dict[str, Any]) -> None:
+    for rule in resources(template, "AWS::Events::Rule").values():
+        props = rule["Properties"]
+        if props["EventPattern"]["source"] != ["aws.glue"]:
+            continue
+        [target] = props["Targets"]
+        transformer = target["InputTransformer"]
+        paths = transformer["InputPathsMap"]
+        template_text = key(transformer["InputTemplate"])
+        error_path = "$.detail.message" if "jobName" in props["EventPattern"]["detail"] else "$.detail.errorMessage"
+        step_path = "$.detail.jobName" if "jobName" in props["EventPattern"]["detail"] else "$.detail.crawlerName"
+        for field, path in (("failed_step", step_path), ("error", error_path)):
+            [variable] = [name for name, p in paths.items() if p == path]
+            assert f'\\"{field}\\":<{variable}>' in template_text
+        assert target["DeadLetterConfig"] and target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+
+
+def test_an_alarm_watches_each_failure_rule_and_the_dead_letter_queue(
+    template: dict[str, Any], assertions: Template
+) -> None:
+    rules = [
+        lid
+        for lid, r in resources(template, "AWS::Events::Rule").items()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.glue"]
+    ]
+    assert len(rules) == 2
+    for rule in rules:
+        assertions.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {
+                "Namespace": "AWS/Events",
+                "MetricName": "MatchedEvents",
+                "Dimensions": [{"Name": "RuleName", "Value": {"Ref": rule}}],
+                "Threshold": 1,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": Match.any_value(),
+            },
+        )
+    [queue] = resources(template, "AWS::SQS::Queue")
+    assertions.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}],
+        },
+    )
+
+
+# --- the upload trigger -----------------------------------------------------------------------------------------
+
+
+def test_uploads_under_the_form_prefix_notify_the_workflow_with_retries_and_a_dead_letter_queue(
+    template: dict[str, Any], assertions: Template
+) -> None:
+    [workflow] = resources(template, "AWS::Glue::Workflow")
+    [queue] = resources(template, "AWS::SQS::Queue")
+    [upload] = [
+        r["Properties"]
+        for r in resources(template, "AWS::Events::Rule").values()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.s3"]
+    ]
+    pattern = upload["EventPattern"]
+    assert pattern["detail-type"] == ["Object Created"]
+    assert pattern["detail"]["object"] == {
+        "key": [{"wildcard": "incoming/glue_workflow/*.csv"}],
+        "size": [{"numeric": [">", 0]}],
+    }
+    [target] = upload["Targets"]
+    assert key({"Ref": workflow}) in key(target["Arn"]) and ":workflow/" in key(target["Arn"])
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 8, "MaximumEventAgeInSeconds": 21600}
+    role = target["RoleArn"]["Fn::GetAtt"][0]
+    assertions.has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "AssumeRolePolicyDocument": {
+                "Statement": [Match.object_like({"Principal": {"Service": "events.amazonaws.com"}})]
+            }
+        },
+    )
+    [policy] = [
+        p["Properties"]
+        for p in resources(template, "AWS::IAM::Policy").values()
+        if p["Properties"]["Roles"] == [{"Ref": role}]
+    ]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "glue:notifyEvent"
+    assert key(statement["Resource"]) == key(target["Arn"])
+    assertions.has_resource_properties(
+        "AWS::SQS::Queue", {"KmsMasterKeyId": Match.any_value(), "MessageRetentionPeriod": 1209600}
+    )
+    assertions.has_resource_properties(
+        "AWS::SQS::QueuePolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": "sqs:SendMessage",
+                                "Principal": {"Service": "events.amazonaws.com"},
+                                "Condition": {"ArnEquals": {"aws:SourceArn": Match.any_value()}},
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_the_event_trigger_batches_uploads_as_configured(template: dict[str, Any]) -> None:
+    config = next(e for e in parse_app_config(pinned_context()["pipeline:environments"]).environments if e.name == ENV)
+    [event] = [
+        t["Properties"]
+        for t in resources(template, "AWS::Glue::Trigger").values()
+        if t["Properties"]["Type"] == "EVENT"
+    ]
+    assert event["EventBatchingCondition"] == {
+        "BatchSize": config.workflow_batch_size,
+        "BatchWindow": config.workflow_batch_window_seconds,
+    }
+    conditional = [
+        t["Properties"]
+        for t in resources(template, "AWS::Glue::Trigger").values()
+        if t["Properties"]["Type"] == "CONDITIONAL"
+    ]
+    assert all(t["StartOnCreation"] is True for t in conditional), "conditional triggers must be activated"
+
+
+def test_the_clean_job_gets_the_listing_prefix_and_the_state_file(
+    template: dict[str, Any], assertions: Template
+) -> None:
+    [clean] = [
+        t["Properties"]["Actions"][0]
+        for t in resources(template, "AWS::Glue::Trigger").values()
+        if t["Properties"]["Type"] == "CONDITIONAL" and "CrawlState" in t["Properties"]["Predicate"]["Conditions"][0]
+    ]
+    arguments = clean["Arguments"]
+    assert key(arguments["--source_listing_prefix"]).endswith('/incoming/glue_workflow/"]]}')
+    assert key(arguments["--workflow_state_uri"]).endswith(
+        '/retail_sales/_workflow_state/glue_workflow/processed.json"]]}'
+    )
+    [workflow] = resources(template, "AWS::Glue::Workflow")
+    [policy] = [p["Properties"] for p in resources(template, "AWS::IAM::ManagedPolicy").values()]
+    actions = {
+        a
+        for s in policy["PolicyDocument"]["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert actions == {
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+        "glue:PutWorkflowRunProperties",
+    }
+    assert "*" not in key([s["Resource"] for s in policy["PolicyDocument"]["Statement"]]).replace("${AWS::", "")
+    assert workflow in key(policy["PolicyDocument"])
+
+
+# --- the load job -----------------------------------------------------------------------------------------------
+
+
+def test_the_load_job_is_a_python_shell_job_running_the_athena_merge_of_the_workflow_run(
+    load_job: tuple[str, Any],
+) -> None:
+    _, job = load_job
+    props = job["Properties"]
+    assert props["Command"]["Name"] == "pythonshell" and props["Command"]["PythonVersion"] == "3.9"
+    assert props["SecurityConfiguration"] and props["MaxRetries"] == 0
+    args = props["DefaultArguments"]
+    [sql] = render_sql([args["--athena_sql_template"]], "wr_42")
+    assert sql.startswith('MERGE INTO "retail_dev"."retail_sales" AS t USING') and "\"run_id\" = 'wr_42'" in sql
+    assert args["--athena_workgroup"] and args["--athena_database"] == "retail_dev"
+    assert "--extra-py-files" in args
+    assert int(args["--max_wait_seconds"]) < props["Timeout"] * 60
+
+
+def test_the_load_role_gets_the_target_load_policy_and_the_state_file_only(
+    template: dict[str, Any], load_job: tuple[str, Any]
+) -> None:
+    role_id = load_job[1]["Properties"]["Role"]["Fn::GetAtt"][0]
+    role = template["Resources"][role_id]["Properties"]
+    assert "AthenaTargetLoadPolicy" in key(role["ManagedPolicyArns"])
+    [policy] = [
+        p["Properties"]
+        for p in resources(template, "AWS::IAM::Policy").values()
+        if p["Properties"]["Roles"] == [{"Ref": role_id}]
+    ]
+    statements = policy["PolicyDocument"]["Statement"]
+    [state] = [s for s in statements if s["Action"] == ["s3:GetObject", "s3:PutObject"]]
+    assert key(state["Resource"]).endswith('/retail_sales/_workflow_state/glue_workflow/processed.json"]]}')
+    [run_properties] = [s for s in statements if s["Action"] == "glue:GetWorkflowRunProperties"]
+    assert ":workflow/" in key(run_properties["Resource"])
+
+
+def test_the_load_job_over_redshift_runs_copy_and_merge_through_the_data_api(redshift_template: dict[str, Any]) -> None:
+    [job] = resources(redshift_template, "AWS::Glue::Job").values()
+    args = job["Properties"]["DefaultArguments"]
+    assert "--athena_sql_template" not in args
+    assert args["--redshift_workgroup"] and args["--redshift_database"]
+    text = key(args["--redshift_sql_templates"])
+    assert f"run_id={RUN_ID_TOKEN}/" in text and "MERGE INTO" in text and "COPY" in text
+    [role] = [r for lid, r in resources(redshift_template, "AWS::IAM::Role").items() if "LoadJobRole" in lid]
+    assert "RedshiftTargetLoadPolicy" in key(role["Properties"]["ManagedPolicyArns"]), (
+        "the target's load policy is attached"
+    )
+
+
+# --- whole-app checks -------------------------------------------------------------------------------------------
+
+
+def test_the_form_is_enabled_in_dev_next_to_step_functions(templates: dict[tuple[str, str], dict[str, Any]]) -> None:
+    assert (ENV, STACK) in templates and (ENV, "StepFunctions") in templates
+
+
+def test_the_stack_passes_cfn_lint(template: dict[str, Any]) -> None:
+    matches = lint(json.dumps(template), config=ManualArgs(regions=["eu-west-1"], ignore_checks=["W3005"]))
+    errors = [f"{m.rule.id} {m.message} {m.path}" for m in matches if m.rule.id.startswith("E")]
+    assert errors == []
+
+
+def test_the_redshift_variant_passes_cfn_lint(redshift_template: dict[str, Any]) -> None:
+    matches = lint(json.dumps(redshift_template), config=ManualArgs(regions=["eu-west-1"], ignore_checks=["W3005"]))
+    assert [f"{m.rule.id} {m.message}" for m in matches if m.rule.id.startswith("E")] == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"batch_size": 101}, "batch_size=101"),
+        ({"batch_window": cdk.Duration.minutes(16)}, "batch_window=960"),
+        ({"landing_prefix": "/incoming"}, "landing_prefix='/incoming'"),
+        ({"target": "athena"}, "target=str"),
+    ],
+)
+def test_invalid_arguments_are_rejected_naming_the_argument(
+    synthesized: Any, overrides: dict[str, Any], message: str
+) -> None:
+    stage = next(s for s in synthesized.stages if s.stage_name == ENV)
+    stateful = stage.stateful
+    stack = cdk.Stack(cdk.App(), "Scratch")
+    props = {
+        "storage": stateful.storage,
+        "catalog": stateful.catalog,
+        "clean_job": stateful.clean_job,
+        "target": stateful.target,
+        "alerting": stateful.alerting,
+        **overrides,
+    }
+    with pytest.raises(PipelinePropsError, match=message.replace("(", r"\(")):
+        GlueWorkflowPipeline(stack, "Pipeline", **props)

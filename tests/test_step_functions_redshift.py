@@ -1,0 +1,192 @@
+"""The Step Functions form with a RedshiftTarget: the synthesized state machine (staging loads into Redshift) executed
+in aws-local-stepfunctions with scripted Data API answers: success, a FAILED statement, a statement still running when
+the poll cap is reached (it is cancelled), and a run id that cannot go into the COPY.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import sqlglot
+
+from tests.asl_runner import ExecutionResult, definition_from_template, run_state_machine
+
+RUN_ID = "3f0c2a9e-run-7"
+BUCKET = "landing-bucket"
+KEY = "incoming/step_functions/2026/11/sales.csv"
+CONTEXT = {"Execution": {"Name": RUN_ID, "Id": f"arn:aws:states:eu-west-1:123456789012:execution:retail:{RUN_ID}"}}
+EVENT: dict[str, Any] = {
+    "source": "aws.s3",
+    "detail-type": "Object Created",
+    "detail": {"bucket": {"name": BUCKET}, "object": {"key": KEY, "size": 1234}},
+}
+CRAWLER_DONE = {"result": {"Crawler": {"Name": "retail-raw", "State": "READY", "LastCrawl": {"Status": "SUCCEEDED"}}}}
+JOB_DONE = {"result": {"Id": "jr_1", "JobRunState": "SUCCEEDED"}}
+SUBMITTED = {"result": {"Id": "stmt-1", "Database": "retail_staging", "WorkgroupName": "retail-staging"}}
+RUNNING = {"result": {"Id": "stmt-1", "Status": "STARTED", "HasResultSet": False}}
+FINISHED = {"result": {"Id": "stmt-1", "Status": "FINISHED", "HasResultSet": False, "ResultRows": -1}}
+COPY_ERROR = "ERROR: Spectrum Scan Error. File 's3://curated/retail_sales/runs/run_id=x/part-0.parquet' has an incompatible Parquet schema"
+FAILED = {"result": {"Id": "stmt-1", "Status": "FAILED", "Error": COPY_ERROR}}
+PUBLISHED = {"result": {"MessageId": "m-1"}}
+
+
+def _strip_cross_stack_outputs(value: Any) -> Any:
+    """`Fn::GetStackOutput` (a cross-stack reference) -> '<stack>.<output>', which the harness does not resolve."""
+    if isinstance(value, list):
+        return [_strip_cross_stack_outputs(v) for v in value]
+    if isinstance(value, dict):
+        if list(value) == ["Fn::GetStackOutput"]:
+            ref = value["Fn::GetStackOutput"]
+            return f"{ref['StackName']}.{ref['OutputName']}"
+        return {k: _strip_cross_stack_outputs(v) for k, v in value.items()}
+    return value
+
+
+@pytest.fixture(scope="module")
+def definition(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """staging's state machine (cdk.json makes staging load into Redshift, so this path is always synthesized)."""
+    return definition_from_template(_strip_cross_stack_outputs(templates[("staging", "StepFunctions")]))
+
+
+def run(
+    definition: dict[str, Any], describe: list[dict[str, Any]], *, context: dict[str, Any] = CONTEXT, **extra: list[dict[str, Any]]
+) -> ExecutionResult:
+    scripts = {
+        "Start Crawler": [{"result": {}}],
+        "Get Crawler": [CRAWLER_DONE],
+        "Run Clean Job": [JOB_DONE],
+        "Load Into Redshift": [SUBMITTED],
+        "Describe Load": describe,
+        "Notify Failure": [PUBLISHED],
+        **extra,
+    }
+    return run_state_machine(definition, EVENT, scripts, context=context, timeout=120)
+
+
+def notification(result: ExecutionResult) -> dict[str, Any]:
+    [call] = result.inputs_to("Notify Failure")
+    return json.loads(call["Message"]) if isinstance(call["Message"], str) else call["Message"]
+
+
+def test_load_submits_one_batch_that_copies_this_run_and_merges(definition: dict[str, Any]) -> None:
+    result = run(definition, [RUNNING, RUNNING, FINISHED])
+
+    assert result.status == "SUCCEEDED", result
+    [submit] = result.inputs_to("Load Into Redshift")
+    assert submit["WorkgroupName"] == "retail-staging"
+    assert submit["Database"] == "retail_staging"
+    assert "SecretArn" not in submit and "DbUser" not in submit  # IAM authentication, no admin secret
+    sqls = submit["Sqls"]
+    assert [s.split()[0] for s in sqls] == ["CREATE", "LOCK", "CREATE", "COPY", "MERGE"]
+    copy = sqls[3]
+    assert f"/retail_sales/runs/run_id={RUN_ID}/sale_date=' " in copy
+    assert "IAM_ROLE 'arn:" in copy or "IAM_ROLE '" in copy
+    for sql in sqls:
+        sqlglot.parse_one(sql, read="redshift")
+    assert [c["Id"] for c in result.inputs_to("Describe Load")] == ["stmt-1"] * 3
+    assert result.states_entered[-1] == "Loaded"
+    assert not result.calls_to("Notify Failure")
+
+
+def test_failed_statement_notifies_with_the_statements_error(definition: dict[str, Any]) -> None:
+    result = run(definition, [RUNNING, FAILED])
+
+    assert result.status == "FAILED"
+    assert result.error == "PipelineFailed"
+    message = notification(result)
+    assert message["failed_step"] == "Load"
+    assert message["error"] == "LoadFailed"
+    assert message["cause"] == COPY_ERROR
+    assert message["run_id"] == RUN_ID
+    assert message["object"] == f"s3://{BUCKET}/{KEY}"
+    assert COPY_ERROR in result.cause
+
+
+def test_aborted_statement_without_error_fails_naming_the_statement(definition: dict[str, Any]) -> None:
+    result = run(definition, [{"result": {"Id": "stmt-1", "Status": "ABORTED"}}])
+
+    assert result.status == "FAILED"
+    message = notification(result)
+    assert message["error"] == "LoadAborted"
+    assert message["cause"] == "statement stmt-1 was ABORTED"
+
+
+def test_statement_still_running_at_the_poll_cap_is_cancelled_and_the_run_fails(definition: dict[str, Any]) -> None:
+    cap = _poll_cap(definition)
+    result = run(definition, [RUNNING], **{"Cancel Load": [{"result": {}}]})
+
+    assert result.status == "FAILED"
+    assert len(result.calls_to("Describe Load")) == cap
+    [cancel] = result.inputs_to("Cancel Load")
+    assert cancel == {"Id": "stmt-1"}
+    message = notification(result)
+    assert message["error"] == "LoadTimeout"
+    assert message["cause"] == f"statement stmt-1 was still running after {cap} checks; cancelled"
+
+
+def test_cap_is_reported_even_when_the_cancel_fails(definition: dict[str, Any]) -> None:
+    result = run(
+        definition,
+        [RUNNING],
+        **{
+            "Cancel Load": [
+                {"error": "RedshiftData.ValidationException", "cause": "Could not cancel a query that is already in FINISHED state"}
+            ]
+        },
+    )
+
+    assert result.status == "FAILED"
+    assert notification(result)["error"] == "LoadTimeout"
+
+
+def test_data_api_throttling_is_retried_then_the_load_succeeds(definition: dict[str, Any]) -> None:
+    result = run(
+        definition,
+        [FINISHED],
+        **{"Load Into Redshift": [{"error": "RedshiftData.ActiveStatementsExceededException", "cause": "too many"}, SUBMITTED]},
+    )
+
+    assert result.status == "SUCCEEDED", result
+    assert [c["attempt"] for c in result.calls_to("Load Into Redshift")] == [1, 2]
+
+
+def test_submit_error_goes_to_the_failure_path(definition: dict[str, Any]) -> None:
+    result = run(
+        definition,
+        [FINISHED],
+        **{"Load Into Redshift": [{"error": "RedshiftData.ValidationException", "cause": "Workgroup retail-staging not found"}]},
+    )
+
+    assert result.status == "FAILED"
+    message = notification(result)
+    assert message["failed_step"] == "Load"
+    assert message["error"] == "RedshiftData.ValidationException"
+    assert not result.calls_to("Describe Load")
+
+
+def test_run_id_with_a_quote_never_reaches_the_copy(definition: dict[str, Any]) -> None:
+    context = {"Execution": {"Name": "o'hara", "Id": "arn:aws:states:eu-west-1:123456789012:execution:retail:o'hara"}}
+    result = run(definition, [FINISHED], context=context)
+
+    assert result.status == "FAILED"
+    assert not result.calls_to("Load Into Redshift")
+    assert notification(result)["error"] == "InvalidRunId"
+
+
+def test_every_data_api_task_has_retry_timeout_and_catch(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    for name in ("Load Into Redshift", "Describe Load", "Cancel Load"):
+        state = states[name]
+        assert state["Resource"].startswith("arn:aws:states:::aws-sdk:redshiftdata:"), name
+        assert state["TimeoutSeconds"] <= 120, name
+        assert all(r["JitterStrategy"] == "FULL" and r["BackoffRate"] == 2 for r in state["Retry"]), name
+        assert state["Catch"], name
+    assert "States.Timeout" not in json.dumps(states["Load Into Redshift"]["Retry"])  # a timed-out submit may have started
+
+
+def _poll_cap(definition: dict[str, Any]) -> int:
+    choice = definition["States"]["Poll Load Again?"]
+    [rule] = choice["Choices"]
+    return int(rule["NumericGreaterThanEquals"])
