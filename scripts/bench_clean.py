@@ -127,10 +127,7 @@ def main() -> None:
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    print(
-        f"clean transform benchmark: {args.cores} cores, Spark driver memory {args.driver_memory}, "
-        f"{os.cpu_count()} CPUs on this machine"
-    )
+    print(f"clean transform benchmark: {args.cores} cores, Spark driver memory {args.driver_memory}, {os.cpu_count()} CPUs on this machine")
     header = f"{'rows':>10} {'phase':<12} {'seconds':>8} {'rows/s':>10} {'peak RSS MB':>12} {'vs spark copy':>14}"
     lines = []
     for rows in args.rows:

@@ -114,9 +114,7 @@ def main() -> None:
     parser.add_argument("--bad-fraction", type=float, default=0.004)
     parser.add_argument("--duplicate-fraction", type=float, default=0.003)
     args = parser.parse_args()
-    counts = generate(
-        args.out, args.rows, seed=args.seed, bad_fraction=args.bad_fraction, duplicate_fraction=args.duplicate_fraction
-    )
+    counts = generate(args.out, args.rows, seed=args.seed, bad_fraction=args.bad_fraction, duplicate_fraction=args.duplicate_fraction)
     print(f"wrote {args.rows} rows to {args.out}: {counts}")
 
 

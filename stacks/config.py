@@ -7,8 +7,9 @@ setting's path and the bad value, so a typo fails at `cdk synth` with a message 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 KNOWN_ENVIRONMENTS = ("dev", "staging", "prod")
 FORMS = ("step_functions", "glue_workflow", "mwaa")
@@ -207,7 +208,9 @@ def parse_environment(
             f"[{region}a, {region}b, {region}c]",
         )
 
-    base_capacity = _positive_int(f"{prefix}.redshift_base_capacity", raw.get("redshift_base_capacity", _DEFAULTS.redshift_base_capacity), minimum=4, maximum=1024)
+    base_capacity = _positive_int(
+        f"{prefix}.redshift_base_capacity", raw.get("redshift_base_capacity", _DEFAULTS.redshift_base_capacity), minimum=4, maximum=1024
+    )
     if base_capacity % 8 and base_capacity != 4:
         raise _fail(f"{prefix}.redshift_base_capacity", base_capacity, "Redshift Serverless takes 4 or a multiple of 8 RPUs")
     nat = _positive_int(f"{prefix}.nat_gateways", raw.get("nat_gateways", _DEFAULTS.nat_gateways), minimum=0)

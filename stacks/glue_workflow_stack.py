@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, Stack
-from pipeline_constructs.glue_workflow_form import GlueWorkflowPipeline
 
 from constructs import Construct
+from pipeline_constructs.glue_workflow_form import GlueWorkflowPipeline
 
 from .config import EnvironmentConfig
 from .stateful_stack import StatefulStack
@@ -14,9 +14,7 @@ from .stateful_stack import StatefulStack
 class GlueWorkflowStack(Stack):
     """Upload -> EventBridge -> Glue workflow (batched EVENT trigger: crawl, clean, load), failure rules and alarms."""
 
-    def __init__(
-        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, stateful: StatefulStack, **kwargs
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, stateful: StatefulStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.pipeline = GlueWorkflowPipeline(
             self,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from aws_cdk import RemovalPolicy, Stack
-from constructs import Construct
 
+from constructs import Construct
 from pipeline_constructs.acknowledgements import acknowledge
 from pipeline_constructs.network import MWAA_MIN_AZS, REDSHIFT_SERVERLESS_MIN_AZS, PipelineNetwork
 

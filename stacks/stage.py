@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from aws_cdk import Environment, Stage, Tags
-from constructs import Construct
 
+from constructs import Construct
 from pipeline_constructs.contract import DatasetContract
 
 from .config import EnvironmentConfig
@@ -52,6 +52,8 @@ class PipelineStage(Stage):
             )
         unsupported = [form for form in config.forms if form not in self.orchestration]
         if unsupported:
-            raise ValueError(f"environments.{config.name}.forms={list(config.forms)!r}: {unsupported[0]!r} is not built by this version yet")
+            raise ValueError(
+                f"environments.{config.name}.forms={list(config.forms)!r}: {unsupported[0]!r} is not built by this version yet"
+            )
         Tags.of(self).add("Project", "retail-pipeline")
         Tags.of(self).add("Environment", config.name)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy, Stack, aws_glue as glue
-from constructs import Construct
 
+from constructs import Construct
 from pipeline_constructs.alerting import PipelineAlerting
 from pipeline_constructs.athena_target import AthenaTarget
 from pipeline_constructs.catalog import PipelineCatalog

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from aws_cdk import RemovalPolicy, Stack, aws_logs as logs
-from constructs import Construct
 
+from constructs import Construct
 from pipeline_constructs.step_functions_form import StepFunctionsPipeline
 
 from .config import EnvironmentConfig
@@ -38,5 +38,6 @@ _RETENTION_NAMES = dict(
     zip(
         (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653),
         [m.name for m in logs.RetentionDays if m.name != "INFINITE"],
+        strict=True,
     )
 )

@@ -93,13 +93,9 @@ def _node() -> str:
         if venv_node.exists():
             node = str(venv_node)
     if node is None:
-        raise AslHarnessError(
-            "`node` is not on PATH (Node 24 comes with the virtualenv): run `make setup`, then `make test`"
-        )
+        raise AslHarnessError("`node` is not on PATH (Node 24 comes with the virtualenv): run `make setup`, then `make test`")
     if not PACKAGE.exists():
-        raise AslHarnessError(
-            f"aws-local-stepfunctions is not installed ({PACKAGE} missing): run `make setup`"
-        )
+        raise AslHarnessError(f"aws-local-stepfunctions is not installed ({PACKAGE} missing): run `make setup`")
     return node
 
 
@@ -144,19 +140,13 @@ def run_state_machine(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise AslHarnessError(
-            f"the state machine did not finish within {timeout} s (a Wait or Task timeout really sleeping?)"
-        ) from exc
+        raise AslHarnessError(f"the state machine did not finish within {timeout} s (a Wait or Task timeout really sleeping?)") from exc
     if proc.returncode != 0:
-        raise AslHarnessError(
-            f"{RUNNER.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}"
-        )
+        raise AslHarnessError(f"{RUNNER.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
-        raise AslHarnessError(
-            f"{RUNNER.name} printed no JSON report: {proc.stdout!r} {proc.stderr!r}"
-        ) from exc
+        raise AslHarnessError(f"{RUNNER.name} printed no JSON report: {proc.stdout!r} {proc.stderr!r}") from exc
     result = ExecutionResult(
         status=report["status"],
         output=report["output"],
@@ -215,24 +205,16 @@ class _Resolver:
             if key == "Ref":
                 return self.ref(arg)
             if key == "Fn::GetAtt":
-                logical_id, attribute = (
-                    arg.split(".", 1)
-                    if isinstance(arg, str)
-                    else (arg[0], self.to_string(arg[1]))
-                )
+                logical_id, attribute = arg.split(".", 1) if isinstance(arg, str) else (arg[0], self.to_string(arg[1]))
                 return self.get_att(logical_id, attribute)
             if key == "Fn::Join":
                 separator, parts = arg
-                return self.to_string(separator).join(
-                    self.to_string(p) for p in self.resolve(parts)
-                )
+                return self.to_string(separator).join(self.to_string(p) for p in self.resolve(parts))
             if key == "Fn::Sub":
                 if isinstance(arg, str):
                     return self.sub(arg, {})
                 template, variables = arg
-                return self.sub(
-                    template, {k: self.resolve(v) for k, v in variables.items()}
-                )
+                return self.sub(template, {k: self.resolve(v) for k, v in variables.items()})
             if key == "Fn::Select":
                 index, items = arg
                 return self.resolve(items)[int(self.resolve(index))]
@@ -247,9 +229,7 @@ class _Resolver:
             if key == "Fn::Base64":
                 return self.to_string(arg)
             if key.startswith("Fn::") or key == "Condition":
-                raise ValueError(
-                    f"definition_from_template: unsupported intrinsic {key}: {json.dumps(arg)[:200]}"
-                )
+                raise ValueError(f"definition_from_template: unsupported intrinsic {key}: {json.dumps(arg)[:200]}")
         return {k: self.resolve(v) for k, v in value.items()}
 
     def to_string(self, value: Any) -> str:
@@ -258,9 +238,7 @@ class _Resolver:
             return resolved
         if isinstance(resolved, (int, float)) and not isinstance(resolved, bool):
             return str(resolved)
-        raise ValueError(
-            f"definition_from_template: expected a string, got {json.dumps(resolved)[:200]}"
-        )
+        raise ValueError(f"definition_from_template: expected a string, got {json.dumps(resolved)[:200]}")
 
 
 def _json_escaped(text: str) -> str:
@@ -278,9 +256,7 @@ class _EscapingResolver(_Resolver):
         return _json_escaped(super().get_att(logical_id, attribute))
 
 
-def _find_state_machine(
-    template: dict[str, Any], logical_id_hint: str | None
-) -> tuple[str, dict[str, Any]]:
+def _find_state_machine(template: dict[str, Any], logical_id_hint: str | None) -> tuple[str, dict[str, Any]]:
     machines = {
         logical_id: resource.get("Properties", {})
         for logical_id, resource in template.get("Resources", {}).items()
@@ -288,9 +264,7 @@ def _find_state_machine(
     }
     candidates = machines
     if logical_id_hint is not None:
-        candidates = {
-            k: v for k, v in machines.items() if logical_id_hint.lower() in k.lower()
-        }
+        candidates = {k: v for k, v in machines.items() if logical_id_hint.lower() in k.lower()}
         exact = {k: v for k, v in machines.items() if k == logical_id_hint}
         candidates = exact or candidates
     if len(candidates) != 1:
@@ -318,16 +292,11 @@ def definition_from_template(
     """
     logical_id, props = _find_state_machine(template, logical_id_hint)
     overrides = dict(overrides or {})
-    substitutions = {
-        key: _Resolver(overrides).to_string(value)
-        for key, value in (props.get("DefinitionSubstitutions") or {}).items()
-    }
+    substitutions = {key: _Resolver(overrides).to_string(value) for key, value in (props.get("DefinitionSubstitutions") or {}).items()}
 
     def substitute(text: str, escape: bool) -> str:
         for key, value in substitutions.items():
-            text = text.replace(
-                "${" + key + "}", _json_escaped(value) if escape else value
-            )
+            text = text.replace("${" + key + "}", _json_escaped(value) if escape else value)
         return text
 
     if "DefinitionString" in props:
@@ -353,6 +322,4 @@ def definition_from_template(
             return value
 
         return walk(_Resolver(overrides).resolve(copy.deepcopy(props["Definition"])))
-    raise ValueError(
-        f"definition_from_template: {logical_id} has neither DefinitionString nor Definition (DefinitionS3Location?)"
-    )
+    raise ValueError(f"definition_from_template: {logical_id} has neither DefinitionString nor Definition (DefinitionS3Location?)")

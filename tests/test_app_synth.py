@@ -63,7 +63,9 @@ def test_every_acknowledgement_names_one_finding_and_gives_a_reason(synthesized:
     acknowledgements = _acknowledgements(synthesized.app)
     assert acknowledgements, "expected the reviewed findings to be acknowledged"
     for path, finding, reason in acknowledgements:
-        if finding.startswith("CloudFormation-Validate::") and path.startswith(tuple(f"{s.stage_name}/Network" for s in synthesized.stages)):
+        if finding.startswith("CloudFormation-Validate::") and path.startswith(
+            tuple(f"{s.stage_name}/Network" for s in synthesized.stages)
+        ):
             # aws-cdk-lib's own acknowledgements in ec2.Vpc (literal zones from the config, its flow log), not ours.
             continue
         finding_id = re.sub(r"^annotation::", "", finding, flags=re.I)

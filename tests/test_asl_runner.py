@@ -205,10 +205,7 @@ def test_catch_all_routes_error_and_cause_to_notification_then_fail() -> None:
         "Failed",
     ]
     [publish] = result.inputs_to("Notify")
-    assert (
-        publish["Message"]
-        == 'Step StartClean failed: {"JobRunState": "FAILED", "ErrorMessage": "bad row"}'
-    )
+    assert publish["Message"] == 'Step StartClean failed: {"JobRunState": "FAILED", "ErrorMessage": "bad row"}'
 
 
 def test_catch_result_path_holds_error_and_cause_exactly() -> None:
@@ -234,11 +231,7 @@ def test_catch_result_path_holds_error_and_cause_exactly() -> None:
     result = run_state_machine(
         definition,
         {"k": 1},
-        {
-            "Crawl": [
-                {"error": "Glue.CrawlerRunningException", "cause": "Crawler is running"}
-            ]
-        },
+        {"Crawl": [{"error": "Glue.CrawlerRunningException", "cause": "Crawler is running"}]},
     )
     assert result.status == "SUCCEEDED"
     assert result.output == {
@@ -328,9 +321,7 @@ def test_wait_choice_loop_with_counter() -> None:
     }
     running = {"result": {"QueryExecution": {"Status": {"State": "RUNNING"}}}}
     succeeded = {"result": {"QueryExecution": {"Status": {"State": "SUCCEEDED"}}}}
-    result = run_state_machine(
-        definition, {"queryId": "q-1"}, {"Poll": [running, running, succeeded]}
-    )
+    result = run_state_machine(definition, {"queryId": "q-1"}, {"Poll": [running, running, succeeded]})
     assert result.status == "SUCCEEDED", result
     assert result.output == {
         "queryId": "q-1",
@@ -382,9 +373,7 @@ def test_scripted_states_timeout_is_not_matched_by_task_failed() -> None:
         {"StartClean": [{"error": "States.Timeout", "cause": "job ran too long"}]},
     )
     assert result.status == "SUCCEEDED"
-    assert result.output == {
-        "error": {"Error": "States.Timeout", "Cause": "job ran too long"}
-    }
+    assert result.output == {"error": {"Error": "States.Timeout", "Cause": "job ran too long"}}
     assert len(result.calls) == 1
 
 
@@ -422,9 +411,7 @@ def test_parallel_and_map_states_are_recorded() -> None:
                     },
                     {
                         "StartAt": "B",
-                        "States": {
-                            "B": {"Type": "Task", "Resource": SNS_PUBLISH, "End": True}
-                        },
+                        "States": {"B": {"Type": "Task", "Resource": SNS_PUBLISH, "End": True}},
                     },
                 ],
                 "End": True,
@@ -445,9 +432,7 @@ def test_parallel_and_map_states_are_recorded() -> None:
     ]
     assert {c["input"]["run"] for c in result.calls_to("Copy")} == {"run-7"}
     assert result.states_entered[0] == "PerFile"
-    assert sorted(result.states_entered) == sorted(
-        ["PerFile", "Copy", "Copy", "Both", "A", "B"]
-    )
+    assert sorted(result.states_entered) == sorted(["PerFile", "Copy", "Copy", "Both", "A", "B"])
 
 
 def _fake_template() -> dict[str, Any]:
@@ -505,12 +490,8 @@ def test_definition_from_template_substitutes_intrinsics() -> None:
     assert notify["Role"] == "arn:aws:iam::123456789012:role/x"
     assert notify["Endpoint"] == "sns.amazonaws.com"
     assert definition_from_template(_fake_template(), "pipeline") == definition
-    overridden = definition_from_template(
-        _fake_template(), overrides={"CleanJob1A2B3C": 'retail-"clean"'}
-    )
-    assert (
-        overridden["States"]["StartClean"]["Parameters"]["JobName"] == 'retail-"clean"'
-    )
+    overridden = definition_from_template(_fake_template(), overrides={"CleanJob1A2B3C": 'retail-"clean"'})
+    assert overridden["States"]["StartClean"]["Parameters"]["JobName"] == 'retail-"clean"'
 
     # ...and the result runs.
     result = run_state_machine(
@@ -528,9 +509,7 @@ def test_definition_from_template_substitutes_intrinsics() -> None:
 def test_definition_from_template_sub_plain_definition_and_hints() -> None:
     asl = {
         "StartAt": "P",
-        "States": {
-            "P": {"Type": "Pass", "Result": {"arn": "${TopicArn}"}, "End": True}
-        },
+        "States": {"P": {"Type": "Pass", "Result": {"arn": "${TopicArn}"}, "End": True}},
     }
     sub_text = json.dumps(asl).replace(
         "${TopicArn}",
@@ -554,8 +533,6 @@ def test_definition_from_template_sub_plain_definition_and_hints() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         definition_from_template(template)
     sub = definition_from_template(template, "SubMachine")
-    assert sub["States"]["P"]["Result"] == {
-        "arn": "arn:aws:sns:eu-west-1:123456789012:Topic.TopicName"
-    }
+    assert sub["States"]["P"]["Result"] == {"arn": "arn:aws:sns:eu-west-1:123456789012:Topic.TopicName"}
     plain = definition_from_template(template, "ObjectMachine")
     assert plain["States"]["P"]["Result"] == {"arn": "arn:aws:ref:Topic"}

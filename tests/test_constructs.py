@@ -10,9 +10,9 @@ import pytest
 from aws_cdk import aws_glue as glue
 from aws_cdk.assertions import Match, Template
 
-from tests.cdk_app import cdk_context
 from pipeline_constructs import AthenaTarget, CleanJob, DatasetContract, PipelineAlerting, PipelineCatalog, PipelineStorage
 from pipeline_constructs.validation import PipelinePropsError
+from tests.cdk_app import cdk_context
 
 CONTRACT = DatasetContract.from_file(Path(__file__).resolve().parent.parent / "contracts" / "retail_sales.yaml")
 
@@ -42,23 +42,47 @@ def test_data_buckets_are_private_encrypted_versioned_and_tls_only(built: dict[s
     template.all_resources_properties(
         "AWS::S3::Bucket",
         {
-            "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
             "VersioningConfiguration": {"Status": "Enabled"},
             "LifecycleConfiguration": Match.any_value(),
         },
     )
     kms_buckets = template.find_resources(
         "AWS::S3::Bucket",
-        {"Properties": {"BucketEncryption": {"ServerSideEncryptionConfiguration": [Match.object_like({"ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": Match.any_value()}})]}}},
+        {
+            "Properties": {
+                "BucketEncryption": {
+                    "ServerSideEncryptionConfiguration": [
+                        Match.object_like(
+                            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": Match.any_value()}}
+                        )
+                    ]
+                }
+            }
+        },
     )
     assert len(kms_buckets) == 4  # all but the access-log bucket, which S3 requires to use S3-managed keys
     policies = template.find_resources("AWS::S3::BucketPolicy")
-    denies_http = [p for p in policies.values() if any(s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false" for s in p["Properties"]["PolicyDocument"]["Statement"])]
+    denies_http = [
+        p
+        for p in policies.values()
+        if any(
+            s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+            for s in p["Properties"]["PolicyDocument"]["Statement"]
+        )
+    ]
     assert len(denies_http) == 5
 
 
 def test_landing_bucket_sends_events_to_eventbridge(built: dict[str, Any]) -> None:
-    built["template"].has_resource_properties("Custom::S3BucketNotifications", {"NotificationConfiguration": {"EventBridgeConfiguration": {}}})
+    built["template"].has_resource_properties(
+        "Custom::S3BucketNotifications", {"NotificationConfiguration": {"EventBridgeConfiguration": {}}}
+    )
 
 
 def test_stateful_resources_are_retained_by_default(built: dict[str, Any]) -> None:
@@ -73,15 +97,21 @@ def test_keys_rotate(built: dict[str, Any]) -> None:
 
 def test_alert_topic_uses_a_customer_key_that_cloudwatch_and_eventbridge_may_use(built: dict[str, Any]) -> None:
     template: Template = built["template"]
-    template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": {"Fn::GetAtt": [Match.string_like_regexp("AlertingKey"), "Arn"]}})
+    template.has_resource_properties(
+        "AWS::SNS::Topic", {"KmsMasterKeyId": {"Fn::GetAtt": [Match.string_like_regexp("AlertingKey"), "Arn"]}}
+    )
     template.has_resource_properties(
         "AWS::KMS::Key",
         {
             "KeyPolicy": {
                 "Statement": Match.array_with(
                     [
-                        Match.object_like({"Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": ["kms:Decrypt", "kms:GenerateDataKey*"]}),
-                        Match.object_like({"Principal": {"Service": "events.amazonaws.com"}, "Action": ["kms:Decrypt", "kms:GenerateDataKey*"]}),
+                        Match.object_like(
+                            {"Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": ["kms:Decrypt", "kms:GenerateDataKey*"]}
+                        ),
+                        Match.object_like(
+                            {"Principal": {"Service": "events.amazonaws.com"}, "Action": ["kms:Decrypt", "kms:GenerateDataKey*"]}
+                        ),
                     ]
                 )
             }
@@ -148,7 +178,14 @@ def test_clean_job_role_may_publish_metrics_only_to_its_namespace(built: dict[st
         {
             "PolicyDocument": {
                 "Statement": Match.array_with(
-                    [Match.object_like({"Action": "cloudwatch:PutMetricData", "Condition": {"StringEquals": {"cloudwatch:namespace": "RetailPipeline"}}})]
+                    [
+                        Match.object_like(
+                            {
+                                "Action": "cloudwatch:PutMetricData",
+                                "Condition": {"StringEquals": {"cloudwatch:namespace": "RetailPipeline"}},
+                            }
+                        )
+                    ]
                 )
             }
         },
@@ -163,7 +200,10 @@ def test_athena_workgroup_enforces_encrypted_results_and_a_scan_cutoff(built: di
                 {
                     "EnforceWorkGroupConfiguration": True,
                     "BytesScannedCutoffPerQuery": 1024**3,
-                    "ResultConfiguration": {"EncryptionConfiguration": {"EncryptionOption": "SSE_KMS", "KmsKey": Match.any_value()}, "OutputLocation": Match.any_value()},
+                    "ResultConfiguration": {
+                        "EncryptionConfiguration": {"EncryptionOption": "SSE_KMS", "KmsKey": Match.any_value()},
+                        "OutputLocation": Match.any_value(),
+                    },
                 }
             )
         },
@@ -187,7 +227,9 @@ def test_runs_table_reads_run_output_through_partition_projection(built: dict[st
             "TableInput": Match.object_like(
                 {
                     "Name": "retail_sales_runs",
-                    "Parameters": Match.object_like({"projection.enabled": "true", "projection.run_id.type": "injected", "projection.sale_date.type": "date"}),
+                    "Parameters": Match.object_like(
+                        {"projection.enabled": "true", "projection.run_id.type": "injected", "projection.sale_date.type": "date"}
+                    ),
                     "PartitionKeys": [{"Name": "run_id", "Type": "string"}, {"Name": "sale_date", "Type": "date"}],
                 }
             )
@@ -222,7 +264,11 @@ def test_bad_construct_arguments_are_named_with_their_value(build: Any, message:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"worker_count": 1}, "worker_count=1"), ({"max_quarantine_ratio": 1.5}, "max_quarantine_ratio=1.5"), ({"max_concurrent_runs": 0}, "max_concurrent_runs=0")],
+    [
+        ({"worker_count": 1}, "worker_count=1"),
+        ({"max_quarantine_ratio": 1.5}, "max_quarantine_ratio=1.5"),
+        ({"max_concurrent_runs": 0}, "max_concurrent_runs=0"),
+    ],
 )
 def test_bad_clean_job_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:
     stack = new_stack()

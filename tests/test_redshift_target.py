@@ -22,7 +22,6 @@ from pipeline_constructs.contract import DatasetContract
 from pipeline_constructs.redshift_target import RedshiftTarget
 from pipeline_constructs.storage import PipelineStorage
 from pipeline_constructs.validation import PipelinePropsError
-
 from stacks.stateful_stack import CONTRACT_PATH
 
 

@@ -15,11 +15,11 @@ import aws_cdk as cdk
 import pytest
 import sqlglot
 from aws_cdk.assertions import Match, Template
+from sqlglot import exp
+
 from pipeline_constructs.contract import DatasetContract
 from pipeline_constructs.step_functions_form import StepFunctionsPipeline
 from pipeline_constructs.validation import PipelinePropsError
-from sqlglot import exp
-
 from stacks.config import parse_app_config
 from stacks.stateful_stack import CONTRACT_PATH, StatefulStack
 from tests.asl_runner import (
@@ -27,16 +27,13 @@ from tests.asl_runner import (
     definition_from_template,
     run_state_machine,
 )
-from tests.cdk_app import cdk_context, synth_app
-from tests.cdk_app import pinned_context
+from tests.cdk_app import cdk_context, pinned_context, synth_app
 
 BUCKET = "landing-bucket"
 KEY = "incoming/step_functions/2026/11/sales.csv"
 OBJECT_URI = f"s3://{BUCKET}/{KEY}"
 RUN_ID = "run-42"
-EXECUTION_ARN = (
-    f"arn:aws:states:eu-west-1:123456789012:execution:retail-pipeline:{RUN_ID}"
-)
+EXECUTION_ARN = f"arn:aws:states:eu-west-1:123456789012:execution:retail-pipeline:{RUN_ID}"
 CONTEXT = {"Execution": {"Name": RUN_ID, "Id": EXECUTION_ARN}}
 
 UPLOAD_EVENT: dict[str, Any] = {
@@ -119,9 +116,7 @@ HAPPY_SCRIPTS: dict[str, list[dict[str, Any]]] = {
 def scripts(**overrides: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The happy path's scripts with some states' outcomes replaced (keyword = state name with '_' for ' ')."""
     out = dict(HAPPY_SCRIPTS)
-    out.update(
-        {name.replace("_", " "): outcomes for name, outcomes in overrides.items()}
-    )
+    out.update({name.replace("_", " "): outcomes for name, outcomes in overrides.items()})
     return out
 
 
@@ -129,17 +124,10 @@ def scripts(**overrides: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
 def template() -> dict[str, Any]:
     """The StepFunctions stack of dev (or of the first environment with an Athena-loading Step Functions form)."""
     templates = synth_app(pinned_context(), nag=False).templates()
-    candidates = (
-        [templates[("dev", "StepFunctions")]]
-        if ("dev", "StepFunctions") in templates
-        else []
-    )
+    candidates = [templates[("dev", "StepFunctions")]] if ("dev", "StepFunctions") in templates else []
     candidates += [t for (_, stack), t in templates.items() if stack == "StepFunctions"]
     for candidate in candidates:
-        if (
-            "Load Into Athena"
-            in definition_from_template(candidate)["States"]
-        ):
+        if "Load Into Athena" in definition_from_template(candidate)["States"]:
             return candidate
     pytest.fail(f"no StepFunctions stack loading into Athena among {sorted(templates)}")
 
@@ -149,9 +137,7 @@ def definition(template: dict[str, Any]) -> dict[str, Any]:
     return definition_from_template(template)
 
 
-def execute(
-    definition: dict[str, Any], task_scripts: dict[str, list[dict[str, Any]]]
-) -> ExecutionResult:
+def execute(definition: dict[str, Any], task_scripts: dict[str, list[dict[str, Any]]]) -> ExecutionResult:
     return run_state_machine(definition, UPLOAD_EVENT, task_scripts, context=CONTEXT)
 
 
@@ -274,20 +260,12 @@ def test_concurrent_runs_exceeded_is_retried(definition: dict[str, Any]) -> None
 
 def crawler_poll_cap(definition: dict[str, Any]) -> int:
     """The threshold of 'Poll Again?' on the poll counter."""
-    [rule] = [
-        rule
-        for rule in definition["States"]["Poll Again?"]["Choices"]
-        if rule.get("Variable") == "$.crawler_poll.iteration"
-    ]
+    [rule] = [rule for rule in definition["States"]["Poll Again?"]["Choices"] if rule.get("Variable") == "$.crawler_poll.iteration"]
     return rule["NumericGreaterThanEquals"]
 
 
 def test_poll_cap_is_the_construct_default(definition: dict[str, Any]) -> None:
-    default = (
-        inspect.signature(StepFunctionsPipeline.__init__)
-        .parameters["crawler_max_polls"]
-        .default
-    )
+    default = inspect.signature(StepFunctionsPipeline.__init__).parameters["crawler_max_polls"].default
     assert crawler_poll_cap(definition) == default
 
 
@@ -311,9 +289,7 @@ def test_crawler_finishing_on_the_last_allowed_poll_still_runs_the_job(
     definition: dict[str, Any],
 ) -> None:
     cap = crawler_poll_cap(definition)
-    result = execute(
-        definition, scripts(Get_Crawler=[CRAWLER_RUNNING] * (cap - 1) + [CRAWLER_DONE])
-    )
+    result = execute(definition, scripts(Get_Crawler=[CRAWLER_RUNNING] * (cap - 1) + [CRAWLER_DONE]))
 
     assert result.status == "SUCCEEDED", result
     assert len(result.calls_to("Get Crawler")) == cap
@@ -341,9 +317,7 @@ def test_crawler_already_running_is_retried_then_the_pipeline_continues(
         ("SNS.ThrottledException", 6),  # transient: 5 retries, then caught
     ],
 )
-def test_failed_notification_still_fails_the_execution(
-    definition: dict[str, Any], publish_error: str, expected_attempts: int
-) -> None:
+def test_failed_notification_still_fails_the_execution(definition: dict[str, Any], publish_error: str, expected_attempts: int) -> None:
     job_failed = {
         "error": "States.TaskFailed",
         "cause": json.dumps({"JobRunState": "FAILED", "ErrorMessage": "boom"}),
@@ -380,17 +354,9 @@ def is_reference(value: Any) -> bool:
 
 def published_topic(template: dict[str, Any]) -> Any:
     """The raw TopicArn reference the state machine's definition publishes failures to."""
-    [machine] = (
-        Template.from_json(template)
-        .find_resources("AWS::StepFunctions::StateMachine")
-        .values()
-    )
+    [machine] = Template.from_json(template).find_resources("AWS::StepFunctions::StateMachine").values()
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
-    [index] = [
-        i
-        for i, part in enumerate(parts)
-        if isinstance(part, str) and part.endswith('"TopicArn":"')
-    ]
+    [index] = [i for i, part in enumerate(parts) if isinstance(part, str) and part.endswith('"TopicArn":"')]
     return parts[index + 1]
 
 
@@ -429,9 +395,7 @@ def test_upload_rule_matches_non_empty_csv_uploads_with_dlq_and_retries(
     )
     [rule] = assertions.find_resources("AWS::Events::Rule").values()
     [bucket] = rule["Properties"]["EventPattern"]["detail"]["bucket"]["name"]
-    assert is_reference(bucket), (
-        bucket
-    )  # the landing bucket itself, not a hard-coded name
+    assert is_reference(bucket), bucket  # the landing bucket itself, not a hard-coded name
     [target] = rule["Properties"]["Targets"]
     dlq_arn = target["DeadLetterConfig"]["Arn"]
     assert list(dlq_arn) == ["Fn::GetAtt"]
@@ -465,16 +429,12 @@ def test_state_machine_is_standard_traced_and_logs_everything_encrypted(
             "LoggingConfiguration": {
                 "Level": "ALL",
                 "IncludeExecutionData": True,
-                "Destinations": [
-                    {"CloudWatchLogsLogGroup": {"LogGroupArn": Match.any_value()}}
-                ],
+                "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": Match.any_value()}}],
             },
         },
     )
     [machine] = assertions.find_resources("AWS::StepFunctions::StateMachine").values()
-    log_group_arn = machine["Properties"]["LoggingConfiguration"]["Destinations"][0][
-        "CloudWatchLogsLogGroup"
-    ]["LogGroupArn"]
+    log_group_arn = machine["Properties"]["LoggingConfiguration"]["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]
     [log_group_id, _] = log_group_arn["Fn::GetAtt"]
     log_group = assertions.find_resources("AWS::Logs::LogGroup")[log_group_id]
     assert is_reference(log_group["Properties"].get("KmsKeyId")), log_group
@@ -529,15 +489,11 @@ def test_every_task_retries_with_jitter_has_a_timeout_and_is_caught(
         glue_timeout = task["Parameters"].get("Timeout") if sync_glue else None
         assert task.get("TimeoutSeconds") or glue_timeout, f"{name} has no timeout"
         catchers = task.get("Catch") or []
-        assert any("States.ALL" in c["ErrorEquals"] for c in catchers), (
-            f"{name} does not catch States.ALL"
-        )
+        assert any("States.ALL" in c["ErrorEquals"] for c in catchers), f"{name} does not catch States.ALL"
         if name == "Notify Failure":
             assert [c["Next"] for c in catchers] == [fail_state]
         else:
-            assert all(c["Next"] != fail_state for c in catchers), (
-                f"{name} fails without notifying"
-            )
+            assert all(c["Next"] != fail_state for c in catchers), f"{name} fails without notifying"
 
 
 # --- construct validation ---------------------------------------------------------------------------------------------
@@ -545,9 +501,7 @@ def test_every_task_retries_with_jitter_has_a_timeout_and_is_caught(
 def stateful() -> StatefulStack:
     """A dev StatefulStack in a fresh App with cdk.json's context (no synth)."""
     context = cdk_context()
-    config = parse_app_config(
-        context["pipeline:environments"], only="dev", default_region="eu-west-1"
-    )
+    config = parse_app_config(context["pipeline:environments"], only="dev", default_region="eu-west-1")
     app = cdk.App(context=context)
     return StatefulStack(
         app,
@@ -558,9 +512,7 @@ def stateful() -> StatefulStack:
     )
 
 
-def pipeline_in(
-    stateful: StatefulStack, construct_id: str, **kwargs: Any
-) -> StepFunctionsPipeline:
+def pipeline_in(stateful: StatefulStack, construct_id: str, **kwargs: Any) -> StepFunctionsPipeline:
     stack = cdk.Stack(
         stateful.node.scope,
         f"{construct_id}Stack",
@@ -600,9 +552,7 @@ def test_invalid_props_raise_naming_the_argument_and_value(
 
 
 def test_valid_props_build(stateful: StatefulStack) -> None:
-    pipeline = pipeline_in(
-        stateful, "Good", crawler_max_polls=3, landing_prefix="incoming/custom/"
-    )
+    pipeline = pipeline_in(stateful, "Good", crawler_max_polls=3, landing_prefix="incoming/custom/")
     assert pipeline.landing_prefix == "incoming/custom/"
     assert len(pipeline.alarms) == 4
 

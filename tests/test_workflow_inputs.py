@@ -13,6 +13,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
+
 from pipeline_constructs.runtime.workflow_inputs import (
     CLAIMED_PROPERTY,
     WorkflowInputsError,
@@ -60,9 +61,7 @@ def new_run(glue: Any) -> str:
 
 
 def claim(s3: Any, glue: Any, run_id: str) -> list[str]:
-    return claim_sources_from_uris(
-        s3, glue, listing_uri=LISTING_URI, state_uri=STATE_URI, workflow_name=WORKFLOW, run_id=run_id
-    )
+    return claim_sources_from_uris(s3, glue, listing_uri=LISTING_URI, state_uri=STATE_URI, workflow_name=WORKFLOW, run_id=run_id)
 
 
 def commit(s3: Any, glue: Any, run_id: str) -> int:
@@ -176,9 +175,7 @@ def test_commit_retries_when_another_run_wrote_the_state_in_between(clients: tup
     def put_after_a_concurrent_commit(**kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 1:  # another run commits between our read and our write
-            real_put(
-                Bucket=bucket, Key=key, Body=json.dumps({"objects": {"incoming/glue_workflow/z.csv": "e"}}).encode()
-            )
+            real_put(Bucket=bucket, Key=key, Body=json.dumps({"objects": {"incoming/glue_workflow/z.csv": "e"}}).encode())
         return real_put(**kwargs)
 
     s3.put_object = put_after_a_concurrent_commit  # type: ignore[method-assign]

@@ -25,7 +25,21 @@ _EXPORTS = {
     "PipelinePropsError": "validation",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AthenaTarget",
+    "CleanJob",
+    "ContractError",
+    "DatasetContract",
+    "GlueWorkflowPipeline",
+    "GlueWorkflowTarget",
+    "PipelineAlerting",
+    "PipelineCatalog",
+    "PipelineNetwork",
+    "PipelinePropsError",
+    "PipelineStorage",
+    "RedshiftTarget",
+    "StepFunctionsPipeline",
+]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:

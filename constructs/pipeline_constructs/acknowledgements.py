@@ -12,10 +12,12 @@ matches no declaration stays open and fails synth.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import aws_cdk as cdk
+
 from constructs import IConstruct
 
 from .validation import PipelinePropsError
@@ -107,7 +109,11 @@ def apply_acknowledgements(app: IConstruct, packs: Sequence[Any] | None = None) 
             for resource in violation.violating_resources:
                 path = resource.construct_path
                 for entry in declarations:
-                    if entry.rule == rule and (path == entry.path or path.startswith(entry.path + "/")) and re.fullmatch(entry.matching, detail, re.DOTALL):
+                    if (
+                        entry.rule == rule
+                        and (path == entry.path or path.startswith(entry.path + "/"))
+                        and re.fullmatch(entry.matching, detail, re.DOTALL)
+                    ):
                         acknowledge(_find(app, path), violation.rule_name, entry.reason)
                         count += 1
                         break

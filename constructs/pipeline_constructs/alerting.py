@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
-from aws_cdk import Duration, RemovalPolicy, aws_cloudwatch as cloudwatch, aws_cloudwatch_actions as cw_actions
-from aws_cdk import aws_iam as iam, aws_kms as kms, aws_sns as sns, aws_sns_subscriptions as subs, aws_sqs as sqs
+from aws_cdk import (
+    Duration,
+    RemovalPolicy,
+    aws_cloudwatch as cloudwatch,
+    aws_cloudwatch_actions as cw_actions,
+    aws_iam as iam,
+    aws_kms as kms,
+    aws_sns as sns,
+    aws_sns_subscriptions as subs,
+    aws_sqs as sqs,
+)
+
 from constructs import Construct
 
 from .acknowledgements import acknowledge
@@ -100,4 +110,8 @@ class PipelineAlerting(Construct):
 def acknowledge_dead_letter_queue(queue: sqs.IQueue) -> None:
     """A dead-letter queue has no dead-letter queue of its own: its messages are the end of the line, alarmed on."""
     for finding in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
-        acknowledge(queue, finding, "This queue is itself a dead-letter queue; a queue behind it would only move the problem, and an alarm watches its depth.")
+        acknowledge(
+            queue,
+            finding,
+            "This queue is itself a dead-letter queue; a queue behind it would only move the problem, and an alarm watches its depth.",
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, Stack, aws_athena as athena, aws_glue as glue, aws_iam as iam, aws_s3 as s3
+
 from constructs import Construct, IConstruct
 
 from .acknowledgements import acknowledge_findings
@@ -59,7 +60,8 @@ class AthenaTarget(Construct):
         self.table_name = contract.name
         self.runs_table_name = f"{contract.name}_runs"
         self.workgroup_name = check_name(
-            "workgroup_name", workgroup_name if workgroup_name is not None else f"{contract.name.replace('_', '-')}-pipeline",
+            "workgroup_name",
+            workgroup_name if workgroup_name is not None else f"{contract.name.replace('_', '-')}-pipeline",
             pattern=r"[a-zA-Z0-9._-]{1,128}",
         )
         stack = Stack.of(self)

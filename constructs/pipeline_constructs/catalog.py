@@ -6,9 +6,11 @@ import json
 import re
 
 from aws_cdk import ArnFormat, RemovalPolicy, Stack, aws_glue as glue, aws_iam as iam, aws_kms as kms
+
 from constructs import Construct, IConstruct
 
 from .acknowledgements import acknowledge_findings
+from .keys import allow_cloudwatch_logs
 from .storage import PipelineStorage
 from .validation import check_name
 
@@ -49,21 +51,7 @@ class PipelineCatalog(Construct):
         self.database_name = database_name
 
         # Glue writes CloudWatch logs encrypted with this key: the logs service must be allowed to use it.
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchLogsForGlue",
-                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
-                resources=["*"],
-                conditions={
-                    "ArnLike": {
-                        "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
-                            service="logs", resource="log-group", resource_name="/aws-glue/*", arn_format=_COLON
-                        )
-                    }
-                },
-            )
-        )
+        allow_cloudwatch_logs(self.key, "/aws-glue/*", sid="AllowCloudWatchLogsForGlue")
         self.security_configuration = glue.SecurityConfiguration(
             self,
             "SecurityConfiguration",
@@ -152,9 +140,7 @@ class PipelineCatalog(Construct):
         iam.Grant.add_to_principal(
             grantee=grantee,
             actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:AssociateKmsKey"],
-            resource_arns=[
-                stack.format_arn(service="logs", resource="log-group", resource_name=f"/aws-glue/{kind}*", arn_format=_COLON)
-            ],
+            resource_arns=[stack.format_arn(service="logs", resource="log-group", resource_name=f"/aws-glue/{kind}*", arn_format=_COLON)],
         )
         # Job bookmarks are encrypted client-side, so the role itself uses the key (not only through S3).
         iam.Grant.add_to_principal(
@@ -162,7 +148,6 @@ class PipelineCatalog(Construct):
             actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
             resource_arns=[self.key.key_arn],
         )
-
 
 
 def review_object_prefix(construct: IConstruct, prefix: str, why: str, *, bucket_hint: str = "") -> None:

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from aws_cdk import Duration, Stack, aws_cloudwatch as cloudwatch, aws_glue as glue, aws_iam as iam
+
 from constructs import Construct
 
 from .acknowledgements import acknowledge_findings

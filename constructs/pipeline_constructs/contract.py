@@ -416,9 +416,7 @@ def _derived_from_dict(data: Any, path: str) -> DerivedColumn:
 # --------------------------------------------------------------------------------------------- validation
 def _check_name(name: Any, path: str) -> None:
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ContractError(
-            path, f"invalid name {name!r}; use snake_case: a lower-case letter, then lower-case letters, digits or _"
-        )
+        raise ContractError(path, f"invalid name {name!r}; use snake_case: a lower-case letter, then lower-case letters, digits or _")
     if name in RESERVED_NAMES:
         raise ContractError(path, f"name {name!r} is reserved by the pipeline's output layout")
 
@@ -486,11 +484,7 @@ def _check_column_checks(col: ContractColumn, path: str) -> None:
         value = getattr(checks, key)
         if value is not None:
             _check_bound(value, col.type, f"{path}.{key}")
-    if (
-        checks.min is not None
-        and checks.max is not None
-        and _bound_key(checks.min, col.type) > _bound_key(checks.max, col.type)
-    ):
+    if checks.min is not None and checks.max is not None and _bound_key(checks.min, col.type) > _bound_key(checks.max, col.type):
         raise ContractError(f"{path}.min", f"min {checks.min!r} is greater than max {checks.max!r}")
     if checks.allowed_values is not None:
         if not checks.allowed_values:
@@ -512,9 +506,7 @@ def _check_column_checks(col: ContractColumn, path: str) -> None:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ContractError(f"{path}.{key}", f"expected a non-negative integer, got {value!r}")
     if checks.min_length is not None and checks.max_length is not None and checks.min_length > checks.max_length:
-        raise ContractError(
-            f"{path}.min_length", f"min_length {checks.min_length!r} is greater than max_length {checks.max_length!r}"
-        )
+        raise ContractError(f"{path}.min_length", f"min_length {checks.min_length!r} is greater than max_length {checks.max_length!r}")
 
 
 def _check_expression(expression: Any, path: str) -> None:

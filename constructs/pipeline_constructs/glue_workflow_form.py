@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Duration, Stack
-from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_glue as glue
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_sqs as sqs
+from aws_cdk import (
+    Duration,
+    Stack,
+    aws_cloudwatch as cloudwatch,
+    aws_events as events,
+    aws_events_targets as targets,
+    aws_glue as glue,
+    aws_iam as iam,
+    aws_sqs as sqs,
+)
 
 from constructs import Construct
 
@@ -375,9 +378,7 @@ class GlueWorkflowPipeline(Construct):
             actions=["kms:Decrypt", "kms:GenerateDataKey"],
             resource_arns=[storage.key.key_arn],
         )
-        iam.Grant.add_to_principal(
-            grantee=grantee, actions=[run_properties_action], resource_arns=[self.workflow.workflow_arn]
-        )
+        iam.Grant.add_to_principal(grantee=grantee, actions=[run_properties_action], resource_arns=[self.workflow.workflow_arn])
 
     @staticmethod
     def metric_failures(rule: events.IRule, *, period: Duration | None = None) -> cloudwatch.Metric:

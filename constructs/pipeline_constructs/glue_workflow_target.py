@@ -5,11 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 import jsii
-from aws_cdk import Duration
-from aws_cdk import aws_events as events
-from aws_cdk import aws_glue as glue
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_sqs as sqs
+from aws_cdk import Duration, aws_events as events, aws_glue as glue, aws_iam as iam, aws_sqs as sqs
 from aws_cdk.interfaces.aws_events import IRuleRef
 
 from constructs import Construct
@@ -71,9 +67,7 @@ class GlueWorkflowTarget:
                 )
             )
             self.role = role
-        iam.Grant.add_to_principal(
-            grantee=role, actions=["glue:notifyEvent"], resource_arns=[self.workflow.workflow_arn]
-        )
+        iam.Grant.add_to_principal(grantee=role, actions=["glue:notifyEvent"], resource_arns=[self.workflow.workflow_arn])
         self.dead_letter_queue.add_to_resource_policy(
             iam.PolicyStatement(
                 sid=f"AllowEventRule{rule.node.addr[:16]}",

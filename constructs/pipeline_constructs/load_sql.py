@@ -15,7 +15,15 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # The placeholder the Step Functions form replaces with the execution name (States.Format uses '{}').
 RUN_ID_PLACEHOLDER = "{}"
 
-_ICEBERG_TYPES = {"string": "string", "int": "int", "bigint": "long", "double": "double", "boolean": "boolean", "date": "date", "timestamp": "timestamp"}
+_ICEBERG_TYPES = {
+    "string": "string",
+    "int": "int",
+    "bigint": "long",
+    "double": "double",
+    "boolean": "boolean",
+    "date": "date",
+    "timestamp": "timestamp",
+}
 
 
 def iceberg_type(hive_type: str) -> str:

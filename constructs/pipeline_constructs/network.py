@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, RemovalPolicy, Stack, Token
-from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
+from aws_cdk import RemovalPolicy, Stack, Token, aws_ec2 as ec2, aws_kms as kms, aws_logs as logs
 
 from constructs import Construct
 
+from .keys import allow_cloudwatch_logs
 from .validation import PipelinePropsError
 
 # Redshift Serverless with enhanced VPC routing needs three subnets in three AZs; MWAA needs two private subnets.
@@ -93,20 +90,7 @@ class PipelineNetwork(Construct):
         self.flow_log_key = kms.Key(
             self, "FlowLogKey", description="VPC flow logs of the retail pipeline", enable_key_rotation=True, removal_policy=removal_policy
         )
-        self.flow_log_key.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
-                resources=["*"],
-                conditions={
-                    "ArnLike": {
-                        "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
-                            service="logs", resource="log-group", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
-                        )
-                    }
-                },
-            )
-        )
+        allow_cloudwatch_logs(self.flow_log_key)
         self.flow_log_group = logs.LogGroup(
             self, "FlowLogs", encryption_key=self.flow_log_key, retention=flow_log_retention, removal_policy=removal_policy
         )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 
-from aws_cdk import RemovalPolicy, Token
-from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
-from aws_cdk import aws_redshiftserverless as redshift
-from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import (
+    RemovalPolicy,
+    Token,
+    aws_ec2 as ec2,
+    aws_iam as iam,
+    aws_kms as kms,
+    aws_redshiftserverless as redshift,
+    aws_stepfunctions as sfn,
+)
 
 from constructs import Construct, IConstruct
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, aws_cloudwatch as cloudwatch, aws_events as events
-from aws_cdk import aws_events_targets as targets, aws_iam as iam, aws_kms as kms, aws_logs as logs, aws_sqs as sqs
-from aws_cdk import aws_stepfunctions as sfn, aws_stepfunctions_tasks as tasks
+from aws_cdk import (
+    ArnFormat,
+    Duration,
+    RemovalPolicy,
+    aws_cloudwatch as cloudwatch,
+    aws_events as events,
+    aws_events_targets as targets,
+    aws_kms as kms,
+    aws_logs as logs,
+    aws_sqs as sqs,
+    aws_stepfunctions as sfn,
+    aws_stepfunctions_tasks as tasks,
+)
+
 from constructs import Construct
 
 from .acknowledgements import acknowledge_findings
@@ -14,11 +25,12 @@ from .alerting import PipelineAlerting, acknowledge_dead_letter_queue
 from .athena_target import AthenaTarget
 from .catalog import PipelineCatalog
 from .clean_job import CleanJob
+from .keys import allow_cloudwatch_logs
 from .redshift_target import RedshiftTarget
 from .storage import PipelineStorage
 from .validation import PipelinePropsError, check_positive, check_prefix
 
-LoadTarget = Union[AthenaTarget, RedshiftTarget]
+LoadTarget = AthenaTarget | RedshiftTarget
 
 FORM_NAME = "step_functions"
 _COLON = ArnFormat.COLON_RESOURCE_NAME
@@ -97,7 +109,6 @@ class StepFunctionsPipeline(Construct):
         self.landing_prefix = check_prefix(
             "landing_prefix", landing_prefix if landing_prefix is not None else storage.landing_prefix_for(FORM_NAME)
         )
-        stack = Stack.of(self)
         self.alerting = alerting
 
         # --- the state machine ---------------------------------------------------------------------------------
@@ -135,7 +146,9 @@ class StepFunctionsPipeline(Construct):
             result_path=sfn.JsonPath.DISCARD,
             task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
         )
-        retry_transient(notify, ["SNS.ThrottledException", "SNS.InternalErrorException", "States.Timeout"], interval=Duration.seconds(2), max_attempts=5)
+        retry_transient(
+            notify, ["SNS.ThrottledException", "SNS.InternalErrorException", "States.Timeout"], interval=Duration.seconds(2), max_attempts=5
+        )
         failed = sfn.Fail(self, "Pipeline Failed", error="PipelineFailed", cause_path="$.error.Cause")
         notify.add_catch(failed, errors=["States.ALL"], result_path="$.notify_error")
         notify.next(failed)
@@ -169,7 +182,12 @@ class StepFunctionsPipeline(Construct):
         )
         # Another upload may have started the crawler: wait for it, then start ours.
         retry_transient(start_crawler, ["Glue.CrawlerRunningException"], interval=Duration.seconds(30), max_attempts=10)
-        retry_transient(start_crawler, ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"], interval=Duration.seconds(5), max_attempts=5)
+        retry_transient(
+            start_crawler,
+            ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"],
+            interval=Duration.seconds(5),
+            max_attempts=5,
+        )
         on_failure(start_crawler, "Start Crawler")
 
         wait = sfn.Wait(self, "Wait For Crawler", time=sfn.WaitTime.duration(poll))
@@ -184,7 +202,12 @@ class StepFunctionsPipeline(Construct):
             result_path="$.crawler",
             task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
         )
-        retry_transient(get_crawler, ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"], interval=Duration.seconds(5), max_attempts=5)
+        retry_transient(
+            get_crawler,
+            ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"],
+            interval=Duration.seconds(5),
+            max_attempts=5,
+        )
         on_failure(get_crawler, "Get Crawler")
         count = sfn.Pass(
             self,
@@ -218,7 +241,9 @@ class StepFunctionsPipeline(Construct):
             result_path="$.clean_job",
             task_timeout=sfn.Timeout.duration(job_task_timeout),
         )
-        retry_transient(run_job, ["Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException"], interval=Duration.seconds(60), max_attempts=6)
+        retry_transient(
+            run_job, ["Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException"], interval=Duration.seconds(60), max_attempts=6
+        )
         on_failure(run_job, "Run Clean Job")
 
         loaded = sfn.Succeed(self, "Loaded")
@@ -244,7 +269,12 @@ class StepFunctionsPipeline(Construct):
                 result_path="$.load",
                 task_timeout=sfn.Timeout.duration(load_timeout if load_timeout is not None else Duration.minutes(30)),
             )
-            retry_transient(athena_load, ["Athena.TooManyRequestsException", "Athena.InternalServerException"], interval=Duration.seconds(10), max_attempts=5)
+            retry_transient(
+                athena_load,
+                ["Athena.TooManyRequestsException", "Athena.InternalServerException"],
+                interval=Duration.seconds(10),
+                max_attempts=5,
+            )
             on_failure(athena_load, "Load")
             athena_load.next(loaded)
             # The run id is spliced into the MERGE's string literal; execution names may contain a quote.
@@ -288,20 +318,7 @@ class StepFunctionsPipeline(Construct):
             enable_key_rotation=True,
             removal_policy=removal_policy,
         )
-        self.log_key.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
-                resources=["*"],
-                conditions={
-                    "ArnLike": {
-                        "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
-                            service="logs", resource="log-group", resource_name="*", arn_format=_COLON
-                        )
-                    }
-                },
-            )
-        )
+        allow_cloudwatch_logs(self.log_key)
         self.log_group = logs.LogGroup(
             self,
             "ExecutionLogs",
@@ -379,9 +396,15 @@ class StepFunctionsPipeline(Construct):
             return alerting.alarm_on(created)
 
         period = Duration.minutes(5)
-        self.executions_failed_alarm = alarm("ExecutionsFailed", self.state_machine.metric_failed(period=period), "A pipeline execution failed")
-        self.executions_timed_out_alarm = alarm("ExecutionsTimedOut", self.state_machine.metric_timed_out(period=period), "A pipeline execution timed out")
-        self.executions_aborted_alarm = alarm("ExecutionsAborted", self.state_machine.metric_aborted(period=period), "A pipeline execution was aborted")
+        self.executions_failed_alarm = alarm(
+            "ExecutionsFailed", self.state_machine.metric_failed(period=period), "A pipeline execution failed"
+        )
+        self.executions_timed_out_alarm = alarm(
+            "ExecutionsTimedOut", self.state_machine.metric_timed_out(period=period), "A pipeline execution timed out"
+        )
+        self.executions_aborted_alarm = alarm(
+            "ExecutionsAborted", self.state_machine.metric_aborted(period=period), "A pipeline execution was aborted"
+        )
         self.dead_letter_alarm = alarm(
             "UndeliveredUploads",
             self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
@@ -413,10 +436,7 @@ class StepFunctionsPipeline(Construct):
             "InvalidRunId",
             {"Cause.$": "States.Format('run id {} contains a quote; Redshift COPY cannot name its files', $.upload.run_id)"},
         )
-        check_run_id = (
-            sfn.Choice(self, "Run Id Loadable?")
-            .when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id)
-        )
+        check_run_id = sfn.Choice(self, "Run Id Loadable?").when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id)
         submit = tasks.CallAwsService(
             self,
             "Load Into Redshift",
@@ -550,4 +570,3 @@ class StepFunctionsPipeline(Construct):
     def metric_succeeded(self, *, period: Duration | None = None) -> cloudwatch.Metric:
         """Executions that loaded their upload."""
         return self.state_machine.metric_succeeded(period=period)
-

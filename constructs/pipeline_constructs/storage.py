@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, Stack, aws_iam as iam, aws_kms as kms, aws_s3 as s3
+
 from constructs import Construct
 
 from .acknowledgements import acknowledge_findings
@@ -47,12 +48,16 @@ class PipelineStorage(Construct):
         self.landing_prefix = check_prefix("landing_prefix", landing_prefix)
         destroy = removal_policy == RemovalPolicy.DESTROY
 
-        self.key: kms.IKey = encryption_key if encryption_key is not None else kms.Key(
-            self,
-            "Key",
-            description="Retail pipeline data at rest: landing, curated and quarantine buckets, Glue output",
-            enable_key_rotation=True,
-            removal_policy=removal_policy,
+        self.key: kms.IKey = (
+            encryption_key
+            if encryption_key is not None
+            else kms.Key(
+                self,
+                "Key",
+                description="Retail pipeline data at rest: landing, curated and quarantine buckets, Glue output",
+                enable_key_rotation=True,
+                removal_policy=removal_policy,
+            )
         )
 
         expire = s3.LifecycleRule(

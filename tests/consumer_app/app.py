@@ -18,8 +18,9 @@ import os
 from pathlib import Path
 
 import aws_cdk as cdk
-import pipeline_constructs
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+
+import pipeline_constructs
 from pipeline_constructs import (
     AthenaTarget,
     CleanJob,
@@ -39,9 +40,7 @@ DATABASE_NAME = "orders_db"
 class WebOrdersStack(cdk.Stack):
     """Everything in one stack: storage, catalog, clean job, Athena load, alerting and the Step Functions form."""
 
-    def __init__(
-        self, scope: cdk.App, construct_id: str, *, contract: DatasetContract, **kwargs
-    ) -> None:
+    def __init__(self, scope: cdk.App, construct_id: str, *, contract: DatasetContract, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.storage = PipelineStorage(self, "OrdersStorage", landing_prefix="uploads/")
         self.alerting = PipelineAlerting(
@@ -50,9 +49,7 @@ class WebOrdersStack(cdk.Stack):
             emails=["orders-oncall@example.com"],
             topic_display_name="Web orders pipeline",
         )
-        self.catalog = PipelineCatalog(
-            self, "OrdersCatalog", storage=self.storage, database_name=DATABASE_NAME
-        )
+        self.catalog = PipelineCatalog(self, "OrdersCatalog", storage=self.storage, database_name=DATABASE_NAME)
         self.clean_job = CleanJob(
             self,
             "OrdersCleanJob",
@@ -88,9 +85,7 @@ def main() -> None:
         app,
         STACK_NAME,
         contract=contract,
-        env=cdk.Environment(
-            account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region="us-east-2"
-        ),
+        env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region="us-east-2"),
     )
     apply_acknowledgements(app)
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
