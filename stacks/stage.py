@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Environment, Stage, Tags
+from aws_cdk import Environment, Stack, Stage, Tags
 
 from constructs import Construct
 from pipeline_constructs.contract import DatasetContract
@@ -33,7 +33,7 @@ class PipelineStage(Stage):
             network=self.network.network if self.network is not None else None,
             description=f"Retail pipeline ({config.name}): data and state",
         )
-        self.orchestration = {}
+        self.orchestration: dict[str, Stack] = {}
         if "step_functions" in config.forms:
             self.orchestration["step_functions"] = StepFunctionsStack(
                 self,

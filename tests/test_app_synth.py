@@ -94,3 +94,18 @@ def test_cfn_lint_reports_no_errors(templates: dict[tuple[str, str], dict[str, A
         matches = lint(json.dumps(template), config=ManualArgs(regions=["eu-west-1"]))
         errors += [f"{env}-{stack}: {m.rule.id} {m.message}" for m in matches if m.rule.id.startswith("E")]
     assert errors == []
+
+
+def test_an_open_cdk_nag_finding_fails_synth() -> None:
+    """cdk-nag runs as a validation plugin of synth: a non-compliant resource stops it (this is what `make synth` does)."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_sqs as sqs
+
+    from app import build_app
+    from tests.cdk_app import pinned_context
+
+    app = cdk.App(context=pinned_context(**{"pipeline:env": "dev"}))
+    (stage,) = build_app(app)
+    sqs.Queue(stage.stateful, "UnencryptedQueueWithoutDlq", encryption=sqs.QueueEncryption.UNENCRYPTED)
+    with pytest.raises(RuntimeError, match=r"ValidationFailed(.|\n)*UnencryptedQueueWithoutDlq(.|\n)*AwsSolutions-SQS2"):
+        app.synth()

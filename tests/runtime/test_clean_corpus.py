@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from pipeline_constructs.runtime.clean_transform import run_clean
 
 pytestmark = pytest.mark.spark
@@ -69,9 +70,7 @@ def test_wrong_field_count_goes_to_quarantine_as_malformed(run, conserved, heade
 
 
 def test_open_quote_goes_to_quarantine_as_malformed(run, conserved, header, make_row):
-    result = run(
-        {"a.csv": lines(make_row(1), 'TX-0000000002,"S001,SKU-1,2,10.00,1.00,EUR,2024-05-01,store', header=header)}
-    )
+    result = run({"a.csv": lines(make_row(1), 'TX-0000000002,"S001,SKU-1,2,10.00,1.00,EUR,2024-05-01,store', header=header)})
     curated, quarantine = conserved(result)
     assert len(curated) == 1 and only_reason(quarantine) == [["malformed_row"]]
     assert quarantine[0]["raw_line"].startswith('TX-0000000002,"S001')
@@ -101,22 +100,14 @@ def test_bad_number_fails_the_cast(run, conserved, header, make_row):
 
 
 def test_bad_date_fails_the_cast(run, conserved, header, make_row):
-    result = run(
-        {
-            "a.csv": lines(
-                make_row(1, sold_at="2024-02-30T10:00:00"), make_row(2, sold_at="2024"), make_row(3), header=header
-            )
-        }
-    )
+    result = run({"a.csv": lines(make_row(1, sold_at="2024-02-30T10:00:00"), make_row(2, sold_at="2024"), make_row(3), header=header)})
     curated, quarantine = conserved(result)
     assert len(curated) == 1
     assert only_reason(quarantine) == [["cast_failed:sold_at"], ["cast_failed:sold_at"]]
 
 
 def test_null_in_required_column_is_quarantined(run, conserved, header, make_row):
-    result = run(
-        {"a.csv": lines(make_row(1, store_id=""), make_row(2, store_id="  "), make_row(3, channel=""), header=header)}
-    )
+    result = run({"a.csv": lines(make_row(1, store_id=""), make_row(2, store_id="  "), make_row(3, channel=""), header=header)})
     curated, quarantine = conserved(result)
     assert [c["transaction_id"] for c in curated] == ["TX-0000000003"] and curated[0]["channel"] is None
     assert only_reason(quarantine) == [["null_in_required:store_id"]] * 2
@@ -265,16 +256,12 @@ def test_quarantine_ratio_above_the_limit_fails_below_warns(run, conserved, head
 
 
 def test_a_second_run_of_the_same_input_leaves_the_output_unchanged(run, read_outputs, header, make_row):
-    text = lines(
-        make_row(1), make_row(1), make_row(2, quantity="x"), make_row(3, sold_at="2024-06-01T00:00:00"), header=header
-    )
+    text = lines(make_row(1), make_row(1), make_row(2, quantity="x"), make_row(3, sold_at="2024-06-01T00:00:00"), header=header)
     first = run({"a.csv": text})
     before = read_outputs(first)
     files_before = sorted(p.relative_to(first.curated_path).parent for p in Path(first.curated_path).rglob("*.parquet"))
     second = run({"a.csv": text})
     assert read_outputs(second) == before
     assert second.summary() == first.summary()
-    files_after = sorted(
-        p.relative_to(second.curated_path).parent for p in Path(second.curated_path).rglob("*.parquet")
-    )
+    files_after = sorted(p.relative_to(second.curated_path).parent for p in Path(second.curated_path).rglob("*.parquet"))
     assert files_after == files_before

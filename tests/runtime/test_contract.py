@@ -6,6 +6,7 @@ import copy
 import json
 
 import pytest
+
 from pipeline_constructs.contract import (
     ColumnCheck,
     ContractColumn,

@@ -8,6 +8,7 @@ import os
 import boto3
 import pytest
 from moto import mock_aws
+
 from pipeline_constructs.runtime import glue_clean_job as job
 from pipeline_constructs.runtime.clean_transform import CleanRunFailed
 
@@ -119,9 +120,7 @@ def _argv(tmp_path, contract_path, sources, ratio="0.5"):
 
 
 @pytest.mark.spark
-def test_main_cleans_local_files_and_publishes_metrics(
-    spark, contract, tmp_path, cloudwatch, header, make_row, monkeypatch, capsys
-):
+def test_main_cleans_local_files_and_publishes_metrics(spark, contract, tmp_path, cloudwatch, header, make_row, monkeypatch, capsys):
     # Glue ships the contract as contract.json in the job's working directory.
     monkeypatch.chdir(tmp_path)
     (tmp_path / "contract.json").write_text(contract.to_json())
@@ -149,9 +148,7 @@ def test_main_cleans_local_files_and_publishes_metrics(
 
 
 @pytest.mark.spark
-def test_main_raises_after_publishing_when_a_file_is_rejected(
-    spark, contract, tmp_path, cloudwatch, header, make_row, capsys
-):
+def test_main_raises_after_publishing_when_a_file_is_rejected(spark, contract, tmp_path, cloudwatch, header, make_row, capsys):
     contract_path = tmp_path / "contract.json"
     contract_path.write_text(contract.to_json())
     good = tmp_path / "landing" / "good.csv"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pipeline_constructs.runtime import local_runner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,8 +76,7 @@ def test_validate_prints_the_canonical_json(retail_contract_path):
 def test_a_bad_contract_exits_2_naming_the_field(tmp_path, header):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "name: x\ncolumns: [{name: a, type: varchar}]\nnatural_key: [a]\n"
-        "partition: {name: d, type: date, expression: current_date()}\n"
+        "name: x\ncolumns: [{name: a, type: varchar}]\nnatural_key: [a]\npartition: {name: d, type: date, expression: current_date()}\n"
     )
     done = _cli("clean", "--contract", str(bad), "--input", str(bad), "--output", str(tmp_path))
     assert done.returncode == 2 and "columns[0].type: unsupported type 'varchar'" in done.stderr

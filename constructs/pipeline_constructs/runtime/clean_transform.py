@@ -37,8 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
-from pyspark.sql import functions as F
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window, functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 try:
@@ -77,9 +76,7 @@ _INVALID_UTF8 = "\ufffd"
 _INT_RE = r"^[+-]?[0-9]+$"
 _DOUBLE_RE = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-_TIMESTAMP_RE = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
-)
+_TIMESTAMP_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
 _BOOLEAN_VALUES = ("true", "false", "t", "f", "yes", "no", "y", "n", "1", "0")
 
 
@@ -119,7 +116,7 @@ class CleanResult:
     quarantine_path: str = ""
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    #: seconds per step (parse, quarantine, dedup_keys, curated, recount), logged; not part of the summary
+    #: seconds per step (parse_and_quarantine, dedup_keys, curated, recount), logged; not part of the summary
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -374,9 +371,7 @@ def classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
     stage3 = stage2.withColumn(part.name, F.expr(part.expression).cast(part.type))
 
     # 4. a null partition value with no other reason is a reason of its own; keep raw values of bad rows only
-    reasons_col = F.when(
-        (F.col(REASONS) == "") & F.col(part.name).isNull(), F.lit(f"partition_null:{part.name}")
-    ).otherwise(F.col(REASONS))
+    reasons_col = F.when((F.col(REASONS) == "") & F.col(part.name).isNull(), F.lit(f"partition_null:{part.name}")).otherwise(F.col(REASONS))
     names = [n for n, _ in contract.output_columns()] + [part.name]
     stage4 = stage3.select(*names, reasons_col.alias(REASONS), *raws.values(), *meta)
     raw_map = F.create_map(*[x for name, r in raws.items() for x in (F.lit(name), r)])
@@ -410,9 +405,7 @@ def deduplicate(valid: DataFrame, contract: DatasetContract, observation: Observ
     window = Window.partitionBy(*[F.col(k) for k in contract.natural_key]).orderBy(*order)
     ranked = valid.withColumn("_rank", F.row_number().over(window))
     if observation is not None:
-        ranked = ranked.observe(
-            observation, F.coalesce(F.sum((F.col("_rank") > 1).cast("long")), F.lit(0)).alias("dups")
-        )
+        ranked = ranked.observe(observation, F.coalesce(F.sum((F.col("_rank") > 1).cast("long")), F.lit(0)).alias("dups"))
     return ranked.filter(F.col("_rank") == 1).drop("_rank")
 
 
@@ -436,7 +429,9 @@ def deduplicate_valid(valid: DataFrame, contract: DatasetContract) -> tuple[Data
     observation = Observation("dedup")
     if repeated_keys > DUPLICATE_KEYS_BROADCAST_LIMIT:
         return deduplicate(valid, contract, observation), observation, expected
-    dup_keys = F.broadcast(counted.select(*keys))
+    # Bring the (few) repeated keys to the driver once, so the two branches below do not recount them.
+    key_rows = counted.select(*keys).collect()
+    dup_keys = F.broadcast(valid.sparkSession.createDataFrame(key_rows, counted.select(*keys).schema))
     unique = valid.join(dup_keys, keys, "left_anti")
     ranked = deduplicate(valid.join(dup_keys, keys, "left_semi"), contract, observation)
     return unique.unionByName(ranked), observation, expected
@@ -516,9 +511,7 @@ def run_clean(
         except Exception as exc:  # noqa: BLE001 - best effort: the rejection line still records the file
             LOG.warning("could not copy rejected file %s to quarantine: %s", uri, _short_error(exc))
             target = ""
-        result.rejected_files.append(
-            {"source_uri": uri, "reason": header.rejection, "header": header.header_line[:1000], "copy": target}
-        )
+        result.rejected_files.append({"source_uri": uri, "reason": header.rejection, "header": header.header_line[:1000], "copy": target})
         result.errors.append(f"file rejected: {uri}: {header.rejection}")
     if result.rejected_files:
         lines = [json.dumps({"run_id": run_id, **r}, sort_keys=True) for r in result.rejected_files]
@@ -562,24 +555,24 @@ def _clean_rows(
     clock = _Clock(result.timings)
     classified = classify(raw, contract).persist()
     try:
-        # One aggregation over the parsed rows (also materialises the cache): rows per combination of reasons.
-        combos = classified.groupBy(REASONS).count().collect()
-        result.rows_in = sum(int(r["count"]) for r in combos)
-        counted_bad = sum(int(r["count"]) for r in combos if r[REASONS])
-        per_reason: dict[str, int] = {}
-        for r in combos:
-            for reason in filter(None, r[REASONS].split(_SEP)):
-                per_reason[reason] = per_reason.get(reason, 0) + int(r["count"])
-        result.reasons = per_reason
-        clock.lap("parse")
-
-        q_obs = Observation("quarantine")
-        quarantine = quarantine_records(classified, run_id).observe(q_obs, F.count(F.lit(1)).alias("n"))
+        # The first action builds the cache, counts the parsed rows (per reason too) and writes the quarantine.
+        reasons = possible_reasons(contract)
+        bad = ~is_valid()
+        listed = F.split(F.col(REASONS), _SEP)
+        counts = [F.count(F.lit(1)).alias("rows_in"), F.sum(bad.cast("long")).alias("bad")]
+        counts += [F.sum(F.when(bad, F.array_contains(listed, r).cast("long"))).alias(f"r{i}") for i, r in enumerate(reasons)]
+        in_obs, q_obs = Observation("parsed"), Observation("quarantine")
+        observed = classified.observe(in_obs, *counts)
+        quarantine = quarantine_records(observed, run_id).observe(q_obs, F.count(F.lit(1)).alias("n"))
         quarantine.write.mode("overwrite").option("ignoreNullFields", False).json(f"{quarantine_dir}/rows")
+        parsed = in_obs.get
+        result.rows_in = int(parsed["rows_in"])
+        counted_bad = int(parsed["bad"] or 0)
+        result.reasons = {r: int(parsed[f"r{i}"]) for i, r in enumerate(reasons) if parsed[f"r{i}"]}
         result.rows_quarantined = int(q_obs.get.get("n", 0))
         if result.rows_quarantined != counted_bad:
             result.errors.append(f"quarantine wrote {result.rows_quarantined} rows, {counted_bad} were counted")
-        clock.lap("quarantine")
+        clock.lap("parse_and_quarantine")
 
         valid = classified.filter(is_valid())
         deduplicated, d_obs, expected_dups = deduplicate_valid(valid, contract)

@@ -179,9 +179,7 @@ def metric_data(result: CleanResult, dataset: str, job_name: str | None) -> list
     ]
     for reason, count in sorted(result.reasons.items()):
         dims = [{"Name": "Dataset", "Value": dataset}, {"Name": "Reason", "Value": reason[:255]}]
-        data.append(
-            {"MetricName": "RowsQuarantinedByReason", "Dimensions": dims, "Value": float(count), "Unit": "Count"}
-        )
+        data.append({"MetricName": "RowsQuarantinedByReason", "Dimensions": dims, "Value": float(count), "Unit": "Count"})
     return data
 
 
@@ -210,9 +208,7 @@ def claim_workflow_sources(args: dict[str, Any]) -> list[str]:
     )
 
 
-def main(
-    argv: Sequence[str] | None = None, *, spark: SparkSession | None = None, cloudwatch: Any = None
-) -> CleanResult | None:
+def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None, cloudwatch: Any = None) -> CleanResult | None:
     """Run the job. Raises CleanRunFailed (the job run fails) after writing and publishing when the run failed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = resolve_args(sys.argv[1:] if argv is None else argv)

@@ -84,9 +84,9 @@ def run_athena_query(
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """Start the query and poll it until it ends; returns the execution id, raises LoadFailed with Athena's reason."""
-    query_id = athena.start_query_execution(
-        QueryString=sql, WorkGroup=workgroup, QueryExecutionContext={"Database": database}
-    )["QueryExecutionId"]
+    query_id = athena.start_query_execution(QueryString=sql, WorkGroup=workgroup, QueryExecutionContext={"Database": database})[
+        "QueryExecutionId"
+    ]
     LOG.info("Athena query %s started in workgroup %s", query_id, workgroup)
     waited = 0.0
     while True:
@@ -96,11 +96,7 @@ def run_athena_query(
             LOG.info("Athena query %s succeeded", query_id)
             return str(query_id)
         if state in ATHENA_DONE:
-            reason = (
-                status.get("StateChangeReason")
-                or status.get("AthenaError", {}).get("ErrorMessage")
-                or "no reason given"
-            )
+            reason = status.get("StateChangeReason") or status.get("AthenaError", {}).get("ErrorMessage") or "no reason given"
             raise LoadFailed(f"Athena query {query_id} {state}: {reason}")
         if waited >= max_wait_seconds:
             athena.stop_query_execution(QueryExecutionId=query_id)
@@ -142,14 +138,10 @@ def run_redshift_statements(
         if state in REDSHIFT_DONE:
             failed = [s for s in described.get("SubStatements", []) if s.get("Status") == "FAILED"]
             where = f" (statement {failed[0].get('Id')})" if failed else ""
-            raise LoadFailed(
-                f"Redshift batch {statement_id} {state}{where}: {described.get('Error') or 'no error given'}"
-            )
+            raise LoadFailed(f"Redshift batch {statement_id} {state}{where}: {described.get('Error') or 'no error given'}")
         if waited >= max_wait_seconds:
             redshift_data.cancel_statement(Id=statement_id)
-            raise LoadFailed(
-                f"Redshift batch {statement_id} still {state} after {max_wait_seconds:.0f} s; cancelled it"
-            )
+            raise LoadFailed(f"Redshift batch {statement_id} still {state} after {max_wait_seconds:.0f} s; cancelled it")
         sleep(poll_seconds)
         waited += poll_seconds
 
@@ -186,9 +178,7 @@ def resolve_args(argv: Sequence[str]) -> dict[str, Any]:
     athena = [n for n in ("athena_sql_template", "athena_workgroup", "athena_database") if args[n]]
     redshift = [n for n in ("redshift_sql_templates", "redshift_workgroup", "redshift_database") if args[n]]
     if not athena and not redshift:
-        raise SystemExit(
-            "nothing to load: give --athena_sql_template (and workgroup, database) or --redshift_sql_templates"
-        )
+        raise SystemExit("nothing to load: give --athena_sql_template (and workgroup, database) or --redshift_sql_templates")
     if athena and len(athena) != 3:
         raise SystemExit("--athena_sql_template, --athena_workgroup and --athena_database go together")
     if redshift and len(redshift) != 3:
@@ -214,9 +204,7 @@ def _workflow_inputs() -> Any:
     return workflow_inputs
 
 
-def run_load(
-    args: dict[str, Any], clients: dict[str, Any], sleep: Callable[[float], None] = time.sleep
-) -> dict[str, Any]:
+def run_load(args: dict[str, Any], clients: dict[str, Any], sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """Load one run into every configured target, then commit the run's sources; returns a summary.
 
     In a workflow (`--workflow_state_uri`), a run whose clean job claimed no new upload (a duplicate event) loads

@@ -46,9 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--input", required=True, nargs="+", help="CSV files, in input order (last wins on ties)")
     clean.add_argument("--output", required=True, help="directory for curated/ and quarantine/")
     clean.add_argument("--run-id", default="local", help="run id, the run_id=<id> directory level (default: local)")
-    clean.add_argument(
-        "--max-quarantine-ratio", type=float, default=0.05, help="fail above this share of rows (default: 0.05)"
-    )
+    clean.add_argument("--max-quarantine-ratio", type=float, default=0.05, help="fail above this share of rows (default: 0.05)")
     clean.add_argument("--driver-memory", default="2g", help="local Spark driver memory (default: 2g)")
     validate = sub.add_parser("validate", help="validate a contract and print its canonical JSON")
     validate.add_argument("--contract", required=True)

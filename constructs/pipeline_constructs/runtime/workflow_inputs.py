@@ -112,9 +112,7 @@ def read_processed(s3: Any, *, state_bucket: str, state_key: str) -> tuple[dict[
     return {str(k): str(v) for k, v in objects.items()}, etag
 
 
-def _write_processed(
-    s3: Any, *, state_bucket: str, state_key: str, objects: dict[str, str], etag: str | None, run_id: str
-) -> bool:
+def _write_processed(s3: Any, *, state_bucket: str, state_key: str, objects: dict[str, str], etag: str | None, run_id: str) -> bool:
     """Write the state file only if it is still the version read (`etag`, None: it must not exist yet).
 
     Returns False when another run changed it in between. With a boto3 older than S3 conditional writes (late
@@ -172,14 +170,10 @@ def claim_sources(
     if (
         etag is not None
         and len(pruned) < len(processed)
-        and _write_processed(
-            s3, state_bucket=state_bucket, state_key=state_key, objects=pruned, etag=etag, run_id=run_id
-        )
+        and _write_processed(s3, state_bucket=state_bucket, state_key=state_key, objects=pruned, etag=etag, run_id=run_id)
     ):
         LOG.info("run %s: forgot %d processed uploads that are gone", run_id, len(processed) - len(pruned))
-    LOG.info(
-        "run %s: %d new of %d uploads under s3://%s/%s", run_id, len(new), len(listed), landing_bucket, landing_prefix
-    )
+    LOG.info("run %s: %d new of %d uploads under s3://%s/%s", run_id, len(new), len(listed), landing_bucket, landing_prefix)
     return [f"s3://{landing_bucket}/{o.key}" for o in new]
 
 
@@ -214,18 +208,14 @@ def commit_sources(
     for attempt in range(1, max_attempts + 1):
         processed, etag = read_processed(s3, state_bucket=state_bucket, state_key=state_key)
         merged = {**processed, **claimed}
-        if _write_processed(
-            s3, state_bucket=state_bucket, state_key=state_key, objects=merged, etag=etag, run_id=run_id
-        ):
+        if _write_processed(s3, state_bucket=state_bucket, state_key=state_key, objects=merged, etag=etag, run_id=run_id):
             LOG.info("run %s: committed %d uploads", run_id, len(claimed))
             return len(claimed)
         LOG.warning("run %s: the state file changed concurrently (attempt %d of %d)", run_id, attempt, max_attempts)
     raise WorkflowInputsError(f"s3://{state_bucket}/{state_key}: still changing after {max_attempts} attempts")
 
 
-def claim_sources_from_uris(
-    s3: Any, glue: Any, *, listing_uri: str, state_uri: str, workflow_name: str, run_id: str
-) -> list[str]:
+def claim_sources_from_uris(s3: Any, glue: Any, *, listing_uri: str, state_uri: str, workflow_name: str, run_id: str) -> list[str]:
     """`claim_sources` with job arguments as given: `--source_listing_prefix`, `--workflow_state_uri`, and Glue's
     `--WORKFLOW_NAME` / `--WORKFLOW_RUN_ID`."""
     landing_bucket, landing_prefix = parse_s3_uri(listing_uri)
@@ -245,6 +235,4 @@ def claim_sources_from_uris(
 def commit_sources_from_uri(s3: Any, glue: Any, *, state_uri: str, workflow_name: str, run_id: str) -> int:
     """`commit_sources` with the `--workflow_state_uri` job argument and Glue's workflow name and run id."""
     state_bucket, state_key = parse_s3_uri(state_uri)
-    return commit_sources(
-        s3, glue, state_bucket=state_bucket, state_key=state_key, workflow_name=workflow_name, run_id=run_id
-    )
+    return commit_sources(s3, glue, state_bucket=state_bucket, state_key=state_key, workflow_name=workflow_name, run_id=run_id)
