@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -22,12 +23,17 @@ CONTRACT_FILE_NAME = "contract.json"
 
 
 def _contract_file(contract: DatasetContract) -> str:
-    """Write the contract as canonical JSON into its own folder, so the asset hash follows its content only."""
-    folder = tempfile.mkdtemp(prefix=f"contract-{contract.name}-")
-    path = os.path.join(folder, CONTRACT_FILE_NAME)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(contract.to_json())
-    return path
+    """Write the contract as canonical JSON into a folder named by its content hash, so the asset hash follows the
+    content only and repeated synths reuse one file instead of leaving a new temporary folder each time."""
+    text = contract.to_json()
+    folder = Path(tempfile.gettempdir()) / "pipeline-contracts" / hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    path = folder / CONTRACT_FILE_NAME
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{CONTRACT_FILE_NAME}.{os.getpid()}"
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)  # atomic: a parallel synth never reads a half-written file
+    return str(path)
 
 
 class CleanJob(Construct):
