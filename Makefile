@@ -61,6 +61,9 @@ deploy: setup
 diff: setup
 	$(CDK) diff "$(ENV)/*"
 
+demo: setup
+	$(BIN)/python scripts/demo.py
+
 bench-clean: setup
 	$(BIN)/python scripts/bench_clean.py --rows 1000000 5000000
 

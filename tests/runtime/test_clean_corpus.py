@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline_constructs.runtime import clean_transform
 from pipeline_constructs.runtime.clean_transform import run_clean
 
 pytestmark = pytest.mark.spark
@@ -141,7 +142,9 @@ def test_negative_quantity_fails_the_min_check(run, conserved, header, make_row)
     assert len(curated) == 1 and only_reason(quarantine) == [["check_min:quantity"]]
 
 
-def test_duplicate_key_keeps_the_latest_then_the_last_in_input(run, conserved, header, make_row):
+@pytest.mark.parametrize("broadcast_limit", [200_000, 0], ids=["few-keys-broadcast", "rank-every-row"])
+def test_duplicate_key_keeps_the_latest_then_the_last_in_input(run, conserved, header, make_row, broadcast_limit, monkeypatch):
+    monkeypatch.setattr(clean_transform, "DUPLICATE_KEYS_BROADCAST_LIMIT", broadcast_limit)
     result = run(
         {
             "a.csv": lines(
@@ -265,3 +268,11 @@ def test_a_second_run_of_the_same_input_leaves_the_output_unchanged(run, read_ou
     assert second.summary() == first.summary()
     files_after = sorted(p.relative_to(second.curated_path).parent for p in Path(second.curated_path).rglob("*.parquet"))
     assert files_after == files_before
+
+
+def test_gzip_csv_is_read_like_plain_csv(run, conserved, header, make_row):
+    import gzip
+
+    result = run({"a.csv.gz": gzip.compress(lines(make_row(1), make_row(2), header=header).encode())})
+    curated, _ = conserved(result)
+    assert result.ok and len(curated) == 2

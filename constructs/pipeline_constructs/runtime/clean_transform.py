@@ -9,7 +9,8 @@ Rules (the README documents them from here):
   matched to the contract case-insensitively, in any order. Unknown header columns are ignored; a missing nullable
   column is null; a missing non-nullable column, a duplicated contract column, no header line, NUL bytes or
   non-UTF-8 bytes in the header reject the whole file: it is copied to `<quarantine>/run_id=<id>/files/` with a
-  line in `rejected_files.jsonl`, and the run fails. A header-only file gives zero rows and succeeds.
+  line in `rejected_files.jsonl`, and the run fails. A header-only file gives zero rows and succeeds. `.gz`
+  files are read decompressed, like Spark does.
 - Rows. Blank lines (empty or whitespace only) are not rows. Values are trimmed; an empty value is null. A row
   goes to quarantine with every reason that applies: `malformed_row` (wrong field count, unterminated quote),
   `invalid_utf8` (a value holds U+FFFD, which is what undecodable bytes become, so a literal U+FFFD is
@@ -26,6 +27,10 @@ Rules (the README documents them from here):
 - Conservation. rows_in = rows_out + rows_quarantined + duplicates_dropped, where rows_in is counted on the
   parsed input, rows_out read back from the written Parquet footers, rows_quarantined and duplicates_dropped
   observed while writing. A failed equation, a rejected file or a quarantine ratio above the limit fail the run.
+
+Cost: the CSV is parsed and checked once into a cache (reasons as bits, so the generated code stays JIT-able),
+which feeds the quarantine write and the counts (one action, observed), a count of rows per natural key (a
+shuffle of the key only) and the curated write; only keys that repeat are ranked.
 """
 
 from __future__ import annotations
@@ -54,8 +59,12 @@ __all__ = [
     "deduplicate",
     "deduplicate_valid",
     "inspect_header",
+    "is_valid",
+    "possible_reasons",
     "quarantine_records",
+    "read_head",
     "read_source",
+    "reason_flags",
     "run_clean",
 ]
 
@@ -66,8 +75,8 @@ CORRUPT = "_corrupt_record"
 SOURCE = "_source_uri"
 FILE_INDEX = "_file_index"
 ROW_ID = "_row_id"
-REASONS = "_reasons"
 RAW = "_raw"
+RAW_LINE = "_raw_line"
 _RAW_PREFIX = "_raw__"
 _INVALID_UTF8 = "\ufffd"
 
@@ -170,21 +179,33 @@ def configure_session(spark: SparkSession) -> None:
     # bytecode (DontCompileHugeMethods), which made the transform ~3x slower. At 8000 Spark gives up whole-stage
     # codegen for just that part of the plan and uses its split, JIT-friendly expression code instead.
     spark.conf.set("spark.sql.codegen.hugeMethodLimit", "8000")
+    # The parsed rows are cached once and read three times; compressing the cache cost more than it saved.
+    spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
 
 
 # ------------------------------------------------------------------------------------------------------ files
-def _fs(spark: SparkSession, uri: str) -> tuple[Any, Any]:
+def _jvm(spark: SparkSession) -> Any:
+    """The py4j view of the JVM (set once the session runs)."""
     jvm = spark.sparkContext._jvm
+    if jvm is None:  # pragma: no cover - a live session always has one
+        raise RuntimeError("the SparkContext has no JVM gateway")
+    return jvm
+
+
+def _fs(spark: SparkSession, uri: str) -> tuple[Any, Any]:
+    jvm = _jvm(spark)
     path = jvm.org.apache.hadoop.fs.Path(uri)
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
 
 
 def read_head(spark: SparkSession, uri: str, max_bytes: int = HEAD_BYTES) -> bytes:
     """The first `max_bytes` of a file, through Hadoop's FileSystem (s3:// on Glue, local paths elsewhere)."""
-    jvm = spark.sparkContext._jvm
+    jvm = _jvm(spark)
     fs, path = _fs(spark, uri)
     stream = fs.open(path)
     try:
+        if uri.lower().endswith(".gz"):  # Spark reads gzip CSV by extension; read its header the same way
+            stream = jvm.java.util.zip.GZIPInputStream(stream)
         bounded = jvm.org.apache.commons.io.input.BoundedInputStream(stream, max_bytes)
         return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(bounded))
     finally:
@@ -241,14 +262,19 @@ def read_source(spark: SparkSession, contract: DatasetContract, header: FileHead
         .csv(header.uri)
     )
     position = {name: i for i, name in enumerate(header.columns)}
+    # Trim in one projection and blank -> null in the next, so each value is trimmed once.
+    trimmed = df.select(
+        *[F.trim(F.col(f"_c{position[c.name]}")).alias(_RAW_PREFIX + c.name) for c in contract.columns if c.name in position],
+        F.col(CORRUPT),
+    )
     cols = []
     for col in contract.columns:
         if col.name in position:
-            raw = F.trim(F.col(f"_c{position[col.name]}"))
-            cols.append(F.when(raw != "", raw).alias(_RAW_PREFIX + col.name))
+            value = F.col(_RAW_PREFIX + col.name)
+            cols.append(F.when(value != "", value).alias(_RAW_PREFIX + col.name))
         else:
             cols.append(F.lit(None).cast("string").alias(_RAW_PREFIX + col.name))
-    return df.select(
+    return trimmed.select(
         *cols,
         F.col(CORRUPT),
         F.lit(header.uri).alias(SOURCE),
@@ -258,10 +284,12 @@ def read_source(spark: SparkSession, contract: DatasetContract, header: FileHead
 
 
 # ------------------------------------------------------------------------------------------------------ rows
-# Internally a row's reasons are one string, "reason;reason" ("" = valid): concat_ws skips the nulls of the reasons
-# that do not apply and, unlike array_compact (a higher-order function), runs in whole-stage codegen.
-_SEP = ";"
+# Internally a row's reasons are bits of long columns `_reasons_<k>` (62 reasons each, bit i of the list that
+# `possible_reasons` returns) and `_ok` says whether none is set. Integer bit operations keep the generated code
+# small: string concatenation of ~30 CASE WHENs made a method the JVM refuses to JIT-compile, and ran ~3x slower.
 _TYPED_PREFIX = "_typed__"
+_BITS = 62
+OK = "_ok"
 
 
 def _shape(col: ContractColumn, raw: Column) -> Column | None:
@@ -287,52 +315,67 @@ def _shape(col: ContractColumn, raw: Column) -> Column | None:
     raise ValueError(f"unsupported type {t}")  # pragma: no cover - the contract only admits the types above
 
 
-def _check_reasons(col: ContractColumn, typed: Column, raw: Column) -> list[Column]:
+def _column_conditions(col: ContractColumn, typed: Column, raw: Column) -> list[tuple[str, Column]]:
+    """(reason, condition) pairs of one column, in `possible_reasons` order."""
+    out: list[tuple[str, Column]] = []
+    if not col.nullable:
+        out.append((f"null_in_required:{col.name}", raw.isNull()))
+    if col.type != "string":
+        out.append((f"cast_failed:{col.name}", raw.isNotNull() & typed.isNull()))
     checks = col.checks
-    out: list[Column] = []
 
-    def reason(cond: Column, kind: str) -> None:
-        out.append(F.when(typed.isNotNull() & cond, F.lit(f"check_{kind}:{col.name}")))
+    def check(kind: str, cond: Column) -> None:
+        # A null value makes `cond` null, which counts as false (checks apply to values that are there).
+        out.append((f"check_{kind}:{col.name}", cond))
 
     if checks.min is not None:
-        reason(typed < F.lit(checks.min).cast(col.type), "min")
+        check("min", typed < F.lit(checks.min).cast(col.type))
     if checks.max is not None:
-        reason(typed > F.lit(checks.max).cast(col.type), "max")
+        check("max", typed > F.lit(checks.max).cast(col.type))
     if checks.allowed_values is not None:
-        reason(~typed.isin(*[F.lit(v).cast(col.type) for v in checks.allowed_values]), "allowed_values")
+        check("allowed_values", ~typed.isin(*[F.lit(v).cast(col.type) for v in checks.allowed_values]))
     if checks.pattern is not None:
-        reason(~raw.rlike(checks.pattern), "pattern")
+        check("pattern", ~raw.rlike(checks.pattern))
     if checks.min_length is not None:
-        reason(F.length(typed) < checks.min_length, "min_length")
+        check("min_length", F.length(typed) < checks.min_length)
     if checks.max_length is not None:
-        reason(F.length(typed) > checks.max_length, "max_length")
+        check("max_length", F.length(typed) > checks.max_length)
     return out
 
 
 def possible_reasons(contract: DatasetContract) -> list[str]:
-    """Every row-level reason this contract can produce (documentation, metrics, alarms)."""
-    out = ["malformed_row", "invalid_utf8"]
+    """Every row-level reason this contract can produce, in bit order (also for documentation and metrics)."""
+    out = ["malformed_row", "invalid_utf8", f"partition_null:{contract.partition.name}"]
     for col in contract.columns:
-        if not col.nullable:
-            out.append(f"null_in_required:{col.name}")
-        if col.type != "string":
-            out.append(f"cast_failed:{col.name}")
-        c = col.checks
-        for kind in ("min", "max", "allowed_values", "pattern", "min_length", "max_length"):
-            if getattr(c, kind) is not None:
-                out.append(f"check_{kind}:{col.name}")
-    out.append(f"partition_null:{contract.partition.name}")
+        out += [name for name, _ in _column_conditions(col, F.lit(None), F.lit(None))]
+    return out
+
+
+def _reason_columns(contract: DatasetContract) -> list[str]:
+    return [f"_reasons_{k}" for k in range((len(possible_reasons(contract)) + _BITS - 1) // _BITS)]
+
+
+def _bit(cond: Column, index: int) -> Column:
+    return F.shiftleft(F.coalesce(cond, F.lit(False)).cast("long"), index % _BITS)
+
+
+def _any_bit(bits: list[Column]) -> Column:
+    out = F.lit(0).cast("long")
+    for b in bits:
+        out = out.bitwiseOR(b)
     return out
 
 
 def classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
-    """Typed columns, derived columns, the partition column and `_reasons` ("" for a valid row, else the reasons
-    joined by ';'); the raw values are kept, as `_raw` (raw line + map of raw values), only on rows with reasons.
+    """Typed columns, derived columns, the partition column, `_ok` (no reason applies) and the reason bits; the raw
+    values are kept, as `_raw` (an array in contract column order), only on rows with reasons; `_raw_line` is the
+    line of a malformed row.
 
     Built as successive projections so that each cast and regex runs once per value (Spark keeps a projection
     apart when collapsing it would repeat an expensive expression)."""
     raws = {c.name: F.col(_RAW_PREFIX + c.name) for c in contract.columns}
     meta = [F.col(CORRUPT), F.col(SOURCE), F.col(FILE_INDEX), F.col(ROW_ID)]
+    chunks = _reason_columns(contract)
 
     # 1. cast each value once, null when the text form is wrong or the cast fails
     typed_exprs = []
@@ -340,29 +383,31 @@ def classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
         shape = _shape(col, raws[col.name])
         if shape is not None:
             typed_exprs.append(F.when(shape, raws[col.name].cast(col.type)).alias(_TYPED_PREFIX + col.name))
-    stage1 = raw.select(*raws.values(), *meta, *typed_exprs)
-
-    # 2. the reasons, from raw and typed values
-    reasons: list[Column] = []
-    out_cols: list[Column] = []
-    for col in contract.columns:
-        r = raws[col.name]
-        typed = r if col.type == "string" else F.col(_TYPED_PREFIX + col.name)
-        out_cols.append(typed.alias(col.name))
-        if not col.nullable:
-            reasons.append(F.when(r.isNull(), F.lit(f"null_in_required:{col.name}")))
-        if col.type != "string":
-            reasons.append(F.when(r.isNotNull() & typed.isNull(), F.lit(f"cast_failed:{col.name}")))
-        reasons.extend(_check_reasons(col, typed, r))
     bad_bytes = F.col(CORRUPT).contains(_INVALID_UTF8)
     for r in raws.values():
         bad_bytes = bad_bytes | r.contains(_INVALID_UTF8)
-    utf8 = F.when(bad_bytes, F.lit("invalid_utf8"))
+    stage1 = raw.select(*raws.values(), *meta, *typed_exprs, bad_bytes.alias("_bad_bytes"))
+    bad_bytes = F.col("_bad_bytes")
+
+    # 2. the reasons, from raw and typed values, as bits
+    out_cols: list[Column] = []
+    bits: list[list[Column]] = [[] for _ in chunks]
+    index = 3  # after malformed_row, invalid_utf8, partition_null
+    for col in contract.columns:
+        typed = raws[col.name] if col.type == "string" else F.col(_TYPED_PREFIX + col.name)
+        out_cols.append(typed.alias(col.name))
+        for _, cond in _column_conditions(col, typed, raws[col.name]):
+            bits[index // _BITS].append(_bit(cond, index))
+            index += 1
+    malformed = F.col(CORRUPT).isNotNull()
     # A malformed row's values are misaligned: report only that (and bad bytes), not the checks they then fail.
-    row_reasons = F.when(F.col(CORRUPT).isNotNull(), F.concat_ws(_SEP, F.lit("malformed_row"), utf8)).otherwise(
-        F.concat_ws(_SEP, utf8, *reasons)
-    )
-    stage2 = stage1.select(*out_cols, row_reasons.alias(REASONS), *raws.values(), *meta)
+    chunk_exprs = [
+        F.when(malformed, F.lit(1 if k == 0 else 0).cast("long") + (_bit(bad_bytes, 1) if k == 0 else F.lit(0)))
+        .otherwise(_any_bit([_bit(bad_bytes, 1), *bits[0]] if k == 0 else bits[k]))
+        .alias(name)
+        for k, name in enumerate(chunks)
+    ]
+    stage2 = stage1.select(*out_cols, *chunk_exprs, *raws.values(), *meta)
 
     # 3. derived columns (in order: each may use the ones before it), then the partition column
     for der in contract.derived:
@@ -371,27 +416,42 @@ def classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
     stage3 = stage2.withColumn(part.name, F.expr(part.expression).cast(part.type))
 
     # 4. a null partition value with no other reason is a reason of its own; keep raw values of bad rows only
-    reasons_col = F.when((F.col(REASONS) == "") & F.col(part.name).isNull(), F.lit(f"partition_null:{part.name}")).otherwise(F.col(REASONS))
+    none = F.lit(True)
+    for name in chunks:
+        none = none & (F.col(name) == 0)
+    partition_null = none & F.col(part.name).isNull()
+    fixed: list[Column | str] = [F.col(chunks[0]).bitwiseOR(_bit(partition_null, 2)).alias(chunks[0]), *chunks[1:]]
     names = [n for n, _ in contract.output_columns()] + [part.name]
-    stage4 = stage3.select(*names, reasons_col.alias(REASONS), *raws.values(), *meta)
-    raw_map = F.create_map(*[x for name, r in raws.items() for x in (F.lit(name), r)])
-    raw_struct = F.struct(F.col(CORRUPT).alias("raw_line"), raw_map.alias("raw_values"))
-    return stage4.select(*names, REASONS, F.when(~is_valid(), raw_struct).alias(RAW), SOURCE, FILE_INDEX, ROW_ID)
+    stage4 = stage3.select(*names, *fixed, *raws.values(), *meta)
+    ok = F.lit(True)
+    for name in chunks:
+        ok = ok & (F.col(name) == 0)
+    stage5 = stage4.select(*names, ok.alias(OK), *chunks, *raws.values(), *meta)
+    # (an array, not a map: the map's code would push the method above the JIT limit; names are added later)
+    raw_values = F.when(~is_valid(), F.array(*raws.values()))
+    return stage5.select(*names, OK, *chunks, F.col(CORRUPT).alias(RAW_LINE), raw_values.alias(RAW), SOURCE, FILE_INDEX, ROW_ID)
 
 
 def is_valid() -> Column:
     """True for a classified row without reasons."""
-    return F.col(REASONS) == ""
+    return F.col(OK)
 
 
-def quarantine_records(classified: DataFrame, run_id: str) -> DataFrame:
+def reason_flags(contract: DatasetContract) -> list[tuple[str, Column]]:
+    """(reason, 0/1 long column) for every possible reason of a classified row."""
+    chunks = _reason_columns(contract)
+    return [(name, F.shiftright(F.col(chunks[i // _BITS]), i % _BITS).bitwiseAND(1)) for i, name in enumerate(possible_reasons(contract))]
+
+
+def quarantine_records(classified: DataFrame, run_id: str, contract: DatasetContract) -> DataFrame:
     """The quarantined rows as they are written: run_id, source_uri, reasons, raw_line, raw_values."""
+    reasons = F.array_compact(F.array(*[F.when(flag == 1, F.lit(name)) for name, flag in reason_flags(contract)]))
     return classified.filter(~is_valid()).select(
         F.lit(run_id).alias("run_id"),
         F.col(SOURCE).alias("source_uri"),
-        F.split(F.col(REASONS), _SEP).alias("reasons"),
-        F.col(f"{RAW}.raw_line").alias("raw_line"),
-        F.col(f"{RAW}.raw_values").alias("raw_values"),
+        reasons.alias("reasons"),
+        F.col(RAW_LINE).alias("raw_line"),
+        F.map_from_arrays(F.array(*[F.lit(c.name) for c in contract.columns]), F.col(RAW)).alias("raw_values"),
     )
 
 
@@ -422,16 +482,17 @@ def deduplicate_valid(valid: DataFrame, contract: DatasetContract) -> tuple[Data
     the key counts). `valid` should be cached: it is read twice."""
     keys = list(contract.natural_key)
     counted = valid.groupBy(*keys).count().filter(F.col("count") > 1)
-    stats = counted.agg(F.count(F.lit(1)).alias("keys"), F.sum(F.col("count") - 1).alias("dups")).collect()[0]
-    repeated_keys, expected = int(stats["keys"]), int(stats["dups"] or 0)
-    if repeated_keys == 0:
+    # One pass: bring the repeated keys to the driver when they are few (the common case).
+    few = counted.limit(DUPLICATE_KEYS_BROADCAST_LIMIT + 1).collect()
+    if not few:
         return valid, None, 0
     observation = Observation("dedup")
-    if repeated_keys > DUPLICATE_KEYS_BROADCAST_LIMIT:
+    if len(few) > DUPLICATE_KEYS_BROADCAST_LIMIT:
+        expected = int(counted.agg(F.sum(F.col("count") - 1)).collect()[0][0])
         return deduplicate(valid, contract, observation), observation, expected
-    # Bring the (few) repeated keys to the driver once, so the two branches below do not recount them.
-    key_rows = counted.select(*keys).collect()
-    dup_keys = F.broadcast(valid.sparkSession.createDataFrame(key_rows, counted.select(*keys).schema))
+    expected = sum(int(r["count"]) - 1 for r in few)
+    key_schema = counted.select(*keys).schema
+    dup_keys = F.broadcast(valid.sparkSession.createDataFrame([tuple(r[k] for k in keys) for r in few], key_schema))
     unique = valid.join(dup_keys, keys, "left_anti")
     ranked = deduplicate(valid.join(dup_keys, keys, "left_semi"), contract, observation)
     return unique.unionByName(ranked), observation, expected
@@ -503,7 +564,7 @@ def run_clean(
         try:
             if header.rejection.startswith("unreadable"):
                 raise OSError("the object could not be read")
-            jvm = spark.sparkContext._jvm
+            jvm = _jvm(spark)
             src_fs, src_path = _fs(spark, uri)
             dst_fs, dst_path = _fs(spark, target)
             conf = spark.sparkContext._jsc.hadoopConfiguration()
@@ -556,19 +617,17 @@ def _clean_rows(
     classified = classify(raw, contract).persist()
     try:
         # The first action builds the cache, counts the parsed rows (per reason too) and writes the quarantine.
-        reasons = possible_reasons(contract)
-        bad = ~is_valid()
-        listed = F.split(F.col(REASONS), _SEP)
-        counts = [F.count(F.lit(1)).alias("rows_in"), F.sum(bad.cast("long")).alias("bad")]
-        counts += [F.sum(F.when(bad, F.array_contains(listed, r).cast("long"))).alias(f"r{i}") for i, r in enumerate(reasons)]
+        flags = reason_flags(contract)
+        counts = [F.count(F.lit(1)).alias("rows_in"), F.sum((~is_valid()).cast("long")).alias("bad")]
+        counts += [F.sum(flag).alias(f"r{i}") for i, (_, flag) in enumerate(flags)]
         in_obs, q_obs = Observation("parsed"), Observation("quarantine")
         observed = classified.observe(in_obs, *counts)
-        quarantine = quarantine_records(observed, run_id).observe(q_obs, F.count(F.lit(1)).alias("n"))
+        quarantine = quarantine_records(observed, run_id, contract).observe(q_obs, F.count(F.lit(1)).alias("n"))
         quarantine.write.mode("overwrite").option("ignoreNullFields", False).json(f"{quarantine_dir}/rows")
         parsed = in_obs.get
         result.rows_in = int(parsed["rows_in"])
         counted_bad = int(parsed["bad"] or 0)
-        result.reasons = {r: int(parsed[f"r{i}"]) for i, r in enumerate(reasons) if parsed[f"r{i}"]}
+        result.reasons = {r: int(parsed[f"r{i}"]) for i, (r, _) in enumerate(flags) if parsed[f"r{i}"]}
         result.rows_quarantined = int(q_obs.get.get("n", 0))
         if result.rows_quarantined != counted_bad:
             result.errors.append(f"quarantine wrote {result.rows_quarantined} rows, {counted_bad} were counted")

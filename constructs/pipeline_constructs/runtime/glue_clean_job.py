@@ -141,7 +141,7 @@ def expand_sources(spark: SparkSession, uris: Sequence[str]) -> list[str]:
         if not uri.endswith("/"):
             out.append(uri)
             continue
-        jvm = spark.sparkContext._jvm
+        jvm: Any = spark.sparkContext._jvm
         path = jvm.org.apache.hadoop.fs.Path(uri)
         fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
         found: list[str] = []
