@@ -159,7 +159,8 @@ def test_happy_path_crawls_cleans_and_merges_the_run(
     assert result.calls_to("Notify Failure") == []
 
     [job_input] = result.inputs_to("Run Clean Job")
-    assert job_input["Arguments"] == {"--source_uris": OBJECT_URI, "--run_id": RUN_ID}
+    assert job_input["Arguments"]["--run_id"] == RUN_ID
+    assert json.loads(job_input["Arguments"]["--source_uris"]) == [OBJECT_URI]
     assert job_input["JobName"]
 
     [load_input] = result.inputs_to("Load Into Athena")
@@ -570,3 +571,14 @@ def test_a_run_id_with_a_quote_never_reaches_the_load_sql(definition: dict[str, 
     assert result.calls_to("Load Into Athena") == []
     message, _ = only_notification(result)
     assert message["error"] == "InvalidRunId"
+
+
+def test_an_object_key_with_a_comma_reaches_the_job_as_one_uri(definition: dict[str, Any]) -> None:
+    """The job receives a JSON array, so a comma in a key does not split it into two URIs."""
+    from pipeline_constructs.runtime.glue_clean_job import parse_source_uris
+
+    event = json.loads(json.dumps(UPLOAD_EVENT))
+    event["detail"]["object"]["key"] = "incoming/step_functions/sales,north.csv"
+    result = run_state_machine(definition, event, scripts(), context=CONTEXT)
+    [job_input] = result.inputs_to("Run Clean Job")
+    assert parse_source_uris(job_input["Arguments"]["--source_uris"]) == [f"s3://{BUCKET}/incoming/step_functions/sales,north.csv"]

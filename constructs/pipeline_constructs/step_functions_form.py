@@ -235,7 +235,11 @@ class StepFunctionsPipeline(Construct):
             glue_job_name=clean_job.job_name,
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             arguments=sfn.TaskInput.from_object(
-                {"--source_uris": sfn.JsonPath.string_at("$.upload.source_uri"), "--run_id": sfn.JsonPath.string_at("$.upload.run_id")}
+                {
+                    # A JSON array, so an object key containing a comma stays one URI.
+                    "--source_uris": sfn.JsonPath.json_to_string(sfn.JsonPath.array(sfn.JsonPath.string_at("$.upload.source_uri"))),
+                    "--run_id": sfn.JsonPath.string_at("$.upload.run_id"),
+                }
             ),
             result_selector={"JobRunId.$": "$.Id", "JobRunState.$": "$.JobRunState"},
             result_path="$.clean_job",

@@ -190,3 +190,12 @@ def test_metric_data_has_both_dimension_sets_and_batches():
 
     job.publish_metrics(Client(), "NS", data * 200)
     assert len(data) == 19 and [len(s["MetricData"]) for s in sent] == [1000, 1000, 1000, 800]
+
+
+def test_source_uris_as_a_json_array_keep_commas_inside_keys() -> None:
+    from pipeline_constructs.runtime.glue_clean_job import parse_source_uris
+
+    assert parse_source_uris('["s3://b/a,b.csv", "s3://b/c.csv"]') == ["s3://b/a,b.csv", "s3://b/c.csv"]
+    assert parse_source_uris("s3://b/a.csv, s3://b/c.csv") == ["s3://b/a.csv", "s3://b/c.csv"]
+    with pytest.raises(SystemExit, match="not a JSON array"):
+        parse_source_uris('["s3://b/a.csv", 3]')

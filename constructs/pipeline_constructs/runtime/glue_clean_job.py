@@ -25,6 +25,7 @@ RowsQuarantinedByReason with dimensions Dataset + Reason.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -99,6 +100,20 @@ def _get_resolved_options() -> Callable[[Sequence[str], Sequence[str]], dict[str
     return getResolvedOptions  # type: ignore[no-any-return]
 
 
+def parse_source_uris(value: str) -> list[str]:
+    """A JSON array of URIs (what the Step Functions form passes, so a key may contain a comma) or a comma list."""
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            uris = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"--source_uris: not a JSON array of strings: {value!r} ({error})") from None
+        if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
+            raise SystemExit(f"--source_uris: not a JSON array of strings: {value!r}")
+        return [u for u in uris if u.strip()]
+    return [u.strip() for u in text.split(",") if u.strip()]
+
+
 def resolve_args(argv: Sequence[str]) -> dict[str, Any]:
     """The job's arguments, with defaults for the optional ones, typed (max_quarantine_ratio float, source_uris
     list). Uses awsglue's getResolvedOptions when installed; optional names are only asked for when present."""
@@ -109,7 +124,7 @@ def resolve_args(argv: Sequence[str]) -> dict[str, Any]:
     if not run_id:
         raise SystemExit("--run_id is required (or Glue's --WORKFLOW_RUN_ID / --JOB_RUN_ID)")
     args["run_id"] = run_id
-    args["source_uris"] = [u.strip() for u in str(args["source_uris"]).split(",") if u.strip()]
+    args["source_uris"] = parse_source_uris(str(args["source_uris"]))
     if not args["source_uris"]:
         raise SystemExit("--source_uris: no URI given")
     try:
