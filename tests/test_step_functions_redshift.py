@@ -32,22 +32,10 @@ FAILED = {"result": {"Id": "stmt-1", "Status": "FAILED", "Error": COPY_ERROR}}
 PUBLISHED = {"result": {"MessageId": "m-1"}}
 
 
-def _strip_cross_stack_outputs(value: Any) -> Any:
-    """`Fn::GetStackOutput` (a cross-stack reference) -> '<stack>.<output>', which the harness does not resolve."""
-    if isinstance(value, list):
-        return [_strip_cross_stack_outputs(v) for v in value]
-    if isinstance(value, dict):
-        if list(value) == ["Fn::GetStackOutput"]:
-            ref = value["Fn::GetStackOutput"]
-            return f"{ref['StackName']}.{ref['OutputName']}"
-        return {k: _strip_cross_stack_outputs(v) for k, v in value.items()}
-    return value
-
-
 @pytest.fixture(scope="module")
 def definition(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
     """staging's state machine (cdk.json makes staging load into Redshift, so this path is always synthesized)."""
-    return definition_from_template(_strip_cross_stack_outputs(templates[("staging", "StepFunctions")]))
+    return definition_from_template(templates[("staging", "StepFunctions")])
 
 
 def run(
