@@ -281,18 +281,20 @@ class StepFunctionsPipeline(Construct):
             )
             on_failure(athena_load, "Load")
             athena_load.next(loaded)
-            # The run id is spliced into the MERGE's string literal; execution names may contain a quote.
-            bad_athena_run_id = fail_with(
-                "Run Id Not Loadable",
-                "Load",
-                "InvalidRunId",
-                {"Cause.$": "States.Format('run id {} contains a quote and cannot be used in the load SQL', $.upload.run_id)"},
-            )
-            load = (
-                sfn.Choice(self, "Run Id Loadable?")
-                .when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_athena_run_id)
-                .otherwise(athena_load)
-            )
+            load = athena_load
+        # The run id is spliced into the load's SQL (the MERGE's literal, the COPY's S3 URI); execution names may
+        # contain a quote, so such a run fails here instead of reaching the database.
+        bad_run_id = fail_with(
+            "Run Id Not Loadable",
+            "Load",
+            "InvalidRunId",
+            {"Cause.$": "States.Format('run id {} contains a quote and cannot be used in the load SQL', $.upload.run_id)"},
+        )
+        load = (
+            sfn.Choice(self, "Run Id Loadable?")
+            .when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id)
+            .otherwise(load)
+        )
 
         is_crawler_ready = (
             sfn.Choice(self, "Crawler Finished?")
@@ -426,21 +428,13 @@ class StepFunctionsPipeline(Construct):
         poll: Duration,
         max_polls: int,
     ) -> sfn.IChainable:
-        """Check Run Id -> batchExecuteStatement (one transaction) -> Wait -> describeStatement -> Choice.
+        """batchExecuteStatement (one transaction) -> Wait -> describeStatement -> Choice.
 
         FINISHED succeeds; FAILED or ABORTED goes to the failure path with the statement's error; still running loops,
         and at `max_polls` checks the statement is cancelled (so it cannot commit after the run was reported failed)
         and the run fails. The Data API authenticates with IAM (temporary credentials of the state machine's role),
         never with the admin secret.
         """
-        # The run id is spliced into the COPY's S3 URI literal; execution names may contain a quote.
-        bad_run_id = fail_with(
-            "Run Id Not Loadable",
-            "Load",
-            "InvalidRunId",
-            {"Cause.$": "States.Format('run id {} contains a quote; Redshift COPY cannot name its files', $.upload.run_id)"},
-        )
-        check_run_id = sfn.Choice(self, "Run Id Loadable?").when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id)
         submit = tasks.CallAwsService(
             self,
             "Load Into Redshift",
@@ -555,9 +549,8 @@ class StepFunctionsPipeline(Construct):
             )
             .otherwise(count)
         )
-        check_run_id.otherwise(submit)
         submit.next(wait).next(describe).next(finished)
-        return check_run_id
+        return submit
 
     def metric_failed(self, *, period: Duration | None = None) -> cloudwatch.Metric:
         """Executions that failed."""
