@@ -25,7 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def spark():
     """One local SparkSession for every Spark test: two cores, no UI, small shuffles, UTC."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pipeline_constructs.runtime.local_runner import use_this_python
+
+    use_this_python()
     os.environ.setdefault("TZ", "UTC")
     from pyspark.sql import SparkSession
 

@@ -19,8 +19,16 @@ from collections.abc import Sequence
 from pipeline_constructs.contract import ContractError, DatasetContract
 
 
+def use_this_python() -> None:
+    """Make a local Spark start its Python workers with this interpreter (the venv's), not the first `python3` on
+    PATH; call before the SparkSession starts. Values already set in the environment win."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
 def build_session(app_name: str = "pipeline-local", driver_memory: str = "2g", cores: str = "*") -> object:
     """A quiet local SparkSession with the settings the transform expects (UTC, small shuffles)."""
+    use_this_python()
     from pyspark.sql import SparkSession
 
     spark = (
