@@ -8,8 +8,6 @@ import pytest
 
 from tests.cdk_app import SynthesizedApp, cdk_context, pinned_context, synth_app
 
-# Older name kept for modules that import it from here.
-test_context = pinned_context
 __all__ = ["SynthesizedApp", "cdk_context", "pinned_context", "synth_app"]
 
 
