@@ -123,3 +123,16 @@ def test_bad_config_fails_the_app_before_synth() -> None:
     context["pipeline:environments"]["staging"]["glue_worker_count"] = 0
     with pytest.raises(ConfigError, match=r"environments\.staging\.glue_worker_count=0"):
         build_app(cdk.App(context=context))
+
+
+def test_a_form_this_version_does_not_build_stops_synth_with_its_name() -> None:
+    """mwaa is a known form, but no stack builds it yet: the app says so instead of deploying nothing."""
+    import aws_cdk as cdk
+
+    from app import build_app
+    from tests.cdk_app import pinned_context
+
+    context = pinned_context(**{"pipeline:env": "dev"})
+    context["pipeline:environments"]["dev"]["forms"] = ["step_functions", "mwaa"]
+    with pytest.raises(ValueError, match=r"environments\.dev\.forms=.*'mwaa' is not built by this version yet"):
+        build_app(cdk.App(context=context), nag=False)
