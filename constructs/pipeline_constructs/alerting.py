@@ -76,15 +76,7 @@ class PipelineAlerting(Construct):
             enforce_ssl=True,
         )
         # Undeliverable notifications are kept (and alarmed on by callers) instead of lost.
-        self.dead_letter_queue = sqs.Queue(
-            self,
-            "UndeliveredNotifications",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=self.key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        acknowledge_dead_letter_queue(self.dead_letter_queue)
+        self.dead_letter_queue = self.new_dead_letter_queue(self, "UndeliveredNotifications")
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowSnsToDeadLetterQueue",
@@ -101,6 +93,38 @@ class PipelineAlerting(Construct):
         """Send the alarm's ALARM transitions to the topic; returns the alarm."""
         alarm.add_alarm_action(self.alarm_action)
         return alarm
+
+    def alarm_when_any(self, scope: Construct, alarm_id: str, metric: cloudwatch.IMetric, description: str) -> cloudwatch.Alarm:
+        """An alarm in `scope` that fires when `metric` is at least 1 in a period (no data is not a breach), sent to the topic."""
+        return self.alarm_on(
+            cloudwatch.Alarm(
+                scope,
+                alarm_id,
+                metric=metric,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description=description,
+            )
+        )
+
+    def new_dead_letter_queue(self, scope: Construct, queue_id: str, *, removal_policy: RemovalPolicy | None = None) -> sqs.Queue:
+        """A TLS-only dead-letter queue in `scope`, encrypted with the alert key (which EventBridge and SNS may use).
+
+        :param removal_policy: Default: the SQS default (the queue is deleted with the stack).
+        """
+        queue = sqs.Queue(
+            scope,
+            queue_id,
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=removal_policy,
+        )
+        acknowledge_dead_letter_queue(queue)
+        return queue
 
     def grant_publish(self, grantee: iam.IGrantable) -> iam.Grant:
         """Publish to the (encrypted) topic."""

@@ -12,13 +12,12 @@ from aws_cdk import (
     aws_events_targets as targets,
     aws_glue as glue,
     aws_iam as iam,
-    aws_sqs as sqs,
 )
 
 from constructs import Construct
 
 from .acknowledgements import acknowledge, acknowledge_findings
-from .alerting import PipelineAlerting, acknowledge_dead_letter_queue
+from .alerting import PipelineAlerting
 from .athena_target import AthenaTarget
 from .catalog import PipelineCatalog, review_glue_logs
 from .clean_job import CleanJob
@@ -233,15 +232,7 @@ class GlueWorkflowPipeline(Construct):
         )
 
         # --- the trigger: uploads -> workflow ------------------------------------------------------------------
-        self.dead_letter_queue = sqs.Queue(
-            self,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=alerting.key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        acknowledge_dead_letter_queue(self.dead_letter_queue)
+        self.dead_letter_queue = alerting.new_dead_letter_queue(self, "DeadLetterQueue")
         age = max_event_age if max_event_age is not None else Duration.hours(6)
         self.workflow_target = GlueWorkflowTarget(
             self.workflow,
@@ -253,17 +244,7 @@ class GlueWorkflowPipeline(Construct):
             self,
             "UploadRule",
             description=f"CSV uploads under {self.landing_prefix} notify the retail pipeline Glue workflow",
-            event_pattern=events.EventPattern(
-                source=["aws.s3"],
-                detail_type=["Object Created"],
-                detail={
-                    "bucket": {"name": [storage.landing_bucket.bucket_name]},
-                    "object": {
-                        "key": events.Match.wildcard(f"{self.landing_prefix}*.csv"),
-                        "size": events.Match.greater_than(0),
-                    },
-                },
-            ),
+            event_pattern=storage.upload_event_pattern(self.landing_prefix),
             targets=[self.workflow_target],
         )
 
@@ -328,30 +309,20 @@ class GlueWorkflowPipeline(Construct):
         # --- alarms ----------------------------------------------------------------------------------------------
         period = Duration.minutes(5)
 
-        def alarm(alarm_id: str, metric: cloudwatch.IMetric, description: str) -> cloudwatch.Alarm:
-            created = cloudwatch.Alarm(
-                self,
-                alarm_id,
-                metric=metric,
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                alarm_description=description,
-            )
-            return alerting.alarm_on(created)
-
-        self.job_failures_alarm = alarm(
+        self.job_failures_alarm = alerting.alarm_when_any(
+            self,
             "JobFailures",
             self.metric_failures(self.job_failure_rule, period=period),
             "A clean or load job of the Glue workflow did not succeed",
         )
-        self.crawler_failures_alarm = alarm(
+        self.crawler_failures_alarm = alerting.alarm_when_any(
+            self,
             "CrawlerFailures",
             self.metric_failures(self.crawler_failure_rule, period=period),
             "The crawler of the Glue workflow failed",
         )
-        self.dead_letter_alarm = alarm(
+        self.dead_letter_alarm = alerting.alarm_when_any(
+            self,
             "UndeliveredEvents",
             self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
             "An upload could not notify the Glue workflow, or a failure could not reach the topic; it waits in the dead-letter queue",

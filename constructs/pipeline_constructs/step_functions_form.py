@@ -13,7 +13,6 @@ from aws_cdk import (
     aws_events_targets as targets,
     aws_kms as kms,
     aws_logs as logs,
-    aws_sqs as sqs,
     aws_stepfunctions as sfn,
     aws_stepfunctions_tasks as tasks,
 )
@@ -21,7 +20,7 @@ from aws_cdk import (
 from constructs import Construct
 
 from .acknowledgements import acknowledge_findings
-from .alerting import PipelineAlerting, acknowledge_dead_letter_queue
+from .alerting import PipelineAlerting
 from .athena_target import AthenaTarget
 from .catalog import PipelineCatalog
 from .clean_job import CleanJob
@@ -290,11 +289,7 @@ class StepFunctionsPipeline(Construct):
             "InvalidRunId",
             {"Cause.$": "States.Format('run id {} contains a quote and cannot be used in the load SQL', $.upload.run_id)"},
         )
-        load = (
-            sfn.Choice(self, "Run Id Loadable?")
-            .when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id)
-            .otherwise(load)
-        )
+        load = sfn.Choice(self, "Run Id Loadable?").when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id).otherwise(load)
 
         is_crawler_ready = (
             sfn.Choice(self, "Crawler Finished?")
@@ -352,31 +347,12 @@ class StepFunctionsPipeline(Construct):
         )
 
         # --- the trigger -----------------------------------------------------------------------------------------
-        self.dead_letter_queue = sqs.Queue(
-            self,
-            "TriggerDeadLetterQueue",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=alerting.key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            removal_policy=removal_policy,
-        )
-        acknowledge_dead_letter_queue(self.dead_letter_queue)
+        self.dead_letter_queue = alerting.new_dead_letter_queue(self, "TriggerDeadLetterQueue", removal_policy=removal_policy)
         self.rule = events.Rule(
             self,
             "UploadRule",
             description=f"CSV uploads under {self.landing_prefix} start the retail pipeline state machine",
-            event_pattern=events.EventPattern(
-                source=["aws.s3"],
-                detail_type=["Object Created"],
-                detail={
-                    "bucket": {"name": [storage.landing_bucket.bucket_name]},
-                    "object": {
-                        "key": events.Match.wildcard(f"{self.landing_prefix}*.csv"),
-                        "size": events.Match.greater_than(0),
-                    },
-                },
-            ),
+            event_pattern=storage.upload_event_pattern(self.landing_prefix),
             targets=[
                 targets.SfnStateMachine(
                     self.state_machine,
@@ -388,30 +364,19 @@ class StepFunctionsPipeline(Construct):
         )
 
         # --- alarms ----------------------------------------------------------------------------------------------
-        def alarm(alarm_id: str, metric: cloudwatch.IMetric, description: str) -> cloudwatch.Alarm:
-            created = cloudwatch.Alarm(
-                self,
-                alarm_id,
-                metric=metric,
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                alarm_description=description,
-            )
-            return alerting.alarm_on(created)
 
         period = Duration.minutes(5)
-        self.executions_failed_alarm = alarm(
-            "ExecutionsFailed", self.state_machine.metric_failed(period=period), "A pipeline execution failed"
+        self.executions_failed_alarm = alerting.alarm_when_any(
+            self, "ExecutionsFailed", self.state_machine.metric_failed(period=period), "A pipeline execution failed"
         )
-        self.executions_timed_out_alarm = alarm(
-            "ExecutionsTimedOut", self.state_machine.metric_timed_out(period=period), "A pipeline execution timed out"
+        self.executions_timed_out_alarm = alerting.alarm_when_any(
+            self, "ExecutionsTimedOut", self.state_machine.metric_timed_out(period=period), "A pipeline execution timed out"
         )
-        self.executions_aborted_alarm = alarm(
-            "ExecutionsAborted", self.state_machine.metric_aborted(period=period), "A pipeline execution was aborted"
+        self.executions_aborted_alarm = alerting.alarm_when_any(
+            self, "ExecutionsAborted", self.state_machine.metric_aborted(period=period), "A pipeline execution was aborted"
         )
-        self.dead_letter_alarm = alarm(
+        self.dead_letter_alarm = alerting.alarm_when_any(
+            self,
             "UndeliveredUploads",
             self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
             "An upload event could not start the state machine; it waits in the dead-letter queue",

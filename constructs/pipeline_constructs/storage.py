@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack, aws_iam as iam, aws_kms as kms, aws_s3 as s3
+from aws_cdk import Duration, RemovalPolicy, Stack, aws_events as events, aws_iam as iam, aws_kms as kms, aws_s3 as s3
 
 from constructs import Construct
 
@@ -126,6 +126,17 @@ class PipelineStorage(Construct):
     def landing_prefix_for(self, form: str) -> str:
         """The landing prefix one orchestration form listens on, so one upload is processed by one form only."""
         return f"{self.landing_prefix}{form}/"
+
+    def upload_event_pattern(self, prefix: str) -> events.EventPattern:
+        """EventBridge pattern for a non-empty CSV upload to the landing bucket under `prefix`."""
+        return events.EventPattern(
+            source=["aws.s3"],
+            detail_type=["Object Created"],
+            detail={
+                "bucket": {"name": [self.landing_bucket.bucket_name]},
+                "object": {"key": events.Match.wildcard(f"{prefix}*.csv"), "size": events.Match.greater_than(0)},
+            },
+        )
 
     def grant_read_landing(self, grantee: iam.IGrantable | iam.ManagedPolicy, prefix: str | None = None) -> None:
         """Read uploads (and decrypt them) under `prefix` (default: the whole landing prefix)."""
