@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 
 from constructs import Construct
 from pipeline_constructs.glue_workflow_form import GlueWorkflowPipeline
@@ -26,4 +26,5 @@ class GlueWorkflowStack(Stack):
             alerting=stateful.alerting,
             batch_size=config.workflow_batch_size,
             batch_window=Duration.seconds(config.workflow_batch_window_seconds),
+            removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
         )

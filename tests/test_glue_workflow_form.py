@@ -374,3 +374,10 @@ def test_invalid_arguments_are_rejected_naming_the_argument(synthesized: Any, ov
     }
     with pytest.raises(PipelinePropsError, match=message.replace("(", r"\(")):
         GlueWorkflowPipeline(stack, "Pipeline", **props)
+
+
+def test_the_dead_letter_queue_is_kept_when_the_environment_retains_its_data(template: dict[str, Any]) -> None:
+    """dev retains its data (cdk.json), so undelivered upload events must outlive a stack deletion or replacement."""
+    [queue] = resources(template, "AWS::SQS::Queue").values()
+    assert queue["DeletionPolicy"] == "Retain"
+    assert queue["UpdateReplacePolicy"] == "Retain"
