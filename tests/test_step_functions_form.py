@@ -27,7 +27,7 @@ from tests.asl_runner import (
     definition_from_template,
     run_state_machine,
 )
-from tests.cdk_app import cdk_context, pinned_context, synth_app
+from tests.cdk_app import cdk_context
 
 BUCKET = "landing-bucket"
 KEY = "incoming/step_functions/2026/11/sales.csv"
@@ -121,9 +121,9 @@ def scripts(**overrides: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    """The StepFunctions stack of dev (or of the first environment with an Athena-loading Step Functions form)."""
-    templates = synth_app(pinned_context(), nag=False).templates()
+def template(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The StepFunctions stack of dev (or of the first environment with an Athena-loading Step Functions form), from
+    the session's one synth of the app."""
     candidates = [templates[("dev", "StepFunctions")]] if ("dev", "StepFunctions") in templates else []
     candidates += [t for (_, stack), t in templates.items() if stack == "StepFunctions"]
     for candidate in candidates:
