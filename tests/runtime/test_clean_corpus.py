@@ -276,3 +276,58 @@ def test_gzip_csv_is_read_like_plain_csv(run, conserved, header, make_row):
     result = run({"a.csv.gz": gzip.compress(lines(make_row(1), make_row(2), header=header).encode())})
     curated, _ = conserved(result)
     assert result.ok and len(curated) == 2
+
+
+def test_quoted_lines_are_parsed_as_csv(run, conserved, header, make_row):
+    all_quoted = ",".join(f'"{v}"' for v in make_row(1).split(","))
+    comma_inside = make_row(2, sku='"SKU-1,BLUE"')
+    doubled_quote = make_row(3, sku='"SKU ""XL"""')
+    result = run({"a.csv": lines(all_quoted, comma_inside, doubled_quote, make_row(4), header=header)})
+    curated, quarantine = conserved(result)
+    assert [c["transaction_id"] for c in curated] == ["TX-0000000001", "TX-0000000004"]
+    assert curated[0]["sku"] == "SKU-1" and curated[0]["quantity"] == 2
+    # one field each (not a wrong field count): the check on the value is what fails
+    assert only_reason(quarantine) == [["check_pattern:sku"], ["check_pattern:sku"]]
+    assert [q["raw_values"]["sku"] for q in quarantine] == ["SKU-1,BLUE", 'SKU "XL"']
+    assert quarantine[0]["raw_line"] == comma_inside
+
+
+def test_number_forms_the_cast_would_bend_are_cast_failures(run, conserved, header, make_row):
+    result = run(
+        {
+            "a.csv": lines(
+                make_row(1, quantity="+7", unit_price="5.", discount=".5"),
+                make_row(2, quantity="1e2"),
+                make_row(3, unit_price="1e2"),
+                make_row(4, unit_price="\uff11\uff10.00"),  # full-width digits: Java's BigDecimal would read them
+                make_row(5, discount="0.5 0"),
+                header=header,
+            )
+        }
+    )
+    curated, quarantine = conserved(result)
+    assert [(c["quantity"], str(c["unit_price"]), str(c["discount"])) for c in curated] == [(7, "5.00", "0.50")]
+    assert only_reason(quarantine) == [
+        ["cast_failed:quantity"],
+        ["cast_failed:unit_price"],
+        ["cast_failed:unit_price"],
+        ["cast_failed:discount"],
+    ]
+
+
+def test_a_file_read_in_many_splits_loses_no_line_and_keeps_input_order(spark, run, conserved, header, make_row, tmp_path):
+    """The header is recognised as the first line of the file's first split only; row order spans splits."""
+    rows = [make_row(i) for i in range(1, 600)]
+    rows.append(make_row(1, store_id="S009"))  # same key and sold_at as the first row, last in the input: wins
+    text = lines(*rows, header=header)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "4096")
+    try:
+        result = run({"a.csv": text})
+        splits = spark.read.text(str(tmp_path / "in" / "a.csv")).rdd.getNumPartitions()
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    curated, quarantine = conserved(result)
+    assert splits > 10
+    assert result.ok and not quarantine
+    assert result.rows_in == 600 and result.rows_out == 599 and result.duplicates_dropped == 1
+    assert curated[0]["transaction_id"] == "TX-0000000001" and curated[0]["store_id"] == "S009"

@@ -11,8 +11,9 @@ Rules (the README documents them from here):
   non-UTF-8 bytes in the header reject the whole file: it is copied to `<quarantine>/run_id=<id>/files/` with a
   line in `rejected_files.jsonl`, and the run fails. A header-only file gives zero rows and succeeds. `.gz`
   files are read decompressed, like Spark does.
-- Rows. Blank lines (empty or whitespace only) are not rows. Values are trimmed; an empty value is null. A row
-  goes to quarantine with every reason that applies: `malformed_row` (wrong field count, unterminated quote),
+- Rows. Lines are split on commas; a line holding a double quote is parsed as CSV instead (quotes, quoted commas,
+  doubled quotes; whitespace around a quoted value is ignored). Blank lines (empty or spaces only) are not rows.
+  Values are trimmed of spaces; an empty value is null. A row goes to quarantine with every reason that applies: `malformed_row` (wrong field count, unterminated quote),
   `invalid_utf8` (a value holds U+FFFD, which is what undecodable bytes become, so a literal U+FFFD is
   quarantined too), `null_in_required:<col>`, `cast_failed:<col>` (strict text forms: integers are digits only,
   decimals may not have more fraction digits than the scale (no silent rounding), dates are YYYY-MM-DD,
@@ -22,15 +23,18 @@ Rules (the README documents them from here):
   `dedup_order_by` wins, ties going to the row last in the input (last file in the order given, last line).
 - Output. Curated: `<curated_root>/run_id=<id>/<partition>=<value>/part-*.snappy.parquet`, columns in
   `contract.output_columns()` order, timestamps as INT64 micros; quarantine:
-  `<quarantine_root>/run_id=<id>/rows/part-*.json` (JSON lines: run_id, source_uri, reasons, raw_line, raw_values).
+  `<quarantine_root>/run_id=<id>/rows/part-*.json` (JSON lines: run_id, source_uri, reasons, raw_line (the line
+  as read), raw_values).
   Both run directories are replaced on a re-run, so running the same input again does not duplicate anything.
 - Conservation. rows_in = rows_out + rows_quarantined + duplicates_dropped, where rows_in is counted on the
   parsed input, rows_out read back from the written Parquet footers, rows_quarantined and duplicates_dropped
   observed while writing. A failed equation, a rejected file or a quarantine ratio above the limit fail the run.
 
-Cost: the CSV is parsed and checked once into a cache (reasons as bits, so the generated code stays JIT-able),
-which feeds the quarantine write and the counts (one action, observed), a count of rows per natural key (a
-shuffle of the key only) and the curated write; only keys that repeat are ranked.
+Cost: the lines are split (or parsed) and checked once into a cache (reasons as bits, and a stage boundary
+between reading and checking, so the generated code stays under the JVM's JIT limit). The first action builds the
+cache, counts rows and counts rows per 64-bit hash of the natural key (a shuffle of one long per row); the second
+writes the quarantine and counts its reasons; the third writes the curated rows, where only the rows of hashes
+that repeat are ranked.
 """
 
 from __future__ import annotations
@@ -249,8 +253,8 @@ def read_source(spark: SparkSession, contract: DatasetContract, header: FileHead
     in file order.
 
     Lines are read as text and split on commas; only lines holding a quote character go through Spark's CSV
-    parser (`from_csv`, the same parser and options as `spark.read.csv`). Splitting is about twice as fast as the
-    CSV reader, which parses every line on its own and pays an end-of-input exception per line."""
+    parser (`from_csv`, the parser behind `spark.read.csv`). Reading and splitting 5 million lines took 5.7 s
+    against 6.9 s through the CSV reader here, and the common case skips the CSV parser's per-line set-up."""
     n = len(header.columns)
     numbered = spark.read.text(header.uri).select(
         F.col("value").alias(RAW_LINE),
@@ -263,7 +267,14 @@ def read_source(spark: SparkSession, contract: DatasetContract, header: FileHead
     lines = numbered.filter(~is_header & (F.trim(F.col(RAW_LINE)) != ""))
     quoted = F.col(RAW_LINE).contains('"')
     csv_schema = ", ".join(f"`_c{i}` STRING" for i in range(n)) + f", `{CORRUPT}` STRING"
-    csv_options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT, "quote": '"', "escape": '"'}
+    csv_options = {
+        "mode": "PERMISSIVE",
+        "columnNameOfCorruptRecord": CORRUPT,
+        "quote": '"',
+        "escape": '"',
+        "ignoreLeadingWhiteSpace": "true",
+        "ignoreTrailingWhiteSpace": "true",
+    }
     # Split and parse in a projection of their own, so each runs once per line (not once per field).
     tokens = lines.select(
         F.col(RAW_LINE),
