@@ -410,7 +410,7 @@ def classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
     # A stage boundary between reading and checking: fused into one, the generated method passed the JVM's
     # 8000-byte JIT limit and Spark fell back to row-by-row projections, half as fast. coalesce() to the same
     # number of partitions moves no data.
-    raw = raw.coalesce(raw.rdd.getNumPartitions())
+    raw = raw.coalesce(max(1, raw.rdd.getNumPartitions()))
     raws = {c.name: F.col(_RAW_PREFIX + c.name) for c in contract.columns}
     meta = [F.col(MALFORMED), F.col(RAW_LINE), F.col(FILE_INDEX), F.col(ROW_ID)]
     chunks = _reason_columns(contract)
