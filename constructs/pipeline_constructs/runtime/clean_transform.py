@@ -13,10 +13,11 @@ Rules (the README documents them from here):
   files are read decompressed, like Spark does.
 - Rows. Lines are split on commas; a line holding a double quote is parsed as CSV instead (quotes, quoted commas,
   doubled quotes; whitespace around a quoted value is ignored). Blank lines (empty or spaces only) are not rows.
-  Values are trimmed of spaces; an empty value is null. A row goes to quarantine with every reason that applies: `malformed_row` (wrong field count, unterminated quote),
-  `invalid_utf8` (a value holds U+FFFD, which is what undecodable bytes become, so a literal U+FFFD is
-  quarantined too), `null_in_required:<col>`, `cast_failed:<col>` (strict text forms: integers are digits only,
-  decimals may not have more fraction digits than the scale (no silent rounding), dates are YYYY-MM-DD,
+  Values are trimmed of spaces; an empty value is null. A row goes to quarantine with every reason that applies:
+  `malformed_row` (wrong field count, unterminated quote), `invalid_utf8` (a value holds U+FFFD, which is what
+  undecodable bytes become, so a literal U+FFFD is quarantined too), `null_in_required:<col>`, `cast_failed:<col>`
+  (strict text forms: integers are an optional sign and digits, decimals plain ASCII numbers without exponent and
+  with no more fraction digits than the scale (no silent rounding), dates are YYYY-MM-DD,
   timestamps ISO-8601 with an optional offset, UTC otherwise), `check_<min|max|allowed_values|pattern|min_length|
   max_length>:<col>`, and `partition_null:<col>` when nothing else explains a null partition value.
 - Duplicates. Among the valid rows of one run sharing the natural key, the first by the contract's
@@ -319,10 +320,11 @@ def _shape(col: ContractColumn, raw: Column) -> Column | None:
     ps = decimal_precision_scale(t)
     if t == "string":
         return None
-    # Integers and decimals are checked with byte searches instead of a regex (regexes were a third of the
-    # check cost); the cast then rejects anything else that is not a number.
+    # Integers and decimals are checked with byte searches instead of a regex (the shape regexes were about a
+    # quarter of the check cost); the cast then rejects anything else that is not a number.
     if t in ("int", "bigint"):
-        return ~raw.contains(".")  # the non-ANSI cast would truncate '1.5' to 1; it accepts only [+-]digits else
+        # the non-ANSI cast truncates '1.5' to 1; without a '.' it accepts only an optional sign and digits
+        return ~raw.contains(".")
     if t == "double":
         return raw.rlike(_DOUBLE_RE)
     if ps is not None:
