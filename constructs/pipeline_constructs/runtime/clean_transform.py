@@ -131,7 +131,7 @@ class CleanResult:
     quarantine_path: str = ""
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    #: seconds per step (parse_and_quarantine, dedup_keys, curated, recount), logged; not part of the summary
+    #: seconds per step (parse_check_and_key_count, quarantine, curated, recount), logged; not part of the summary
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -523,8 +523,8 @@ def deduplicate(valid: DataFrame, contract: DatasetContract, observation: Observ
     return ranked.filter(F.col("_rank") == 1).drop("_rank")
 
 
-#: Up to this many duplicated keys, only the rows of those keys are ranked (the set is broadcast, the other rows
-#: pass through without a shuffle); above it every valid row is ranked.
+#: Up to this many repeated key hashes, only the rows of those hashes are ranked (the hashes are broadcast, the
+#: other rows pass through without a shuffle); above it every valid row is ranked.
 DUPLICATE_KEYS_BROADCAST_LIMIT = 200_000
 
 
