@@ -142,9 +142,14 @@ def test_negative_quantity_fails_the_min_check(run, conserved, header, make_row)
     assert len(curated) == 1 and only_reason(quarantine) == [["check_min:quantity"]]
 
 
-@pytest.mark.parametrize("broadcast_limit", [200_000, 0], ids=["few-keys-broadcast", "rank-every-row"])
-def test_duplicate_key_keeps_the_latest_then_the_last_in_input(run, conserved, header, make_row, broadcast_limit, monkeypatch):
-    monkeypatch.setattr(clean_transform, "DUPLICATE_KEYS_BROADCAST_LIMIT", broadcast_limit)
+@pytest.mark.parametrize(
+    ("keys_limit", "rows_limit"),
+    [(200_000, 1_000_000), (0, 1_000_000), (200_000, 0)],
+    ids=["losers-broadcast", "rank-every-row-many-keys", "rank-every-row-many-rows"],
+)
+def test_duplicate_key_keeps_the_latest_then_the_last_in_input(run, conserved, header, make_row, keys_limit, rows_limit, monkeypatch):
+    monkeypatch.setattr(clean_transform, "DUPLICATE_KEYS_BROADCAST_LIMIT", keys_limit)
+    monkeypatch.setattr(clean_transform, "DUPLICATE_ROWS_BROADCAST_LIMIT", rows_limit)
     result = run(
         {
             "a.csv": lines(

@@ -35,8 +35,8 @@ Rules (the README documents them from here):
 Cost: the lines are split (or parsed) and checked once into a cache (reasons as bits, and a stage boundary
 between reading and checking, so the generated code stays under the JVM's JIT limit). The first action builds the
 cache, counts rows and counts rows per 64-bit hash of the natural key (a shuffle of one long per row); the second
-writes the quarantine and counts its reasons; the third writes the curated rows, where only the rows of hashes
-that repeat are ranked.
+writes the quarantine and counts its reasons; the third writes the curated rows: only the rows of hashes that
+repeat are ranked, and the ids of the rows that lose are broadcast to the write, which drops them.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ __all__ = [
     "CleanResult",
     "CleanRunFailed",
     "FileHeader",
+    "RepeatedKeys",
     "classify",
     "configure_session",
     "deduplicate",
@@ -525,9 +526,9 @@ def quarantine_records(classified: DataFrame, run_id: str, contract: DatasetCont
     )
 
 
-def deduplicate(valid: DataFrame, contract: DatasetContract, observation: Observation | None = None) -> DataFrame:
-    """Keep one row per natural key (the contract's rule); when `observation` is given it counts, during the
-    action that consumes the result, the rows dropped as `duplicates_dropped`."""
+def _ranked(valid: DataFrame, contract: DatasetContract, observation: Observation | None) -> DataFrame:
+    """`valid` with `_rank`: 1 for the row each natural key keeps (the contract's rule), 2.. for the others; when
+    `observation` is given it counts the others as `dups` during the action that consumes the result."""
     order: list[Column] = []
     for o in contract.dedup_order_by:
         order.append(F.col(o.column).desc_nulls_last() if o.descending else F.col(o.column).asc_nulls_last())
@@ -536,41 +537,59 @@ def deduplicate(valid: DataFrame, contract: DatasetContract, observation: Observ
     ranked = valid.withColumn("_rank", F.row_number().over(window))
     if observation is not None:
         ranked = ranked.observe(observation, F.coalesce(F.sum((F.col("_rank") > 1).cast("long")), F.lit(0)).alias("dups"))
-    return ranked.filter(F.col("_rank") == 1).drop("_rank")
+    return ranked
+
+
+def deduplicate(valid: DataFrame, contract: DatasetContract, observation: Observation | None = None) -> DataFrame:
+    """Keep one row per natural key (the contract's rule); when `observation` is given it counts, during the
+    action that consumes the result, the rows dropped as `duplicates_dropped`."""
+    return _ranked(valid, contract, observation).filter(F.col("_rank") == 1).drop("_rank")
 
 
 #: Up to this many repeated key hashes, only the rows of those hashes are ranked (the hashes are broadcast, the
 #: other rows pass through without a shuffle); above it every valid row is ranked.
 DUPLICATE_KEYS_BROADCAST_LIMIT = 200_000
+#: Up to this many rows carrying repeated key hashes, the rows to drop are broadcast (two ids each) to the write;
+#: above it (one key repeated a million times, say) every valid row is ranked.
+DUPLICATE_ROWS_BROADCAST_LIMIT = 1_000_000
 
 
-def repeated_key_hashes(valid: DataFrame) -> list[int] | None:
-    """Hashes of the natural keys that occur more than once among `valid` (the `_key_hash` column, a 64-bit hash
-    of the key): a count per hash, which shuffles one long per row instead of the key itself. Two distinct keys
-    may share a hash; that only sends their rows through the exact ranking. None when more than
-    DUPLICATE_KEYS_BROADCAST_LIMIT hashes repeat."""
-    counted = valid.groupBy(KEY_HASH).count().filter(F.col("count") > 1).select(KEY_HASH)
+@dataclass(frozen=True)
+class RepeatedKeys:
+    """The 64-bit natural-key hashes that occur more than once among a run's valid rows, and how many rows carry
+    them (the rows that are ranked)."""
+
+    hashes: list[int]
+    rows: int
+
+
+def repeated_key_hashes(valid: DataFrame) -> RepeatedKeys | None:
+    """The natural-key hashes (the `_key_hash` column) that occur more than once among `valid`: a count per hash,
+    which shuffles one long per row instead of the key itself. Two distinct keys may share a hash; that only sends
+    their rows through the exact ranking. None when more than DUPLICATE_KEYS_BROADCAST_LIMIT hashes repeat."""
+    counted = valid.groupBy(KEY_HASH).count().filter(F.col("count") > 1)
     found = counted.limit(DUPLICATE_KEYS_BROADCAST_LIMIT + 1).collect()
     if len(found) > DUPLICATE_KEYS_BROADCAST_LIMIT:
         return None
-    return [int(r[KEY_HASH]) for r in found]
+    return RepeatedKeys([int(r[KEY_HASH]) for r in found], sum(int(r["count"]) for r in found))
 
 
-def deduplicate_valid(valid: DataFrame, contract: DatasetContract, repeated: list[int] | None) -> tuple[DataFrame, Observation | None]:
-    """De-duplicate a run's valid rows given `repeated_key_hashes`: with none, the rows pass as they are; with
-    few, only the rows of those hashes are ranked (by the real key), the others pass through a broadcast
-    anti-join; with many (None), every row is ranked.
+def deduplicate_valid(valid: DataFrame, contract: DatasetContract, repeated: RepeatedKeys | None) -> tuple[DataFrame, Observation | None]:
+    """De-duplicate a run's valid rows given `repeated_key_hashes`: with no repeated hash, the rows pass as they
+    are; with few, only the rows of those hashes are ranked (by the real key), and the rows that lose are dropped
+    from the others by a broadcast anti-join on their file index and row id, so the written rows come from one
+    scan and no shuffle; with many (None, or more than DUPLICATE_ROWS_BROADCAST_LIMIT rows), every row is ranked.
 
     Returns (rows to write, observation counting `dups` while they are written, or None when none can be)."""
-    if repeated is not None and not repeated:
+    if repeated is not None and not repeated.hashes:
         return valid, None
     observation = Observation("dedup")
-    if repeated is None:
+    if repeated is None or repeated.rows > DUPLICATE_ROWS_BROADCAST_LIMIT:
         return deduplicate(valid, contract, observation), observation
-    hashes = F.broadcast(valid.sparkSession.createDataFrame([(h,) for h in repeated], f"`{KEY_HASH}` BIGINT"))
-    unique = valid.join(hashes, KEY_HASH, "left_anti")
-    ranked = deduplicate(valid.join(hashes, KEY_HASH, "left_semi"), contract, observation)
-    return unique.unionByName(ranked), observation
+    hashes = F.broadcast(valid.sparkSession.createDataFrame([(h,) for h in repeated.hashes], f"`{KEY_HASH}` BIGINT"))
+    ranked = _ranked(valid.join(hashes, KEY_HASH, "left_semi"), contract, observation)
+    losers = ranked.filter(F.col("_rank") > 1).select(FILE_INDEX, ROW_ID)
+    return valid.join(F.broadcast(losers), [FILE_INDEX, ROW_ID], "left_anti"), observation
 
 
 # ------------------------------------------------------------------------------------------------------ run
