@@ -1,4 +1,4 @@
-"""Session fixtures: the whole app synthesized once (see tests/cdk_app.py for the helpers)."""
+"""Shared fixtures: the whole app synthesized once (see tests/cdk_app.py for the helpers), and moto's fake AWS (tests/fake_aws.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from tests.cdk_app import SynthesizedApp, cdk_context, pinned_context, synth_app
+from tests.fake_aws import fake_aws
 
-__all__ = ["SynthesizedApp", "cdk_context", "pinned_context", "synth_app"]
+__all__ = ["SynthesizedApp", "cdk_context", "fake_aws", "pinned_context", "synth_app"]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
-from moto import mock_aws
 
 from pipeline_constructs.runtime import glue_load_job
 from pipeline_constructs.runtime.glue_load_job import (
@@ -30,23 +29,12 @@ from pipeline_constructs.runtime.workflow_inputs import (
     WorkflowInputsError,
     read_processed,
 )
+from tests.fake_aws import FAKE_AWS_REGION
 
-REGION = "eu-west-1"
+REGION = FAKE_AWS_REGION
 RUN_ID = "wr_0123456789abcdef"
 MERGE_TEMPLATE = f'MERGE INTO "db"."t" AS t USING (SELECT * FROM "db"."t_runs" WHERE "run_id" = \'{RUN_ID_TOKEN}\') AS s ON t.k = s.k WHEN MATCHED THEN UPDATE SET v = s.v'
 NO_SLEEP = {"sleep": lambda _seconds: None, "poll_seconds": 1}
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield
 
 
 def _athena_workgroup(athena: Any, name: str = "pipeline") -> str:
@@ -77,7 +65,7 @@ def test_render_sql_rejects_sql_that_does_not_name_its_run() -> None:
         render_sql(['MERGE INTO "db"."t" USING "db"."t_runs"'], RUN_ID)
 
 
-def test_athena_load_succeeds_against_moto_and_runs_the_rendered_sql(aws: None) -> None:
+def test_athena_load_succeeds_against_moto_and_runs_the_rendered_sql(fake_aws: None) -> None:
     athena = boto3.client("athena", region_name=REGION)
     workgroup = _athena_workgroup(athena)
     query_id = run_athena_query(athena, sql=render_sql([MERGE_TEMPLATE], RUN_ID)[0], workgroup=workgroup, database="db", **NO_SLEEP)
@@ -234,7 +222,7 @@ def _workflow_with_claim(glue: Any, claimed: dict[str, str]) -> tuple[str, str]:
 
 
 def test_main_loads_then_commits_the_claimed_uploads(
-    aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fake_aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     athena, s3, glue = (boto3.client(n, region_name=REGION) for n in ("athena", "s3", "glue"))
     s3.create_bucket(Bucket="curated", CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -258,7 +246,7 @@ def test_main_loads_then_commits_the_claimed_uploads(
     assert f"'{run_id}'" in query
 
 
-def test_a_failed_load_commits_nothing_so_the_next_run_takes_the_uploads_again(aws: None) -> None:
+def test_a_failed_load_commits_nothing_so_the_next_run_takes_the_uploads_again(fake_aws: None) -> None:
     s3, glue = (boto3.client(n, region_name=REGION) for n in ("s3", "glue"))
     s3.create_bucket(Bucket="curated", CreateBucketConfiguration={"LocationConstraint": REGION})
     workflow, run_id = _workflow_with_claim(glue, {"incoming/glue_workflow/a.csv": "etag-a"})
@@ -288,7 +276,7 @@ def test_a_failed_load_commits_nothing_so_the_next_run_takes_the_uploads_again(a
     assert read_processed(s3, state_bucket="curated", state_key="state/processed.json") == ({}, None)
 
 
-def test_commit_fails_loudly_when_the_clean_job_claimed_nothing(aws: None) -> None:
+def test_commit_fails_loudly_when_the_clean_job_claimed_nothing(fake_aws: None) -> None:
     s3, glue, athena = (boto3.client(n, region_name=REGION) for n in ("s3", "glue", "athena"))
     s3.create_bucket(Bucket="curated", CreateBucketConfiguration={"LocationConstraint": REGION})
     glue.create_workflow(Name="wf")
@@ -303,7 +291,7 @@ def test_commit_fails_loudly_when_the_clean_job_claimed_nothing(aws: None) -> No
         run_load(args, {"athena": athena, "s3": s3, "glue": glue}, sleep=lambda _s: None)
 
 
-def test_a_run_that_claimed_no_new_upload_loads_nothing(aws: None) -> None:
+def test_a_run_that_claimed_no_new_upload_loads_nothing(fake_aws: None) -> None:
     s3, glue = (boto3.client(n, region_name=REGION) for n in ("s3", "glue"))
     workflow, run_id = _workflow_with_claim(glue, {})
     athena, stub = _stubbed("athena")  # no responses queued: any Athena call would fail the test

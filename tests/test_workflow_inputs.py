@@ -12,7 +12,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from pipeline_constructs.runtime.workflow_inputs import (
     CLAIMED_PROPERTY,
@@ -25,8 +24,9 @@ from pipeline_constructs.runtime.workflow_inputs import (
     parse_s3_uri,
     read_processed,
 )
+from tests.fake_aws import FAKE_AWS_REGION
 
-REGION = "eu-west-1"
+REGION = FAKE_AWS_REGION
 LANDING = "landing"
 PREFIX = "incoming/glue_workflow/"
 LISTING_URI = f"s3://{LANDING}/{PREFIX}"
@@ -35,20 +35,13 @@ WORKFLOW = "retail-pipeline"
 
 
 @pytest.fixture
-def clients(monkeypatch: pytest.MonkeyPatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name=REGION)
-        glue = boto3.client("glue", region_name=REGION)
-        for bucket in (LANDING, "curated"):
-            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        glue.create_workflow(Name=WORKFLOW)
-        yield s3, glue
+def clients(fake_aws: None):
+    s3 = boto3.client("s3", region_name=REGION)
+    glue = boto3.client("glue", region_name=REGION)
+    for bucket in (LANDING, "curated"):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    glue.create_workflow(Name=WORKFLOW)
+    return s3, glue
 
 
 def upload(s3: Any, name: str, body: bytes = b"transaction_id,sku\n1,a\n") -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from pipeline_constructs.runtime import glue_clean_job as job
 from pipeline_constructs.runtime.clean_transform import CleanRunFailed
+from tests.fake_aws import FAKE_AWS_REGION
 
 
 def test_resolve_args_applies_defaults_and_types():
@@ -70,10 +69,8 @@ def test_resolve_args_rejects_missing_or_bad_values(drop, extra, message):
 
 
 @pytest.fixture
-def cloudwatch():
-    with mock_aws():
-        os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
-        yield boto3.client("cloudwatch", region_name="eu-west-1")
+def cloudwatch(fake_aws: None):
+    return boto3.client("cloudwatch", region_name=FAKE_AWS_REGION)
 
 
 def _metrics(client) -> dict[tuple[str, tuple], float]:
