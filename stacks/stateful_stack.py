@@ -12,6 +12,7 @@ from pipeline_constructs.athena_target import AthenaTarget
 from pipeline_constructs.catalog import PipelineCatalog
 from pipeline_constructs.clean_job import CleanJob
 from pipeline_constructs.contract import DatasetContract
+from pipeline_constructs.load_targets import LoadTarget
 from pipeline_constructs.network import PipelineNetwork
 from pipeline_constructs.redshift_target import RedshiftTarget
 from pipeline_constructs.storage import PipelineStorage
@@ -61,7 +62,7 @@ class StatefulStack(Stack):
             worker_count=config.glue_worker_count,
             max_quarantine_ratio=config.max_quarantine_ratio,
         )
-        self.target: AthenaTarget | RedshiftTarget
+        self.target: LoadTarget
         if config.load_target == "redshift":
             if network is None:
                 raise ValueError(f"environments.{config.name}.load_target='redshift': the stateful stack needs the network (pass network=)")

@@ -7,7 +7,7 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
-from aws_cdk import aws_glue as glue
+from aws_cdk import aws_glue as glue, aws_iam as iam
 from aws_cdk.assertions import Match, Template
 
 from pipeline_constructs import AthenaTarget, CleanJob, DatasetContract, PipelineAlerting, PipelineCatalog, PipelineStorage
@@ -285,3 +285,8 @@ def test_athena_cutoff_below_ten_megabytes_is_refused() -> None:
     job = CleanJob(stack, "J", storage=storage, catalog=catalog, contract=CONTRACT)
     with pytest.raises(PipelinePropsError, match="bytes_scanned_cutoff=1000"):
         AthenaTarget(stack, "A", storage=storage, catalog=catalog, clean_job=job, bytes_scanned_cutoff=1000)
+
+
+def test_the_load_policy_attaches_only_to_a_role(built: dict[str, Any]) -> None:
+    with pytest.raises(PipelinePropsError, match=r"grantee=.*must be a role"):
+        built["target"].grant_load(iam.AccountRootPrincipal())

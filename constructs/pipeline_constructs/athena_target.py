@@ -12,7 +12,7 @@ from .clean_job import CleanJob
 from .contract import DatasetContract
 from .load_sql import RUN_ID_PLACEHOLDER, athena_merge_sql, iceberg_type, table_columns
 from .storage import PipelineStorage, grant_objects
-from .validation import PipelinePropsError, check_name, check_positive
+from .validation import PipelinePropsError, check_name, check_positive, check_role
 
 
 class AthenaTarget(Construct):
@@ -214,10 +214,7 @@ class AthenaTarget(Construct):
 
     def grant_load(self, grantee: iam.IGrantable) -> None:
         """Let `grantee` (a role) run the load: attaches the target's load policy."""
-        role = grantee.grant_principal
-        if not hasattr(role, "add_managed_policy"):
-            raise PipelinePropsError(f"grantee={grantee!r}: the load policy attaches to a role")
-        role.add_managed_policy(self.load_policy)
+        check_role("grantee", grantee).add_managed_policy(self.load_policy)
 
     def review_load_findings(self, grantee_construct: IConstruct) -> None:
         """Accept the wildcard findings `grant_load` (and Step Functions' Athena task) cause on `grantee_construct`."""

@@ -23,12 +23,10 @@ from .athena_target import AthenaTarget
 from .catalog import PipelineCatalog, review_glue_logs
 from .clean_job import CleanJob
 from .glue_workflow_target import GlueWorkflowTarget
-from .redshift_target import RedshiftTarget
+from .load_targets import LoadTarget, check_load_target
 from .runtime.glue_load_job import RUN_ID_TOKEN
 from .storage import PipelineStorage
 from .validation import PipelinePropsError, check_positive, check_prefix
-
-LoadTarget = AthenaTarget | RedshiftTarget
 
 FORM_NAME = "glue_workflow"
 RUNTIME_DIR = Path(__file__).parent / "runtime"
@@ -96,8 +94,7 @@ class GlueWorkflowPipeline(Construct):
         :param removal_policy: for the dead-letter queue, so undelivered events outlive a stack replacement. Default: RETAIN.
         """
         super().__init__(scope, construct_id)
-        if not isinstance(target, (AthenaTarget, RedshiftTarget)):
-            raise PipelinePropsError(f"target={type(target).__name__}: use an AthenaTarget or a RedshiftTarget")
+        check_load_target(target)
         check_positive("batch_size", batch_size)
         if not isinstance(batch_size, bool) and batch_size > 100:
             raise PipelinePropsError(f"batch_size={batch_size!r}: must be <= 100")

@@ -24,7 +24,7 @@ from .load_sql import RUN_ID_PLACEHOLDER
 from .network import REDSHIFT_SERVERLESS_MIN_AZS
 from .redshift_sql import check_identifier, load_statements, partition_expression
 from .storage import PipelineStorage, grant_objects
-from .validation import PipelinePropsError, check_name
+from .validation import PipelinePropsError, check_name, check_role
 
 REDSHIFT_PORT = 5439
 AUDIT_LOGS = ("userlog", "connectionlog", "useractivitylog")
@@ -259,10 +259,7 @@ class RedshiftTarget(Construct):
 
     def grant_load(self, grantee: iam.IGrantable) -> None:
         """Let `grantee` (a role) run the load: attaches the target's load policy."""
-        role = grantee.grant_principal
-        if not hasattr(role, "add_managed_policy"):
-            raise PipelinePropsError(f"grantee={grantee!r}: the load policy attaches to a role")
-        role.add_managed_policy(self.load_policy)
+        check_role("grantee", grantee).add_managed_policy(self.load_policy)
 
     def review_load_findings(self, grantee_construct: IConstruct) -> None:
         """Nothing to accept on the grantee: the load policy carries its own reviewed finding, and Redshift reads

@@ -21,15 +21,13 @@ from constructs import Construct
 
 from .acknowledgements import acknowledge_findings
 from .alerting import PipelineAlerting
-from .athena_target import AthenaTarget
 from .catalog import PipelineCatalog
 from .clean_job import CleanJob
 from .keys import allow_cloudwatch_logs
+from .load_targets import LoadTarget, check_load_target
 from .redshift_target import RedshiftTarget
 from .storage import PipelineStorage
-from .validation import PipelinePropsError, check_positive, check_prefix
-
-LoadTarget = AthenaTarget | RedshiftTarget
+from .validation import check_positive, check_prefix
 
 FORM_NAME = "step_functions"
 _COLON = ArnFormat.COLON_RESOURCE_NAME
@@ -97,8 +95,7 @@ class StepFunctionsPipeline(Construct):
         :param removal_policy: for the log group and its key. Default: RETAIN.
         """
         super().__init__(scope, construct_id)
-        if not isinstance(target, (AthenaTarget, RedshiftTarget)):
-            raise PipelinePropsError(f"target={type(target).__name__}: use an AthenaTarget or a RedshiftTarget")
+        check_load_target(target)
         check_positive("load_max_polls", load_max_polls)
         load_poll = load_poll_interval if load_poll_interval is not None else Duration.seconds(15)
         check_positive("load_poll_interval (seconds)", load_poll.to_seconds())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from aws_cdk import Token
+from aws_cdk import Token, aws_iam as iam
 
 
 class PipelinePropsError(ValueError):
@@ -42,3 +42,12 @@ def exactly_one(first_name: str, first: Any, second_name: str, second: Any) -> N
     """An existing resource or the props for a new one, never both."""
     if first is not None and second is not None:
         raise PipelinePropsError(f"give {first_name} or {second_name}, not both")
+
+
+def check_role(name: str, grantee: iam.IGrantable) -> iam.IRole:
+    """The role behind `grantee` (a role, or a resource acting through one, like a state machine), for grants
+    that attach a managed policy."""
+    role = grantee.grant_principal
+    if not hasattr(role, "add_managed_policy"):
+        raise PipelinePropsError(f"{name}={grantee!r}: must be a role, or act through one (managed policies attach to roles)")
+    return role  # type: ignore[return-value]

@@ -1,0 +1,17 @@
+"""The load targets a pipeline form accepts, checked the same way by every form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .athena_target import AthenaTarget
+from .redshift_target import RedshiftTarget
+from .validation import PipelinePropsError
+
+LoadTarget = AthenaTarget | RedshiftTarget
+
+
+def check_load_target(target: Any) -> None:
+    """Reject anything but an AthenaTarget or a RedshiftTarget, naming what was given."""
+    if not isinstance(target, (AthenaTarget, RedshiftTarget)):
+        raise PipelinePropsError(f"target={type(target).__name__}: use an AthenaTarget or a RedshiftTarget")
