@@ -5,7 +5,7 @@ from __future__ import annotations
 from aws_cdk import Duration, RemovalPolicy, Stack
 
 from constructs import Construct
-from pipeline_constructs.glue_workflow_form import GlueWorkflowPipeline
+from pipeline_constructs.forms.glue_workflow import GlueWorkflowPipeline
 
 from .config import EnvironmentConfig
 from .stateful_stack import StatefulStack

@@ -8,14 +8,14 @@ from aws_cdk import Duration, RemovalPolicy, Stack, aws_glue as glue
 
 from constructs import Construct
 from pipeline_constructs.alerting import PipelineAlerting
-from pipeline_constructs.athena_target import AthenaTarget
 from pipeline_constructs.catalog import PipelineCatalog
 from pipeline_constructs.clean_job import CleanJob
 from pipeline_constructs.contract import DatasetContract
-from pipeline_constructs.load_targets import LoadTarget
 from pipeline_constructs.network import PipelineNetwork
-from pipeline_constructs.redshift_target import RedshiftTarget
 from pipeline_constructs.storage import PipelineStorage
+from pipeline_constructs.targets.athena import AthenaTarget
+from pipeline_constructs.targets.load_target import LoadTarget
+from pipeline_constructs.targets.redshift import RedshiftTarget
 
 from .config import EnvironmentConfig
 

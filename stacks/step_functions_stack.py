@@ -5,7 +5,7 @@ from __future__ import annotations
 from aws_cdk import RemovalPolicy, Stack, aws_logs as logs
 
 from constructs import Construct
-from pipeline_constructs.step_functions_form import StepFunctionsPipeline
+from pipeline_constructs.forms.step_functions import StepFunctionsPipeline
 
 from .config import EnvironmentConfig
 from .stateful_stack import StatefulStack

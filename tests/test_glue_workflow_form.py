@@ -16,7 +16,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from cfnlint.api import ManualArgs, lint
 
-from pipeline_constructs.glue_workflow_form import GlueWorkflowPipeline
+from pipeline_constructs.forms.glue_workflow import GlueWorkflowPipeline
 from pipeline_constructs.runtime.glue_load_job import RUN_ID_TOKEN, render_sql
 from pipeline_constructs.validation import PipelinePropsError
 from stacks.config import parse_app_config

@@ -9,7 +9,7 @@ import pytest
 import sqlglot
 
 from pipeline_constructs.contract import DatasetContract
-from pipeline_constructs.load_sql import athena_merge_sql, check_run_id, iceberg_type, table_columns
+from pipeline_constructs.targets.load_sql import athena_merge_sql, check_run_id, iceberg_type, table_columns
 
 CONTRACT = DatasetContract.from_file(Path(__file__).resolve().parent.parent / "contracts" / "retail_sales.yaml")
 DUCK_TYPES = {

@@ -1,4 +1,4 @@
-"""Redshift load SQL (pipeline_constructs.redshift_sql) generated from the retail contract: types, statements parsed by
+"""Redshift load SQL (pipeline_constructs.targets.redshift_sql) generated from the retail contract: types, statements parsed by
 sqlglot in the Redshift dialect, and the load's idempotence shown on DuckDB over Parquet laid out as the clean job writes
 it (`run_id=<id>/sale_date=<value>/part-*.parquet`, the partition column only in the directory name).
 
@@ -19,8 +19,8 @@ import sqlglot
 from sqlglot import exp
 
 from pipeline_constructs.contract import DatasetContract
-from pipeline_constructs.load_sql import RUN_ID_PLACEHOLDER
-from pipeline_constructs.redshift_sql import (
+from pipeline_constructs.targets.load_sql import RUN_ID_PLACEHOLDER
+from pipeline_constructs.targets.redshift_sql import (
     MAX_VARCHAR_BYTES,
     load_statements,
     partition_expression,

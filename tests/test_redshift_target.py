@@ -19,8 +19,8 @@ from aws_cdk.assertions import Template
 from pipeline_constructs.catalog import PipelineCatalog
 from pipeline_constructs.clean_job import CleanJob
 from pipeline_constructs.contract import DatasetContract
-from pipeline_constructs.redshift_target import RedshiftTarget
 from pipeline_constructs.storage import PipelineStorage
+from pipeline_constructs.targets.redshift import RedshiftTarget
 from pipeline_constructs.validation import PipelinePropsError
 from stacks.stateful_stack import CONTRACT_PATH
 

@@ -18,7 +18,7 @@ from aws_cdk.assertions import Match, Template
 from sqlglot import exp
 
 from pipeline_constructs.contract import DatasetContract
-from pipeline_constructs.step_functions_form import StepFunctionsPipeline
+from pipeline_constructs.forms.step_functions import StepFunctionsPipeline
 from pipeline_constructs.validation import PipelinePropsError
 from stacks.config import parse_app_config
 from stacks.stateful_stack import CONTRACT_PATH, StatefulStack

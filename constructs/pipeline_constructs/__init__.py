@@ -16,12 +16,12 @@ _EXPORTS = {
     "PipelineCatalog": "catalog",
     "PipelineAlerting": "alerting",
     "CleanJob": "clean_job",
-    "AthenaTarget": "athena_target",
-    "RedshiftTarget": "redshift_target",
+    "AthenaTarget": "targets.athena",
+    "RedshiftTarget": "targets.redshift",
     "PipelineNetwork": "network",
-    "StepFunctionsPipeline": "step_functions_form",
-    "GlueWorkflowPipeline": "glue_workflow_form",
-    "GlueWorkflowTarget": "glue_workflow_target",
+    "StepFunctionsPipeline": "forms.step_functions",
+    "GlueWorkflowPipeline": "forms.glue_workflow",
+    "GlueWorkflowTarget": "forms.glue_workflow_target",
     "PipelinePropsError": "validation",
 }
 
@@ -44,16 +44,16 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .alerting import PipelineAlerting
-    from .athena_target import AthenaTarget
     from .catalog import PipelineCatalog
     from .clean_job import CleanJob
     from .contract import ContractError, DatasetContract
-    from .glue_workflow_form import GlueWorkflowPipeline
-    from .glue_workflow_target import GlueWorkflowTarget
+    from .forms.glue_workflow import GlueWorkflowPipeline
+    from .forms.glue_workflow_target import GlueWorkflowTarget
+    from .forms.step_functions import StepFunctionsPipeline
     from .network import PipelineNetwork
-    from .redshift_target import RedshiftTarget
-    from .step_functions_form import StepFunctionsPipeline
     from .storage import PipelineStorage
+    from .targets.athena import AthenaTarget
+    from .targets.redshift import RedshiftTarget
     from .validation import PipelinePropsError
 
 

@@ -17,19 +17,19 @@ from aws_cdk import (
 
 from constructs import Construct
 
-from .acknowledgements import acknowledge, acknowledge_findings
-from .alerting import PipelineAlerting
-from .athena_target import AthenaTarget
-from .catalog import PipelineCatalog, review_glue_logs
-from .clean_job import CleanJob
+from ..acknowledgements import acknowledge, acknowledge_findings
+from ..alerting import PipelineAlerting
+from ..catalog import PipelineCatalog, review_glue_logs
+from ..clean_job import CleanJob
+from ..runtime.glue_load_job import RUN_ID_TOKEN
+from ..storage import PipelineStorage
+from ..targets.athena import AthenaTarget
+from ..targets.load_target import LoadTarget, check_load_target
+from ..validation import PipelinePropsError, check_positive, check_prefix
 from .glue_workflow_target import GlueWorkflowTarget
-from .load_targets import LoadTarget, check_load_target
-from .runtime.glue_load_job import RUN_ID_TOKEN
-from .storage import PipelineStorage
-from .validation import PipelinePropsError, check_positive, check_prefix
 
 FORM_NAME = "glue_workflow"
-RUNTIME_DIR = Path(__file__).parent / "runtime"
+RUNTIME_DIR = Path(__file__).parent.parent / "runtime"
 # Glue job states that end a run without success, and the crawler's failure state, as EventBridge reports them.
 JOB_FAILURE_STATES = ("FAILED", "TIMEOUT", "STOPPED", "ERROR")
 CRAWLER_FAILURE_STATES = ("Failed",)

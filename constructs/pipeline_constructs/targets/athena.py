@@ -6,13 +6,13 @@ from aws_cdk import Duration, RemovalPolicy, Stack, aws_athena as athena, aws_gl
 
 from constructs import Construct, IConstruct
 
-from .acknowledgements import acknowledge_findings
-from .catalog import PipelineCatalog, review_object_prefix
-from .clean_job import CleanJob
-from .contract import DatasetContract
+from ..acknowledgements import acknowledge_findings
+from ..catalog import PipelineCatalog, review_object_prefix
+from ..clean_job import CleanJob
+from ..contract import DatasetContract
+from ..storage import PipelineStorage, grant_objects
+from ..validation import PipelinePropsError, check_name, check_positive, check_role
 from .load_sql import RUN_ID_PLACEHOLDER, athena_merge_sql, iceberg_type, table_columns
-from .storage import PipelineStorage, grant_objects
-from .validation import PipelinePropsError, check_name, check_positive, check_role
 
 
 class AthenaTarget(Construct):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .athena_target import AthenaTarget
-from .redshift_target import RedshiftTarget
-from .validation import PipelinePropsError
+from ..validation import PipelinePropsError
+from .athena import AthenaTarget
+from .redshift import RedshiftTarget
 
 LoadTarget = AthenaTarget | RedshiftTarget
 

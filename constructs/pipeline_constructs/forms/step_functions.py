@@ -19,15 +19,15 @@ from aws_cdk import (
 
 from constructs import Construct
 
-from .acknowledgements import acknowledge_findings
-from .alerting import PipelineAlerting
-from .catalog import PipelineCatalog
-from .clean_job import CleanJob
-from .keys import allow_cloudwatch_logs
-from .load_targets import LoadTarget, check_load_target
-from .redshift_target import RedshiftTarget
-from .storage import PipelineStorage
-from .validation import check_positive, check_prefix
+from ..acknowledgements import acknowledge_findings
+from ..alerting import PipelineAlerting
+from ..catalog import PipelineCatalog
+from ..clean_job import CleanJob
+from ..keys import allow_cloudwatch_logs
+from ..storage import PipelineStorage
+from ..targets.load_target import LoadTarget, check_load_target
+from ..targets.redshift import RedshiftTarget
+from ..validation import check_positive, check_prefix
 
 FORM_NAME = "step_functions"
 _COLON = ArnFormat.COLON_RESOURCE_NAME

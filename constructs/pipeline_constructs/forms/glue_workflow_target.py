@@ -10,7 +10,7 @@ from aws_cdk.interfaces.aws_events import IRuleRef
 
 from constructs import Construct
 
-from .validation import PipelinePropsError
+from ..validation import PipelinePropsError
 
 
 @jsii.implements(events.IRuleTarget)

@@ -16,15 +16,15 @@ from aws_cdk import (
 
 from constructs import Construct, IConstruct
 
-from .acknowledgements import acknowledge_findings
-from .catalog import review_object_prefix
-from .clean_job import CleanJob
-from .contract import DatasetContract
+from ..acknowledgements import acknowledge_findings
+from ..catalog import review_object_prefix
+from ..clean_job import CleanJob
+from ..contract import DatasetContract
+from ..network import REDSHIFT_SERVERLESS_MIN_AZS
+from ..storage import PipelineStorage, grant_objects
+from ..validation import PipelinePropsError, check_name, check_role
 from .load_sql import RUN_ID_PLACEHOLDER
-from .network import REDSHIFT_SERVERLESS_MIN_AZS
 from .redshift_sql import check_identifier, load_statements, partition_expression
-from .storage import PipelineStorage, grant_objects
-from .validation import PipelinePropsError, check_name, check_role
 
 REDSHIFT_PORT = 5439
 AUDIT_LOGS = ("userlog", "connectionlog", "useractivitylog")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .contract import DatasetContract
+from ..contract import DatasetContract
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # The placeholder the Step Functions form replaces with the execution name (States.Format uses '{}').

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from .contract import DatasetContract, decimal_precision_scale
+from ..contract import DatasetContract, decimal_precision_scale
 from .load_sql import RUN_ID_PLACEHOLDER, check_run_id, quote
 
 # Redshift VARCHAR lengths are in bytes; a UTF-8 character takes up to 4.
