@@ -34,6 +34,7 @@ class ReviewedFinding:
     rule: str
     matching: str
     reason: str
+    actions: tuple[str, ...] = ()
 
 
 _REVIEWED: dict[str, list[ReviewedFinding]] = {}
@@ -58,7 +59,15 @@ def acknowledge(construct: IConstruct, finding_id: str, reason: str) -> None:
     cdk.Validations.of(construct).acknowledge(cdk.Acknowledgment(id=finding_id, reason=_check_reason(construct, finding_id, reason)))
 
 
-def acknowledge_findings(construct: IConstruct, rule: str, reason: str, *, matching: str, child_path: str | None = None) -> None:
+def acknowledge_findings(
+    construct: IConstruct,
+    rule: str,
+    reason: str,
+    *,
+    matching: str,
+    actions: Sequence[str] = (),
+    child_path: str | None = None,
+) -> None:
     """Declare reviewed findings of `rule` (e.g. 'AwsSolutions-IAM5') under `construct` whose detail matches `matching`.
 
     `apply_acknowledgements` turns each matching finding into its own acknowledgement. Keep `matching` narrow: it is
@@ -72,7 +81,7 @@ def acknowledge_findings(construct: IConstruct, rule: str, reason: str, *, match
     except re.error as error:
         raise PipelinePropsError(f"matching={matching!r}: not a regular expression ({error})") from None
     path = construct.node.path if child_path is None else f"{construct.node.path}/{child_path}"
-    entry = ReviewedFinding(path=path, rule=rule, matching=matching, reason=_check_reason(construct, rule, reason))
+    entry = ReviewedFinding(path=path, rule=rule, matching=matching, reason=_check_reason(construct, rule, reason), actions=tuple(actions))
     _REVIEWED.setdefault(construct.node.root.node.addr, []).append(entry)
 
 
