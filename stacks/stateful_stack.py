@@ -50,7 +50,9 @@ class StatefulStack(Stack):
             removal_policy=removal,
             data_retention=Duration.days(config.data_retention_days),
         )
-        self.alerting = PipelineAlerting(self, "Alerting", emails=config.alarm_emails, removal_policy=removal)
+        self.alerting = PipelineAlerting(
+            self, "Alerting", emails=config.alarm_emails, topic_display_name="Retail pipeline alerts", removal_policy=removal
+        )
         self.catalog = PipelineCatalog(self, "Catalog", storage=self.storage, database_name=f"retail_{config.name}", removal_policy=removal)
         self.clean_job = CleanJob(
             self,

@@ -7,10 +7,17 @@ cross-stack references no caller should hard-code. So constructs declare *review
 `apply_acknowledgements(app)` (called once, before synth) runs the rule packs, and acknowledges exactly the findings
 that match a declaration, one finding id per acknowledgement, each with the declaration's reason. Anything that
 matches no declaration stays open and fails synth.
+
+A wildcard declaration (AwsSolutions-IAM5) also names the IAM actions it covers. Every policy statement behind a
+matched finding is read back from the resource, and a statement holding an action the declaration does not name
+fails synth: a reason cannot cover more than it says. Finding details are compared with the pseudo parameters of
+environment-agnostic stacks (`<AWS::Partition>`, `<AWS::Region>`, ...) written without their colons
+(`<AWS.Partition>`), so one declaration matches whatever account, region and stack layout the app picks.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +31,9 @@ from .validation import PipelinePropsError
 
 MIN_REASON_LENGTH = 20
 _FINDING = re.compile(r"^(?P<rule>[^\[]+)(\[(?P<detail>.*)\])?$", re.DOTALL)
+_PSEUDO = re.compile(r"<AWS::(\w+)>")
+# Rules whose findings are wildcards inside policy statements: their declarations name the actions they cover.
+STATEMENT_RULES = ("AwsSolutions-IAM5",)
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,12 @@ def acknowledge_findings(
     """
     if "[" in rule or "-" not in rule:
         raise PipelinePropsError(f"rule={rule!r}: give a rule id without detail, e.g. 'AwsSolutions-IAM5'")
+    if isinstance(actions, str):
+        raise PipelinePropsError(f"actions={actions!r}: give a list of IAM actions, e.g. ['s3:GetObject']")
+    if rule in STATEMENT_RULES and not actions:
+        raise PipelinePropsError(
+            f"actions={list(actions)!r} for {rule} on {construct.node.path}: name the IAM actions the reviewed statements hold"
+        )
     try:
         re.compile(matching)
     except re.error as error:
@@ -83,6 +99,80 @@ def acknowledge_findings(
     path = construct.node.path if child_path is None else f"{construct.node.path}/{child_path}"
     entry = ReviewedFinding(path=path, rule=rule, matching=matching, reason=_check_reason(construct, rule, reason), actions=tuple(actions))
     _REVIEWED.setdefault(construct.node.root.node.addr, []).append(entry)
+
+
+def normalise_detail(detail: str) -> str:
+    """A finding detail with pseudo parameters written without colons (`<AWS::Region>` -> `<AWS.Region>`)."""
+    return _PSEUDO.sub(r"<AWS.\1>", detail)
+
+
+def flatten_reference(node: Any) -> str:
+    """A resolved CloudFormation value as one string, the way cdk-nag writes it into a finding id."""
+    if node is None:
+        return ""
+    if isinstance(node, str):
+        return node.replace("${", "<").replace("}", ">")
+    if isinstance(node, dict):
+        if "Fn::Join" in node:
+            delimiter, items = node["Fn::Join"]
+            return delimiter.join(flatten_reference(item) for item in items)
+        if "Fn::Sub" in node:
+            return flatten_reference(node["Fn::Sub"])
+        if "Fn::GetAtt" in node:
+            resource, attribute = node["Fn::GetAtt"]
+            return f"<{flatten_reference(resource)}.{flatten_reference(attribute)}>"
+        if "Fn::ImportValue" in node:
+            return flatten_reference(node["Fn::ImportValue"])
+        if "Ref" in node:
+            return f"<{flatten_reference(node['Ref'])}>"
+    return json.dumps(node, separators=(",", ":"))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_statements(resource: IConstruct) -> list[dict[str, Any]]:
+    """The resolved Allow statements of an IAM policy, managed policy or role's inline policies ([] otherwise)."""
+    from aws_cdk import aws_iam as iam
+
+    stack = cdk.Stack.of(resource)
+    documents: list[Any] = []
+    if isinstance(resource, (iam.CfnPolicy, iam.CfnManagedPolicy)):
+        documents.append(stack.resolve(resource.policy_document))
+    elif isinstance(resource, (iam.CfnRole, iam.CfnUser, iam.CfnGroup)):
+        for policy in _as_list(stack.resolve(resource.policies) or []):
+            documents.append(stack.resolve(policy.get("PolicyDocument") or policy.get("policyDocument")))
+    statements = []
+    for document in documents:
+        for statement in _as_list((document or {}).get("Statement", [])):
+            if statement.get("Effect") == "Allow":
+                statements.append(statement)
+    return statements
+
+
+def statement_findings(statement: dict[str, Any]) -> set[str]:
+    """The AwsSolutions-IAM5 details one statement produces: each wildcard action and each wildcard resource."""
+    details = {f"Action::{action}" for action in _as_list(statement.get("Action", [])) if isinstance(action, str) and "*" in action}
+    for resource in _as_list(statement.get("Resource", [])):
+        flat = flatten_reference(resource)
+        if "*" in flat:
+            details.add(f"Resource::{flat}")
+    return details
+
+
+def check_declared_actions(resource: IConstruct, detail: str, entry: ReviewedFinding) -> None:
+    """Raise when a statement of `resource` behind finding `detail` holds an action `entry` does not name."""
+    for statement in policy_statements(resource):
+        if detail not in statement_findings(statement):
+            continue
+        extra = sorted(str(a) for a in _as_list(statement.get("Action", [])) if a not in entry.actions)
+        if extra:
+            raise PipelinePropsError(
+                f"{resource.node.path}: the statement behind {entry.rule}[{detail}] holds {extra}, which the "
+                f"acknowledgement declared at {entry.path} (actions={list(entry.actions)}) does not name; "
+                f"narrow the statement or review the action and add it to the declaration"
+            )
 
 
 def reviewed_findings(scope: IConstruct) -> list[ReviewedFinding]:
@@ -121,9 +211,12 @@ def apply_acknowledgements(app: IConstruct, packs: Sequence[Any] | None = None) 
                     if (
                         entry.rule == rule
                         and (path == entry.path or path.startswith(entry.path + "/"))
-                        and re.fullmatch(entry.matching, detail, re.DOTALL)
+                        and re.fullmatch(entry.matching, normalise_detail(detail), re.DOTALL)
                     ):
-                        acknowledge(_find(app, path), violation.rule_name, entry.reason)
+                        found = _find(app, path)
+                        if rule in STATEMENT_RULES:
+                            check_declared_actions(found, detail, entry)
+                        acknowledge(found, violation.rule_name, entry.reason)
                         count += 1
                         break
     return count

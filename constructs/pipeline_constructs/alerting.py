@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from aws_cdk import (
+    ArnFormat,
     Duration,
     RemovalPolicy,
+    Stack,
     aws_cloudwatch as cloudwatch,
     aws_cloudwatch_actions as cw_actions,
+    aws_events as events,
+    aws_events_targets as targets,
     aws_iam as iam,
     aws_kms as kms,
     aws_sns as sns,
@@ -28,9 +33,12 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 class PipelineAlerting(Construct):
     """An encrypted SNS topic with e-mail subscriptions, and helpers to wire alarms and rules to it.
 
-    An SNS topic under the AWS-managed `alias/aws/sns` key cannot receive messages from CloudWatch alarms or
-    EventBridge rules (their service principals cannot use that key), so the topic gets its own key whose policy
-    lets exactly those two services encrypt with it.
+    SNS cannot use the AWS-managed `alias/aws/sns` key for messages from CloudWatch alarms or EventBridge rules, so
+    the topic has its own key. Enforcing TLS makes CDK write a topic policy, which replaces SNS's default policy; the
+    policy therefore allows CloudWatch alarms of this account to publish (`aws:SourceAccount`, `aws:SourceArn`), and
+    the key lets CloudWatch encrypt for the topic. EventBridge rules publish through `notification_target`, with a
+    role of this construct that may publish and use the key, so no rule of any account can reach the topic.
+    A notification that cannot be delivered waits in the `UndeliveredNotifications` queue, which an alarm watches.
     """
 
     def __init__(
@@ -38,24 +46,23 @@ class PipelineAlerting(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        emails: Sequence[str] = (),
-        topic_display_name: str = "Retail pipeline alerts",
+        emails: Sequence[str],
+        topic_display_name: str = "Data pipeline alerts",
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         """
-        :param emails: addresses subscribed to the topic (each must confirm). Default: none.
-        :param topic_display_name: the e-mail sender name. Default: 'Retail pipeline alerts'.
-        :param removal_policy: for the key. Default: RETAIN.
+        :param emails: at least one address subscribed to the topic (each must confirm the subscription).
+        :param topic_display_name: the e-mail sender name. Default: 'Data pipeline alerts'.
+        :param removal_policy: for the key and the undelivered-notifications queue. Default: RETAIN.
         """
         super().__init__(scope, construct_id)
-        for i, email in enumerate(emails):
-            if not isinstance(email, str) or not _EMAIL.match(email):
-                raise PipelinePropsError(f"emails[{i}]={email!r}: is not an e-mail address")
+        self.emails = check_emails("emails", emails)
+        stack = Stack.of(self)
 
         self.key = kms.Key(
             self,
             "Key",
-            description="Retail pipeline alert topic",
+            description=f"Alert topic: {topic_display_name}",
             enable_key_rotation=True,
             removal_policy=removal_policy,
         )
@@ -75,8 +82,33 @@ class PipelineAlerting(Construct):
             master_key=self.key,
             enforce_ssl=True,
         )
-        # Undeliverable notifications are kept (and alarmed on by callers) instead of lost.
-        self.dead_letter_queue = self.new_dead_letter_queue(self, "UndeliveredNotifications")
+        # The SSL-only policy replaces SNS's default one: say again who may publish.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsOfThisAccount",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="cloudwatch", resource="alarm", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+                        )
+                    },
+                },
+            )
+        )
+        self.events_role = iam.Role(
+            self,
+            "EventsPublishRole",
+            assumed_by=iam.ServicePrincipal("events.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": stack.account}}),
+            description="EventBridge rules of this pipeline publish failure messages to the alert topic",
+        )
+        self.topic.grant_publish(self.events_role)
+
+        # Undeliverable notifications are kept, and alarmed on, instead of lost.
+        self.dead_letter_queue = self.new_dead_letter_queue(self, "UndeliveredNotifications", removal_policy=removal_policy)
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowSnsToDeadLetterQueue",
@@ -85,9 +117,40 @@ class PipelineAlerting(Construct):
                 resources=["*"],
             )
         )
-        for email in emails:
+        for email in self.emails:
             self.topic.add_subscription(subs.EmailSubscription(email, dead_letter_queue=self.dead_letter_queue))
         self.alarm_action = cw_actions.SnsAction(self.topic)
+        self.undelivered_alarm = self.alarm_when_any(
+            self,
+            "UndeliveredNotificationsAlarm",
+            self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(5), statistic="Maximum"),
+            "A failure message could not be delivered to a subscriber; it waits in the UndeliveredNotifications queue",
+        )
+        self.alarms = [self.undelivered_alarm]
+
+    def notification_target(
+        self,
+        message: events.RuleTargetInput,
+        *,
+        dead_letter_queue: sqs.IQueue,
+        retry_attempts: int = 8,
+        max_event_age: Duration | None = None,
+    ) -> targets.SnsTopic:
+        """An EventBridge target that publishes `message` to the topic through this construct's role.
+
+        :param dead_letter_queue: where an event that cannot be published is kept.
+        :param retry_attempts: delivery retries, 0 to 185. Default: 8.
+        :param max_event_age: how long EventBridge retries. Default: 6 hours.
+        """
+        return targets.SnsTopic(
+            self.topic,
+            message=message,
+            role=self.events_role,
+            authorize_using_role=True,
+            dead_letter_queue=dead_letter_queue,
+            retry_attempts=retry_attempts,
+            max_event_age=max_event_age if max_event_age is not None else Duration.hours(6),
+        )
 
     def alarm_on(self, alarm: cloudwatch.Alarm) -> cloudwatch.Alarm:
         """Send the alarm's ALARM transitions to the topic; returns the alarm."""
@@ -129,6 +192,22 @@ class PipelineAlerting(Construct):
     def grant_publish(self, grantee: iam.IGrantable) -> iam.Grant:
         """Publish to the (encrypted) topic."""
         return self.topic.grant_publish(grantee)
+
+
+def check_emails(name: str, emails: Any) -> tuple[str, ...]:
+    """At least one address, each an e-mail address, none twice (case-insensitive): the checked tuple."""
+    if isinstance(emails, str) or not isinstance(emails, Sequence):
+        raise PipelinePropsError(f"{name}={emails!r}: give a list of addresses, e.g. ['data-team@example.com']")
+    if not emails:
+        raise PipelinePropsError(f"{name}=[]: give at least one address, so that failures reach a person")
+    seen: set[str] = set()
+    for i, email in enumerate(emails):
+        if not isinstance(email, str) or not _EMAIL.match(email):
+            raise PipelinePropsError(f"{name}[{i}]={email!r}: is not an e-mail address")
+        if email.lower() in seen:
+            raise PipelinePropsError(f"{name}[{i}]={email!r}: listed twice; each address gets one subscription")
+        seen.add(email.lower())
+    return tuple(emails)
 
 
 def acknowledge_dead_letter_queue(queue: sqs.IQueue) -> None:

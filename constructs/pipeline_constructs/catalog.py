@@ -11,10 +11,29 @@ from constructs import Construct, IConstruct
 
 from .acknowledgements import acknowledge_findings
 from .keys import allow_cloudwatch_logs
-from .storage import PipelineStorage
+from .storage import OBJECT_READ_ACTIONS, OBJECT_WRITE_ACTIONS, PipelineStorage
 from .validation import check_name
 
 _COLON = ArnFormat.COLON_RESOURCE_NAME
+
+# What the Glue L2 grants a job role on its script and extra files in the CDK asset bucket.
+GLUE_ASSET_READ_ACTIONS = ("s3:GetBucket*", "s3:GetObject*", "s3:List*")
+GLUE_LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:AssociateKmsKey")
+# Create and update tables and partitions; nothing here deletes.
+TABLE_WRITE_ACTIONS = (
+    "glue:GetDatabase",
+    "glue:GetTable",
+    "glue:GetTables",
+    "glue:CreateTable",
+    "glue:UpdateTable",
+    "glue:GetPartition",
+    "glue:GetPartitions",
+    "glue:BatchGetPartition",
+    "glue:CreatePartition",
+    "glue:BatchCreatePartition",
+    "glue:UpdatePartition",
+    "glue:BatchUpdatePartition",
+)
 
 
 class PipelineCatalog(Construct):
@@ -69,13 +88,16 @@ class PipelineCatalog(Construct):
         storage.grant_read_landing(self.crawler_role)
         self.grant_table_write(self.crawler_role)
         self.grant_glue_logs(self.crawler_role, "crawlers")
-        review_object_prefix(self.crawler_role, storage.landing_prefix, "the crawler reads every upload under the landing prefix")
+        review_object_prefix(
+            self.crawler_role, storage.landing_prefix, "the crawler reads every upload under the landing prefix", write=False
+        )
         acknowledge_findings(
             self.crawler_role,
             "AwsSolutions-IAM5",
             "The crawler creates and updates tables it names after what it finds, so table access is granted on the "
             "tables of this one database rather than on named tables.",
             matching=rf"Resource::arn:[^:]+:glue:.*:table/{database_name}/\*",
+            actions=TABLE_WRITE_ACTIONS,
         )
         review_glue_logs(self.crawler_role, "crawlers")
         self.crawler = glue.CfnCrawler(
@@ -113,20 +135,7 @@ class PipelineCatalog(Construct):
         stack = Stack.of(self)
         return iam.Grant.add_to_principal(
             grantee=grantee,
-            actions=[
-                "glue:GetDatabase",
-                "glue:GetTable",
-                "glue:GetTables",
-                "glue:CreateTable",
-                "glue:UpdateTable",
-                "glue:GetPartition",
-                "glue:GetPartitions",
-                "glue:BatchGetPartition",
-                "glue:CreatePartition",
-                "glue:BatchCreatePartition",
-                "glue:UpdatePartition",
-                "glue:BatchUpdatePartition",
-            ],
+            actions=list(TABLE_WRITE_ACTIONS),
             resource_arns=[
                 stack.format_arn(service="glue", resource="catalog"),
                 self.database.database_arn,
@@ -139,7 +148,7 @@ class PipelineCatalog(Construct):
         stack = Stack.of(self)
         iam.Grant.add_to_principal(
             grantee=grantee,
-            actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:AssociateKmsKey"],
+            actions=list(GLUE_LOG_ACTIONS),
             resource_arns=[stack.format_arn(service="logs", resource="log-group", resource_name=f"/aws-glue/{kind}*", arn_format=_COLON)],
         )
         # Job bookmarks are encrypted client-side, so the role itself uses the key (not only through S3).
@@ -150,13 +159,19 @@ class PipelineCatalog(Construct):
         )
 
 
-def review_object_prefix(construct: IConstruct, prefix: str, why: str, *, bucket_hint: str = "") -> None:
-    """Accept the IAM5 wildcard of object access under one key prefix (object names are not known in advance)."""
+def review_object_prefix(construct: IConstruct, prefix: str, why: str, *, write: bool, bucket_hint: str = "") -> None:
+    """Accept the IAM5 wildcard of object access under one key prefix (object names are not known in advance).
+
+    The declaration covers the actions `grant_objects` gives: reads, plus writes when `write`.
+    """
+    actions = OBJECT_WRITE_ACTIONS if write else OBJECT_READ_ACTIONS
     acknowledge_findings(
         construct,
         "AwsSolutions-IAM5",
-        f"Object names are not known in advance: {why}; access is limited to the prefix '{prefix}'.",
+        f"Object names are not known in advance: {why}; {'read and write' if write else 'read'} access "
+        f"({', '.join(actions)}) is limited to the prefix '{prefix}'.",
         matching=rf"Resource::.*{bucket_hint}.*/{re.escape(prefix)}\*" if bucket_hint else rf"Resource::.*/{re.escape(prefix)}\*",
+        actions=actions,
     )
 
 
@@ -167,4 +182,5 @@ def review_glue_logs(construct: IConstruct, kind: str) -> None:
         "AwsSolutions-IAM5",
         f"Glue writes its {kind} logs to log groups it names under /aws-glue/{kind}; access is limited to that path.",
         matching=rf"Resource::arn:[^:]+:logs:.*:log-group:/aws-glue/{kind}\*",
+        actions=GLUE_LOG_ACTIONS,
     )

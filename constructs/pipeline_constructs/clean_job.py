@@ -12,7 +12,7 @@ from aws_cdk import Duration, Stack, aws_cloudwatch as cloudwatch, aws_glue as g
 from constructs import Construct
 
 from .acknowledgements import acknowledge_findings
-from .catalog import PipelineCatalog, review_glue_logs, review_object_prefix
+from .catalog import GLUE_ASSET_READ_ACTIONS, PipelineCatalog, review_glue_logs, review_object_prefix
 from .contract import DatasetContract
 from .storage import PipelineStorage
 from .validation import PipelinePropsError, check_name, check_positive
@@ -104,21 +104,23 @@ class CleanJob(Construct):
             )
         )
 
-        review_object_prefix(self.role, storage.landing_prefix, "the job reads the uploads of its run")
-        review_object_prefix(self.role, self.curated_prefix, "each run writes its own run_id= folder")
-        review_object_prefix(self.role, "", "quarantine files are named per run and source object", bucket_hint="Quarantine")
+        review_object_prefix(self.role, storage.landing_prefix, "the job reads the uploads of its run", write=False)
+        review_object_prefix(self.role, self.curated_prefix, "each run writes its own run_id= folder", write=True)
+        review_object_prefix(self.role, "", "quarantine files are named per run and source object", write=True, bucket_hint="Quarantine")
         review_glue_logs(self.role, "jobs")
         acknowledge_findings(
             self.role,
             "AwsSolutions-IAM5",
             "cloudwatch:PutMetricData has no resource type; the statement is limited by the cloudwatch:namespace condition.",
             matching=r"Resource::\*",
+            actions=["cloudwatch:PutMetricData"],
         )
         acknowledge_findings(
             self.role,
             "AwsSolutions-IAM5",
             "The Glue L2 grants the job role read access to its script and extra files in the CDK asset bucket.",
             matching=r"Action::s3:(GetBucket|GetObject|List)\*|Resource::arn:[^:]+:s3:::cdk-[a-z0-9]+-assets-.*/\*",
+            actions=GLUE_ASSET_READ_ACTIONS,
         )
         self.job = glue.PySparkEtlJob(
             self,

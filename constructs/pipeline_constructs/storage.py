@@ -119,7 +119,7 @@ class PipelineStorage(Construct):
             "AwsSolutions-IAM4",
             "CDK's own bucket-notifications handler runs at deploy time with the AWS-managed basic execution policy "
             "(CloudWatch Logs only); it is not in the data path.",
-            matching=r"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+            matching=r"Policy::arn:[^:]+:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
             child_path="BucketNotificationsHandler050a0587b7544547bf325f094a3db834",
         )
 
@@ -155,6 +155,11 @@ class PipelineStorage(Construct):
         grant_objects(grantee, self.quarantine_bucket, self.key, prefix, write=True)
 
 
+# The object actions `grant_objects` gives under a prefix; acknowledgements of those wildcards name the same lists.
+OBJECT_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
+OBJECT_WRITE_ACTIONS = (*OBJECT_READ_ACTIONS, "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
+
+
 def grant_objects(
     grantee: iam.IGrantable | iam.ManagedPolicy, bucket: s3.IBucket, key: kms.IKey | None, prefix: str, *, write: bool
 ) -> None:
@@ -165,8 +170,7 @@ def grant_objects(
     """
     statements = [
         iam.PolicyStatement(
-            actions=["s3:GetObject", "s3:GetObjectVersion"]
-            + (["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"] if write else []),
+            actions=list(OBJECT_WRITE_ACTIONS if write else OBJECT_READ_ACTIONS),
             resources=[bucket.arn_for_objects(f"{prefix}*")],
         ),
         iam.PolicyStatement(

@@ -19,7 +19,7 @@ from constructs import Construct
 
 from ..acknowledgements import acknowledge, acknowledge_findings
 from ..alerting import PipelineAlerting
-from ..catalog import PipelineCatalog, review_glue_logs
+from ..catalog import GLUE_ASSET_READ_ACTIONS, PipelineCatalog, review_glue_logs
 from ..clean_job import CleanJob
 from ..runtime.glue_load_job import RUN_ID_TOKEN
 from ..storage import PipelineStorage
@@ -148,6 +148,7 @@ class GlueWorkflowPipeline(Construct):
             "AwsSolutions-IAM5",
             "The Glue L2 grants the job role read access to its script and extra files in the CDK asset bucket.",
             matching=r"Action::s3:(GetBucket|GetObject|List)\*|Resource::arn:[^:]+:s3:::cdk-[a-z0-9]+-assets-.*/\*",
+            actions=GLUE_ASSET_READ_ACTIONS,
         )
 
         arguments = {"--workflow_state_uri": self.state_uri}

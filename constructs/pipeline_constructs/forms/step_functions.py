@@ -341,6 +341,20 @@ class StepFunctionsPipeline(Construct):
             "AwsSolutions-IAM5",
             "X-Ray tracing and CloudWatch Logs delivery for Step Functions are only granted on '*' by AWS.",
             matching=r"Resource::\*",
+            actions=[
+                "xray:PutTraceSegments",
+                "xray:PutTelemetryRecords",
+                "xray:GetSamplingRules",
+                "xray:GetSamplingTargets",
+                "logs:CreateLogDelivery",
+                "logs:GetLogDelivery",
+                "logs:UpdateLogDelivery",
+                "logs:DeleteLogDelivery",
+                "logs:ListLogDeliveries",
+                "logs:PutResourcePolicy",
+                "logs:DescribeResourcePolicies",
+                "logs:DescribeLogGroups",
+            ],
         )
 
         # --- the trigger -----------------------------------------------------------------------------------------

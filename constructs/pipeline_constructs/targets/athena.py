@@ -14,6 +14,17 @@ from ..storage import PipelineStorage, grant_objects
 from ..validation import PipelinePropsError, check_name, check_positive, check_role
 from .load_sql import RUN_ID_PLACEHOLDER, athena_merge_sql, iceberg_type, table_columns
 
+# What a query of the pipeline's tables reads from the Glue catalog with the caller's permissions.
+CATALOG_READ_ACTIONS = (
+    "glue:GetDatabase",
+    "glue:GetDatabases",
+    "glue:GetTable",
+    "glue:GetTables",
+    "glue:GetPartition",
+    "glue:GetPartitions",
+    "glue:BatchGetPartition",
+)
+
 
 class AthenaTarget(Construct):
     """Loads each run into an Iceberg table with an Athena MERGE on the contract's natural key.
@@ -218,12 +229,14 @@ class AthenaTarget(Construct):
 
     def review_load_findings(self, grantee_construct: IConstruct) -> None:
         """Accept the wildcard findings `grant_load` (and Step Functions' Athena task) cause on `grantee_construct`."""
-        review_object_prefix(grantee_construct, f"{self.contract.name}/runs/", "the MERGE reads the run's Parquet files")
-        review_object_prefix(grantee_construct, self.table_prefix, "Iceberg writes data and metadata files it names")
-        review_object_prefix(grantee_construct, "results/", "Athena names each query's result files")
+        review_object_prefix(grantee_construct, f"{self.contract.name}/runs/", "the MERGE reads the run's Parquet files", write=False)
+        review_object_prefix(grantee_construct, self.table_prefix, "Iceberg writes data and metadata files it names", write=True)
+        review_object_prefix(grantee_construct, "results/", "Athena names each query's result files", write=True)
         acknowledge_findings(
             grantee_construct,
             "AwsSolutions-IAM5",
-            "Athena reads the catalog with the caller's permissions: tables and functions of this pipeline's database.",
+            "Athena reads the catalog with the caller's permissions: tables and functions of this pipeline's database "
+            f"({', '.join(CATALOG_READ_ACTIONS)}); nothing that creates or deletes.",
             matching=rf"Resource::arn:[^:]+:glue:.*:(table|userDefinedFunction)/{self.database_name}/\*",
+            actions=CATALOG_READ_ACTIONS,
         )

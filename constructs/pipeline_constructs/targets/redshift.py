@@ -144,7 +144,7 @@ class RedshiftTarget(Construct):
             description="Redshift COPY of the curated run output (read and decrypt only)",
         )
         grant_objects(self.copy_role, storage.curated_bucket, storage.key, self.runs_prefix, write=False)
-        review_object_prefix(self.copy_role, self.runs_prefix, "COPY reads every Parquet file of a run")
+        review_object_prefix(self.copy_role, self.runs_prefix, "COPY reads every Parquet file of a run", write=False)
 
         # --- namespace + workgroup ------------------------------------------------------------------------------
         self.namespace = redshift.CfnNamespace(
@@ -254,6 +254,7 @@ class RedshiftTarget(Construct):
             "The Data API's DescribeStatement and CancelStatement have no resource-level permissions; the "
             "statement-owner condition limits them to the caller's own statements.",
             matching=r"Resource::\*",
+            actions=["redshift-data:DescribeStatement", "redshift-data:CancelStatement"],
         )
         return policy
 

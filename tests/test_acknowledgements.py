@@ -1,0 +1,79 @@
+"""Declared cdk-nag acknowledgements: each names the actions it covers, and covers nothing more."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_iam as iam
+
+from pipeline_constructs.acknowledgements import acknowledge_findings, apply_acknowledgements
+from pipeline_constructs.validation import PipelinePropsError
+
+REASON = "Object names are not known in advance; access is limited to the prefix 'uploads/'."
+
+
+def _role_with_statement(actions: list[str], *, env: cdk.Environment | None = None) -> tuple[cdk.App, iam.Role]:
+    app = cdk.App()
+    stack = cdk.Stack(app, "Stack", env=env)
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("glue.amazonaws.com"))
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=actions, resources=[stack.format_arn(service="s3", region="", account="", resource="bucket", resource_name="uploads/*")]
+        )
+    )
+    return app, role
+
+
+def _open_findings(app: cdk.App) -> list[str]:
+    from cdk_nag import AwsSolutionsChecks
+
+    return [v.rule_name for v in AwsSolutionsChecks().validate_scope(app).violations]
+
+
+def test_a_statement_that_holds_only_the_declared_actions_is_acknowledged() -> None:
+    app, role = _role_with_statement(["s3:GetObject", "s3:GetObjectVersion"])
+    acknowledge_findings(
+        role, "AwsSolutions-IAM5", REASON, matching=r"Resource::.*/uploads/\*", actions=["s3:GetObject", "s3:GetObjectVersion"]
+    )
+    assert apply_acknowledgements(app) == 1
+    assert not [f for f in _open_findings(app) if f.startswith("AwsSolutions-IAM5")]
+
+
+def test_a_smuggled_action_in_a_matched_statement_fails_with_its_name() -> None:
+    app, role = _role_with_statement(["s3:GetObject", "s3:GetObjectVersion", "s3:DeleteBucket"])
+    acknowledge_findings(
+        role, "AwsSolutions-IAM5", REASON, matching=r"Resource::.*/uploads/\*", actions=["s3:GetObject", "s3:GetObjectVersion"]
+    )
+    with pytest.raises(PipelinePropsError, match=r"holds \['s3:DeleteBucket'\].*Stack/Role"):
+        apply_acknowledgements(app)
+
+
+def test_a_wildcard_declaration_without_actions_is_refused() -> None:
+    app, role = _role_with_statement(["s3:GetObject"])
+    with pytest.raises(PipelinePropsError, match=r"actions=\[\] for AwsSolutions-IAM5 on Stack/Role"):
+        acknowledge_findings(role, "AwsSolutions-IAM5", REASON, matching=r"Resource::.*/uploads/\*")
+    with pytest.raises(PipelinePropsError, match=r"actions='s3:GetObject'"):
+        acknowledge_findings(role, "AwsSolutions-IAM5", REASON, matching=r"Resource::.*/uploads/\*", actions="s3:GetObject")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [cdk.Environment(account="123456789012", region="eu-west-1"), None],
+    ids=["account-and-region", "environment-agnostic"],
+)
+def test_a_declaration_written_against_an_arn_matches_in_any_environment(env: cdk.Environment | None) -> None:
+    """Environment-agnostic stacks render `arn:<AWS::Partition>:...`; `arn:[^:]+:` must still match."""
+    app = cdk.App()
+    stack = cdk.Stack(app, "Stack", env=env)
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("glue.amazonaws.com"))
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=["glue:GetTable"], resources=[stack.format_arn(service="glue", resource="table", resource_name="db/*")])
+    )
+    acknowledge_findings(
+        role,
+        "AwsSolutions-IAM5",
+        "Tables of this one database only, named at run time.",
+        matching=r"Resource::arn:[^:]+:glue:.*:table/db/\*",
+        actions=["glue:GetTable"],
+    )
+    assert apply_acknowledgements(app) == 1
