@@ -63,6 +63,7 @@ class StatefulStack(Stack):
             worker_type=_WORKER_TYPES[config.glue_worker_type],
             worker_count=config.glue_worker_count,
             max_quarantine_ratio=config.max_quarantine_ratio,
+            metrics_namespace="RetailPipeline",
         )
         self.target: LoadTarget
         if config.load_target == "redshift":
@@ -89,5 +90,6 @@ class StatefulStack(Stack):
                 catalog=self.catalog,
                 clean_job=self.clean_job,
                 bytes_scanned_cutoff=config.athena_bytes_scanned_cutoff,
+                workgroup_name=f"retail-sales-{config.name}",
                 removal_policy=removal,
             )

@@ -163,7 +163,7 @@ def test_clean_job_is_glue_5_with_its_contract_security_and_arguments(built: dic
                     "--contract_path": "contract.json",
                     "--dataset": "retail_sales",
                     "--max_quarantine_ratio": "0.05",
-                    "--metrics_namespace": "RetailPipeline",
+                    "--metrics_namespace": "DataPipeline/retail_sales",
                     "--extra-py-files": Match.any_value(),
                     "--extra-files": Match.any_value(),
                 }
@@ -182,7 +182,7 @@ def test_clean_job_role_may_publish_metrics_only_to_its_namespace(built: dict[st
                         Match.object_like(
                             {
                                 "Action": "cloudwatch:PutMetricData",
-                                "Condition": {"StringEquals": {"cloudwatch:namespace": "RetailPipeline"}},
+                                "Condition": {"StringEquals": {"cloudwatch:namespace": "DataPipeline/retail_sales"}},
                             }
                         )
                     ]

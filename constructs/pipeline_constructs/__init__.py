@@ -1,4 +1,4 @@
-"""Reusable AWS CDK constructs for a retail sales data pipeline.
+"""Reusable AWS CDK constructs for a CSV data pipeline (the app in this repository runs it on retail sales).
 
 The public API is imported lazily (PEP 562): the runtime modules (the clean transform, the local runner) import
 this package without loading aws-cdk-lib and its Node.js runtime.

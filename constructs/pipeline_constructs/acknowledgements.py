@@ -47,7 +47,8 @@ class ReviewedFinding:
     actions: tuple[str, ...] = ()
 
 
-_REVIEWED: dict[str, list[ReviewedFinding]] = {}
+# Declarations live on the app's root construct (every App's root has the same node address).
+_REVIEWED_ATTRIBUTE = "_pipeline_reviewed_findings"
 
 
 def _check_reason(construct: IConstruct, finding_id: str, reason: str) -> str:
@@ -98,7 +99,10 @@ def acknowledge_findings(
         raise PipelinePropsError(f"matching={matching!r}: not a regular expression ({error})") from None
     path = construct.node.path if child_path is None else f"{construct.node.path}/{child_path}"
     entry = ReviewedFinding(path=path, rule=rule, matching=matching, reason=_check_reason(construct, rule, reason), actions=tuple(actions))
-    _REVIEWED.setdefault(construct.node.root.node.addr, []).append(entry)
+    root = construct.node.root
+    if not hasattr(root, _REVIEWED_ATTRIBUTE):
+        setattr(root, _REVIEWED_ATTRIBUTE, [])
+    getattr(root, _REVIEWED_ATTRIBUTE).append(entry)
 
 
 def normalise_detail(detail: str) -> str:
@@ -177,7 +181,7 @@ def check_declared_actions(resource: IConstruct, detail: str, entry: ReviewedFin
 
 def reviewed_findings(scope: IConstruct) -> list[ReviewedFinding]:
     """The declarations made in the app that `scope` belongs to."""
-    return list(_REVIEWED.get(scope.node.root.node.addr, []))
+    return list(getattr(scope.node.root, _REVIEWED_ATTRIBUTE, []))
 
 
 def _find(root: IConstruct, path: str) -> IConstruct:
@@ -194,7 +198,13 @@ def apply_acknowledgements(app: IConstruct, packs: Sequence[Any] | None = None) 
     and before `app.synth()`.
     """
     if packs is None:
-        from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+        try:
+            from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+        except ImportError:
+            raise PipelinePropsError(
+                "packs=None: the default rule packs need cdk-nag 3; install the library with its extra "
+                "(pip install 'retail-pipeline-constructs[nag]') or pass packs"
+            ) from None
 
         packs = [AwsSolutionsChecks(), ServerlessChecks()]
     declarations = reviewed_findings(app)

@@ -57,7 +57,7 @@ class CleanJob(Construct):
         worker_count: int = 2,
         timeout: Duration | None = None,
         max_quarantine_ratio: float = 0.05,
-        metrics_namespace: str = "RetailPipeline",
+        metrics_namespace: str | None = None,
         max_concurrent_runs: int = 5,
     ) -> None:
         """
@@ -68,7 +68,7 @@ class CleanJob(Construct):
         :param worker_count: number of workers, at least 2. Default: 2.
         :param timeout: a run longer than this is stopped (and fails). Default: 60 minutes.
         :param max_quarantine_ratio: share of quarantined rows above which the run fails. Default: 0.05.
-        :param metrics_namespace: CloudWatch namespace of the row-count metrics. Default: 'RetailPipeline'.
+        :param metrics_namespace: CloudWatch namespace of the row-count metrics. Default: 'DataPipeline/<dataset>'.
         :param max_concurrent_runs: parallel runs (one per upload in the Step Functions form). Default: 5.
         """
         super().__init__(scope, construct_id)
@@ -76,13 +76,17 @@ class CleanJob(Construct):
         check_positive("max_concurrent_runs", max_concurrent_runs)
         if isinstance(max_quarantine_ratio, bool) or not 0 <= max_quarantine_ratio <= 1:
             raise PipelinePropsError(f"max_quarantine_ratio={max_quarantine_ratio!r}: must be between 0 and 1")
+        if metrics_namespace is None:
+            metrics_namespace = f"DataPipeline/{contract.name}"
         check_name("metrics_namespace", metrics_namespace, pattern=r"[A-Za-z][A-Za-z0-9/_.-]{0,254}")
         run_timeout = timeout if timeout is not None else Duration.minutes(60)
         check_positive("timeout (minutes)", run_timeout.to_minutes())
 
         self.contract = contract
         self.metrics_namespace = metrics_namespace
-        self.curated_prefix = f"{contract.name}/runs/"
+        self.curated_prefix = storage.claim_prefix(
+            self, "curated", f"{contract.name}/runs/", argument="contract name (curated runs prefix)"
+        )
         self.curated_root = f"s3://{storage.curated_bucket.bucket_name}/{self.curated_prefix}"
         self.quarantine_root = f"s3://{storage.quarantine_bucket.bucket_name}/{contract.name}/"
 

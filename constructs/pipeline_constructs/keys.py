@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Stack, aws_iam as iam, aws_kms as kms
+import json
+
+from aws_cdk import Annotations, ArnFormat, Stack, aws_iam as iam, aws_kms as kms
+
+
+def add_key_statement(key: kms.IKey, statement: iam.PolicyStatement, *, purpose: str) -> bool:
+    """Add `statement` to `key`'s policy; for an imported key, whose policy CDK cannot change, warn at synth with the
+    statement as JSON, so the user can add it by hand. Returns whether the statement was added."""
+    if key.add_to_resource_policy(statement).statement_added:
+        return True
+    rendered = json.dumps(Stack.of(key).resolve(statement.to_statement_json()), sort_keys=True)
+    Annotations.of(key).add_warning_v2(
+        "pipeline:ImportedKeyPolicy",
+        f"{key.node.path} is an imported key: CDK cannot change its key policy, so {purpose} will fail until this "
+        f"statement is added to it by hand: {rendered}",
+    )
+    return False
 
 
 def allow_cloudwatch_logs(key: kms.IKey, log_group_name: str = "*", *, sid: str | None = None) -> None:
@@ -12,7 +28,8 @@ def allow_cloudwatch_logs(key: kms.IKey, log_group_name: str = "*", *, sid: str 
     keeps the logs service from using the key for any other log group.
     """
     stack = Stack.of(key)
-    key.add_to_resource_policy(
+    add_key_statement(
+        key,
         iam.PolicyStatement(
             sid=sid,
             principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
@@ -25,5 +42,6 @@ def allow_cloudwatch_logs(key: kms.IKey, log_group_name: str = "*", *, sid: str 
                     )
                 }
             },
-        )
+        ),
+        purpose=f"CloudWatch Logs encryption of {log_group_name}",
     )

@@ -46,8 +46,11 @@ class PipelineNetwork(Construct):
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         """
-        :param availability_zones: zones of the private subnets. Default: the stack's zones (no lookup).
-        :param min_availability_zones: fail unless this many zones are used (3 for Redshift Serverless). Default: 2.
+        :param availability_zones: zones of the private subnets. Default: the stack's zones (no lookup), which is
+            two for an environment-agnostic stack: enough for MWAA, too few for a RedshiftTarget, which needs three
+            (name them here).
+        :param min_availability_zones: fail unless this many zones are used. Default: 2 (MWAA's minimum); pass 3
+            (`REDSHIFT_SERVERLESS_MIN_AZS`) when the network is for a RedshiftTarget.
         :param nat_gateways: NAT gateways (then public subnets too); 0 keeps the VPC without internet. Default: 0.
         :param cidr: the VPC's IPv4 range. Default: 10.40.0.0/16.
         :param subnet_cidr_mask: prefix length of each subnet. Default: 22 (1,019 addresses per subnet).
@@ -88,7 +91,7 @@ class PipelineNetwork(Construct):
             )
 
         self.flow_log_key = kms.Key(
-            self, "FlowLogKey", description="VPC flow logs of the retail pipeline", enable_key_rotation=True, removal_policy=removal_policy
+            self, "FlowLogKey", description="VPC flow logs of the data pipeline", enable_key_rotation=True, removal_policy=removal_policy
         )
         allow_cloudwatch_logs(self.flow_log_key)
         self.flow_log_group = logs.LogGroup(
@@ -123,7 +126,7 @@ class PipelineNetwork(Construct):
                 self,
                 "EndpointSecurityGroup",
                 vpc=self.vpc,
-                description="Interface endpoints of the retail pipeline: HTTPS from inside the VPC only",
+                description="Interface endpoints of the data pipeline: HTTPS from inside the VPC only",
                 allow_all_outbound=False,
             )
             self.endpoint_security_group.add_ingress_rule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(443), "HTTPS from the VPC")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack, aws_events as events, aws_iam as iam, aws_kms as kms, aws_s3 as s3
+from aws_cdk import Annotations, Duration, RemovalPolicy, Stack, Token, aws_events as events, aws_iam as iam, aws_kms as kms, aws_s3 as s3
 
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from .acknowledgements import acknowledge_findings
 from .validation import PipelinePropsError, check_positive, check_prefix
+
+# Prefix claims live on the app's root construct: {(bucket address, what): [(prefix, owner path, argument)]}.
+_CLAIMS_ATTRIBUTE = "_pipeline_prefix_claims"
 
 
 class PipelineStorage(Construct):
@@ -15,7 +18,13 @@ class PipelineStorage(Construct):
 
     Every bucket blocks public access, enforces TLS, is versioned, logs access to the access-log bucket and expires
     old data. The landing bucket sends its events to EventBridge, which is how every orchestration form learns of an
-    upload. Deleting data with the stack needs `removal_policy=RemovalPolicy.DESTROY`, which callers should put
+    upload. An existing landing bucket (one that other systems already fill) can be adopted with `landing_bucket`:
+    the library then switches on its EventBridge notifications and grants access under `landing_prefix`, and warns
+    at synth about the settings it cannot enforce on a bucket it does not own.
+
+    Prefixes are claimed: each form claims the landing prefix it listens on and each clean job the curated prefix it
+    writes (`claim_prefix`), and two claims of which one contains the other fail with both owners named, so one
+    upload cannot start two runs and two jobs cannot overwrite each other's output. Deleting data with the stack needs `removal_policy=RemovalPolicy.DESTROY`, which callers should put
     behind an explicit flag (the app does: `pipeline:allowDestroy`).
     """
 
@@ -29,6 +38,8 @@ class PipelineStorage(Construct):
         noncurrent_version_retention: Duration | None = None,
         landing_prefix: str = "incoming/",
         encryption_key: kms.IKey | None = None,
+        landing_bucket: s3.IBucket | None = None,
+        landing_bucket_key: kms.IKey | None = None,
     ) -> None:
         """
         :param removal_policy: what happens to buckets and key when the stack is deleted. Default: RETAIN.
@@ -36,7 +47,12 @@ class PipelineStorage(Construct):
         :param data_retention: how long landing, quarantine and access-log objects are kept. Default: 365 days.
         :param noncurrent_version_retention: how long overwritten object versions are kept. Default: 30 days.
         :param landing_prefix: the key prefix under which uploads are processed. Default: 'incoming/'.
-        :param encryption_key: an existing key for the buckets. Default: a new key with rotation.
+        :param encryption_key: an existing key for the buckets the library creates. An imported key's policy cannot be
+            changed here: the statements the pipeline needs in it are printed as a synth warning. Default: a new key
+            with rotation.
+        :param landing_bucket: an existing bucket to take uploads from instead of a new one. Default: a new bucket.
+        :param landing_bucket_key: the KMS key of `landing_bucket`, when it is encrypted with one (readers get
+            decrypt on it). Only with `landing_bucket`. Default: none (SSE-S3).
         """
         super().__init__(scope, construct_id)
         if removal_policy not in (RemovalPolicy.RETAIN, RemovalPolicy.DESTROY):
@@ -46,6 +62,8 @@ class PipelineStorage(Construct):
         noncurrent = noncurrent_version_retention if noncurrent_version_retention is not None else Duration.days(30)
         check_positive("noncurrent_version_retention (days)", noncurrent.to_days())
         self.landing_prefix = check_prefix("landing_prefix", landing_prefix)
+        if landing_bucket_key is not None and landing_bucket is None:
+            raise PipelinePropsError("landing_bucket_key: give it only with landing_bucket (a new landing bucket uses the pipeline key)")
         destroy = removal_policy == RemovalPolicy.DESTROY
 
         self.key: kms.IKey = (
@@ -54,7 +72,7 @@ class PipelineStorage(Construct):
             else kms.Key(
                 self,
                 "Key",
-                description="Retail pipeline data at rest: landing, curated and quarantine buckets, Glue output",
+                description="Pipeline data at rest: landing, curated and quarantine buckets, Glue output",
                 enable_key_rotation=True,
                 removal_policy=removal_policy,
             )
@@ -98,7 +116,22 @@ class PipelineStorage(Construct):
                 auto_delete_objects=destroy,
             )
 
-        self.landing_bucket = data_bucket("Landing", "landing/", events=True, rules=[expire])
+        self.landing_bucket: s3.IBucket
+        self.landing_key: kms.IKey | None
+        if landing_bucket is None:
+            self.landing_bucket = data_bucket("Landing", "landing/", events=True, rules=[expire])
+            self.landing_key = self.key
+        else:
+            self.landing_bucket = landing_bucket
+            self.landing_key = landing_bucket_key
+            landing_bucket.enable_event_bridge_notification()
+            Annotations.of(self).add_warning_v2(
+                "pipeline:ExistingLandingBucket",
+                f"landing_bucket={landing_bucket.node.path}: the library did not create this bucket and cannot enforce "
+                "versioning, the public access block, a TLS-only bucket policy, server access logging, encryption or "
+                f"the expiry of uploads under {self.landing_prefix!r} on it; check them. It switched on EventBridge "
+                "notifications (CDK's notifications handler keeps the bucket's other notification settings).",
+            )
         # Curated data is what users query: only old versions expire, never current objects.
         self.curated_bucket = data_bucket(
             "Curated",
@@ -123,6 +156,39 @@ class PipelineStorage(Construct):
             child_path="BucketNotificationsHandler050a0587b7544547bf325f094a3db834",
         )
 
+    def claim_prefix(self, owner: IConstruct, bucket: str, prefix: str, *, argument: str = "landing_prefix") -> str:
+        """Claim `prefix` of the `bucket` ('landing' or 'curated') for `owner`; returns the prefix.
+
+        A landing claim must lie under the storage's landing prefix (the crawler and the clean job's role read only
+        there). Two claims on one bucket in one app fail when either prefix contains the other: every upload would
+        start both owners, or both would write the same output.
+        """
+        if bucket not in ("landing", "curated"):
+            raise PipelinePropsError(f"bucket={bucket!r}: use 'landing' or 'curated'")
+        check_prefix(argument, prefix)
+        if Token.is_unresolved(prefix):
+            return prefix
+        if bucket == "landing" and not prefix.startswith(self.landing_prefix):
+            raise PipelinePropsError(
+                f"{argument}={prefix!r} of {owner.node.path}: must lie under the storage's landing prefix "
+                f"{self.landing_prefix!r}, which is all the crawler and the clean job may read"
+            )
+        target = self.landing_bucket if bucket == "landing" else self.curated_bucket
+        root = self.node.root
+        if not hasattr(root, _CLAIMS_ATTRIBUTE):
+            setattr(root, _CLAIMS_ATTRIBUTE, {})
+        claims = getattr(root, _CLAIMS_ATTRIBUTE).setdefault((target.node.addr, bucket), [])
+        for other, other_owner, other_argument in claims:
+            if prefix.startswith(other) or other.startswith(prefix):
+                raise PipelinePropsError(
+                    f"{argument}={prefix!r} of {owner.node.path} overlaps {other_argument}={other!r} of {other_owner} on "
+                    f"the same {bucket} bucket: "
+                    + ("one upload would start both" if bucket == "landing" else "both would write the same runs")
+                    + "; give each its own prefix, neither inside the other"
+                )
+        claims.append((prefix, owner.node.path, argument))
+        return prefix
+
     def landing_prefix_for(self, form: str) -> str:
         """The landing prefix one orchestration form listens on, so one upload is processed by one form only."""
         return f"{self.landing_prefix}{form}/"
@@ -140,7 +206,7 @@ class PipelineStorage(Construct):
 
     def grant_read_landing(self, grantee: iam.IGrantable | iam.ManagedPolicy, prefix: str | None = None) -> None:
         """Read uploads (and decrypt them) under `prefix` (default: the whole landing prefix)."""
-        grant_objects(grantee, self.landing_bucket, self.key, prefix if prefix is not None else self.landing_prefix, write=False)
+        grant_objects(grantee, self.landing_bucket, self.landing_key, prefix if prefix is not None else self.landing_prefix, write=False)
 
     def grant_write_curated(self, grantee: iam.IGrantable | iam.ManagedPolicy, prefix: str = "") -> None:
         """Read and write curated objects under `prefix`."""

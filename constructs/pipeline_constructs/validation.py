@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 from aws_cdk import Token, aws_iam as iam
+
+from constructs import IConstruct
 
 
 class PipelinePropsError(ValueError):
@@ -16,7 +19,9 @@ def check_positive(name: str, value: float | int | None, *, minimum: float = 1) 
     """Reject values below `minimum`; unresolved tokens are skipped because their value is unknown at synth."""
     if value is None or Token.is_unresolved(value):
         return
-    if isinstance(value, bool) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PipelinePropsError(f"{name}={value!r}: must be a number, not {type(value).__name__}")
+    if value < minimum:
         raise PipelinePropsError(f"{name}={value!r}: must be >= {minimum}")
 
 
@@ -36,6 +41,12 @@ def check_name(name: str, value: str, *, pattern: str = r"[a-z][a-z0-9_]{0,62}")
     if not re.fullmatch(pattern, value):
         raise PipelinePropsError(f"{name}={value!r}: must match {pattern}")
     return value
+
+
+def unique_default_name(construct: IConstruct, base: str) -> str:
+    """`<base>-<8 hex>`, the hex a hash of the construct's path: two copies of a pipeline in one account and region
+    (other stacks or stages) get different names, and one copy keeps its name from synth to synth."""
+    return f"{base}-{hashlib.sha256(construct.node.path.encode('utf-8')).hexdigest()[:8]}"
 
 
 def exactly_one(first_name: str, first: Any, second_name: str, second: Any) -> None:

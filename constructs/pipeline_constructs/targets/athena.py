@@ -11,7 +11,7 @@ from ..catalog import PipelineCatalog, review_object_prefix
 from ..clean_job import CleanJob
 from ..contract import DatasetContract
 from ..storage import PipelineStorage, grant_objects
-from ..validation import PipelinePropsError, check_name, check_positive, check_role
+from ..validation import PipelinePropsError, check_name, check_positive, check_role, unique_default_name
 from .load_sql import RUN_ID_PLACEHOLDER, athena_merge_sql, iceberg_type, table_columns
 
 # What a query of the pipeline's tables reads from the Glue catalog with the caller's permissions.
@@ -53,7 +53,7 @@ class AthenaTarget(Construct):
         :param catalog: the Glue database of the tables.
         :param clean_job: the job whose per-run output is loaded (its contract and curated prefix).
         :param bytes_scanned_cutoff: queries scanning more bytes are cancelled; at least 10 MB. Default: 10 GiB.
-        :param workgroup_name: Default: '<dataset>-pipeline'.
+        :param workgroup_name: Default: '<dataset>-<8 hex of this construct's path>', unique per stack.
         :param removal_policy: for the results bucket and the workgroup. Default: RETAIN.
         :param results_retention: how long query results are kept. Default: 30 days.
         """
@@ -72,7 +72,7 @@ class AthenaTarget(Construct):
         self.runs_table_name = f"{contract.name}_runs"
         self.workgroup_name = check_name(
             "workgroup_name",
-            workgroup_name if workgroup_name is not None else f"{contract.name.replace('_', '-')}-pipeline",
+            workgroup_name if workgroup_name is not None else unique_default_name(self, contract.name.replace("_", "-")),
             pattern=r"[a-zA-Z0-9._-]{1,128}",
         )
         stack = Stack.of(self)

@@ -22,7 +22,7 @@ from ..clean_job import CleanJob
 from ..contract import DatasetContract
 from ..network import REDSHIFT_SERVERLESS_MIN_AZS
 from ..storage import PipelineStorage, grant_objects
-from ..validation import PipelinePropsError, check_name, check_role
+from ..validation import PipelinePropsError, check_name, check_role, unique_default_name
 from .load_sql import RUN_ID_PLACEHOLDER
 from .redshift_sql import check_identifier, load_statements, partition_expression
 
@@ -58,7 +58,7 @@ class RedshiftTarget(Construct):
         max_capacity: int | None = None,
         namespace_name: str | None = None,
         workgroup_name: str | None = None,
-        database_name: str = "retail",
+        database_name: str | None = None,
         schema_name: str = "public",
         table_name: str | None = None,
         admin_username: str = "pipeline_admin",
@@ -72,9 +72,9 @@ class RedshiftTarget(Construct):
         :param subnets: private subnets in at least 3 availability zones. Default: the VPC's private subnets.
         :param base_capacity: RPUs a query starts with: 4, or a multiple of 8 up to 1024. Default: 8.
         :param max_capacity: RPU ceiling of the workgroup (cost guard). Default: none (Redshift's own maximum).
-        :param namespace_name: Default: '<dataset>-pipeline' with '-' for '_'.
-        :param workgroup_name: Default: '<dataset>-pipeline' with '-' for '_'.
-        :param database_name: the database of the target table. Default: 'retail'.
+        :param namespace_name: Default: '<dataset>-<8 hex of this construct's path>' with '-' for '_', unique per stack.
+        :param workgroup_name: Default: the namespace's default name.
+        :param database_name: the database of the target table. Default: the contract's dataset name.
         :param schema_name: the schema of the target table (must exist; 'public' always does). Default: 'public'.
         :param table_name: the target table. Default: the contract's name.
         :param admin_username: the namespace's admin user (its password is managed by Redshift). Default: 'pipeline_admin'.
@@ -88,13 +88,14 @@ class RedshiftTarget(Construct):
             raise PipelinePropsError(f"base_capacity={base_capacity!r}: Redshift Serverless takes 4 or a multiple of 8 up to 1024 RPUs")
         if max_capacity is not None and max_capacity < base_capacity:
             raise PipelinePropsError(f"max_capacity={max_capacity!r}: must be at least base_capacity ({base_capacity})")
-        default_name = f"{contract.name.replace('_', '-')}-pipeline"
+        default_name = unique_default_name(self, contract.name.replace("_", "-"))
         self.namespace_name = check_name(
             "namespace_name", namespace_name if namespace_name is not None else default_name, pattern=r"[a-z0-9-]{3,64}"
         )
         self.workgroup_name = check_name(
             "workgroup_name", workgroup_name if workgroup_name is not None else default_name, pattern=r"[a-z0-9-]{3,64}"
         )
+        database_name = database_name if database_name is not None else contract.name
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,126}", database_name):
             raise PipelinePropsError(f"database_name={database_name!r}: must be lower-case snake_case")
         self.database_name = database_name
