@@ -287,6 +287,26 @@ def test_consumer_template_uses_the_consumers_contract_and_names(
         assert foreign not in text, f"{foreign!r} from this repository's contract leaked into the consumer's template"
 
 
+def test_split_stacks_with_an_existing_bucket_and_an_imported_key_synthesize_nag_clean(consumer: Consumer) -> None:
+    """Storage and target in different environment-agnostic stacks, an adopted bucket and key: the report covers
+    them (nag-clean above), and the user is told at synth what the library could not set."""
+    manifest = json.loads((consumer.outdir / "manifest.json").read_text())
+    warehouse = Template.from_json(json.loads((consumer.outdir / "FleetTripsWarehouse.template.json").read_text()))
+    warehouse.resource_count_is("AWS::RedshiftServerless::Workgroup", 1)
+    warehouse.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    data = json.loads((consumer.outdir / "FleetTripsData.template.json").read_text())
+    assert not [r for r in data["Resources"].values() if r["Type"] == "AWS::S3::Bucket" and "fleet-telematics-drop" in json.dumps(r)]
+    warnings = [
+        entry["data"]
+        for path_entries in manifest["artifacts"]["FleetTripsData"]["metadata"].values()
+        for entry in path_entries
+        if entry["type"] == "aws:cdk:warning"
+    ]
+    text = json.dumps(warnings)
+    assert "imported key" in text and "kms:EncryptionContext:aws:logs:arn" in text
+    assert "did not create this bucket" in text
+
+
 def test_glue_job_script_and_extra_files_are_assets(consumer: Consumer) -> None:
     assets = json.loads((consumer.outdir / f"{STACK_NAME}.assets.json").read_text())["files"]
     template = consumer.template()

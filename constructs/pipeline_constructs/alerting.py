@@ -105,7 +105,11 @@ class PipelineAlerting(Construct):
             assumed_by=iam.ServicePrincipal("events.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": stack.account}}),
             description="EventBridge rules of this pipeline publish failure messages to the alert topic",
         )
-        self.topic.grant_publish(self.events_role)
+        # Explicit actions instead of grant_publish's kms:GenerateDataKey* wildcard.
+        self.events_role.add_to_principal_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[self.topic.topic_arn]))
+        self.events_role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[self.key.key_arn])
+        )
 
         # Undeliverable notifications are kept, and alarmed on, instead of lost.
         self.dead_letter_queue = self.new_dead_letter_queue(self, "UndeliveredNotifications", removal_policy=removal_policy)

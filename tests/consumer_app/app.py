@@ -1,9 +1,15 @@
 """A separate CDK app that uses the construct library the way another team would: installed from its wheel.
 
 It imports only the public API of `pipeline_constructs` (plus `pipeline_constructs.acknowledgements` for the cdk-nag
-wiring its docstring asks every app to do), brings its own dataset contract (`web_orders.yaml` beside this file:
-another name, columns, a two-column natural key and its own date partition), uses its own construct ids and names,
-and runs the cdk-nag AwsSolutions and Serverless packs, so an open finding fails synth here too.
+wiring its docstring asks every app to do), brings its own dataset contracts (`web_orders.yaml` and
+`fleet_trips.yaml` beside this file: other names, columns, natural keys and date partitions), uses its own
+construct ids and names, and runs the cdk-nag AwsSolutions and Serverless packs, so an open finding fails synth here
+too. Two layouts side by side:
+
+- `WebOrdersPipeline`: everything in one account- and region-bound stack, Athena, the Step Functions form.
+- `FleetTripsData` + `FleetTripsWarehouse`: environment-agnostic stacks; the data stack adopts an existing landing
+  bucket and an imported KMS key; the warehouse stack holds the network, a Redshift target and the Step Functions
+  form, all using the data stack's storage and clean job through cross-stack references.
 
 `tests/test_consumer.py` runs it with a fresh virtualenv's python. The CDK feature flags come in through
 `CDK_CONTEXT_JSON`, as the CDK CLI passes them; the output directory through `CDK_OUTDIR`. The first line of
@@ -18,6 +24,7 @@ import os
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_kms as kms, aws_s3 as s3
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 import pipeline_constructs
@@ -27,12 +34,17 @@ from pipeline_constructs import (
     DatasetContract,
     PipelineAlerting,
     PipelineCatalog,
+    PipelineNetwork,
     PipelineStorage,
+    RedshiftTarget,
     StepFunctionsPipeline,
 )
 from pipeline_constructs.acknowledgements import apply_acknowledgements
 
 CONTRACT_PATH = Path(__file__).resolve().parent / "web_orders.yaml"
+FLEET_CONTRACT_PATH = Path(__file__).resolve().parent / "fleet_trips.yaml"
+SHARED_KEY_ARN = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+EXISTING_BUCKET = "fleet-telematics-drop"
 STACK_NAME = "WebOrdersPipeline"
 DATABASE_NAME = "orders_db"
 
@@ -77,6 +89,39 @@ class WebOrdersStack(cdk.Stack):
         )
 
 
+class FleetTripsDataStack(cdk.Stack):
+    """The fleet team's data: an existing landing bucket and an imported key, catalog, clean job, alerting."""
+
+    def __init__(self, scope: cdk.App, construct_id: str, *, contract: DatasetContract, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        key = kms.Key.from_key_arn(self, "SharedKey", SHARED_KEY_ARN)
+        bucket = s3.Bucket.from_bucket_name(self, "TelematicsDrop", EXISTING_BUCKET)
+        self.storage = PipelineStorage(self, "Storage", encryption_key=key, landing_bucket=bucket, landing_prefix="trips/")
+        self.alerting = PipelineAlerting(self, "Alerts", emails=["fleet-oncall@example.com"])
+        self.catalog = PipelineCatalog(self, "Catalog", storage=self.storage, database_name="fleet_db")
+        self.clean_job = CleanJob(self, "Clean", storage=self.storage, catalog=self.catalog, contract=contract)
+
+
+class FleetTripsWarehouseStack(cdk.Stack):
+    """The warehouse, in a stack of its own: network, Redshift Serverless and the Step Functions form."""
+
+    def __init__(self, scope: cdk.App, construct_id: str, *, data: FleetTripsDataStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.network = PipelineNetwork(
+            self, "Network", availability_zones=["eu-central-1a", "eu-central-1b", "eu-central-1c"], min_availability_zones=3
+        )
+        self.target = RedshiftTarget(self, "Warehouse", storage=data.storage, clean_job=data.clean_job, vpc=self.network.vpc)
+        self.pipeline = StepFunctionsPipeline(
+            self,
+            "Trips",
+            storage=data.storage,
+            catalog=data.catalog,
+            clean_job=data.clean_job,
+            target=self.target,
+            alerting=data.alerting,
+        )
+
+
 def main() -> None:
     print(json.dumps({"pipeline_constructs": pipeline_constructs.__file__}), flush=True)
     app = cdk.App()
@@ -87,6 +132,8 @@ def main() -> None:
         contract=contract,
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region="us-east-2"),
     )
+    fleet = FleetTripsDataStack(app, "FleetTripsData", contract=DatasetContract.from_file(FLEET_CONTRACT_PATH))
+    FleetTripsWarehouseStack(app, "FleetTripsWarehouse", data=fleet)
     apply_acknowledgements(app)
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
     app.synth()
