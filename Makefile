@@ -25,6 +25,7 @@ help:
 	@echo "make synth           set up, then synthesize every stage to cdk.out/ (cdk-nag runs as part of synth)"
 	@echo "make test            set up, then run the whole test suite"
 	@echo "make test-fast       the fast layers only (no Spark)"
+	@echo "make checkov         create .venv-checkov (checkov, pinned, apart from the project's packages; make test does it)"
 	@echo "make demo            run the clean job locally on a generated file and query the result with DuckDB"
 	@echo "make bench-clean     benchmark the clean transform against plain Spark and DuckDB copies"
 	@echo "make deploy ENV=dev  deploy one stage's stacks (needs AWS credentials)"
