@@ -14,15 +14,18 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 PY_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 ENV ?= dev
 CDK := cdk --no-notices
 
-.PHONY: help setup synth test test-fast lint demo bench-clean deploy diff clean
+.PHONY: help setup checkov synth test test-fast lint demo bench-clean deploy diff clean
 
 help:
 	@echo "make synth           set up, then synthesize every stage to cdk.out/ (cdk-nag runs as part of synth)"
 	@echo "make test            set up, then run the whole test suite"
 	@echo "make test-fast       the fast layers only (no Spark)"
+	@echo "make checkov         create .venv-checkov (checkov, pinned, apart from the project's packages; make test does it)"
 	@echo "make demo            run the clean job locally on a generated file and query the result with DuckDB"
 	@echo "make bench-clean     benchmark the clean transform against plain Spark and DuckDB copies"
 	@echo "make deploy ENV=dev  deploy one stage's stacks (needs AWS credentials)"
@@ -39,15 +42,24 @@ $(NPM_STAMP): package.json package-lock.json $(PY_STAMP)
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# checkov in a virtualenv of its own; tests/test_checkov.py runs it as $(CHECKOV_VENV)/bin/checkov.
+checkov: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP): requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
 synth: setup
 	rm -rf cdk.out
 	$(CDK) synth --quiet
 	@echo "Synthesized $$(ls cdk.out/assembly-*/*.template.json | wc -l) templates to cdk.out/"
 
-test: setup
+test: setup checkov
 	$(BIN)/python -m pytest
 
-test-fast: setup
+test-fast: setup checkov
 	$(BIN)/python -m pytest -m "not spark and not consumer"
 
 lint: setup

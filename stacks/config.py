@@ -9,20 +9,41 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 KNOWN_ENVIRONMENTS = ("dev", "staging", "prod")
 FORMS = ("step_functions", "glue_workflow", "mwaa")
 LOAD_TARGETS = ("athena", "redshift")
 REMOVAL_POLICIES = ("retain", "destroy")
-GLUE_WORKER_TYPES = ("G.1X", "G.2X", "G.4X", "G.8X", "G.025X")
+GLUE_WORKER_TYPES = ("G.1X", "G.2X", "G.4X", "G.8X")
+# G.025X exists only for Glue streaming jobs; the clean job is a batch Glue 5.0 job.
+GLUE_STREAMING_ONLY_WORKER_TYPES = ("G.025X",)
+# A cap of this pipeline, not an AWS quota: 100 G.8X workers are 800 DPUs (about $350 an hour at list price), far
+# beyond what one upload needs, so a larger number is taken for a typo. Raise it here if a dataset really needs more.
+MAX_GLUE_WORKERS = 100
+# Ten years, CloudWatch Logs' longest finite retention: landing and quarantine objects expire within it.
+MAX_DATA_RETENTION_DAYS = 3653
+# Zone names are the region followed by one letter. The largest region, us-east-1, has six zones (a to f); zone letters
+# are mapped per account, so a name within a to f may still be absent from one account, but a later letter never exists.
+AZ_LETTERS = "abcdef"
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 _ACCOUNT = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_AZ = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
+
+
+@cache
+def known_regions() -> frozenset[str]:
+    """Every region of every partition in botocore's partition data (offline; follows the installed boto3)."""
+    from botocore.loaders import Loader
+
+    regions: set[str] = set()
+    for partition in Loader().load_data("partitions")["partitions"]:
+        pattern = re.compile(partition["regionRegex"])
+        regions.update(name for name in partition["regions"] if pattern.match(name))
+    return frozenset(regions)
 
 
 class ConfigError(ValueError):
@@ -144,8 +165,17 @@ def parse_environment(
         raise _fail(f"{prefix}.account", account, "must be a 12-digit AWS account id (or omit it to use CDK_DEFAULT_ACCOUNT)")
 
     region = raw.get("region", default_region)
-    if not isinstance(region, str) or not _REGION.match(region):
+    if not isinstance(region, str):
         raise _fail(f"{prefix}.region", region, "must be an AWS region such as eu-west-1 (or set CDK_DEFAULT_REGION)")
+    if region not in known_regions():
+        import botocore
+
+        raise _fail(
+            f"{prefix}.region",
+            region,
+            f"no such region in botocore {botocore.__version__}'s partition data; check the name (a region newer than "
+            f"this botocore needs a newer boto3)",
+        )
 
     forms = _string_list(f"{prefix}.forms", raw.get("forms", ["step_functions"]))
     if not forms:
@@ -163,20 +193,45 @@ def parse_environment(
     emails = _string_list(f"{prefix}.alarm_emails", raw.get("alarm_emails", []))
     if not emails:
         raise _fail(f"{prefix}.alarm_emails", list(emails), "give at least one address so failures reach a person")
+    seen: dict[str, int] = {}
     for i, email in enumerate(emails):
         if not _EMAIL.match(email.strip()):
             raise _fail(f"{prefix}.alarm_emails[{i}]", email, "is not an e-mail address")
+        # SNS would get two subscriptions for one mailbox (and CDK refuses two with one id): compare case-insensitively.
+        folded = email.strip().lower()
+        if folded in seen:
+            raise _fail(f"{prefix}.alarm_emails[{i}]", email, f"lists the address of alarm_emails[{seen[folded]}] twice")
+        seen[folded] = i
 
     worker_type = raw.get("glue_worker_type", _DEFAULTS.glue_worker_type)
+    if worker_type in GLUE_STREAMING_ONLY_WORKER_TYPES:
+        raise _fail(
+            f"{prefix}.glue_worker_type",
+            worker_type,
+            f"is for Glue streaming jobs only; the clean job is a batch Glue 5.0 job: use one of {', '.join(GLUE_WORKER_TYPES)}",
+        )
     if worker_type not in GLUE_WORKER_TYPES:
         raise _fail(f"{prefix}.glue_worker_type", worker_type, f"use one of {', '.join(GLUE_WORKER_TYPES)}")
     # Glue Spark jobs need at least 2 workers (one driver, one executor).
     workers = _positive_int(f"{prefix}.glue_worker_count", raw.get("glue_worker_count", _DEFAULTS.glue_worker_count), minimum=2)
+    if workers > MAX_GLUE_WORKERS:
+        raise _fail(
+            f"{prefix}.glue_worker_count",
+            workers,
+            f"must be an integer <= {MAX_GLUE_WORKERS} (this pipeline's cap against typos, not an AWS quota: "
+            f"raise MAX_GLUE_WORKERS in stacks/config.py if a dataset needs more)",
+        )
 
     retention = _positive_int(f"{prefix}.log_retention_days", raw.get("log_retention_days", _DEFAULTS.log_retention_days))
     if retention not in LOG_RETENTION_DAYS:
         raise _fail(f"{prefix}.log_retention_days", retention, f"CloudWatch Logs accepts only {LOG_RETENTION_DAYS}")
     data_retention = _positive_int(f"{prefix}.data_retention_days", raw.get("data_retention_days", _DEFAULTS.data_retention_days))
+    if data_retention > MAX_DATA_RETENTION_DAYS:
+        raise _fail(
+            f"{prefix}.data_retention_days",
+            data_retention,
+            f"must be an integer <= {MAX_DATA_RETENTION_DAYS} (ten years); landing and quarantine objects are not kept forever",
+        )
 
     removal = raw.get("removal", _DEFAULTS.removal)
     if removal not in REMOVAL_POLICIES:
@@ -195,8 +250,12 @@ def parse_environment(
 
     azs = _string_list(f"{prefix}.availability_zones", raw.get("availability_zones", []))
     for i, az in enumerate(azs):
-        if not _AZ.match(az) or not az.startswith(region):
-            raise _fail(f"{prefix}.availability_zones[{i}]", az, f"must be an availability zone of {region}, e.g. {region}a")
+        if az[:-1] != region or az[-1:] not in AZ_LETTERS:
+            raise _fail(
+                f"{prefix}.availability_zones[{i}]",
+                az,
+                f"must be an availability zone of {region}: the region followed by one letter a to f, e.g. {region}a",
+            )
     if len(set(azs)) != len(azs):
         raise _fail(f"{prefix}.availability_zones", list(azs), "lists a zone twice")
     if load_target == "redshift" and len(azs) < 3:
@@ -214,6 +273,15 @@ def parse_environment(
     if base_capacity % 8 and base_capacity != 4:
         raise _fail(f"{prefix}.redshift_base_capacity", base_capacity, "Redshift Serverless takes 4 or a multiple of 8 RPUs")
     nat = _positive_int(f"{prefix}.nat_gateways", raw.get("nat_gateways", _DEFAULTS.nat_gateways), minimum=0)
+    # One NAT gateway per zone at most; a network without named zones gets the stack's two (synth makes no lookups).
+    zone_count = len(azs) if azs else 2
+    if nat > zone_count:
+        raise _fail(
+            f"{prefix}.nat_gateways",
+            nat,
+            f"at most one per availability zone: {zone_count} "
+            + (f"in availability_zones {list(azs)}" if azs else "(no availability_zones named, so the network has 2)"),
+        )
     batch_size = _positive_int(f"{prefix}.workflow_batch_size", raw.get("workflow_batch_size", _DEFAULTS.workflow_batch_size), maximum=100)
     batch_window = _positive_int(
         f"{prefix}.workflow_batch_window_seconds",
@@ -263,6 +331,7 @@ def parse_app_config(
         raise _fail("pipeline:environments", raw, "must be a non-empty mapping of environment name to settings")
     if only is not None and only not in raw:
         raise _fail("pipeline:env", only, f"no such environment; configured: {', '.join(raw)}")
+    # Every environment is validated, whichever one is synthesized: a broken prod fails a dev-only synth too.
     envs = tuple(
         parse_environment(
             name,
@@ -272,9 +341,8 @@ def parse_app_config(
             allow_destroy=allow_destroy,
         )
         for name, settings in raw.items()
-        if only is None or name == only
     )
-    return AppConfig(environments=envs)
+    return AppConfig(environments=tuple(env for env in envs if only is None or env.name == only))
 
 
 def parse_bool_flag(name: str, value: Any) -> bool:

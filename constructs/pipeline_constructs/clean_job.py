@@ -62,7 +62,7 @@ class CleanJob(Construct):
     ) -> None:
         """
         :param storage: landing (read), curated and quarantine (write) buckets.
-        :param catalog: the security configuration and log permissions.
+        :param catalog: the security configuration, log permissions and log groups (its key and retention).
         :param contract: the dataset contract the job enforces.
         :param worker_type: Glue worker type. Default: G.1X.
         :param worker_count: number of workers, at least 2. Default: 2.
@@ -100,6 +100,7 @@ class CleanJob(Construct):
         storage.grant_write_curated(self.role, self.curated_prefix)
         storage.grant_write_quarantine(self.role)
         catalog.grant_glue_logs(self.role, "jobs")
+        self.log_groups = catalog.create_glue_log_groups(self, self.role, "jobs")
         self.role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],

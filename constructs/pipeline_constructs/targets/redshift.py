@@ -10,6 +10,7 @@ from aws_cdk import (
     aws_ec2 as ec2,
     aws_iam as iam,
     aws_kms as kms,
+    aws_logs as logs,
     aws_redshiftserverless as redshift,
     aws_stepfunctions as sfn,
 )
@@ -20,6 +21,7 @@ from ..acknowledgements import acknowledge_findings
 from ..catalog import review_object_prefix
 from ..clean_job import CleanJob
 from ..contract import DatasetContract
+from ..keys import allow_cloudwatch_logs
 from ..network import REDSHIFT_SERVERLESS_MIN_AZS
 from ..storage import PipelineStorage, grant_objects
 from ..validation import PipelinePropsError, check_name, check_role, unique_default_name
@@ -28,6 +30,9 @@ from .redshift_sql import check_identifier, load_statements, partition_expressio
 
 REDSHIFT_PORT = 5439
 AUDIT_LOGS = ("userlog", "connectionlog", "useractivitylog")
+# Redshift Serverless exports audit logs to one log group per log type and region, shared by every namespace of the
+# account (log streams tell the namespaces apart); it creates them, unencrypted and never expiring, when missing.
+AUDIT_LOG_GROUP_PREFIX = "/aws/redshift/serverless/"
 
 
 class RedshiftTarget(Construct):
@@ -63,10 +68,12 @@ class RedshiftTarget(Construct):
         table_name: str | None = None,
         admin_username: str = "pipeline_admin",
         partition_expression_sql: str | None = None,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        audit_log_groups: bool = True,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         """
-        :param storage: the curated bucket the runs are copied from, and its key.
+        :param storage: the curated bucket the runs are copied from, and its key (which also encrypts the audit logs).
         :param clean_job: the job whose per-run output is loaded (its contract and curated prefix).
         :param vpc: the VPC of the workgroup.
         :param subnets: private subnets in at least 3 availability zones. Default: the VPC's private subnets.
@@ -80,7 +87,12 @@ class RedshiftTarget(Construct):
         :param admin_username: the namespace's admin user (its password is managed by Redshift). Default: 'pipeline_admin'.
         :param partition_expression_sql: Redshift expression over the staging row `s` that recomputes the partition
             column (the Parquet files do not hold it). Default: translated from the contract (e.g. to_date(c)).
-        :param removal_policy: for the namespace, the workgroup and the key. Default: RETAIN.
+        :param log_retention: retention of the audit log groups. Default: one month.
+        :param audit_log_groups: create the audit log groups (`/aws/redshift/serverless/<log type>`) under the
+            storage key with `log_retention` before the namespace exports to them. They are per account and region:
+            pass False when another stack there creates them, or when they exist already (CloudFormation cannot
+            create a log group that exists; delete or import it first). Default: True.
+        :param removal_policy: for the namespace, the workgroup, the key and the audit log groups. Default: RETAIN.
         """
         super().__init__(scope, construct_id)
         contract: DatasetContract = clean_job.contract
@@ -162,6 +174,20 @@ class RedshiftTarget(Construct):
             default_iam_role_arn=self.copy_role.role_arn,
         )
         self.namespace.apply_removal_policy(removal_policy)
+        self.audit_log_groups: list[logs.LogGroup] = []
+        if audit_log_groups:
+            allow_cloudwatch_logs(storage.key, f"{AUDIT_LOG_GROUP_PREFIX}*", sid="AllowCloudWatchLogsForRedshiftAudit")
+            for log_type in AUDIT_LOGS:
+                group = logs.LogGroup(
+                    self,
+                    f"AuditLogs{log_type.capitalize()}",
+                    log_group_name=f"{AUDIT_LOG_GROUP_PREFIX}{log_type}",
+                    encryption_key=storage.key,
+                    retention=log_retention,
+                    removal_policy=removal_policy,
+                )
+                self.namespace.node.add_dependency(group)
+                self.audit_log_groups.append(group)
 
         self.security_group = ec2.SecurityGroup(
             self,
