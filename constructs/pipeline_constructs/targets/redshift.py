@@ -254,6 +254,7 @@ class RedshiftTarget(Construct):
             "The Data API's DescribeStatement and CancelStatement have no resource-level permissions; the "
             "statement-owner condition limits them to the caller's own statements.",
             matching=r"Resource::\*",
+            actions=["redshift-data:DescribeStatement", "redshift-data:CancelStatement"],
         )
         return policy
 
