@@ -323,3 +323,112 @@ def definition_from_template(
 
         return walk(_Resolver(overrides).resolve(copy.deepcopy(props["Definition"])))
     raise ValueError(f"definition_from_template: {logical_id} has neither DefinitionString nor Definition (DefinitionS3Location?)")
+
+
+# ---------------------------------------------------------------------------------------------------- a burst of uploads
+
+BURST_RUNNER = ROOT / "tests" / "asl" / "burst_scenario.mjs"
+
+
+@dataclass
+class BurstResult:
+    """What a burst of executions against one shared scripted world did (see tests/asl/burst_scenario.mjs)."""
+
+    crawls_started: int
+    crawler_running_errors: int
+    loads_committed: int
+    load_conflicts: int
+    simulated_seconds: int
+    executions: list[dict[str, Any]]
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for execution in self.executions if execution["status"] == "SUCCEEDED")
+
+    @property
+    def failed(self) -> int:
+        return len(self.executions) - self.succeeded
+
+    def failures_by_step(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for execution in self.executions:
+            if execution["status"] != "SUCCEEDED":
+                step = f"{execution['failed_step']} ({execution['error']})"
+                out[step] = out.get(step, 0) + 1
+        return out
+
+
+def upload_event(bucket: str, key: str, time: str) -> dict[str, Any]:
+    """An EventBridge `Object Created` event of the landing bucket, as the upload rule delivers it."""
+    return {
+        "version": "0",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": time,
+        "region": "eu-west-1",
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {"bucket": {"name": bucket}, "object": {"key": key, "size": 1234}, "reason": "PutObject"},
+    }
+
+
+def run_burst(
+    definition: dict[str, Any],
+    *,
+    uploads: int = 20,
+    spread_seconds: float = 10,
+    seed: int = 1,
+    scale: float = 200,
+    world: dict[str, Any] | None = None,
+    timeout: float = 120,
+) -> BurstResult:
+    """`uploads` objects arrive within `spread_seconds` (simulated) and each starts its execution as it arrives; all
+    run against one scripted crawler, clean job and Athena table (the world's defaults: a crawl takes 90-150 s, the
+    clean job 60-120 s, a MERGE 15-30 s and fails with ICEBERG_COMMIT_ERROR when another MERGE committed after it
+    began). `scale` simulated seconds pass per real second; `seed` makes the jitter repeatable."""
+    epoch_ms = 1795597200000  # 2026-11-25T09:00:00Z, the world's epoch
+    executions = []
+    for i in range(uploads):
+        at = spread_seconds * i / max(uploads - 1, 1)
+        time = _iso_seconds(epoch_ms + at * 1000)
+        executions.append(
+            {
+                "name": f"upload-{i + 1:02d}",
+                "input": upload_event("landing-bucket", f"incoming/step_functions/store-{i + 1:02d}.csv", time),
+                "start_at": at,
+            }
+        )
+    request = {"definition": definition, "executions": executions, "scale": scale, "seed": seed, "world": world or {}}
+    env = dict(os.environ)
+    env.setdefault("NODE_NO_WARNINGS", "1")
+    try:
+        proc = subprocess.run(
+            [_node(), str(BURST_RUNNER)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AslHarnessError(f"the burst did not finish within {timeout} s (raise `scale`?)") from exc
+    if proc.returncode != 0:
+        raise AslHarnessError(f"{BURST_RUNNER.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+    report = json.loads(proc.stdout)
+    return BurstResult(
+        crawls_started=report["crawls_started"],
+        crawler_running_errors=report["crawler_running_errors"],
+        loads_committed=report["loads_committed"],
+        load_conflicts=report["load_conflicts"],
+        simulated_seconds=report["simulated_seconds"],
+        executions=report["executions"],
+    )
+
+
+def _iso_seconds(epoch_ms: float) -> str:
+    """EventBridge's `time`: UTC, whole seconds (the event's time is the second the object arrived in)."""
+    import datetime
+
+    return datetime.datetime.fromtimestamp(int(epoch_ms // 1000), tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -64,12 +64,21 @@ UPLOAD_EVENT: dict[str, Any] = {
 
 # --- scripted AWS answers ---------------------------------------------------------------------------------------------
 STARTED: dict[str, Any] = {"result": {}}
+CRAWLED_BEFORE_UPLOAD = {
+    "result": {
+        "Crawler": {
+            "Name": "retail-raw",
+            "State": "READY",
+            "LastCrawl": {"Status": "SUCCEEDED", "StartTime": "2026-11-24T22:00:00.000Z"},
+        }
+    }
+}
 CRAWLER_RUNNING = {
     "result": {
         "Crawler": {
             "Name": "retail-raw",
             "State": "RUNNING",
-            "LastCrawl": {"Status": "SUCCEEDED"},
+            "LastCrawl": {"Status": "SUCCEEDED", "StartTime": "2026-11-24T22:00:00.000Z"},
         }
     }
 }
@@ -81,7 +90,7 @@ CRAWLER_DONE = {
             "LastCrawl": {
                 "Status": "SUCCEEDED",
                 "LogGroup": "/aws-glue/crawlers",
-                "StartTime": "2026-11-25T09:13:00Z",
+                "StartTime": "2026-11-25T09:13:00.512Z",
             },
         }
     }
@@ -94,21 +103,32 @@ JOB_SUCCEEDED = {
         "Attempt": 0,
     }
 }
-LOAD_SUCCEEDED = {
-    "result": {
-        "QueryExecution": {
-            "QueryExecutionId": "4c5b4ab5-0dd9-4c3c-9d7a-8a1c1d0b8a7e",
-            "Status": {"State": "SUCCEEDED"},
-        }
-    }
-}
+CURATED_ROWS = {"result": {"KeyCount": 1, "MaxKeys": 1, "IsTruncated": True, "Name": "curated-bucket"}}
+NO_CURATED_ROWS = {"result": {"KeyCount": 0, "MaxKeys": 1, "IsTruncated": False, "Name": "curated-bucket"}}
+QUERY_ID = "4c5b4ab5-0dd9-4c3c-9d7a-8a1c1d0b8a7e"
+QUERY_STARTED = {"result": {"QueryExecutionId": QUERY_ID}}
+
+
+def query(state: str, reason: str | None = None) -> dict[str, Any]:
+    """GetQueryExecution's answer for the load's query."""
+    status: dict[str, Any] = {"State": state, "SubmissionDateTime": "2026-11-25T09:20:00.000Z"}
+    if reason is not None:
+        status["StateChangeReason"] = reason
+    return {"result": {"QueryExecution": {"QueryExecutionId": QUERY_ID, "Status": status}}}
+
+
+QUERY_RUNNING = query("RUNNING")
+QUERY_SUCCEEDED = query("SUCCEEDED")
+COMMIT_CONFLICT = query("FAILED", "ICEBERG_COMMIT_ERROR: Failed to commit Iceberg update to table: retail_sales")
 NOTIFIED = {"result": {"MessageId": "5b6c9a8e-1f1e-5d4e-9a3b-1a2b3c4d5e6f"}}
 
 HAPPY_SCRIPTS: dict[str, list[dict[str, Any]]] = {
     "Start Crawler": [STARTED],
-    "Get Crawler": [CRAWLER_RUNNING, CRAWLER_DONE],
+    "Get Crawler": [CRAWLED_BEFORE_UPLOAD, CRAWLER_RUNNING, CRAWLER_DONE],
     "Run Clean Job": [JOB_SUCCEEDED],
-    "Load Into Athena": [LOAD_SUCCEEDED],
+    "Find Curated Rows": [CURATED_ROWS],
+    "Start Load Query": [QUERY_STARTED],
+    "Get Load Query": [QUERY_RUNNING, QUERY_SUCCEEDED],
     "Notify Failure": [NOTIFIED],
 }
 
@@ -154,8 +174,8 @@ def test_happy_path_crawls_cleans_and_merges_the_run(
     result = execute(definition, scripts())
 
     assert result.status == "SUCCEEDED", result
-    assert len(result.calls_to("Start Crawler")) == 1
-    assert len(result.calls_to("Get Crawler")) == 2  # one RUNNING poll, then READY
+    assert len(result.calls_to("Start Crawler")) == 1  # the last crawl began before the upload
+    assert len(result.calls_to("Get Crawler")) == 3  # before starting, one RUNNING poll, then READY
     assert result.calls_to("Notify Failure") == []
 
     [job_input] = result.inputs_to("Run Clean Job")
@@ -163,19 +183,57 @@ def test_happy_path_crawls_cleans_and_merges_the_run(
     assert json.loads(job_input["Arguments"]["--source_uris"]) == [OBJECT_URI]
     assert job_input["JobName"]
 
-    [load_input] = result.inputs_to("Load Into Athena")
+    [listing] = result.inputs_to("Find Curated Rows")
+    assert listing["Prefix"] == f"retail_sales/runs/run_id={RUN_ID}/sale_date="
+    assert listing["MaxKeys"] == 1
+
+    [load_input] = result.inputs_to("Start Load Query")
     query = load_input["QueryString"]
     assert query.startswith("MERGE INTO ")
     assert f"WHERE \"run_id\" = '{RUN_ID}'" in query
     assert isinstance(sqlglot.parse_one(query, read="athena"), exp.Merge)
+    assert load_input["WorkGroup"] and load_input["QueryExecutionContext"]["Database"]
+    assert result.inputs_to("Get Load Query") == [{"QueryExecutionId": QUERY_ID}] * 2
     assert result.output["clean_job"] == {
         "JobRunId": "jr_0123456789abcdef",
         "JobRunState": "SUCCEEDED",
     }
-    assert result.output["load"]["State"] == "SUCCEEDED"
+    assert result.output["load"] == {"QueryExecutionId": QUERY_ID, "State": "SUCCEEDED"}
 
 
-def test_failed_crawl_notifies_and_fails_before_the_job(
+def test_a_crawl_that_began_after_the_upload_and_succeeded_is_enough(definition: dict[str, Any]) -> None:
+    result = execute(definition, scripts(Get_Crawler=[CRAWLER_DONE]))
+
+    assert result.status == "SUCCEEDED", result
+    assert result.calls_to("Start Crawler") == []
+    assert len(result.calls_to("Get Crawler")) == 1
+
+
+def test_a_crawl_running_since_before_the_upload_is_waited_for_then_one_is_started(definition: dict[str, Any]) -> None:
+    result = execute(definition, scripts(Get_Crawler=[CRAWLER_RUNNING, CRAWLED_BEFORE_UPLOAD, CRAWLER_RUNNING, CRAWLER_DONE]))
+
+    assert result.status == "SUCCEEDED", result
+    assert len(result.calls_to("Start Crawler")) == 1
+    names = result.states_entered
+    assert names.index("Start Crawler") > names.index("Wait For Crawler")  # not started while the other one ran
+
+
+def test_crawler_already_running_means_another_run_started_it_so_this_run_waits_for_it(
+    definition: dict[str, Any],
+) -> None:
+    running = {
+        "error": "Glue.CrawlerRunningException",
+        "cause": "Crawler with name retail-raw has already started",
+    }
+    result = execute(definition, scripts(Start_Crawler=[running], Get_Crawler=[CRAWLED_BEFORE_UPLOAD, CRAWLER_RUNNING, CRAWLER_DONE]))
+
+    assert result.status == "SUCCEEDED", result
+    assert [call["attempt"] for call in result.calls_to("Start Crawler")] == [1]  # not retried: waited for
+    assert len(result.calls_to("Run Clean Job")) == 1
+    assert result.calls_to("Notify Failure") == []
+
+
+def test_failed_crawl_that_began_after_the_upload_notifies_and_fails_before_the_job(
     definition: dict[str, Any],
 ) -> None:
     crawl_error = "Internal Service Exception while crawling s3 path"
@@ -188,11 +246,12 @@ def test_failed_crawl_notifies_and_fails_before_the_job(
                     "Status": "FAILED",
                     "ErrorMessage": crawl_error,
                     "LogGroup": "/aws-glue/crawlers",
+                    "StartTime": "2026-11-25T09:13:00.512Z",
                 },
             }
         }
     }
-    result = execute(definition, scripts(Get_Crawler=[failed_crawl]))
+    result = execute(definition, scripts(Get_Crawler=[CRAWLED_BEFORE_UPLOAD, CRAWLER_RUNNING, failed_crawl]))
 
     assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
     assert result.calls_to("Run Clean Job") == []
@@ -201,8 +260,16 @@ def test_failed_crawl_notifies_and_fails_before_the_job(
     assert message["failed_step"] == "Crawler"
     assert message["error"] == "CrawlerFailed"
     assert crawl_error in message["cause"]
-    assert "Crawler" in subject
+    assert subject == "retail_sales pipeline failed at Crawler"
     assert crawl_error in result.cause
+
+
+def test_a_crawler_that_never_ran_is_started(definition: dict[str, Any]) -> None:
+    never = {"result": {"Crawler": {"Name": "retail-raw", "State": "READY"}}}
+    result = execute(definition, scripts(Get_Crawler=[never, CRAWLER_RUNNING, CRAWLER_DONE]))
+
+    assert result.status == "SUCCEEDED", result
+    assert len(result.calls_to("Start Crawler")) == 1
 
 
 def test_failed_job_is_caught_notified_with_run_and_execution_then_fails(
@@ -221,30 +288,108 @@ def test_failed_job_is_caught_notified_with_run_and_execution_then_fails(
     result = execute(definition, scripts(Run_Clean_Job=[failed_job]))
 
     assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
-    assert result.calls_to("Load Into Athena") == []
+    assert result.calls_to("Start Load Query") == []
     assert len(result.calls_to("Run Clean Job")) == 1  # a failed run is not retried
     message, subject = only_notification(result)
-    assert message["object"] == OBJECT_URI
-    assert message["failed_step"] == "Run Clean Job"
-    assert message["error"] == "States.TaskFailed"
+    assert message == {
+        "pipeline": "step_functions",
+        "object": OBJECT_URI,
+        "run_id": RUN_ID,
+        "failed_step": "Run Clean Job",
+        "error": "States.TaskFailed",
+        "cause": message["cause"],
+        "execution": EXECUTION_ARN,
+    }
     assert job_error in message["cause"]
-    assert message["run_id"] == RUN_ID
-    assert message["execution"] == EXECUTION_ARN
-    assert "Run Clean Job" in subject
+    assert subject == "retail_sales pipeline failed at Run Clean Job"
+    assert "retail" not in subject.lower().replace("retail_sales", "")
     assert job_error in result.cause
 
 
-def test_failed_load_names_the_load_step(definition: dict[str, Any]) -> None:
-    failed_query = {
-        "error": "States.TaskFailed",
-        "cause": "Query has failed: ICEBERG_COMMIT_ERROR",
-    }
-    result = execute(definition, scripts(Load_Into_Athena=[failed_query]))
+def test_a_run_with_no_curated_row_succeeds_without_loading(definition: dict[str, Any]) -> None:
+    result = execute(definition, scripts(Find_Curated_Rows=[NO_CURATED_ROWS]))
+
+    assert result.status == "SUCCEEDED", result
+    assert result.calls_to("Start Load Query") == []
+    assert result.calls_to("Notify Failure") == []
+    assert result.states_entered[-1] == "No Rows To Load"
+
+
+def test_a_failed_listing_of_the_run_output_is_reported(definition: dict[str, Any]) -> None:
+    denied = {"error": "S3.AccessDeniedException", "cause": "Access Denied"}
+    result = execute(definition, scripts(Find_Curated_Rows=[denied]))
+
+    assert result.status == "FAILED"
+    message, _ = only_notification(result)
+    assert (message["failed_step"], message["error"]) == ("Find Curated Rows", "S3.AccessDeniedException")
+
+
+def conflict_retries(definition: dict[str, Any]) -> int:
+    [retrier] = definition["States"]["Load Into Athena"]["Retry"]
+    return int(retrier["MaxAttempts"])
+
+
+def test_a_merge_that_lost_a_commit_race_is_retried_then_loads(definition: dict[str, Any]) -> None:
+    result = execute(definition, scripts(Get_Load_Query=[COMMIT_CONFLICT, COMMIT_CONFLICT, QUERY_SUCCEEDED]))
+
+    assert result.status == "SUCCEEDED", result
+    assert len(result.calls_to("Start Load Query")) == 3
+    assert result.calls_to("Notify Failure") == []
+
+
+def test_the_conflict_retry_uses_jittered_exponential_backoff_on_the_conflict_only(definition: dict[str, Any]) -> None:
+    [retrier] = definition["States"]["Load Into Athena"]["Retry"]
+    assert retrier["ErrorEquals"] == ["Load.IcebergCommitConflict"]
+    assert retrier["JitterStrategy"] == "FULL"
+    assert retrier["BackoffRate"] == 2
+    assert retrier["MaxDelaySeconds"] <= 300
+
+
+def test_a_run_fails_when_the_conflict_retries_are_used_up(definition: dict[str, Any]) -> None:
+    result = execute(definition, scripts(Get_Load_Query=[COMMIT_CONFLICT]))
 
     assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert len(result.calls_to("Start Load Query")) == conflict_retries(definition) + 1
     message, _ = only_notification(result)
-    assert message["failed_step"].startswith("Load")
+    assert message["failed_step"] == "Load"
+    assert message["error"] == "Load.IcebergCommitConflict"
     assert "ICEBERG_COMMIT_ERROR" in message["cause"]
+
+
+def test_a_failed_query_that_is_not_a_conflict_is_not_retried(definition: dict[str, Any]) -> None:
+    syntax = query("FAILED", "COLUMN_NOT_FOUND: line 1:8: Column 'store' cannot be resolved")
+    result = execute(definition, scripts(Get_Load_Query=[syntax]))
+
+    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert len(result.calls_to("Start Load Query")) == 1
+    message, _ = only_notification(result)
+    assert message["failed_step"] == "Load"
+    assert message["error"] == "LoadFailed"
+    assert "COLUMN_NOT_FOUND" in message["cause"]
+
+
+def test_a_query_still_running_at_the_poll_cap_is_stopped_and_the_run_fails(definition: dict[str, Any]) -> None:
+    [rule] = definition["States"]["Load Into Athena"]["Branches"][0]["States"]["Poll Load Again?"]["Choices"]
+    cap = int(rule["NumericGreaterThanEquals"])
+    result = execute(definition, scripts(Get_Load_Query=[QUERY_RUNNING], Stop_Load_Query=[STARTED]))
+
+    assert result.status == "FAILED"
+    assert len(result.calls_to("Get Load Query")) == cap
+    assert result.inputs_to("Stop Load Query") == [{"QueryExecutionId": QUERY_ID}]
+    assert len(result.calls_to("Start Load Query")) == 1  # a stuck query is not a conflict
+    message, _ = only_notification(result)
+    assert message["error"] == "LoadTimeout"
+    assert message["cause"] == f"query {QUERY_ID} was still running after {cap} checks; stopped"
+
+
+def test_a_load_submission_error_goes_to_the_failure_path(definition: dict[str, Any]) -> None:
+    refused = {"error": "Athena.InvalidRequestException", "cause": "WorkGroup is disabled"}
+    result = execute(definition, scripts(Start_Load_Query=[refused]))
+
+    assert result.status == "FAILED"
+    assert len(result.calls_to("Start Load Query")) == 1
+    message, _ = only_notification(result)
+    assert (message["failed_step"], message["error"]) == ("Load", "Athena.InvalidRequestException")
 
 
 def test_concurrent_runs_exceeded_is_retried(definition: dict[str, Any]) -> None:
@@ -278,7 +423,7 @@ def test_crawler_that_never_finishes_fails_after_the_poll_cap(
 
     assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
     assert len(result.calls_to("Get Crawler")) == cap
-    assert result.states_entered.count("Wait For Crawler") == cap
+    assert result.states_entered.count("Wait For Crawler") == cap - 1
     assert result.calls_to("Run Clean Job") == []
     message, _ = only_notification(result)
     assert message["error"] == "CrawlerTimeout"
@@ -294,21 +439,6 @@ def test_crawler_finishing_on_the_last_allowed_poll_still_runs_the_job(
 
     assert result.status == "SUCCEEDED", result
     assert len(result.calls_to("Get Crawler")) == cap
-
-
-def test_crawler_already_running_is_retried_then_the_pipeline_continues(
-    definition: dict[str, Any],
-) -> None:
-    running = {
-        "error": "Glue.CrawlerRunningException",
-        "cause": "Crawler with name retail-raw has already started",
-    }
-    result = execute(definition, scripts(Start_Crawler=[running, running, STARTED]))
-
-    assert result.status == "SUCCEEDED", result
-    assert [call["attempt"] for call in result.calls_to("Start Crawler")] == [1, 2, 3]
-    assert len(result.calls_to("Run Clean Job")) == 1
-    assert result.calls_to("Notify Failure") == []
 
 
 @pytest.mark.parametrize(
@@ -468,27 +598,43 @@ def test_alarms_on_failed_timed_out_aborted_executions_and_dlq_depth_notify_the_
     )
 
 
+def _tasks_within(states: dict[str, Any]) -> dict[str, Any]:
+    """Task states of a Parallel's branches (their errors reach the Parallel's own Catch)."""
+    out: dict[str, Any] = {}
+    for state in states.values():
+        for branch in state.get("Branches", []):
+            out.update({n: s for n, s in branch["States"].items() if s["Type"] == "Task"})
+            out.update(_tasks_within(branch["States"]))
+    return out
+
+
 def test_every_task_retries_with_jitter_has_a_timeout_and_is_caught(
     definition: dict[str, Any],
 ) -> None:
     states = definition["States"]
-    tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
+    tasks = {name: state for name, state in states.items() if state["Type"] in ("Task", "Parallel")}
     assert {
-        "Start Crawler",
         "Get Crawler",
+        "Start Crawler",
         "Run Clean Job",
+        "Find Curated Rows",
         "Load Into Athena",
         "Notify Failure",
     } <= set(tasks)
+    nested = _tasks_within(states)
+    assert {"Start Load Query", "Get Load Query", "Stop Load Query"} <= set(nested)
     [fail_state] = [name for name, state in states.items() if state["Type"] == "Fail"]
-    for name, task in tasks.items():
+    for name, task in {**tasks, **nested}.items():
         assert task.get("Retry"), name
         for retrier in task["Retry"]:
             assert retrier.get("JitterStrategy") == "FULL", (name, retrier)
             assert retrier.get("BackoffRate", 0) > 1, (name, retrier)
-        sync_glue = task["Resource"].endswith(":glue:startJobRun.sync")
-        glue_timeout = task["Parameters"].get("Timeout") if sync_glue else None
-        assert task.get("TimeoutSeconds") or glue_timeout, f"{name} has no timeout"
+        if task["Type"] == "Task":
+            sync_glue = task["Resource"].endswith(":glue:startJobRun.sync")
+            glue_timeout = task["Parameters"].get("Timeout") if sync_glue else None
+            assert task.get("TimeoutSeconds") or glue_timeout, f"{name} has no timeout"
+        if name in nested:
+            continue
         catchers = task.get("Catch") or []
         assert any("States.ALL" in c["ErrorEquals"] for c in catchers), f"{name} does not catch States.ALL"
         if name == "Notify Failure":
@@ -535,6 +681,7 @@ def pipeline_in(stateful: StatefulStack, construct_id: str, **kwargs: Any) -> St
     ("construct_id", "kwargs", "named"),
     [
         ("ZeroPolls", {"crawler_max_polls": 0}, ["crawler_max_polls", "0"]),
+        ("ZeroConflictRetries", {"load_conflict_retries": 0}, ["load_conflict_retries", "0"]),
         ("LeadingSlash", {"landing_prefix": "/bad"}, ["landing_prefix", "/bad"]),
         (
             "DotDot",
@@ -556,19 +703,18 @@ def test_valid_props_build(stateful: StatefulStack) -> None:
     pipeline = pipeline_in(stateful, "Good", crawler_max_polls=3, landing_prefix="incoming/custom/")
     assert pipeline.landing_prefix == "incoming/custom/"
     assert len(pipeline.alarms) == 4
+    assert pipeline.trigger_rule.node.id == "UploadRule"
+    assert pipeline.dead_letter_queue.node.id == "TriggerDeadLetterQueue"
+    assert pipeline.metric_runs_failed().metric_name == "ExecutionsFailed"
+    assert pipeline.metric_runs_succeeded(cdk.Duration.minutes(1)).metric_name == "ExecutionsSucceeded"
+    assert not hasattr(pipeline, "rule")
 
 
 def test_a_run_id_with_a_quote_never_reaches_the_load_sql(definition: dict[str, Any]) -> None:
     """Execution names may contain a quote; the MERGE splices the run id into a string literal, so such runs fail."""
-    scripts = {
-        "Start Crawler": [{"result": {}}],
-        "Get Crawler": [{"result": {"Crawler": {"State": "READY", "LastCrawl": {"Status": "SUCCEEDED"}}}}],
-        "Run Clean Job": [{"result": {"Id": "jr_1", "JobRunState": "SUCCEEDED"}}],
-        "Notify Failure": [{"result": {}}],
-    }
-    result = run_state_machine(definition, UPLOAD_EVENT, scripts, context={"Execution": {"Name": "x'; DROP TABLE t; --"}})
+    result = run_state_machine(definition, UPLOAD_EVENT, scripts(), context={"Execution": {"Name": "x'; DROP TABLE t; --"}})
     assert result.status == "FAILED"
-    assert result.calls_to("Load Into Athena") == []
+    assert result.calls_to("Start Load Query") == []
     message, _ = only_notification(result)
     assert message["error"] == "InvalidRunId"
 
@@ -582,3 +728,72 @@ def test_an_object_key_with_a_comma_reaches_the_job_as_one_uri(definition: dict[
     result = run_state_machine(definition, event, scripts(), context=CONTEXT)
     [job_input] = result.inputs_to("Run Clean Job")
     assert parse_source_uris(job_input["Arguments"]["--source_uris"]) == [f"s3://{BUCKET}/incoming/step_functions/sales,north.csv"]
+
+
+# --- least privilege (issue 11) ---------------------------------------------------------------------------------------
+DATA_SERVICES = ("s3:", "glue:", "lakeformation:", "kms:")
+
+
+def identity_statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(logical id, statement) of every identity policy in the template: inline policies, managed policies, role policies."""
+    out = []
+    for logical_id, resource in template.get("Resources", {}).items():
+        props = resource.get("Properties", {})
+        documents = []
+        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            documents.append(props["PolicyDocument"])
+        if resource["Type"] == "AWS::IAM::Role":
+            documents += [policy["PolicyDocument"] for policy in props.get("Policies", [])]
+        for document in documents:
+            out += [(logical_id, statement) for statement in document["Statement"]]
+    return out
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_no_statement_of_a_step_functions_stack_grants_data_actions_on_everything(
+    templates: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    stacks = {key: template for key, template in templates.items() if key[1] == "StepFunctions"}
+    assert stacks
+    offending = []
+    for (env, stack), template in stacks.items():
+        for logical_id, statement in identity_statements(template):
+            if statement.get("Effect", "Allow") != "Allow" or "*" not in as_list(statement.get("Resource")):
+                continue
+            data_actions = [a for a in as_list(statement["Action"]) if a.lower().startswith(DATA_SERVICES)]
+            if data_actions:
+                offending.append((env, stack, logical_id, data_actions))
+    assert offending == []
+
+
+def test_the_state_machine_role_may_not_create_or_delete_catalog_objects(
+    templates: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """Neither the role's own policy nor the Athena load policy it attaches: a MERGE reads and updates tables only."""
+    checked = 0
+    for (_, stack), template in templates.items():
+        if stack not in ("StepFunctions", "Stateful"):
+            continue
+        for logical_id, statement in identity_statements(template):
+            if stack == "Stateful" and "LoadPolicy" not in logical_id:
+                continue
+            checked += 1
+            glue_actions = [a for a in as_list(statement["Action"]) if a.lower().startswith("glue:")]
+            assert not [a for a in glue_actions if a.split(":")[1].lower().startswith(("delete", "batchdelete", "create"))], (
+                logical_id,
+                glue_actions,
+            )
+    assert checked
+
+
+def test_the_tracing_acknowledgement_names_exactly_the_actions_on_everything(template: dict[str, Any]) -> None:
+    from pipeline_constructs.forms.step_functions import TRACING_AND_LOG_DELIVERY_ACTIONS
+
+    on_everything = set()
+    for _, statement in identity_statements(template):
+        if "*" in as_list(statement.get("Resource")) and statement.get("Effect", "Allow") == "Allow":
+            on_everything |= set(as_list(statement["Action"]))
+    assert on_everything == set(TRACING_AND_LOG_DELIVERY_ACTIONS)

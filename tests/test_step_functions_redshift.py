@@ -19,10 +19,16 @@ KEY = "incoming/step_functions/2026/11/sales.csv"
 CONTEXT = {"Execution": {"Name": RUN_ID, "Id": f"arn:aws:states:eu-west-1:123456789012:execution:retail:{RUN_ID}"}}
 EVENT: dict[str, Any] = {
     "source": "aws.s3",
+    "time": "2026-11-25T09:12:44Z",
     "detail-type": "Object Created",
     "detail": {"bucket": {"name": BUCKET}, "object": {"key": KEY, "size": 1234}},
 }
-CRAWLER_DONE = {"result": {"Crawler": {"Name": "retail-raw", "State": "READY", "LastCrawl": {"Status": "SUCCEEDED"}}}}
+CRAWLER_DONE = {
+    "result": {
+        "Crawler": {"Name": "retail-raw", "State": "READY", "LastCrawl": {"Status": "SUCCEEDED", "StartTime": "2026-11-25T09:13:02.250Z"}}
+    }
+}
+CURATED_ROWS = {"result": {"KeyCount": 1}}
 JOB_DONE = {"result": {"Id": "jr_1", "JobRunState": "SUCCEEDED"}}
 SUBMITTED = {"result": {"Id": "stmt-1", "Database": "retail_staging", "WorkgroupName": "retail-staging"}}
 RUNNING = {"result": {"Id": "stmt-1", "Status": "STARTED", "HasResultSet": False}}
@@ -45,6 +51,7 @@ def run(
         "Start Crawler": [{"result": {}}],
         "Get Crawler": [CRAWLER_DONE],
         "Run Clean Job": [JOB_DONE],
+        "Find Curated Rows": [CURATED_ROWS],
         "Load Into Redshift": [SUBMITTED],
         "Describe Load": describe,
         "Notify Failure": [PUBLISHED],
@@ -76,6 +83,19 @@ def test_load_submits_one_batch_that_copies_this_run_and_merges(definition: dict
     assert [c["Id"] for c in result.inputs_to("Describe Load")] == ["stmt-1"] * 3
     assert result.states_entered[-1] == "Loaded"
     assert not result.calls_to("Notify Failure")
+
+
+def test_a_header_only_upload_succeeds_without_a_copy(definition: dict[str, Any]) -> None:
+    """Zero curated rows: no partition folder under the run, so a COPY would fail with "no files found"; the run
+    succeeds without loading."""
+    result = run(definition, [FINISHED], **{"Find Curated Rows": [{"result": {"KeyCount": 0}}]})
+
+    assert result.status == "SUCCEEDED", result
+    [listing] = result.inputs_to("Find Curated Rows")
+    assert listing["Prefix"] == f"retail_sales/runs/run_id={RUN_ID}/sale_date="
+    assert not result.calls_to("Load Into Redshift")
+    assert not result.calls_to("Notify Failure")
+    assert result.states_entered[-1] == "No Rows To Load"
 
 
 def test_failed_statement_notifies_with_the_statements_error(definition: dict[str, Any]) -> None:

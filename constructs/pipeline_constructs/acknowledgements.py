@@ -87,6 +87,7 @@ def acknowledge_findings(
     """
     if "[" in rule or "-" not in rule:
         raise PipelinePropsError(f"rule={rule!r}: give a rule id without detail, e.g. 'AwsSolutions-IAM5'")
+    checked_reason = _check_reason(construct, rule, reason)
     if isinstance(actions, str):
         raise PipelinePropsError(f"actions={actions!r}: give a list of IAM actions, e.g. ['s3:GetObject']")
     if rule in STATEMENT_RULES and not actions:
@@ -98,7 +99,7 @@ def acknowledge_findings(
     except re.error as error:
         raise PipelinePropsError(f"matching={matching!r}: not a regular expression ({error})") from None
     path = construct.node.path if child_path is None else f"{construct.node.path}/{child_path}"
-    entry = ReviewedFinding(path=path, rule=rule, matching=matching, reason=_check_reason(construct, rule, reason), actions=tuple(actions))
+    entry = ReviewedFinding(path=path, rule=rule, matching=matching, reason=checked_reason, actions=tuple(actions))
     root = construct.node.root
     if not hasattr(root, _REVIEWED_ATTRIBUTE):
         setattr(root, _REVIEWED_ATTRIBUTE, [])

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from aws_cdk import (
     ArnFormat,
     Duration,
     RemovalPolicy,
+    Stack,
     aws_cloudwatch as cloudwatch,
     aws_events as events,
     aws_events_targets as targets,
+    aws_iam as iam,
     aws_kms as kms,
     aws_logs as logs,
+    aws_sqs as sqs,
     aws_stepfunctions as sfn,
     aws_stepfunctions_tasks as tasks,
 )
@@ -25,15 +26,35 @@ from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
 from ..keys import allow_cloudwatch_logs
 from ..storage import PipelineStorage
+from ..targets.athena import AthenaTarget
 from ..targets.load_target import LoadTarget, check_load_target
 from ..targets.redshift import RedshiftTarget
-from ..validation import check_positive, check_prefix
+from ..validation import check_positive
 
 FORM_NAME = "step_functions"
 _COLON = ArnFormat.COLON_RESOURCE_NAME
+CONFLICT_ERROR = "Load.IcebergCommitConflict"
+"""The error a load attempt ends with when Athena reports ICEBERG_COMMIT_ERROR (another MERGE committed first)."""
+
+# What Step Functions needs on '*' for tracing and for delivering execution logs (AWS grants these on no narrower resource).
+TRACING_AND_LOG_DELIVERY_ACTIONS = (
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+)
+_GLUE_TRANSIENT = ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"]
 
 
-def retry_transient(task: sfn.TaskStateBase, errors: list[str], *, interval: Duration, max_attempts: int) -> None:
+def retry_transient(task: sfn.TaskStateBase | sfn.CustomState, errors: list[str], *, interval: Duration, max_attempts: int) -> None:
     """Retry named transient errors with exponential backoff and full jitter, capped at five minutes per wait."""
     task.add_retry(
         errors=errors,
@@ -45,14 +66,26 @@ def retry_transient(task: sfn.TaskStateBase, errors: list[str], *, interval: Dur
     )
 
 
+def _format_literal(text: str) -> str:
+    """`text` as a literal inside a States.Format template (quotes, braces and backslashes escaped)."""
+    return "".join("\\" + c if c in "'{}\\" else c for c in text)
+
+
 class StepFunctionsPipeline(Construct):
     """Upload -> EventBridge -> Standard state machine: crawl, clean (Glue .sync), load; failures -> SNS -> Fail.
 
-    The EventBridge rule matches `Object Created` for `<prefix>*.csv` with a size above zero, retries delivery and
-    keeps undeliverable events in an encrypted dead-letter queue (alarmed, so nothing is lost silently). Every task
-    retries its transient errors with backoff and jitter and has a timeout; any other error is caught, published to
-    the alert topic naming the object, the step and the error, and the execution fails, which the failed/timed
-    out/aborted alarms report.
+    - Trigger: an EventBridge rule on `Object Created` for `<prefix>*.csv` with a size above zero; delivery is retried
+      and undeliverable events wait in an encrypted dead-letter queue (alarmed, so nothing is lost silently).
+    - Crawl: a run needs a successful crawl that began after its object arrived, not a crawl of its own. It reads the
+      crawler first: a crawl that started after the upload and succeeded lets it go on; a running crawl is waited for;
+      otherwise it starts one, and `CrawlerRunningException` then means another run just started one, which is
+      waited for. A burst of uploads thus causes one or two crawls, not one each.
+    - Clean: the Glue job (.sync). A run whose curated output holds no rows (a header-only file) succeeds without a load.
+    - Load: Athena (an Iceberg MERGE, retried with jittered exponential backoff when a concurrent MERGE committed
+      first, and only then) or Redshift (COPY + MERGE in one Data API transaction). Both are polled up to a cap.
+    - Failure: every task retries its transient errors and has a timeout; any other error is caught, published to the
+      alert topic (pipeline, object, run id, failed step, error, cause) and the execution fails; alarms report failed,
+      timed-out and aborted executions and the dead-letter queue.
     """
 
     def __init__(
@@ -69,15 +102,16 @@ class StepFunctionsPipeline(Construct):
         crawler_poll_interval: Duration | None = None,
         crawler_max_polls: int = 60,
         job_timeout: Duration | None = None,
-        load_timeout: Duration | None = None,
         load_poll_interval: Duration | None = None,
         load_max_polls: int = 120,
+        load_conflict_retries: int = 10,
+        load_conflict_interval: Duration | None = None,
         execution_timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         """
-        :param storage: the landing bucket whose uploads start runs.
+        :param storage: the landing bucket whose uploads start runs, and the curated bucket the run writes to.
         :param catalog: the raw crawler.
         :param clean_job: the Glue job run for each upload (RUN_JOB, .sync).
         :param target: where a successful run is loaded (AthenaTarget or RedshiftTarget).
@@ -86,51 +120,69 @@ class StepFunctionsPipeline(Construct):
         :param crawler_poll_interval: wait between crawler status checks. Default: 30 seconds.
         :param crawler_max_polls: checks before the crawl counts as stuck and the run fails. Default: 60.
         :param job_timeout: the clean job task's timeout. Default: the job's timeout plus 10 minutes (75 minutes).
-        :param load_timeout: the load task's timeout. Default: 30 minutes.
-        :param load_poll_interval: Redshift only: wait between Data API statement status checks. Default: 15 seconds.
-        :param load_max_polls: Redshift only: checks before the load counts as stuck (it is then cancelled and the
-            run fails). Default: 120 (30 minutes at the default interval).
+        :param load_poll_interval: wait between load status checks (Athena query, Redshift statement). Default: 15 seconds.
+        :param load_max_polls: checks before the load counts as stuck (it is then cancelled and the run fails).
+            Default: 120 (30 minutes at the default interval).
+        :param load_conflict_retries: Athena only: loads retried after a concurrent MERGE committed first
+            (ICEBERG_COMMIT_ERROR); no other error is retried this way. Default: 10.
+        :param load_conflict_interval: Athena only: the first conflict retry waits up to this long (full jitter), each
+            next one twice as long, at most 2 minutes. Default: 10 seconds.
         :param execution_timeout: the whole execution's timeout. Default: 4 hours.
         :param log_retention: execution log retention. Default: one month.
-        :param removal_policy: for the log group and its key. Default: RETAIN.
+        :param removal_policy: for the log group, its key and the dead-letter queue. Default: RETAIN.
         """
         super().__init__(scope, construct_id)
         check_load_target(target)
         check_positive("load_max_polls", load_max_polls)
-        load_poll = load_poll_interval if load_poll_interval is not None else Duration.seconds(15)
-        check_positive("load_poll_interval (seconds)", load_poll.to_seconds())
+        self._load_poll = load_poll_interval if load_poll_interval is not None else Duration.seconds(15)
+        check_positive("load_poll_interval (seconds)", self._load_poll.to_seconds())
         check_positive("crawler_max_polls", crawler_max_polls)
-        poll = crawler_poll_interval if crawler_poll_interval is not None else Duration.seconds(30)
-        check_positive("crawler_poll_interval (seconds)", poll.to_seconds())
-        self.landing_prefix = check_prefix(
-            "landing_prefix", landing_prefix if landing_prefix is not None else storage.landing_prefix_for(FORM_NAME)
+        self._crawler_poll = crawler_poll_interval if crawler_poll_interval is not None else Duration.seconds(30)
+        check_positive("crawler_poll_interval (seconds)", self._crawler_poll.to_seconds())
+        check_positive("load_conflict_retries", load_conflict_retries)
+        self._conflict_interval = load_conflict_interval if load_conflict_interval is not None else Duration.seconds(10)
+        check_positive("load_conflict_interval (seconds)", self._conflict_interval.to_seconds())
+        self.landing_prefix = storage.claim_prefix(
+            self, "landing", landing_prefix if landing_prefix is not None else storage.landing_prefix_for(FORM_NAME)
         )
         self.alerting = alerting
+        self.dataset = clean_job.contract.name
 
-        # --- the state machine ---------------------------------------------------------------------------------
-        start = sfn.Pass(
-            self,
-            "Describe Upload",
-            comment="Keep what every later step needs: the object, its URI and the run id (the execution name).",
-            parameters={
-                "upload": {
-                    "bucket.$": "$.detail.bucket.name",
-                    "key.$": "$.detail.object.key",
-                    "source_uri.$": "States.Format('s3://{}/{}', $.detail.bucket.name, $.detail.object.key)",
-                    "run_id.$": "$$.Execution.Name",
-                },
-                "crawler_poll": {"iteration": 0},
-            },
+        self._notify = self._build_failure_path(alerting)
+        definition = self._build_steps(
+            storage=storage,
+            catalog=catalog,
+            clean_job=clean_job,
+            target=target,
+            crawler_max_polls=crawler_max_polls,
+            job_timeout=job_timeout if job_timeout is not None else Duration.minutes(75),
+            load_max_polls=load_max_polls,
+            load_conflict_retries=load_conflict_retries,
         )
+        self.state_machine = self._build_state_machine(
+            definition,
+            target=target,
+            execution_timeout=execution_timeout if execution_timeout is not None else Duration.hours(4),
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        self._grant(storage, clean_job, target)
+        self.dead_letter_queue, self.trigger_rule = self._build_trigger(storage, alerting, removal_policy)
+        self.alarms = self._build_alarms(alerting)
 
+    # --- failure path ------------------------------------------------------------------------------------------------
+    def _build_failure_path(self, alerting: PipelineAlerting) -> sfn.TaskStateBase:
+        """Notify Failure (SNS, the form's message fields) -> Pipeline Failed. A failed publish still fails the run."""
         notify = tasks.SnsPublish(
             self,
             "Notify Failure",
             topic=alerting.topic,
-            subject=sfn.JsonPath.format("Retail pipeline failed at {}", sfn.JsonPath.string_at("$.failed_step")),
+            subject=sfn.JsonPath.format(
+                f"{_format_literal(self.dataset)} pipeline failed at {{}}", sfn.JsonPath.string_at("$.failed_step")
+            ),
             message=sfn.TaskInput.from_object(
                 {
-                    "pipeline": "step_functions",
+                    "pipeline": FORM_NAME,
                     "object": sfn.JsonPath.string_at("$.upload.source_uri"),
                     "run_id": sfn.JsonPath.string_at("$.upload.run_id"),
                     "failed_step": sfn.JsonPath.string_at("$.failed_step"),
@@ -148,45 +200,81 @@ class StepFunctionsPipeline(Construct):
         failed = sfn.Fail(self, "Pipeline Failed", error="PipelineFailed", cause_path="$.error.Cause")
         notify.add_catch(failed, errors=["States.ALL"], result_path="$.notify_error")
         notify.next(failed)
+        return notify
 
-        def on_failure(task: sfn.TaskStateBase, step: str) -> None:
-            record = sfn.Pass(self, f"Record {step} Failure", result=sfn.Result.from_string(step), result_path="$.failed_step")
-            record.next(notify)
-            task.add_catch(record, errors=["States.ALL"], result_path="$.error")
+    def _on_failure(self, state: sfn.TaskStateBase | sfn.CustomState | sfn.Parallel, step: str) -> None:
+        """Any error of `state` (after its retries) is recorded as `step`'s and reported."""
+        record = sfn.Pass(self, f"Record {step} Failure", result=sfn.Result.from_string(step), result_path="$.failed_step")
+        record.next(self._notify)
+        state.add_catch(record, errors=["States.ALL"], result_path="$.error")
 
-        def fail_with(state_id: str, step: str, error: str, cause: dict) -> sfn.Pass:
-            state = sfn.Pass(
-                self,
-                state_id,
-                parameters={"Error": error, **cause},
-                result_path="$.error",
-            )
-            record = sfn.Pass(self, f"Record {state_id}", result=sfn.Result.from_string(step), result_path="$.failed_step")
-            state.next(record)
-            record.next(notify)
-            return state
+    def _fail_with(self, state_id: str, step: str, error: str, cause: dict) -> sfn.Pass:
+        """A Pass that sets the run's error (`error` and `cause`, which may hold a 'Cause.$' path) and reports it."""
+        state = sfn.Pass(self, state_id, parameters={"Error": error, **cause}, result_path="$.error")
+        record = sfn.Pass(self, f"Record {state_id}", result=sfn.Result.from_string(step), result_path="$.failed_step")
+        state.next(record)
+        record.next(self._notify)
+        return state
 
-        start_crawler = tasks.CallAwsService(
+    # --- steps -------------------------------------------------------------------------------------------------------
+    def _build_steps(
+        self,
+        *,
+        storage: PipelineStorage,
+        catalog: PipelineCatalog,
+        clean_job: CleanJob,
+        target: LoadTarget,
+        crawler_max_polls: int,
+        job_timeout: Duration,
+        load_max_polls: int,
+        load_conflict_retries: int,
+    ) -> sfn.IChainable:
+        """Describe Upload -> crawl -> clean -> rows? -> load -> Loaded (built back to front)."""
+        loaded = sfn.Succeed(self, "Loaded")
+        load: sfn.IChainable
+        if isinstance(target, RedshiftTarget):
+            load = self._build_redshift_load(target, loaded=loaded, max_polls=load_max_polls)
+        else:
+            load = self._build_athena_load(target, loaded=loaded, max_polls=load_max_polls, conflict_retries=load_conflict_retries)
+        # The run id is spliced into the load's SQL (the MERGE's literal, the COPY's S3 URI); execution names may
+        # contain a quote, so such a run fails here instead of reaching the database.
+        bad_run_id = self._fail_with(
+            "Run Id Not Loadable",
+            "Load",
+            "InvalidRunId",
+            {"Cause.$": "States.Format('run id {} contains a quote and cannot be used in the load SQL', $.upload.run_id)"},
+        )
+        loadable = (
+            sfn.Choice(self, "Run Id Loadable?").when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id).otherwise(load)
+        )
+        rows = self._build_rows_check(storage, clean_job, then=loadable)
+        run_job = self._build_clean_step(clean_job, job_timeout)
+        run_job.next(rows)
+        crawl = self._build_crawl_steps(catalog, max_polls=crawler_max_polls, then=run_job)
+        start = sfn.Pass(
             self,
-            "Start Crawler",
-            service="glue",
-            action="startCrawler",
-            parameters={"Name": catalog.crawler_name},
-            iam_resources=[catalog.crawler_arn],
-            result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+            "Describe Upload",
+            comment="Keep what every later step needs: the object, its URI, when it arrived and the run id (the execution name).",
+            parameters={
+                "upload": {
+                    "bucket.$": "$.detail.bucket.name",
+                    "key.$": "$.detail.object.key",
+                    "source_uri.$": "States.Format('s3://{}/{}', $.detail.bucket.name, $.detail.object.key)",
+                    "arrived.$": "$.time",
+                    "run_id.$": "$$.Execution.Name",
+                },
+                "crawler_poll": {"iteration": 0},
+            },
         )
-        # Another upload may have started the crawler: wait for it, then start ours.
-        retry_transient(start_crawler, ["Glue.CrawlerRunningException"], interval=Duration.seconds(30), max_attempts=10)
-        retry_transient(
-            start_crawler,
-            ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"],
-            interval=Duration.seconds(5),
-            max_attempts=5,
-        )
-        on_failure(start_crawler, "Start Crawler")
+        return start.next(crawl)
 
-        wait = sfn.Wait(self, "Wait For Crawler", time=sfn.WaitTime.duration(poll))
+    def _build_crawl_steps(self, catalog: PipelineCatalog, *, max_polls: int, then: sfn.IChainable) -> sfn.IChainable:
+        """Get Crawler -> Crawl Covers Upload? -> `then` | Start Crawler | wait and look again (at most `max_polls` times).
+
+        A crawl covers the upload when it began at or after the upload's event time (EventBridge gives whole seconds,
+        so a crawl started in the same second counts) and succeeded; one that began after the upload and failed fails
+        the run. While a crawl runs the run waits, since LastCrawl is the last finished one.
+        """
         get_crawler = tasks.CallAwsService(
             self,
             "Get Crawler",
@@ -198,33 +286,69 @@ class StepFunctionsPipeline(Construct):
             result_path="$.crawler",
             task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
         )
-        retry_transient(
-            get_crawler,
-            ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"],
-            interval=Duration.seconds(5),
-            max_attempts=5,
-        )
-        on_failure(get_crawler, "Get Crawler")
+        retry_transient(get_crawler, _GLUE_TRANSIENT, interval=Duration.seconds(5), max_attempts=5)
+        self._on_failure(get_crawler, "Get Crawler")
+
         count = sfn.Pass(
             self,
             "Count Crawler Poll",
             parameters={"iteration.$": "States.MathAdd($.crawler_poll.iteration, 1)"},
             result_path="$.crawler_poll",
         )
-        crawler_failed = fail_with(
-            "Crawler Failed",
-            "Crawler",
-            "CrawlerFailed",
-            {"Cause.$": "States.JsonToString($.crawler.Crawler.LastCrawl)"},
+        start_crawler = tasks.CallAwsService(
+            self,
+            "Start Crawler",
+            comment="No crawl since the upload: start one. If another run just started one, wait for that one instead.",
+            service="glue",
+            action="startCrawler",
+            parameters={"Name": catalog.crawler_name},
+            iam_resources=[catalog.crawler_arn],
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
         )
-        crawler_stuck = fail_with(
+        retry_transient(start_crawler, _GLUE_TRANSIENT, interval=Duration.seconds(5), max_attempts=5)
+        start_crawler.add_catch(count, errors=["Glue.CrawlerRunningException"], result_path=sfn.JsonPath.DISCARD)
+        self._on_failure(start_crawler, "Start Crawler")
+        start_crawler.next(count)
+
+        crawler_failed = self._fail_with(
+            "Crawler Failed", "Crawler", "CrawlerFailed", {"Cause.$": "States.JsonToString($.crawler.Crawler.LastCrawl)"}
+        )
+        crawler_stuck = self._fail_with(
             "Crawler Poll Cap Reached",
             "Crawler",
             "CrawlerTimeout",
-            {"Cause": f"the crawler was still running after {crawler_max_polls} checks"},
+            {"Cause": f"the crawler was still running after {max_polls} checks"},
         )
+        last_start = "$.crawler.Crawler.LastCrawl.StartTime"
+        began_after_upload = sfn.Condition.and_(
+            sfn.Condition.is_timestamp(last_start),
+            sfn.Condition.timestamp_greater_than_equals_json_path(last_start, "$.upload.arrived"),
+        )
+        # Rules are tried in order: the later ones only see a READY crawler that has a last crawl.
+        covers = (
+            sfn.Choice(self, "Crawl Covers Upload?")
+            .when(sfn.Condition.not_(sfn.Condition.string_equals("$.crawler.Crawler.State", "READY")), count)
+            .when(sfn.Condition.not_(sfn.Condition.is_present(last_start)), start_crawler)
+            .when(
+                sfn.Condition.and_(began_after_upload, sfn.Condition.string_equals("$.crawler.Crawler.LastCrawl.Status", "SUCCEEDED")),
+                then,
+            )
+            .when(began_after_upload, crawler_failed)
+            .otherwise(start_crawler)
+        )
+        wait = sfn.Wait(self, "Wait For Crawler", time=sfn.WaitTime.duration(self._crawler_poll))
+        below_cap = (
+            sfn.Choice(self, "Poll Again?")
+            .when(sfn.Condition.number_greater_than_equals("$.crawler_poll.iteration", max_polls), crawler_stuck)
+            .otherwise(wait)
+        )
+        count.next(below_cap)
+        wait.next(get_crawler)
+        get_crawler.next(covers)
+        return get_crawler
 
-        job_task_timeout = job_timeout if job_timeout is not None else Duration.minutes(75)
+    def _build_clean_step(self, clean_job: CleanJob, timeout: Duration) -> tasks.GlueStartJobRun:
         run_job = tasks.GlueStartJobRun(
             self,
             "Run Clean Job",
@@ -239,171 +363,189 @@ class StepFunctionsPipeline(Construct):
             ),
             result_selector={"JobRunId.$": "$.Id", "JobRunState.$": "$.JobRunState"},
             result_path="$.clean_job",
-            task_timeout=sfn.Timeout.duration(job_task_timeout),
+            task_timeout=sfn.Timeout.duration(timeout),
         )
         retry_transient(
-            run_job, ["Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException"], interval=Duration.seconds(60), max_attempts=6
+            # 20 attempts (full jitter, waits up to 5 minutes): about an hour of queueing, so a burst larger than the
+            # job's max_concurrent_runs waits for a free slot instead of failing.
+            run_job,
+            ["Glue.ConcurrentRunsExceededException", "Glue.ThrottlingException"],
+            interval=Duration.seconds(60),
+            max_attempts=20,
         )
-        on_failure(run_job, "Run Clean Job")
+        self._on_failure(run_job, "Run Clean Job")
+        return run_job
 
-        loaded = sfn.Succeed(self, "Loaded")
-        load: sfn.IChainable
-        if isinstance(target, RedshiftTarget):
-            load = self._redshift_load(
-                target,
-                on_failure=on_failure,
-                fail_with=fail_with,
-                loaded=loaded,
-                poll=load_poll,
-                max_polls=load_max_polls,
-            )
-        else:
-            athena_load = tasks.AthenaStartQueryExecution(
-                self,
-                "Load Into Athena",
-                query_string=sfn.JsonPath.format(target.merge_sql(), sfn.JsonPath.string_at("$.upload.run_id")),
-                work_group=target.workgroup_name,
-                query_execution_context=tasks.QueryExecutionContext(database_name=target.database_name),
-                integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-                result_selector={"QueryExecutionId.$": "$.QueryExecution.QueryExecutionId", "State.$": "$.QueryExecution.Status.State"},
-                result_path="$.load",
-                task_timeout=sfn.Timeout.duration(load_timeout if load_timeout is not None else Duration.minutes(30)),
-            )
-            retry_transient(
-                athena_load,
-                ["Athena.TooManyRequestsException", "Athena.InternalServerException"],
-                interval=Duration.seconds(10),
-                max_attempts=5,
-            )
-            on_failure(athena_load, "Load")
-            athena_load.next(loaded)
-            load = athena_load
-        # The run id is spliced into the load's SQL (the MERGE's literal, the COPY's S3 URI); execution names may
-        # contain a quote, so such a run fails here instead of reaching the database.
-        bad_run_id = fail_with(
-            "Run Id Not Loadable",
-            "Load",
-            "InvalidRunId",
-            {"Cause.$": "States.Format('run id {} contains a quote and cannot be used in the load SQL', $.upload.run_id)"},
-        )
-        load = sfn.Choice(self, "Run Id Loadable?").when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id).otherwise(load)
+    def _build_rows_check(self, storage: PipelineStorage, clean_job: CleanJob, *, then: sfn.IChainable) -> sfn.IChainable:
+        """Find Curated Rows -> Rows To Load? -> `then` | No Rows To Load (succeeds).
 
-        is_crawler_ready = (
-            sfn.Choice(self, "Crawler Finished?")
-            .when(sfn.Condition.not_(sfn.Condition.string_equals("$.crawler.Crawler.State", "READY")), count)
-            .when(
-                sfn.Condition.and_(
-                    sfn.Condition.is_present("$.crawler.Crawler.LastCrawl.Status"),
-                    sfn.Condition.not_(sfn.Condition.string_equals("$.crawler.Crawler.LastCrawl.Status", "SUCCEEDED")),
-                ),
-                crawler_failed,
-            )
-            .otherwise(run_job)
+        The clean job writes a run's rows under `<dataset>/runs/run_id=<id>/<partition>=<value>/`; a run with no curated
+        row (a header-only file, or every row quarantined within the allowed ratio) has no partition folder, and a
+        Redshift COPY of it would fail with "no files found". One ListObjectsV2 (MaxKeys 1) on that prefix tells.
+        """
+        partition_name, _ = clean_job.contract.partition_column()
+        self._rows_prefix = f"{clean_job.curated_prefix}run_id="
+        template = _format_literal(f"{self._rows_prefix}") + "{}" + _format_literal(f"/{partition_name}=")
+        find = sfn.CustomState(
+            self,
+            "Find Curated Rows",
+            state_json={
+                "Type": "Task",
+                "Comment": "Does the run have any curated row? One listing of its partition folders (MaxKeys 1).",
+                "Resource": f"arn:{Stack.of(self).partition}:states:::aws-sdk:s3:listObjectsV2",
+                "Parameters": {
+                    "Bucket": storage.curated_bucket.bucket_name,
+                    "Prefix.$": f"States.Format('{template}', $.upload.run_id)",
+                    "MaxKeys": 1,
+                },
+                "ResultSelector": {"KeyCount.$": "$.KeyCount"},
+                "ResultPath": "$.curated",
+                "TimeoutSeconds": 60,
+            },
         )
+        retry_transient(find, ["S3.S3Exception", "States.Timeout"], interval=Duration.seconds(2), max_attempts=4)
+        self._on_failure(find, "Find Curated Rows")
+        nothing = sfn.Succeed(self, "No Rows To Load", comment="The run curated no row: nothing to load, and nothing failed.")
+        return find.next(
+            sfn.Choice(self, "Rows To Load?").when(sfn.Condition.number_equals("$.curated.KeyCount", 0), nothing).otherwise(then)
+        )
+
+    def _build_athena_load(self, target: AthenaTarget, *, loaded: sfn.IChainable, max_polls: int, conflict_retries: int) -> sfn.IChainable:
+        """Load Into Athena: a Parallel of one branch (start the MERGE -> poll -> outcome), retried on conflict only.
+
+        Athena reports a MERGE that lost the race with a concurrent commit as a FAILED query whose reason holds
+        ICEBERG_COMMIT_ERROR. The branch ends that case with its own error, `Load.IcebergCommitConflict`, which the
+        Parallel retries (jittered exponential backoff; the MERGE is idempotent); every other failure ends with a
+        different error and goes to the failure path at once. A query still running at the poll cap is stopped.
+        """
+        start_query = tasks.CallAwsService(
+            self,
+            "Start Load Query",
+            comment="MERGE the run into the Iceberg table on the natural key",
+            service="athena",
+            action="startQueryExecution",
+            iam_action="athena:StartQueryExecution",
+            iam_resources=[target.workgroup_arn],
+            parameters={
+                "QueryString": sfn.JsonPath.format(target.merge_sql(), sfn.JsonPath.string_at("$.upload.run_id")),
+                "WorkGroup": target.workgroup_name,
+                "QueryExecutionContext": {"Database": target.database_name},
+            },
+            result_selector={"QueryExecutionId.$": "$.QueryExecutionId", "polls": 0},
+            result_path="$.load",
+            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+        )
+        # Not States.Timeout: a submission that timed out may have started; the run fails instead of merging twice at once.
+        retry_transient(
+            start_query,
+            ["Athena.TooManyRequestsException", "Athena.InternalServerException"],
+            interval=Duration.seconds(10),
+            max_attempts=5,
+        )
+        wait = sfn.Wait(self, "Wait For Load", time=sfn.WaitTime.duration(self._load_poll))
+        get_query = tasks.CallAwsService(
+            self,
+            "Get Load Query",
+            service="athena",
+            action="getQueryExecution",
+            iam_action="athena:GetQueryExecution",
+            iam_resources=[target.workgroup_arn],
+            parameters={"QueryExecutionId": sfn.JsonPath.string_at("$.load.QueryExecutionId")},
+            result_selector={"Status.$": "$.QueryExecution.Status"},
+            result_path="$.load_status",
+            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+        )
+        retry_transient(
+            get_query,
+            ["Athena.TooManyRequestsException", "Athena.InternalServerException", "States.Timeout"],
+            interval=Duration.seconds(5),
+            max_attempts=5,
+        )
+        count = sfn.Pass(
+            self,
+            "Count Load Poll",
+            parameters={"QueryExecutionId.$": "$.load.QueryExecutionId", "polls.$": "States.MathAdd($.load.polls, 1)"},
+            result_path="$.load",
+        )
+        stuck = self._branch_failure(
+            "Load Query Poll Cap Reached",
+            "LoadTimeout",
+            f"States.Format('query {{}} was still running after {max_polls} checks; stopped', $.load.QueryExecutionId)",
+        )
+        stop = tasks.CallAwsService(
+            self,
+            "Stop Load Query",
+            service="athena",
+            action="stopQueryExecution",
+            iam_action="athena:StopQueryExecution",
+            iam_resources=[target.workgroup_arn],
+            parameters={"QueryExecutionId": sfn.JsonPath.string_at("$.load.QueryExecutionId")},
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+        )
+        retry_transient(
+            stop,
+            ["Athena.TooManyRequestsException", "Athena.InternalServerException", "States.Timeout"],
+            interval=Duration.seconds(5),
+            max_attempts=3,
+        )
+        # The query may have finished in the meantime: report the cap either way.
+        stop.add_catch(stuck, errors=["States.ALL"], result_path="$.stop_error")
+        stop.next(stuck)
         below_cap = (
-            sfn.Choice(self, "Poll Again?")
-            .when(sfn.Condition.number_greater_than_equals("$.crawler_poll.iteration", crawler_max_polls), crawler_stuck)
+            sfn.Choice(self, "Poll Load Again?")
+            .when(sfn.Condition.number_greater_than_equals("$.load.polls", max_polls), stop)
             .otherwise(wait)
         )
         count.next(below_cap)
-        definition = start.next(start_crawler).next(wait).next(get_crawler).next(is_crawler_ready)
-        run_job.next(load)
-
-        self.log_key = kms.Key(
+        failed = self._branch_failure("Load Query Failed", "LoadFailed", "States.JsonToString($.load_status.Status)")
+        conflict = sfn.Fail(self, "Load Commit Conflict", error=CONFLICT_ERROR, cause_path="$.load_status.Status.StateChangeReason")
+        reason = "$.load_status.Status.StateChangeReason"
+        why = (
+            sfn.Choice(self, "Load Conflict?")
+            .when(sfn.Condition.not_(sfn.Condition.is_present(reason)), failed)
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.string_equals("$.load_status.Status.State", "FAILED"),
+                    sfn.Condition.string_matches(reason, "*ICEBERG_COMMIT_ERROR*"),
+                ),
+                conflict,
+            )
+            .otherwise(failed)
+        )
+        finished = (
+            sfn.Choice(self, "Load Finished?")
+            .when(sfn.Condition.string_equals("$.load_status.Status.State", "SUCCEEDED"), sfn.Succeed(self, "Load Query Succeeded"))
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.string_equals("$.load_status.Status.State", "FAILED"),
+                    sfn.Condition.string_equals("$.load_status.Status.State", "CANCELLED"),
+                ),
+                why,
+            )
+            .otherwise(count)
+        )
+        load = sfn.Parallel(
             self,
-            "LogKey",
-            description="Step Functions execution logs of the retail pipeline",
-            enable_key_rotation=True,
-            removal_policy=removal_policy,
+            "Load Into Athena",
+            comment="One load attempt; retried only when a concurrent MERGE committed first",
+            result_selector={"QueryExecutionId.$": "$[0].load.QueryExecutionId", "State.$": "$[0].load_status.Status.State"},
+            result_path="$.load",
         )
-        allow_cloudwatch_logs(self.log_key)
-        self.log_group = logs.LogGroup(
-            self,
-            "ExecutionLogs",
-            encryption_key=self.log_key,
-            retention=log_retention,
-            removal_policy=removal_policy,
+        load.branch(start_query.next(wait).next(get_query).next(finished))
+        load.add_retry(
+            errors=[CONFLICT_ERROR],
+            interval=self._conflict_interval,
+            max_attempts=conflict_retries,
+            backoff_rate=2,
+            jitter_strategy=sfn.JitterType.FULL,
+            max_delay=Duration.minutes(2),
         )
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_type=sfn.StateMachineType.STANDARD,
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            timeout=execution_timeout if execution_timeout is not None else Duration.hours(4),
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
-            comment=f"Retail pipeline ({clean_job.contract.name}): crawl, clean, load into {type(target).__name__}",
-        )
-        target.grant_load(self.state_machine)
-        target.review_load_findings(self.state_machine.role)
-        acknowledge_findings(
-            self.state_machine.role,
-            "AwsSolutions-IAM5",
-            "X-Ray tracing and CloudWatch Logs delivery for Step Functions are only granted on '*' by AWS.",
-            matching=r"Resource::\*",
-            actions=[
-                "xray:PutTraceSegments",
-                "xray:PutTelemetryRecords",
-                "xray:GetSamplingRules",
-                "xray:GetSamplingTargets",
-                "logs:CreateLogDelivery",
-                "logs:GetLogDelivery",
-                "logs:UpdateLogDelivery",
-                "logs:DeleteLogDelivery",
-                "logs:ListLogDeliveries",
-                "logs:PutResourcePolicy",
-                "logs:DescribeResourcePolicies",
-                "logs:DescribeLogGroups",
-            ],
-        )
+        self._on_failure(load, "Load")
+        load.next(loaded)
+        return load
 
-        # --- the trigger -----------------------------------------------------------------------------------------
-        self.dead_letter_queue = alerting.new_dead_letter_queue(self, "TriggerDeadLetterQueue", removal_policy=removal_policy)
-        self.rule = events.Rule(
-            self,
-            "UploadRule",
-            description=f"CSV uploads under {self.landing_prefix} start the retail pipeline state machine",
-            event_pattern=storage.upload_event_pattern(self.landing_prefix),
-            targets=[
-                targets.SfnStateMachine(
-                    self.state_machine,
-                    dead_letter_queue=self.dead_letter_queue,
-                    retry_attempts=8,
-                    max_event_age=Duration.hours(6),
-                )
-            ],
-        )
-
-        # --- alarms ----------------------------------------------------------------------------------------------
-
-        period = Duration.minutes(5)
-        self.executions_failed_alarm = alerting.alarm_when_any(
-            self, "ExecutionsFailed", self.state_machine.metric_failed(period=period), "A pipeline execution failed"
-        )
-        self.executions_timed_out_alarm = alerting.alarm_when_any(
-            self, "ExecutionsTimedOut", self.state_machine.metric_timed_out(period=period), "A pipeline execution timed out"
-        )
-        self.executions_aborted_alarm = alerting.alarm_when_any(
-            self, "ExecutionsAborted", self.state_machine.metric_aborted(period=period), "A pipeline execution was aborted"
-        )
-        self.dead_letter_alarm = alerting.alarm_when_any(
-            self,
-            "UndeliveredUploads",
-            self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
-            "An upload event could not start the state machine; it waits in the dead-letter queue",
-        )
-        self.alarms = [self.executions_failed_alarm, self.executions_timed_out_alarm, self.executions_aborted_alarm, self.dead_letter_alarm]
-
-    def _redshift_load(
-        self,
-        target: RedshiftTarget,
-        *,
-        on_failure: Callable[[sfn.TaskStateBase, str], None],
-        fail_with: Callable[[str, str, str, dict], sfn.Pass],
-        loaded: sfn.Succeed,
-        poll: Duration,
-        max_polls: int,
-    ) -> sfn.IChainable:
+    def _build_redshift_load(self, target: RedshiftTarget, *, loaded: sfn.IChainable, max_polls: int) -> sfn.IChainable:
         """batchExecuteStatement (one transaction) -> Wait -> describeStatement -> Choice.
 
         FINISHED succeeds; FAILED or ABORTED goes to the failure path with the statement's error; still running loops,
@@ -436,8 +578,8 @@ class StepFunctionsPipeline(Construct):
             interval=Duration.seconds(10),
             max_attempts=6,
         )
-        on_failure(submit, "Load")
-        wait = sfn.Wait(self, "Wait For Load", time=sfn.WaitTime.duration(poll))
+        self._on_failure(submit, "Load")
+        wait = sfn.Wait(self, "Wait For Load", time=sfn.WaitTime.duration(self._load_poll))
         # Describe and Cancel are authorized by the target's load policy (no resource-level permissions exist for
         # them; an owner condition limits them to this role's statements); the task's own statement names the workgroup.
         describe = tasks.CallAwsService(
@@ -457,21 +599,21 @@ class StepFunctionsPipeline(Construct):
             interval=Duration.seconds(5),
             max_attempts=5,
         )
-        on_failure(describe, "Describe Load")
+        self._on_failure(describe, "Describe Load")
         count = sfn.Pass(
             self,
             "Count Load Poll",
             parameters={"Id.$": "$.load.Id", "polls.$": "States.MathAdd($.load.polls, 1)"},
             result_path="$.load",
         )
-        statement_failed = fail_with("Load Statement Failed", "Load", "LoadFailed", {"Cause.$": "$.load_status.Error"})
-        statement_aborted = fail_with(
+        statement_failed = self._fail_with("Load Statement Failed", "Load", "LoadFailed", {"Cause.$": "$.load_status.Error"})
+        statement_aborted = self._fail_with(
             "Load Statement Aborted",
             "Load",
             "LoadAborted",
             {"Cause.$": "States.Format('statement {} was {}', $.load.Id, $.load_status.Status)"},
         )
-        stuck = fail_with(
+        stuck = self._fail_with(
             "Load Poll Cap Reached",
             "Load",
             "LoadTimeout",
@@ -528,18 +670,122 @@ class StepFunctionsPipeline(Construct):
         submit.next(wait).next(describe).next(finished)
         return submit
 
-    def metric_failed(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Executions that failed."""
+    def _branch_failure(self, state_id: str, error: str, cause: str) -> sfn.IChainable:
+        """Inside a Parallel branch: end with `error` and the cause an intrinsic computes (Pass, then Fail with a plain
+        CausePath), which the Parallel's Catch takes to the failure path."""
+        describe = sfn.Pass(self, f"Describe {state_id}", parameters={"Cause.$": cause}, result_path="$.branch_failure")
+        return describe.next(sfn.Fail(self, state_id, error=error, cause_path="$.branch_failure.Cause"))
+
+    # --- state machine, permissions ----------------------------------------------------------------------------------
+    def _build_state_machine(
+        self,
+        definition: sfn.IChainable,
+        *,
+        target: LoadTarget,
+        execution_timeout: Duration,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+    ) -> sfn.StateMachine:
+        self.log_key = kms.Key(
+            self,
+            "LogKey",
+            description=f"Step Functions execution logs of the {self.dataset} pipeline",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+        allow_cloudwatch_logs(self.log_key)
+        self.log_group = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            encryption_key=self.log_key,
+            retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        return sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=execution_timeout,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            comment=f"{self.dataset} pipeline: crawl, clean, load into {type(target).__name__}",
+        )
+
+    def _grant(self, storage: PipelineStorage, clean_job: CleanJob, target: LoadTarget) -> None:
+        """The tasks' own statements come from their integrations (crawler, job, topic, Athena workgroup, Redshift
+        workgroup); the load's data access comes from the target's load policy; the rows check may list the run
+        output's prefix only. Nothing on '*' but what tracing and log delivery need."""
+        target.grant_load(self.state_machine)
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[storage.curated_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{self._rows_prefix}*"]}},
+            )
+        )
+        acknowledge_findings(
+            self.state_machine.role,
+            "AwsSolutions-IAM5",
+            "Step Functions' X-Ray tracing and CloudWatch Logs delivery actions have no resource-level permissions; "
+            "AWS documents them on '*'.",
+            matching=r"Resource::\*",
+            actions=list(TRACING_AND_LOG_DELIVERY_ACTIONS),
+        )
+
+    # --- trigger, alarms ---------------------------------------------------------------------------------------------
+    def _build_trigger(
+        self, storage: PipelineStorage, alerting: PipelineAlerting, removal_policy: RemovalPolicy
+    ) -> tuple[sqs.Queue, events.Rule]:
+        dead_letter_queue = alerting.new_dead_letter_queue(self, "TriggerDeadLetterQueue", removal_policy=removal_policy)
+        rule = events.Rule(
+            self,
+            "UploadRule",
+            description=f"CSV uploads under {self.landing_prefix} start the {self.dataset} pipeline state machine",
+            event_pattern=storage.upload_event_pattern(self.landing_prefix),
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    dead_letter_queue=dead_letter_queue,
+                    retry_attempts=8,
+                    max_event_age=Duration.hours(6),
+                )
+            ],
+        )
+        return dead_letter_queue, rule
+
+    def _build_alarms(self, alerting: PipelineAlerting) -> list[cloudwatch.Alarm]:
+        period = Duration.minutes(5)
+        self.executions_failed_alarm = alerting.alarm_when_any(
+            self, "ExecutionsFailed", self.metric_runs_failed(period), f"A {self.dataset} pipeline execution failed"
+        )
+        self.executions_timed_out_alarm = alerting.alarm_when_any(
+            self, "ExecutionsTimedOut", self.metric_timed_out(period=period), f"A {self.dataset} pipeline execution timed out"
+        )
+        self.executions_aborted_alarm = alerting.alarm_when_any(
+            self, "ExecutionsAborted", self.metric_aborted(period=period), f"A {self.dataset} pipeline execution was aborted"
+        )
+        self.dead_letter_alarm = alerting.alarm_when_any(
+            self,
+            "UndeliveredUploads",
+            self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
+            "An upload event could not start the state machine; it waits in the dead-letter queue",
+        )
+        return [self.executions_failed_alarm, self.executions_timed_out_alarm, self.executions_aborted_alarm, self.dead_letter_alarm]
+
+    # --- metrics -----------------------------------------------------------------------------------------------------
+    def metric_runs_failed(self, period: Duration | None = None) -> cloudwatch.Metric:
+        """Runs (executions) that failed. Default period: 5 minutes."""
         return self.state_machine.metric_failed(period=period)
 
+    def metric_runs_succeeded(self, period: Duration | None = None) -> cloudwatch.Metric:
+        """Runs (executions) that loaded their upload, or had nothing to load. Default period: 5 minutes."""
+        return self.state_machine.metric_succeeded(period=period)
+
     def metric_timed_out(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Executions that timed out."""
+        """Executions that timed out. Default period: 5 minutes."""
         return self.state_machine.metric_timed_out(period=period)
 
     def metric_aborted(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Executions that were aborted."""
+        """Executions that were aborted. Default period: 5 minutes."""
         return self.state_machine.metric_aborted(period=period)
-
-    def metric_succeeded(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Executions that loaded their upload."""
-        return self.state_machine.metric_succeeded(period=period)

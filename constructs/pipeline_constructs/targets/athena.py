@@ -195,7 +195,7 @@ class AthenaTarget(Construct):
         )
 
     def _build_load_policy(self, storage: PipelineStorage, catalog: PipelineCatalog) -> iam.ManagedPolicy:
-        """What running the MERGE needs: the workgroup, both tables, the run output, the table data, the key.
+        """What running the MERGE needs: the workgroup, the catalog, both tables, the run output, the table data, the key.
 
         A managed policy in this (stateful) stack, so that roles of orchestration stacks attach it instead of
         growing cross-stack references to every bucket.
@@ -207,6 +207,13 @@ class AthenaTarget(Construct):
                 actions=["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults", "athena:StopQueryExecution"],
                 resources=[self.workgroup_arn],
             ),
+            # The query runs in the account's Glue catalog (AwsDataCatalog); Athena resolves it with the caller's rights.
+            iam.PolicyStatement(
+                actions=["athena:GetDataCatalog"],
+                resources=[stack.format_arn(service="athena", resource="datacatalog", resource_name="AwsDataCatalog")],
+            ),
+            # What an Iceberg MERGE needs of the catalog: read the database and both tables, and update the Iceberg
+            # table's metadata pointer on commit. Nothing that creates or deletes a database, table or partition.
             iam.PolicyStatement(
                 actions=["glue:GetDatabase", "glue:GetTable", "glue:UpdateTable", "glue:GetPartitions"],
                 resources=[
@@ -228,7 +235,8 @@ class AthenaTarget(Construct):
         check_role("grantee", grantee).add_managed_policy(self.load_policy)
 
     def review_load_findings(self, grantee_construct: IConstruct) -> None:
-        """Accept the wildcard findings `grant_load` (and Step Functions' Athena task) cause on `grantee_construct`."""
+        """Accept the wildcard findings `grant_load` causes on `grantee_construct` (object prefixes; and the catalog's
+        tables and functions, should a caller's own Athena task add them)."""
         review_object_prefix(grantee_construct, f"{self.contract.name}/runs/", "the MERGE reads the run's Parquet files", write=False)
         review_object_prefix(grantee_construct, self.table_prefix, "Iceberg writes data and metadata files it names", write=True)
         review_object_prefix(grantee_construct, "results/", "Athena names each query's result files", write=True)
