@@ -361,3 +361,48 @@ def test_a_header_only_upload_succeeds_and_its_run_skips_the_load(spark, world: 
         summary = world.load(run_id, {"athena": athena})
     assert summary["load_skipped"] == "zero curated rows" and summary["committed_sources"] == 1
     assert world.clean(spark, "contract.json", world.new_run()) is None, "the header-only upload is done"
+
+
+def test_settling_a_run_records_and_alerts_a_rejection_once_and_keeps_other_errors(world: WorkflowWorld) -> None:
+    """The fast layer's view of the same rule, without Spark: the transform's result as it returns it."""
+    from pipeline_constructs.runtime.clean_transform import CleanResult
+    from pipeline_constructs.runtime.workflow_inputs import CURATED_ROWS_PROPERTY, read_rejected
+
+    bad = world.upload("bad.csv", "store_id\nS001\n")
+    run_id = world.new_run()
+    args = job.resolve_args(
+        [
+            "--contract_path", "contract.json", "--source_uris", f"s3://{LANDING}/{PREFIX}", "--curated_root", "c", "--quarantine_root", "q",
+            "--source_listing_prefix", f"s3://{LANDING}/{PREFIX}", "--workflow_state_uri", STATE_URI,
+            "--alert_topic_arn", world.topic, "--WORKFLOW_NAME", WORKFLOW, "--WORKFLOW_RUN_ID", run_id,
+        ]
+    )  # fmt: skip
+    claimed = job.claim_workflow_sources(args)
+    assert list(claimed) == [bad]
+
+    def result() -> CleanResult:
+        return CleanResult(
+            dataset="retail_sales",
+            run_id=run_id,
+            rows_in=10,
+            rows_out=3,
+            rows_quarantined=7,
+            rejected_files=[{"source_uri": bad, "reason": "missing_required_columns: sku", "header": "store_id", "copy": "q/bad.csv"}],
+            errors=[
+                f"file rejected: {bad}: missing_required_columns: sku",
+                "quarantine ratio 0.7000 is above the limit 0.05 (7 of 10 rows)",
+            ],
+        )
+
+    first = result()
+    assert [r["source_uri"] for r in job.settle_workflow_run(args, first, claimed)] == [bad]
+    assert first.errors == ["quarantine ratio 0.7000 is above the limit 0.05 (7 of 10 rows)"], "other errors still fail the run"
+    [alert] = world.alerts()
+    assert json.loads(alert["Message"])["cause"] == f"{bad}: missing_required_columns: sku"
+    assert list(read_rejected(world.s3, state_bucket="curated", state_key=STATE_URI[len("s3://curated/") :])) == [PREFIX + "bad.csv"]
+    properties = world.glue.get_workflow_run_properties(Name=WORKFLOW, RunId=run_id)["RunProperties"]
+    assert properties[CURATED_ROWS_PROPERTY] == "3"
+
+    # The same job run retried: recorded already, so nobody is told twice.
+    assert job.settle_workflow_run(args, result(), claimed) == []
+    assert world.alerts() == []
