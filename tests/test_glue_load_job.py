@@ -28,6 +28,7 @@ from pipeline_constructs.runtime.workflow_inputs import (
     CLAIMED_PROPERTY,
     WorkflowInputsError,
     read_processed,
+    record_curated_rows,
 )
 from tests.fake_aws import FAKE_AWS_REGION
 
@@ -304,3 +305,50 @@ def test_a_run_that_claimed_no_new_upload_loads_nothing(fake_aws: None) -> None:
     with stub:
         summary = run_load(args, {"athena": athena, "s3": s3, "glue": glue}, sleep=lambda _s: None)
     assert summary == {"run_id": run_id, "committed_sources": 0}
+
+
+# --- zero curated rows: the run succeeds and skips the load ------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["athena", "redshift"])
+def test_a_run_with_zero_curated_rows_succeeds_without_loading_and_commits_its_uploads(fake_aws: None, target: str) -> None:
+    """A header-only CSV cleans to zero rows: no MERGE (Athena) and no COPY, which fails on an empty prefix (Redshift)."""
+    s3, glue = (boto3.client(n, region_name=REGION) for n in ("s3", "glue"))
+    s3.create_bucket(Bucket="curated", CreateBucketConfiguration={"LocationConstraint": REGION})
+    workflow, run_id = _workflow_with_claim(glue, {"incoming/glue_workflow/header_only.csv": "etag-h"})
+    record_curated_rows(glue, workflow_name=workflow, run_id=run_id, rows=0)
+    service = "athena" if target == "athena" else "redshift-data"
+    client, stub = _stubbed(service)  # no responses queued: any load call would fail the test
+    target_args = (
+        ["--athena_sql_template", MERGE_TEMPLATE, "--athena_workgroup", "pipeline", "--athena_database", "db"]
+        if target == "athena"
+        else ["--redshift_sql_templates", json.dumps(STATEMENTS), "--redshift_workgroup", "wg", "--redshift_database", "db"]
+    )
+    args = resolve_args(
+        [
+            *target_args,
+            "--workflow_state_uri", "s3://curated/state/processed.json", "--WORKFLOW_NAME", workflow, "--WORKFLOW_RUN_ID", run_id,
+        ]
+    )  # fmt: skip
+    with stub:
+        summary = run_load(args, {service: client, "s3": s3, "glue": glue}, sleep=lambda _s: None)
+    stub.assert_no_pending_responses()
+    assert summary == {"run_id": run_id, "curated_rows": 0, "load_skipped": "zero curated rows", "committed_sources": 1}
+    assert read_processed(s3, state_bucket="curated", state_key="state/processed.json")[0] == {
+        "incoming/glue_workflow/header_only.csv": "etag-h"
+    }, "the header-only upload is done: the next run must not take it again"
+
+
+def test_a_run_with_curated_rows_loads_them(fake_aws: None) -> None:
+    athena, s3, glue = (boto3.client(n, region_name=REGION) for n in ("athena", "s3", "glue"))
+    s3.create_bucket(Bucket="curated", CreateBucketConfiguration={"LocationConstraint": REGION})
+    workflow, run_id = _workflow_with_claim(glue, {"incoming/glue_workflow/a.csv": "etag-a"})
+    record_curated_rows(glue, workflow_name=workflow, run_id=run_id, rows=3)
+    args = resolve_args(
+        [
+            "--athena_sql_template", MERGE_TEMPLATE, "--athena_workgroup", _athena_workgroup(athena), "--athena_database", "db",
+            "--workflow_state_uri", "s3://curated/state/processed.json", "--WORKFLOW_NAME", workflow, "--WORKFLOW_RUN_ID", run_id,
+        ]
+    )  # fmt: skip
+    summary = run_load(args, {"athena": athena, "s3": s3, "glue": glue}, sleep=lambda _s: None)
+    assert summary["curated_rows"] == 3 and summary["athena_query_id"] and summary["committed_sources"] == 1

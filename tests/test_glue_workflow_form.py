@@ -45,10 +45,29 @@ def assertions(template: dict[str, Any]) -> Template:
     return Template.from_json(template)
 
 
+def python_shell_jobs(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(lid, j) for lid, j in resources(template, "AWS::Glue::Job").items() if j["Properties"]["Command"]["Name"] == "pythonshell"]
+
+
 @pytest.fixture(scope="module")
 def load_job(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    [(lid, job)] = resources(template, "AWS::Glue::Job").items()
+    [(lid, job)] = python_shell_jobs(template)
     return lid, job
+
+
+@pytest.fixture(scope="module")
+def clean_job(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    [(lid, job)] = [(lid, j) for lid, j in resources(template, "AWS::Glue::Job").items() if j["Properties"]["Command"]["Name"] == "glueetl"]
+    return lid, job
+
+
+def failure_rules(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Glue state-change rules that send a message (the success-counting rule has no target)."""
+    return {
+        lid: r["Properties"]
+        for lid, r in resources(template, "AWS::Events::Rule").items()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.glue"] and r["Properties"].get("Targets")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -157,41 +176,131 @@ def test_every_job_and_the_crawler_has_a_failure_path_to_the_topic(template: dic
         assert catching, f"no failure rule sends {kind} {node} failures to the topic"
 
 
-def test_failure_messages_name_the_step_and_the_error(template: dict[str, Any]) -> None:
-    for rule in resources(template, "AWS::Events::Rule").values():
-        props = rule["Properties"]
-        if props["EventPattern"]["source"] != ["aws.glue"]:
-            continue
+def test_failure_messages_carry_the_fields_every_form_sends_naming_the_step(template: dict[str, Any]) -> None:
+    """pipeline, object, run_id, failed_step, error, cause: the Step Functions form's Notify Failure fields."""
+    steps = {}
+    for props in failure_rules(template).values():
         [target] = props["Targets"]
         transformer = target["InputTransformer"]
         paths = transformer["InputPathsMap"]
-        template_text = key(transformer["InputTemplate"])
-        error_path = "$.detail.message" if "jobName" in props["EventPattern"]["detail"] else "$.detail.errorMessage"
-        step_path = "$.detail.jobName" if "jobName" in props["EventPattern"]["detail"] else "$.detail.crawlerName"
-        for field, path in (("failed_step", step_path), ("error", error_path)):
+        text = key(transformer["InputTemplate"])
+        is_job = "jobName" in props["EventPattern"]["detail"]
+        for field, path in (
+            ("run_id", "$.detail.jobRunId" if is_job else "$.id"),
+            ("error", "$.detail.state"),
+            ("cause", "$.detail.message" if is_job else "$.detail.errorMessage"),
+        ):
             [variable] = [name for name, p in paths.items() if p == path]
-            assert f'\\"{field}\\":<{variable}>' in template_text
+            assert f'\\"{field}\\":<{variable}>' in text, field
+        assert '\\"pipeline\\":\\"glue_workflow\\"' in text
+        assert '\\"object\\":\\"Glue workflow ' in text and "/incoming/glue_workflow/" in text
+        [step] = [f for f in ("Crawl", "Clean", "Load") if f'\\"failed_step\\":\\"{f}\\"' in text]
+        steps[step] = is_job
         assert target["DeadLetterConfig"] and target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert steps == {"Crawl": False, "Clean": True, "Load": True}, "one rule per step"
 
 
-def test_an_alarm_watches_each_failure_rule_and_the_dead_letter_queue(template: dict[str, Any], assertions: Template) -> None:
-    rules = [
-        lid for lid, r in resources(template, "AWS::Events::Rule").items() if r["Properties"]["EventPattern"]["source"] == ["aws.glue"]
-    ]
-    assert len(rules) == 2
-    for rule in rules:
-        assertions.has_resource_properties(
-            "AWS::CloudWatch::Alarm",
-            {
-                "Namespace": "AWS/Events",
-                "MetricName": "MatchedEvents",
-                "Dimensions": [{"Name": "RuleName", "Value": {"Ref": rule}}],
-                "Threshold": 1,
-                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-                "TreatMissingData": "notBreaching",
-                "AlarmActions": Match.any_value(),
-            },
-        )
+def _output_refs(template: dict[str, Any]) -> dict[str, str]:
+    """Output name -> the logical id it publishes (`{"Ref": id}` outputs only)."""
+    return {
+        name: o["Value"]["Ref"] for name, o in template.get("Outputs", {}).items() if isinstance(o["Value"], dict) and "Ref" in o["Value"]
+    }
+
+
+def _glue_resources_referenced(value: Any, stack: str, templates: dict[tuple[str, str], dict[str, Any]]) -> set[tuple[str, str]]:
+    """(stack, logical id) of every Glue job or crawler that `value` refers to: a Ref in its own stack, or an output
+    of another stack of the stage (Fn::GetStackOutput / Fn::ImportValue)."""
+    found: set[tuple[str, str]] = set()
+    glue_types = ("AWS::Glue::Job", "AWS::Glue::Crawler")
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if "Ref" in node and isinstance(node["Ref"], str):
+                resource = templates[(ENV, stack)]["Resources"].get(node["Ref"])
+                if resource and resource["Type"] in glue_types:
+                    found.add((stack, node["Ref"]))
+            output = node.get("Fn::GetStackOutput")
+            if output:
+                other = output["StackName"].split("-", 1)[1]
+                lid = _output_refs(templates[(ENV, other)]).get(output["OutputName"])
+                if lid and templates[(ENV, other)]["Resources"][lid]["Type"] in glue_types:
+                    found.add((other, lid))
+            if "Fn::ImportValue" in node:
+                raise AssertionError(f"unexpected export reference {node}: teach this helper to follow it")
+            for child in node.values():
+                visit(child)
+        elif isinstance(node, list):
+            for child in node:
+                visit(child)
+
+    visit(value)
+    return found
+
+
+def test_a_step_functions_run_cannot_fire_this_forms_failure_rules(templates: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Issue 11: with both forms in dev, the jobs and crawler a Step Functions run calls must not be in any of this
+    form's failure rules, which name only this form's own crawler, clean job definition and load job."""
+    sfn = templates[(ENV, "StepFunctions")]
+    [machine] = resources(sfn, "AWS::StepFunctions::StateMachine").values()
+    called = _glue_resources_referenced(machine["Properties"]["DefinitionString"], "StepFunctions", templates)
+    assert {templates[(ENV, s)]["Resources"][lid]["Type"] for s, lid in called} == {"AWS::Glue::Job", "AWS::Glue::Crawler"}
+
+    template = templates[(ENV, STACK)]
+    watched: set[tuple[str, str]] = set()
+    for props in failure_rules(template).values():
+        detail = props["EventPattern"]["detail"]
+        watched |= _glue_resources_referenced(detail.get("jobName", []) + detail.get("crawlerName", []), STACK, templates)
+    assert watched.isdisjoint(called), f"rules of the Glue Workflow form match resources Step Functions runs: {watched & called}"
+    own = {(STACK, lid) for lid, r in template["Resources"].items() if r["Type"] in ("AWS::Glue::Job", "AWS::Glue::Crawler")}
+    assert watched == own and len(own) == 3, "the rules watch exactly this form's crawler, clean job and load job"
+    graph = TriggerGraph(template)
+    assert {n for n in graph.nodes} == {key({"Ref": lid}) for _, lid in own}, "the workflow runs only its own resources"
+
+
+def test_the_forms_clean_job_is_the_shared_job_definition_under_its_own_name(
+    templates: dict[tuple[str, str], dict[str, Any]], clean_job: tuple[str, dict[str, Any]]
+) -> None:
+    [shared] = resources(templates[(ENV, "Stateful")], "AWS::Glue::Job").values()
+    own = clean_job[1]["Properties"]
+    for prop in ("GlueVersion", "WorkerType", "NumberOfWorkers", "Timeout", "MaxRetries"):
+        assert own[prop] == shared["Properties"][prop], prop
+    assert own["Command"]["ScriptLocation"] == shared["Properties"]["Command"]["ScriptLocation"]
+    outputs = templates[(ENV, "Stateful")]["Outputs"]
+
+    def as_in_stateful(value: Any) -> Any:
+        """The value with each reference to a Stateful output replaced by what the output publishes."""
+        if isinstance(value, dict):
+            if "Fn::GetStackOutput" in value:
+                return outputs[value["Fn::GetStackOutput"]["OutputName"]]["Value"]
+            return {k: as_in_stateful(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [as_in_stateful(v) for v in value]
+        return value
+
+    assert as_in_stateful(own["Role"]) == shared["Properties"]["Role"], "the same role"
+    shared_args = shared["Properties"]["DefaultArguments"]
+    assert {k: as_in_stateful(own["DefaultArguments"][k]) for k in shared_args} == shared_args, "the same arguments"
+    assert own["ExecutionProperty"] == {"MaxConcurrentRuns": 1}, "the workflow runs one run at a time"
+
+
+def test_the_runs_failed_alarm_counts_every_failure_rule_and_one_alarm_watches_the_dead_letter_queue(
+    template: dict[str, Any], assertions: Template
+) -> None:
+    rules = set(failure_rules(template))
+    assert len(rules) == 3
+    [runs_failed] = [a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values() if "Metrics" in a["Properties"]]
+    assert runs_failed["Threshold"] == 1 and runs_failed["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert runs_failed["TreatMissingData"] == "notBreaching" and runs_failed["AlarmActions"]
+    [expression] = [m["Expression"] for m in runs_failed["Metrics"] if "Expression" in m]
+    counted = set()
+    for metric in runs_failed["Metrics"]:
+        if "MetricStat" in metric:
+            stat = metric["MetricStat"]
+            assert stat["Metric"]["Namespace"] == "AWS/Events" and stat["Metric"]["MetricName"] == "MatchedEvents"
+            assert stat["Stat"] == "Sum" and f"FILL({metric['Id']}, 0)" in expression
+            [dimension] = stat["Metric"]["Dimensions"]
+            counted.add(dimension["Value"]["Ref"])
+    assert counted == rules
     [queue] = resources(template, "AWS::SQS::Queue")
     assertions.has_resource_properties(
         "AWS::CloudWatch::Alarm",
@@ -267,14 +376,13 @@ def test_the_event_trigger_batches_uploads_as_configured(template: dict[str, Any
     assert all(t["StartOnCreation"] is True for t in conditional), "conditional triggers must be activated"
 
 
-def test_the_clean_job_gets_the_listing_prefix_and_the_state_file(template: dict[str, Any], assertions: Template) -> None:
-    [clean] = [
-        t["Properties"]["Actions"][0]
-        for t in resources(template, "AWS::Glue::Trigger").values()
-        if t["Properties"]["Type"] == "CONDITIONAL" and "CrawlState" in t["Properties"]["Predicate"]["Conditions"][0]
-    ]
-    arguments = clean["Arguments"]
+def test_the_clean_job_gets_the_listing_prefix_the_state_file_and_the_alert_topic(
+    template: dict[str, Any], clean_job: tuple[str, dict[str, Any]]
+) -> None:
+    arguments = clean_job[1]["Properties"]["DefaultArguments"]
     assert key(arguments["--source_listing_prefix"]).endswith('/incoming/glue_workflow/"]]}')
+    assert arguments["--pipeline_form"] == "glue_workflow"
+    assert "PublishOutputRefAlertingTopic" in key(arguments["--alert_topic_arn"])
     assert key(arguments["--workflow_state_uri"]).endswith('/retail_sales/_workflow_state/glue_workflow/processed.json"]]}')
     [workflow] = resources(template, "AWS::Glue::Workflow")
     [policy] = [p["Properties"] for p in resources(template, "AWS::IAM::ManagedPolicy").values()]
@@ -286,6 +394,7 @@ def test_the_clean_job_gets_the_listing_prefix_and_the_state_file(template: dict
         "kms:Decrypt",
         "kms:GenerateDataKey",
         "glue:PutWorkflowRunProperties",
+        "sns:Publish",
     }
     assert "*" not in key([s["Resource"] for s in policy["PolicyDocument"]["Statement"]]).replace("${AWS::", "")
     assert workflow in key(policy["PolicyDocument"])
@@ -322,7 +431,7 @@ def test_the_load_role_gets_the_target_load_policy_and_the_state_file_only(templ
 
 
 def test_the_load_job_over_redshift_runs_copy_and_merge_through_the_data_api(redshift_template: dict[str, Any]) -> None:
-    [job] = resources(redshift_template, "AWS::Glue::Job").values()
+    [(_, job)] = python_shell_jobs(redshift_template)
     args = job["Properties"]["DefaultArguments"]
     assert "--athena_sql_template" not in args
     assert args["--redshift_workgroup"] and args["--redshift_database"]
@@ -381,3 +490,76 @@ def test_the_dead_letter_queue_is_kept_when_the_environment_retains_its_data(tem
     [queue] = resources(template, "AWS::SQS::Queue").values()
     assert queue["DeletionPolicy"] == "Retain"
     assert queue["UpdateReplacePolicy"] == "Retain"
+
+
+# --- one vocabulary across forms (issue 13), in another app's dataset ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def web_orders() -> tuple[GlueWorkflowPipeline, dict[str, Any]]:
+    """The form in one stack with another team's dataset (tests/consumer_app/web_orders.yaml): no retail anywhere."""
+    from pathlib import Path
+
+    from pipeline_constructs import AthenaTarget, CleanJob, DatasetContract, PipelineAlerting, PipelineCatalog, PipelineStorage
+
+    stack = cdk.Stack(cdk.App(), "WebOrders")
+    contract = DatasetContract.from_file(Path(__file__).parent / "consumer_app" / "web_orders.yaml")
+    storage = PipelineStorage(stack, "Storage", landing_prefix="uploads/")
+    alerting = PipelineAlerting(stack, "Alerts", emails=["oncall@example.com"], topic_display_name="Web orders")
+    catalog = PipelineCatalog(stack, "Catalog", storage=storage, database_name="orders_db")
+    clean = CleanJob(stack, "Clean", storage=storage, catalog=catalog, contract=contract, metrics_namespace="WebShop/Orders")
+    athena = AthenaTarget(stack, "Athena", storage=storage, catalog=catalog, clean_job=clean)
+    form = GlueWorkflowPipeline(stack, "Workflow", storage=storage, catalog=catalog, clean_job=clean, target=athena, alerting=alerting)
+    return form, Template.from_stack(stack).to_json()
+
+
+def test_the_form_exposes_the_vocabulary_every_form_shares(web_orders: tuple[GlueWorkflowPipeline, dict[str, Any]]) -> None:
+    import aws_cdk.aws_cloudwatch as cloudwatch
+    import aws_cdk.aws_events as events
+    import aws_cdk.aws_sqs as sqs
+
+    form, template = web_orders
+    assert isinstance(form.trigger_rule, events.Rule) and not hasattr(form, "upload_rule")
+    assert isinstance(form.dead_letter_queue, sqs.Queue)
+    assert form.alarms and all(isinstance(a, cloudwatch.Alarm) for a in form.alarms)
+    assert not hasattr(form, "metric_job_failures") and not hasattr(form, "metric_crawler_failures")
+    stack = cdk.Stack.of(form)
+    failed = form.metric_runs_failed(period=cdk.Duration.minutes(1))
+    assert isinstance(failed, cloudwatch.MathExpression) and failed.period.to_seconds() == 60
+    assert set(failed.using_metrics) == {"crawl", "clean", "load"}
+    succeeded = form.metric_runs_succeeded()
+    assert isinstance(succeeded, cloudwatch.Metric) and succeeded.metric_name == "MatchedEvents"
+    assert stack.resolve(succeeded.dimensions["RuleName"]) == {"Ref": stack.get_logical_id(form.success_rule.node.default_child)}
+    [pattern] = [
+        r["Properties"]["EventPattern"] for r in resources(template, "AWS::Events::Rule").values() if not r["Properties"].get("Targets")
+    ]
+    assert pattern["detail"] == {"jobName": [{"Ref": stack.get_logical_id(form.load_job.node.default_child)}], "state": ["SUCCEEDED"]}
+    rejected = form.metric_files_rejected()
+    assert rejected.namespace == "WebShop/Orders" and stack.resolve(rejected.dimensions["JobName"]) == {
+        "Ref": stack.get_logical_id(form.clean_job)
+    }
+    with pytest.raises(PipelinePropsError, match="step='Transform'"):
+        form.metric_step_failures("Transform")
+
+
+def test_nothing_the_user_did_not_name_says_retail(web_orders: tuple[GlueWorkflowPipeline, dict[str, Any]]) -> None:
+    form, template = web_orders
+    stack = cdk.Stack.of(form)
+    own = [stack.get_logical_id(c) for c in form.node.find_all() if isinstance(c, cdk.CfnResource)]
+    assert len(own) > 10
+    for lid in own:
+        assert "retail" not in json.dumps(template["Resources"][lid]).lower(), f"{lid} says retail"
+    workflow = template["Resources"][stack.get_logical_id(form.workflow.node.default_child)]
+    assert workflow["Properties"]["Description"].startswith("web_orders pipeline")
+
+
+def test_the_workflow_runs_one_run_at_a_time(template: dict[str, Any]) -> None:
+    [workflow] = resources(template, "AWS::Glue::Workflow").values()
+    assert workflow["Properties"]["MaxConcurrentRuns"] == 1
+
+
+def test_a_form_crawler_outside_the_storage_landing_prefix_is_refused(synthesized: Any) -> None:
+    stage = next(s for s in synthesized.stages if s.stage_name == ENV)
+    stack = cdk.Stack(cdk.App(), "Scratch")
+    with pytest.raises(PipelinePropsError, match=r"prefix='drop/glue_workflow/': must be under the storage's landing prefix 'incoming/'"):
+        stage.stateful.catalog.add_crawler(stack, "Crawler", prefix="drop/glue_workflow/", description="x")

@@ -20,9 +20,13 @@ from pipeline_constructs.runtime.workflow_inputs import (
     claimed_sources,
     commit_sources,
     commit_sources_from_uri,
+    curated_rows,
     list_sources,
     parse_s3_uri,
     read_processed,
+    read_rejected,
+    record_curated_rows,
+    record_rejected_from_uri,
 )
 from tests.fake_aws import FAKE_AWS_REGION
 
@@ -201,3 +205,60 @@ def test_commit_without_a_claim_fails_naming_the_run(clients: tuple[Any, Any]) -
 def test_parse_s3_uri_rejects_what_is_not_an_s3_uri(uri: str) -> None:
     with pytest.raises(ValueError, match="uri="):
         parse_s3_uri(uri)
+
+
+# --- poisoned files: a rejected upload is recorded once and never claimed again ----------------------------------
+
+
+def _etag(s3: Any, name: str) -> str:
+    return s3.head_object(Bucket=LANDING, Key=PREFIX + name)["ETag"].strip('"')
+
+
+def test_a_rejected_upload_is_recorded_with_its_reason_once_and_later_runs_skip_it(clients: tuple[Any, Any]) -> None:
+    s3, glue = clients
+    good = upload(s3, "good.csv")
+    bad = upload(s3, "bad.csv", b"store_id\nS001\n")
+    first = new_run(glue)
+    assert claim(s3, glue, first) == [bad, good]
+    rejected = {PREFIX + "bad.csv": (_etag(s3, "bad.csv"), "missing_required_columns: transaction_id")}
+    newly = record_rejected_from_uri(s3, state_uri=STATE_URI, rejected=rejected, run_id=first)
+    assert newly == {PREFIX + "bad.csv": "missing_required_columns: transaction_id"}
+    # The same job run retried (or a second call) finds it recorded: nothing new, so nothing is alerted twice.
+    assert record_rejected_from_uri(s3, state_uri=STATE_URI, rejected=rejected, run_id=first) == {}
+
+    # The first run's load failed (no commit): the next run takes the good file again, never the bad one.
+    second = new_run(glue)
+    assert claim(s3, glue, second) == [good]
+    assert commit(s3, glue, second) == 1
+    assert claim(s3, glue, new_run(glue)) == []
+
+    bucket, key = parse_s3_uri(STATE_URI)
+    assert read_rejected(s3, state_bucket=bucket, state_key=key) == {
+        PREFIX + "bad.csv": {"etag": _etag(s3, "bad.csv"), "reason": "missing_required_columns: transaction_id", "run_id": first}
+    }
+    processed, _ = read_processed(s3, state_bucket=bucket, state_key=key)
+    assert processed == {PREFIX + "good.csv": _etag(s3, "good.csv")}, "recording a rejection keeps the processed list"
+
+
+def test_a_rejected_upload_replaced_with_new_content_is_claimed_again(clients: tuple[Any, Any]) -> None:
+    s3, glue = clients
+    upload(s3, "bad.csv", b"store_id\nS001\n")
+    first = new_run(glue)
+    claim(s3, glue, first)
+    record_rejected_from_uri(s3, state_uri=STATE_URI, rejected={PREFIX + "bad.csv": (_etag(s3, "bad.csv"), "why")}, run_id=first)
+    fixed = upload(s3, "bad.csv", b"transaction_id,sku\n9,z\n")
+    second = new_run(glue)
+    assert claim(s3, glue, second) == [fixed]
+    commit(s3, glue, second)
+    bucket, key = parse_s3_uri(STATE_URI)
+    assert read_rejected(s3, state_bucket=bucket, state_key=key) == {}, "the fixed upload is no longer rejected"
+
+
+def test_the_curated_row_count_is_handed_to_the_load_job(clients: tuple[Any, Any]) -> None:
+    _, glue = clients
+    run_id = new_run(glue)
+    assert curated_rows(glue, workflow_name=WORKFLOW, run_id=run_id) is None
+    record_curated_rows(glue, workflow_name=WORKFLOW, run_id=run_id, rows=0)
+    assert curated_rows(glue, workflow_name=WORKFLOW, run_id=run_id) == 0
+    record_curated_rows(glue, workflow_name=WORKFLOW, run_id=run_id, rows=12)
+    assert curated_rows(glue, workflow_name=WORKFLOW, run_id=run_id) == 12

@@ -12,7 +12,7 @@ from constructs import Construct, IConstruct
 from .acknowledgements import acknowledge_findings
 from .keys import allow_cloudwatch_logs
 from .storage import OBJECT_READ_ACTIONS, OBJECT_WRITE_ACTIONS, PipelineStorage
-from .validation import check_name
+from .validation import PipelinePropsError, check_name, check_prefix
 
 _COLON = ArnFormat.COLON_RESOURCE_NAME
 # The log groups Glue writes to when a security configuration encrypts CloudWatch logs (it creates them itself,
@@ -201,6 +201,45 @@ class PipelineCatalog(Construct):
             grantee=grantee,
             actions=["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
             resource_arns=[self.key.key_arn],
+        )
+
+    def add_crawler(self, scope: Construct, construct_id: str, *, prefix: str, description: str) -> glue.CfnCrawler:
+        """A crawler in `scope` like the raw crawler (same role, database, table prefix, policies and security
+        configuration) over one prefix of the landing bucket only.
+
+        Why: Glue's crawler state-change events name the crawler but not who started it, so a form that reports its
+        failures through EventBridge runs a crawler of its own over its own prefix. A crawler costs nothing while it
+        does not run.
+
+        :param prefix: a key prefix under the storage's landing prefix (the crawler role reads only that).
+        :param description: of the new crawler.
+        """
+        landing = self.storage.landing_prefix
+        check_prefix("prefix", prefix)
+        if not prefix.startswith(landing):
+            raise PipelinePropsError(
+                f"prefix={prefix!r}: must be under the storage's landing prefix {landing!r}, the only one the crawler role may read"
+            )
+        source = self.crawler
+        return glue.CfnCrawler(
+            scope,
+            construct_id,
+            role=source.role,
+            database_name=source.database_name,
+            table_prefix=source.table_prefix,
+            description=description,
+            targets=glue.CfnCrawler.TargetsProperty(
+                s3_targets=[
+                    glue.CfnCrawler.S3TargetProperty(
+                        path=f"s3://{self.storage.landing_bucket.bucket_name}/{prefix}",
+                        exclusions=["**/_*", "**/.*"],
+                    )
+                ]
+            ),
+            schema_change_policy=source.schema_change_policy,
+            recrawl_policy=source.recrawl_policy,
+            configuration=source.configuration,
+            crawler_security_configuration=source.crawler_security_configuration,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from aws_cdk import Duration, Stack, aws_cloudwatch as cloudwatch, aws_glue as glue, aws_iam as iam
@@ -175,3 +176,49 @@ class CleanJob(Construct):
     def metric_rows_out(self, *, period: Duration | None = None) -> cloudwatch.Metric:
         """Rows written to curated output."""
         return self.metric("RowsOut", period=period)
+
+    def add_job_definition(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        description: str,
+        default_arguments: Mapping[str, str] | None = None,
+        max_concurrent_runs: int | None = None,
+    ) -> glue.CfnJob:
+        """A second job definition of this job in `scope`: the same script, extra files, role, worker
+        configuration, timeout, security configuration and arguments, under a name of its own.
+
+        Why: Glue's job state-change events name the job but not who started the run, so a form that reports its
+        failures through EventBridge runs a job definition of its own, and its rules match only its own runs. A job
+        definition costs nothing while it does not run.
+
+        :param description: of the new job definition.
+        :param default_arguments: added to (or replacing) this job's default arguments. Default: none.
+        :param max_concurrent_runs: Default: this job's.
+        """
+        if max_concurrent_runs is not None:
+            check_positive("max_concurrent_runs", max_concurrent_runs)
+        source = self.job.node.default_child
+        assert isinstance(source, glue.CfnJob)
+        arguments = {**dict(source.default_arguments or {}), **dict(default_arguments or {})}  # type: ignore[arg-type]
+        execution = (
+            glue.CfnJob.ExecutionPropertyProperty(max_concurrent_runs=max_concurrent_runs)
+            if max_concurrent_runs is not None
+            else source.execution_property
+        )
+        return glue.CfnJob(
+            scope,
+            construct_id,
+            role=source.role,
+            command=source.command,
+            description=description,
+            default_arguments=arguments,
+            glue_version=source.glue_version,
+            worker_type=source.worker_type,
+            number_of_workers=source.number_of_workers,
+            timeout=source.timeout,
+            max_retries=source.max_retries,
+            security_configuration=source.security_configuration,
+            execution_property=execution,
+        )

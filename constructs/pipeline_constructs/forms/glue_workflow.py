@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import (
     Duration,
@@ -10,7 +11,6 @@ from aws_cdk import (
     Stack,
     aws_cloudwatch as cloudwatch,
     aws_events as events,
-    aws_events_targets as targets,
     aws_glue as glue,
     aws_iam as iam,
 )
@@ -25,7 +25,7 @@ from ..runtime.glue_load_job import RUN_ID_TOKEN
 from ..storage import PipelineStorage
 from ..targets.athena import AthenaTarget
 from ..targets.load_target import LoadTarget, check_load_target
-from ..validation import PipelinePropsError, check_positive, check_prefix
+from ..validation import PipelinePropsError, check_positive
 from .glue_workflow_target import GlueWorkflowTarget
 
 FORM_NAME = "glue_workflow"
@@ -33,25 +33,33 @@ RUNTIME_DIR = Path(__file__).parent.parent / "runtime"
 # Glue job states that end a run without success, and the crawler's failure state, as EventBridge reports them.
 JOB_FAILURE_STATES = ("FAILED", "TIMEOUT", "STOPPED", "ERROR")
 CRAWLER_FAILURE_STATES = ("Failed",)
+# The `failed_step` of this form's messages (the clean job's own rejection alert says Clean too).
+CRAWL_STEP, CLEAN_STEP, LOAD_STEP = "Crawl", "Clean", "Load"
 
 
 class GlueWorkflowPipeline(Construct):
     """Upload -> EventBridge -> Glue workflow: EVENT trigger (batched) -> crawler -> clean job -> load job.
 
-    - An EventBridge rule matches `Object Created` for `<prefix>*.csv` with a size above zero and notifies the
-      workflow (`glue:notifyEvent`, a role allowed nothing else), retrying delivery and keeping undeliverable events
-      in an encrypted, alarmed dead-letter queue.
-    - The workflow's EVENT trigger batches those events (`batch_size` events or `batch_window`, whichever comes
-      first) and starts the crawler; a conditional trigger on the crawler's SUCCEEDED starts the clean job, one on
-      the clean job's SUCCEEDED starts the load job. Nothing runs after a failed step.
-    - Which uploads a run processes: every CSV under the prefix not yet loaded (`runtime/workflow_inputs.py`: the
-      clean job claims them, the load job commits them after the load succeeded), so a batch of files is processed
-      once and a failed run's files are taken again by the next run.
+    - An EventBridge rule (`trigger_rule`) matches `Object Created` for `<prefix>*.csv` with a size above zero and
+      notifies the workflow (`glue:notifyEvent`, a role allowed nothing else), retrying delivery and keeping
+      undeliverable events in an encrypted, alarmed dead-letter queue (`dead_letter_queue`).
+    - The workflow (one run at a time) batches those events (`batch_size` events or `batch_window`, whichever comes
+      first) and starts the crawler; the crawler's SUCCEEDED starts the clean job, the clean job's SUCCEEDED the
+      load job. Nothing runs after a failed step.
+    - The crawler and the clean job are this form's own: a crawler over the form's prefix only
+      (`PipelineCatalog.add_crawler`) and a job definition of the shared clean job
+      (`CleanJob.add_job_definition`: same script, role, size and arguments). Glue's state-change events name the
+      job or crawler but not who started it, so with shared ones a failure of another form's run (Step Functions
+      runs the shared clean job and crawler) would also be reported here. Idle definitions cost nothing.
+    - Which uploads a run processes: every CSV under the prefix not yet loaded nor rejected
+      (`runtime/workflow_inputs.py`). A file the clean job rejects as a whole is quarantined, recorded so later
+      runs skip it, and alerted once by the clean job; the run's other files still load. A run with zero curated
+      rows skips the load.
     - The load job (Glue Python shell, `runtime/glue_load_job.py`) runs the target's SQL for the workflow run id and
       fails with the engine's error. Athena: the MERGE; Redshift: COPY + MERGE in one Data API transaction.
-    - Failure signal: EventBridge rules on `Glue Job State Change` (FAILED, TIMEOUT, STOPPED, ERROR) of the two jobs
-      and `Glue Crawler State Change` (Failed) of the crawler send a message naming the step and the error to the
-      alert topic; an alarm on each rule's matched events and one on the dead-letter queue notify the topic too.
+    - Failures: one EventBridge rule per step (Crawl, Clean, Load) on its own resource's failure states sends one
+      message (pipeline, object, run_id, failed_step, error, cause) to the alert topic; `alarms` holds an alarm on
+      `metric_runs_failed()` and one on the dead-letter queue.
     """
 
     def __init__(
@@ -77,17 +85,18 @@ class GlueWorkflowPipeline(Construct):
     ) -> None:
         """
         :param storage: the landing bucket whose uploads start runs; the curated bucket holds the workflow's state.
-        :param catalog: the raw crawler and the security configuration of the load job.
-        :param clean_job: the Glue job run after the crawler.
+        :param catalog: the database, crawler role and security configuration of this form's crawler and load job.
+        :param clean_job: the clean job this form runs a job definition of (same script, role and arguments).
         :param target: where a successful run is loaded (AthenaTarget or RedshiftTarget).
         :param alerting: the topic for failure messages and alarms; its key encrypts the dead-letter queue.
-        :param landing_prefix: uploads under this prefix start this form. Default: '<storage prefix>glue_workflow/'.
+        :param landing_prefix: uploads under this prefix start this form; it must lie under the storage's landing
+            prefix. Default: '<storage prefix>glue_workflow/'.
         :param batch_size: events that start a run at once, 1 to 100. Default: 10.
         :param batch_window: a run starts this long after the first event of a batch at the latest, 1 s to 15 min.
             Default: 5 minutes.
         :param clean_timeout: the clean job's timeout in this workflow. Default: the job's own timeout.
         :param load_timeout: the load job's timeout. Default: 30 minutes.
-        :param load_max_concurrent_runs: load runs at once (one per workflow run). Default: 5.
+        :param load_max_concurrent_runs: load runs at once. Default: 5.
         :param workflow_name: Default: generated by CloudFormation.
         :param delivery_retry_attempts: EventBridge retries of an undelivered event, 0 to 185. Default: 8.
         :param max_event_age: how long EventBridge retries delivery. Default: 6 hours.
@@ -99,21 +108,21 @@ class GlueWorkflowPipeline(Construct):
         if not isinstance(batch_size, bool) and batch_size > 100:
             raise PipelinePropsError(f"batch_size={batch_size!r}: must be <= 100")
         window = batch_window if batch_window is not None else Duration.minutes(5)
-        window_seconds = window.to_seconds()
-        if not 1 <= window_seconds <= 900:
-            raise PipelinePropsError(f"batch_window={window_seconds} s: must be between 1 s and 15 minutes")
+        if not 1 <= window.to_seconds() <= 900:
+            raise PipelinePropsError(f"batch_window={window.to_seconds()} s: must be between 1 s and 15 minutes")
         check_positive("load_max_concurrent_runs", load_max_concurrent_runs)
         load_run_timeout = load_timeout if load_timeout is not None else Duration.minutes(30)
         check_positive("load_timeout (minutes)", load_run_timeout.to_minutes())
-        self.landing_prefix = check_prefix(
-            "landing_prefix", landing_prefix if landing_prefix is not None else storage.landing_prefix_for(FORM_NAME)
+        self.landing_prefix = storage.claim_prefix(
+            self, "landing", landing_prefix if landing_prefix is not None else storage.landing_prefix_for(FORM_NAME)
         )
         self.target = target
         self.alerting = alerting
-        contract = clean_job.contract
+        self.dataset = clean_job.contract.name
+        self.metrics_namespace = clean_job.metrics_namespace
 
-        # --- where the workflow remembers which uploads were loaded (see runtime/workflow_inputs.py) -------------
-        self.state_prefix = f"{contract.name}/_workflow_state/{FORM_NAME}/"
+        # Where the workflow remembers which uploads were loaded or rejected (see runtime/workflow_inputs.py).
+        self.state_prefix = f"{self.dataset}/_workflow_state/{FORM_NAME}/"
         self.state_key = f"{self.state_prefix}processed.json"
         self.state_uri = f"s3://{storage.curated_bucket.bucket_name}/{self.state_key}"
         self.source_listing_uri = f"s3://{storage.landing_bucket.bucket_name}/{self.landing_prefix}"
@@ -121,17 +130,63 @@ class GlueWorkflowPipeline(Construct):
             self,
             "Workflow",
             workflow_name=workflow_name,
-            description=f"Retail pipeline ({contract.name}): crawl, clean, load uploads under {self.landing_prefix}",
+            description=f"{self.dataset} pipeline: crawl, clean, load uploads under {self.landing_prefix}",
+            max_concurrent_runs=1,
         )
+        self.dead_letter_queue = alerting.new_dead_letter_queue(self, "DeadLetterQueue", removal_policy=removal_policy)
+        self.delivery_retry_attempts = delivery_retry_attempts
+        self.max_event_age = max_event_age if max_event_age is not None else Duration.hours(6)
+
+        self._build_steps(storage, catalog, clean_job, target, load_run_timeout, load_max_concurrent_runs)
+        self._build_triggers(batch_size, window, clean_timeout)
+        self._build_upload_trigger(storage)
+        self._build_failure_path()
+        self._build_alarms()
+
+    # --- the steps: this form's crawler, clean job definition and load job -------------------------------------------
+    def _build_steps(
+        self,
+        storage: PipelineStorage,
+        catalog: PipelineCatalog,
+        clean_job: CleanJob,
+        target: LoadTarget,
+        load_timeout: Duration,
+        load_max_concurrent_runs: int,
+    ) -> None:
+        self.crawler = catalog.add_crawler(
+            self,
+            "Crawler",
+            prefix=self.landing_prefix,
+            description=f"Raw schema of the {self.dataset} uploads under {self.landing_prefix} ({FORM_NAME} form); logs schema changes",
+        )
+        self.crawler_name: str = self.crawler.ref
+
+        self.clean_job = clean_job.add_job_definition(
+            self,
+            "CleanJob",
+            description=f"Cleans the {self.dataset} uploads of one {FORM_NAME} run (the clean job's script, role and arguments)",
+            default_arguments={
+                "--source_uris": self.source_listing_uri,
+                "--source_listing_prefix": self.source_listing_uri,
+                "--workflow_state_uri": self.state_uri,
+                "--alert_topic_arn": self.alerting.topic.topic_arn,
+                "--pipeline_form": FORM_NAME,
+            },
+            max_concurrent_runs=1,
+        )
+        self.clean_job_name: str = self.clean_job.ref
         self.clean_job_policy = iam.ManagedPolicy(
             self,
             "CleanJobStatePolicy",
-            description=f"The clean job claims the uploads of a {FORM_NAME} run: state file, run properties",
+            description=f"The {FORM_NAME} clean job claims a run's uploads, records rejected ones and alerts about them once",
             roles=[clean_job.role],
         )
         self._grant_state(self.clean_job_policy, storage, "glue:PutWorkflowRunProperties")
+        self.clean_job_policy.add_statements(
+            iam.PolicyStatement(actions=["sns:Publish"], resources=[self.alerting.topic.topic_arn]),
+            iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[self.alerting.key.key_arn]),
+        )
 
-        # --- the load job --------------------------------------------------------------------------------------
         self.load_role = iam.Role(
             self,
             "LoadJobRole",
@@ -150,211 +205,193 @@ class GlueWorkflowPipeline(Construct):
             matching=r"Action::s3:(GetBucket|GetObject|List)\*|Resource::arn:[^:]+:s3:::cdk-[a-z0-9]+-assets-.*/\*",
             actions=GLUE_ASSET_READ_ACTIONS,
         )
-
-        arguments = {"--workflow_state_uri": self.state_uri}
-        stack = Stack.of(self)
         target.review_load_findings(self.load_role)
-        if isinstance(target, AthenaTarget):
-            arguments.update(
-                {
-                    "--athena_sql_template": target.merge_sql(RUN_ID_TOKEN),
-                    "--athena_workgroup": target.workgroup_name,
-                    "--athena_database": target.database_name,
-                }
-            )
-        else:
-            arguments.update(
-                {
-                    "--redshift_sql_templates": stack.to_json_string(target.load_statements(RUN_ID_TOKEN)),
-                    "--redshift_workgroup": target.workgroup_name,
-                    "--redshift_database": target.database_name,
-                }
-            )
         self.load_job = glue.PythonShellJob(
             self,
             "LoadJob",
             role=self.load_role,
-            description=f"Loads one {FORM_NAME} run of {contract.name} into {type(target).__name__} (idempotent MERGE)",
+            description=f"Loads one {FORM_NAME} run of {self.dataset} into {type(target).__name__} (idempotent MERGE)",
             python_version=glue.PythonVersion.THREE_NINE,
             script=glue.Code.from_asset(str(RUNTIME_DIR / "glue_load_job.py")),
             extra_python_files=[glue.Code.from_asset(str(RUNTIME_DIR / "workflow_inputs.py"))],
             security_configuration=catalog.security_configuration,
             max_retries=0,
             max_concurrent_runs=load_max_concurrent_runs,
-            timeout=load_run_timeout,
+            timeout=load_timeout,
             default_arguments={
-                **arguments,
-                "--max_wait_seconds": str(int(max(load_run_timeout.to_seconds() - 120, 60))),
+                **self._load_arguments(target),
+                "--workflow_state_uri": self.state_uri,
+                "--max_wait_seconds": str(int(max(load_timeout.to_seconds() - 120, 60))),
             },
         )
         self.load_job_name: str = self.load_job.job_name
 
         # cdk-nag cannot follow the security configuration into the stateful stack (a cross-stack reference).
-        for finding, what in (("AwsSolutions-GL1", "CloudWatch Logs"), ("AwsSolutions-GL3", "job bookmark")):
-            acknowledge(
-                self.load_job,
-                finding,
-                f"The job uses the pipeline's security configuration (catalog.security_configuration), which encrypts "
-                f"{what} with the pipeline key; it lives in another stack, where cdk-nag cannot resolve it.",
-            )
+        findings = {"AwsSolutions-GL1": "CloudWatch Logs", "AwsSolutions-GL3": "job bookmark"}
+        for resource, kind, ids in (
+            (self.crawler, "crawler", ["AwsSolutions-GL1"]),
+            (self.clean_job, "job", list(findings)),
+            (self.load_job, "job", list(findings)),
+        ):
+            for finding in ids:
+                acknowledge(
+                    resource,
+                    finding,
+                    f"The {kind} uses the pipeline's security configuration (catalog.security_configuration), which "
+                    f"encrypts {findings[finding]} with the pipeline key; it lives in another stack, where cdk-nag cannot resolve it.",
+                )
 
-        # --- the triggers ----------------------------------------------------------------------------------------
+    def _load_arguments(self, target: LoadTarget) -> dict[str, str]:
+        """The load job's target arguments: the SQL rendered with RUN_ID_TOKEN, the workgroup and database."""
+        if isinstance(target, AthenaTarget):
+            return {
+                "--athena_sql_template": target.merge_sql(RUN_ID_TOKEN),
+                "--athena_workgroup": target.workgroup_name,
+                "--athena_database": target.database_name,
+            }
+        return {
+            "--redshift_sql_templates": Stack.of(self).to_json_string(target.load_statements(RUN_ID_TOKEN)),
+            "--redshift_workgroup": target.workgroup_name,
+            "--redshift_database": target.database_name,
+        }
+
+    # --- the workflow's triggers: batched uploads -> crawl -> clean -> load -------------------------------------------
+    def _build_triggers(self, batch_size: int, window: Duration, clean_timeout: Duration | None) -> None:
         self.event_trigger = self.workflow.add_event_trigger(
             "UploadsArrived",
-            description=f"Up to {batch_size} uploads, or {int(window_seconds)} s after the first: crawl the landing prefix",
+            description=f"Up to {batch_size} uploads, or {int(window.to_seconds())} s after the first: crawl the form's prefix",
             event_batching_condition=glue.EventBatchingCondition(batch_size=batch_size, batch_window=window),
-            actions=[glue.Action.crawler(catalog.crawler)],
+            actions=[glue.Action.crawler(self.crawler)],
         )
         self.crawled_trigger = self.workflow.add_conditional_trigger(
             "Crawled",
             description="The crawler succeeded: clean the run's new uploads",
             start_on_creation=True,
-            predicate=glue.Predicate(conditions=[glue.Condition.crawler(catalog.crawler, glue.CrawlerState.SUCCEEDED)]),
-            actions=[
-                glue.Action.job(
-                    clean_job.job,
-                    timeout=clean_timeout,
-                    arguments={
-                        # The current entrypoint reads every file under a URI ending in '/'; with workflow_inputs
-                        # wired in, the two arguments below narrow the run to the uploads not yet loaded.
-                        "--source_uris": self.source_listing_uri,
-                        "--source_listing_prefix": self.source_listing_uri,
-                        "--workflow_state_uri": self.state_uri,
-                    },
-                )
-            ],
+            predicate=glue.Predicate(conditions=[glue.Condition.crawler(self.crawler, glue.CrawlerState.SUCCEEDED)]),
+            actions=[glue.Action.job(self.clean_job, timeout=clean_timeout)],
         )
         self.cleaned_trigger = self.workflow.add_conditional_trigger(
             "Cleaned",
-            description=f"The clean job succeeded: load the run into {type(target).__name__}",
+            description=f"The clean job succeeded: load the run into {type(self.target).__name__}",
             start_on_creation=True,
-            predicate=glue.Predicate(conditions=[glue.Condition.job(clean_job.job, glue.JobState.SUCCEEDED)]),
+            predicate=glue.Predicate(conditions=[glue.Condition.job(self.clean_job, glue.JobState.SUCCEEDED)]),
             actions=[glue.Action.job(self.load_job)],
         )
 
-        # --- the trigger: uploads -> workflow ------------------------------------------------------------------
-        self.dead_letter_queue = alerting.new_dead_letter_queue(self, "DeadLetterQueue", removal_policy=removal_policy)
-        age = max_event_age if max_event_age is not None else Duration.hours(6)
+    # --- the trigger: uploads -> workflow -------------------------------------------------------------------------
+    def _build_upload_trigger(self, storage: PipelineStorage) -> None:
         self.workflow_target = GlueWorkflowTarget(
             self.workflow,
             dead_letter_queue=self.dead_letter_queue,
-            retry_attempts=delivery_retry_attempts,
-            max_event_age=age,
+            retry_attempts=self.delivery_retry_attempts,
+            max_event_age=self.max_event_age,
         )
-        self.upload_rule = events.Rule(
+        self.trigger_rule = events.Rule(
             self,
             "UploadRule",
-            description=f"CSV uploads under {self.landing_prefix} notify the retail pipeline Glue workflow",
+            description=f"CSV uploads under {self.landing_prefix} notify the {self.dataset} pipeline's Glue workflow",
             event_pattern=storage.upload_event_pattern(self.landing_prefix),
             targets=[self.workflow_target],
         )
 
-        # --- failures -> topic ---------------------------------------------------------------------------------
-        def notify(message: dict[str, str]) -> targets.SnsTopic:
-            return targets.SnsTopic(
-                alerting.topic,
-                message=events.RuleTargetInput.from_object(message),
-                dead_letter_queue=self.dead_letter_queue,
-                retry_attempts=delivery_retry_attempts,
-                max_event_age=age,
-            )
-
-        workflow_ref = self.workflow.workflow_name
-        self.job_failure_rule = events.Rule(
+    # --- failures of this form's own steps -> one message each ----------------------------------------------------
+    def _build_failure_path(self) -> None:
+        job_change, crawler_change = "Glue Job State Change", "Glue Crawler State Change"
+        self.crawl_failure_rule = self._failure_rule(
+            "CrawlFailureRule", CRAWL_STEP, crawler_change, {"crawlerName": [self.crawler_name], "state": list(CRAWLER_FAILURE_STATES)}
+        )
+        self.clean_failure_rule = self._failure_rule(
+            "CleanFailureRule", CLEAN_STEP, job_change, {"jobName": [self.clean_job_name], "state": list(JOB_FAILURE_STATES)}
+        )
+        self.load_failure_rule = self._failure_rule(
+            "LoadFailureRule", LOAD_STEP, job_change, {"jobName": [self.load_job_name], "state": list(JOB_FAILURE_STATES)}
+        )
+        self.failure_rules = [self.crawl_failure_rule, self.clean_failure_rule, self.load_failure_rule]
+        # No target: the rule exists to count the runs that ended with a successful load (metric_runs_succeeded).
+        self.success_rule = events.Rule(
             self,
-            "JobFailureRule",
-            description="A job of the retail pipeline Glue workflow failed, timed out or was stopped",
+            "LoadSucceededRule",
+            description=f"Counts the {FORM_NAME} runs of {self.dataset} whose load job succeeded",
             event_pattern=events.EventPattern(
-                source=["aws.glue"],
-                detail_type=["Glue Job State Change"],
-                detail={"jobName": [clean_job.job_name, self.load_job_name], "state": list(JOB_FAILURE_STATES)},
+                source=["aws.glue"], detail_type=[job_change], detail={"jobName": [self.load_job_name], "state": ["SUCCEEDED"]}
             ),
+        )
+        acknowledge(
+            self.success_rule,
+            "Serverless-EventBusDLQ",
+            "The rule has no target: it only counts matched events for metric_runs_succeeded, so no delivery can fail and nothing needs a dead-letter queue.",
+        )
+
+    def _failure_rule(self, rule_id: str, step: str, detail_type: str, detail: dict[str, Any]) -> events.Rule:
+        """A rule on one step's failure states, sending the message every form sends: pipeline, object (the
+        workflow and the prefix its runs take uploads from: the events do not name the workflow run), run_id (the
+        Glue job run id; a crawl has none, so the event id), failed_step, error (the state) and cause."""
+        is_job = "jobName" in detail
+        message = {
+            "pipeline": FORM_NAME,
+            "object": f"Glue workflow {self.workflow.workflow_name}: uploads under {self.source_listing_uri}",
+            "run_id": events.EventField.from_path("$.detail.jobRunId") if is_job else events.EventField.event_id,
+            "failed_step": step,
+            "error": events.EventField.from_path("$.detail.state"),
+            "cause": events.EventField.from_path("$.detail.message" if is_job else "$.detail.errorMessage"),
+            "time": events.EventField.time,
+        }
+        return events.Rule(
+            self,
+            rule_id,
+            description=f"The {step} step of the {self.dataset} pipeline's Glue workflow did not succeed",
+            event_pattern=events.EventPattern(source=["aws.glue"], detail_type=[detail_type], detail=detail),
             targets=[
-                notify(
-                    {
-                        "pipeline": FORM_NAME,
-                        "workflow": workflow_ref,
-                        "failed_step": events.EventField.from_path("$.detail.jobName"),
-                        "state": events.EventField.from_path("$.detail.state"),
-                        "error": events.EventField.from_path("$.detail.message"),
-                        "job_run_id": events.EventField.from_path("$.detail.jobRunId"),
-                        "time": events.EventField.time,
-                    }
+                self.alerting.notification_target(
+                    events.RuleTargetInput.from_object(message),
+                    dead_letter_queue=self.dead_letter_queue,
+                    retry_attempts=self.delivery_retry_attempts,
+                    max_event_age=self.max_event_age,
                 )
             ],
         )
-        self.crawler_failure_rule = events.Rule(
-            self,
-            "CrawlerFailureRule",
-            description="The raw crawler of the retail pipeline Glue workflow failed",
-            event_pattern=events.EventPattern(
-                source=["aws.glue"],
-                detail_type=["Glue Crawler State Change"],
-                detail={"crawlerName": [catalog.crawler_name], "state": list(CRAWLER_FAILURE_STATES)},
-            ),
-            targets=[
-                notify(
-                    {
-                        "pipeline": FORM_NAME,
-                        "workflow": workflow_ref,
-                        "failed_step": events.EventField.from_path("$.detail.crawlerName"),
-                        "state": events.EventField.from_path("$.detail.state"),
-                        "error": events.EventField.from_path("$.detail.errorMessage"),
-                        "time": events.EventField.time,
-                    }
-                )
-            ],
-        )
-        self.failure_rules = [self.job_failure_rule, self.crawler_failure_rule]
 
-        # --- alarms ----------------------------------------------------------------------------------------------
+    # --- alarms ---------------------------------------------------------------------------------------------------
+    def _build_alarms(self) -> None:
         period = Duration.minutes(5)
-
-        self.job_failures_alarm = alerting.alarm_when_any(
+        self.runs_failed_alarm = self.alerting.alarm_when_any(
             self,
-            "JobFailures",
-            self.metric_failures(self.job_failure_rule, period=period),
-            "A clean or load job of the Glue workflow did not succeed",
+            "RunsFailed",
+            self.metric_runs_failed(period=period),
+            f"A {FORM_NAME} run of the {self.dataset} pipeline failed (crawl, clean or load)",
         )
-        self.crawler_failures_alarm = alerting.alarm_when_any(
-            self,
-            "CrawlerFailures",
-            self.metric_failures(self.crawler_failure_rule, period=period),
-            "The crawler of the Glue workflow failed",
-        )
-        self.dead_letter_alarm = alerting.alarm_when_any(
+        self.dead_letter_alarm = self.alerting.alarm_when_any(
             self,
             "UndeliveredEvents",
             self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
             "An upload could not notify the Glue workflow, or a failure could not reach the topic; it waits in the dead-letter queue",
         )
-        self.alarms = [self.job_failures_alarm, self.crawler_failures_alarm, self.dead_letter_alarm]
+        self.alarms: list[cloudwatch.Alarm] = [self.runs_failed_alarm, self.dead_letter_alarm]
 
-    def _grant_state(self, grantee: iam.IGrantable, storage: PipelineStorage, run_properties_action: str) -> None:
+    def _grant_state(self, grantee: iam.IGrantable | iam.ManagedPolicy, storage: PipelineStorage, run_properties_action: str) -> None:
         """Read and write the one state file (no wildcard), and read or write this workflow's run properties."""
-        iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["s3:GetObject", "s3:PutObject"],
-            resource_arns=[storage.curated_bucket.arn_for_objects(self.state_key)],
-        )
-        # Without ListBucket a missing state file (before the first commit) reads as AccessDenied, not NoSuchKey.
-        grantee.grant_principal.add_to_principal_policy(
+        statements = [
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject"], resources=[storage.curated_bucket.arn_for_objects(self.state_key)]
+            ),
+            # Without ListBucket a missing state file (before the first commit) reads as AccessDenied, not NoSuchKey.
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],
                 resources=[storage.curated_bucket.bucket_arn],
                 conditions={"StringEquals": {"s3:prefix": [self.state_key]}},
-            )
-        )
-        iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["kms:Decrypt", "kms:GenerateDataKey"],
-            resource_arns=[storage.key.key_arn],
-        )
-        iam.Grant.add_to_principal(grantee=grantee, actions=[run_properties_action], resource_arns=[self.workflow.workflow_arn])
+            ),
+            iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[storage.key.key_arn]),
+            iam.PolicyStatement(actions=[run_properties_action], resources=[self.workflow.workflow_arn]),
+        ]
+        for statement in statements:
+            if isinstance(grantee, iam.ManagedPolicy):
+                grantee.add_statements(statement)
+            else:
+                grantee.grant_principal.add_to_principal_policy(statement)
 
+    # --- metrics --------------------------------------------------------------------------------------------------
     @staticmethod
-    def metric_failures(rule: events.IRule, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Events one failure rule matched (AWS/Events MatchedEvents of that rule)."""
+    def _matched_events(rule: events.IRule, period: Duration | None) -> cloudwatch.Metric:
         return cloudwatch.Metric(
             namespace="AWS/Events",
             metric_name="MatchedEvents",
@@ -363,10 +400,39 @@ class GlueWorkflowPipeline(Construct):
             period=period if period is not None else Duration.minutes(5),
         )
 
-    def metric_job_failures(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Clean or load job runs that failed, timed out or were stopped."""
-        return self.metric_failures(self.job_failure_rule, period=period)
+    def metric_runs_failed(self, period: Duration | None = None) -> cloudwatch.IMetric:
+        """Runs of this form that failed: failure events of its crawler, clean job or load job (each is a run's
+        last step, since nothing runs after a failed step). Default period: 5 minutes."""
+        return cloudwatch.MathExpression(
+            expression="FILL(crawl, 0) + FILL(clean, 0) + FILL(load, 0)",
+            using_metrics={
+                "crawl": self._matched_events(self.crawl_failure_rule, period),
+                "clean": self._matched_events(self.clean_failure_rule, period),
+                "load": self._matched_events(self.load_failure_rule, period),
+            },
+            label=f"{FORM_NAME} runs failed",
+            period=period if period is not None else Duration.minutes(5),
+        )
 
-    def metric_crawler_failures(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Crawls that failed."""
-        return self.metric_failures(self.crawler_failure_rule, period=period)
+    def metric_runs_succeeded(self, period: Duration | None = None) -> cloudwatch.IMetric:
+        """Runs of this form whose load job succeeded (runs with nothing new or zero rows included). Default
+        period: 5 minutes."""
+        return self._matched_events(self.success_rule, period)
+
+    def metric_step_failures(self, step: str, period: Duration | None = None) -> cloudwatch.IMetric:
+        """Failures of one step: 'Crawl', 'Clean' or 'Load'. Default period: 5 minutes."""
+        rules = {CRAWL_STEP: self.crawl_failure_rule, CLEAN_STEP: self.clean_failure_rule, LOAD_STEP: self.load_failure_rule}
+        if step not in rules:
+            raise PipelinePropsError(f"step={step!r}: must be one of {sorted(rules)}")
+        return self._matched_events(rules[step], period)
+
+    def metric_files_rejected(self, period: Duration | None = None) -> cloudwatch.IMetric:
+        """Files this form's clean job rejected as a whole (quarantined, alerted once, skipped by later runs).
+        Default period: 5 minutes."""
+        return cloudwatch.Metric(
+            namespace=self.metrics_namespace,
+            metric_name="FilesRejected",
+            dimensions_map={"Dataset": self.dataset, "JobName": self.clean_job_name},
+            statistic="Sum",
+            period=period if period is not None else Duration.minutes(5),
+        )

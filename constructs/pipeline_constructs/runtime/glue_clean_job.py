@@ -17,6 +17,16 @@ Job arguments:
   --dataset                optional, default the contract's name: value of the Dataset metric dimension
   --JOB_NAME               set by Glue: adds a second copy of each metric with dimensions Dataset + JobName
 
+Glue Workflow form (all set by the form's own job definition, Glue adds --WORKFLOW_NAME and --WORKFLOW_RUN_ID):
+  --source_listing_prefix  s3:// prefix to list: the run cleans the uploads no earlier run loaded or rejected
+                           (runtime/workflow_inputs.py), instead of --source_uris
+  --workflow_state_uri     s3:// URI of the workflow's state file
+  --alert_topic_arn        optional: SNS topic told once about files rejected as a whole
+  --pipeline_form          optional, default glue_workflow: the `pipeline` field of that message
+In this form a file rejected as a whole does not fail the run: it is quarantined by the transform, recorded in the
+state file (later runs skip it), alerted once, and the run's other files go on to the load. The curated row count
+goes to the run's properties, so the load job skips a run with zero rows. Any other error still fails the run.
+
 Metrics (namespace as above, dimension Dataset, and Dataset + JobName when the job name is known): RowsIn, RowsOut,
 RowsQuarantined, DuplicatesDropped, FilesRejected, QuarantineRatio, QuarantineRatioWarning (1 when some rows were
 quarantined but the ratio is within the limit), ConservationFailed, RunFailed (each 0 or 1), and
@@ -56,7 +66,12 @@ OPTIONAL_ARGS: dict[str, str | None] = {
     "source_listing_prefix": None,
     "workflow_state_uri": None,
     "WORKFLOW_NAME": None,
+    "alert_topic_arn": None,
+    "pipeline_form": "glue_workflow",
 }
+# The `failed_step` of a rejection alert: the step names of the Glue Workflow form's messages are Crawl, Clean, Load.
+CLEAN_STEP = "Clean"
+FILE_REJECTED_ERROR = "FileRejected"
 METRIC_NAMES = (
     "RowsIn",
     "RowsOut",
@@ -204,35 +219,121 @@ def publish_metrics(client: Any, namespace: str, data: list[dict[str, Any]]) -> 
         client.put_metric_data(Namespace=namespace, MetricData=data[start : start + 1000])
 
 
-def claim_workflow_sources(args: dict[str, Any]) -> list[str]:
-    """In the Glue Workflow form: the uploads of this workflow run that no earlier successful run has loaded."""
+def _named_upload(error: str, reading: dict[str, str]) -> str:
+    """An error of the transform with the place a file was read from replaced by the upload's URI."""
+    for read, uri in reading.items():
+        if read != uri:
+            error = error.replace(read, uri)
+    return error
+
+
+def _workflow_inputs() -> Any:
+    try:
+        from pipeline_constructs.runtime import workflow_inputs
+    except ImportError:  # on Glue, shipped as a top-level module
+        import workflow_inputs  # type: ignore[import-not-found,no-redef]
+    return workflow_inputs
+
+
+def claim_workflow_sources(args: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """In the Glue Workflow form: {s3 URI: (key, etag)} of the uploads no earlier run has loaded or rejected."""
     import boto3
 
-    try:
-        from pipeline_constructs.runtime.workflow_inputs import claim_sources_from_uris
-    except ImportError:  # on Glue, shipped as a top-level module
-        from workflow_inputs import claim_sources_from_uris  # type: ignore[no-redef]
-
-    return claim_sources_from_uris(
+    inputs = _workflow_inputs()
+    landing_bucket, landing_prefix = inputs.parse_s3_uri(args["source_listing_prefix"])
+    state_bucket, state_key = inputs.parse_s3_uri(args["workflow_state_uri"])
+    claimed = inputs.claim_objects(
         boto3.client("s3"),
         boto3.client("glue"),
-        listing_uri=args["source_listing_prefix"],
-        state_uri=args["workflow_state_uri"],
+        landing_bucket=landing_bucket,
+        landing_prefix=landing_prefix,
+        state_bucket=state_bucket,
+        state_key=state_key,
         workflow_name=args["WORKFLOW_NAME"],
-        run_id=args["run_id"] or args["WORKFLOW_RUN_ID"],
+        run_id=args["run_id"],
     )
+    return {f"s3://{landing_bucket}/{o.key}": (o.key, o.etag) for o in claimed}
 
 
-def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None, cloudwatch: Any = None) -> CleanResult | None:
-    """Run the job. Raises CleanRunFailed (the job run fails) after writing and publishing when the run failed."""
+def rejection_alert(args: dict[str, Any], dataset: str, rejected: list[dict[str, str]]) -> tuple[str, str]:
+    """(subject, message) telling about files rejected as a whole; the message has the fields every form's failure
+    message has (pipeline, object, run_id, failed_step, error, cause) plus where the quarantined copies are."""
+    count = len(rejected)
+    subject = f"{dataset} pipeline: {count} file{'s' if count != 1 else ''} quarantined ({args['pipeline_form']})"
+    message = {
+        "pipeline": args["pipeline_form"],
+        "object": ", ".join(r["source_uri"] for r in rejected),
+        "run_id": args["run_id"],
+        "failed_step": CLEAN_STEP,
+        "error": FILE_REJECTED_ERROR,
+        "cause": "; ".join(f"{r['source_uri']}: {r['reason']}" for r in rejected),
+        "quarantined": [r.get("copy", "") for r in rejected],
+    }
+    return subject[:100], json.dumps(message, sort_keys=True)
+
+
+def settle_workflow_run(
+    args: dict[str, Any], result: CleanResult, claimed: dict[str, tuple[str, str]], sns: Any = None
+) -> list[dict[str, str]]:
+    """After the transform, in the Glue Workflow form: record the rejected files (later runs skip them), alert about
+    the ones recorded for the first time (once), hand the curated row count to the load job, and take the
+    rejections out of `result.errors` (into `warnings`), so they alone do not fail the run. Returns the rejections
+    alerted about.
+
+    Recording comes before the alert: if the alert cannot be sent, the job fails and the form's failure rule
+    reports that instead; the file is never alerted twice.
+    """
+    import boto3
+
+    inputs = _workflow_inputs()
+    by_uri = {r["source_uri"]: r for r in result.rejected_files}
+    unknown = sorted(set(by_uri) - set(claimed))
+    if unknown:
+        raise RuntimeError(f"rejected files that this run did not claim: {unknown}")
+    newly = inputs.record_rejected_from_uri(
+        boto3.client("s3"),
+        state_uri=args["workflow_state_uri"],
+        rejected={claimed[uri][0]: (claimed[uri][1], r["reason"]) for uri, r in by_uri.items()},
+        run_id=args["run_id"],
+    )
+    alerted = [r for uri, r in by_uri.items() if claimed[uri][0] in newly]
+    if alerted and args["alert_topic_arn"]:
+        subject, message = rejection_alert(args, result.dataset, alerted)
+        (sns or boto3.client("sns")).publish(TopicArn=args["alert_topic_arn"], Subject=subject, Message=message)
+    elif alerted:
+        LOG.warning("no --alert_topic_arn: nobody was told about %d rejected files", len(alerted))
+    inputs.record_curated_rows(boto3.client("glue"), workflow_name=args["WORKFLOW_NAME"], run_id=args["run_id"], rows=result.rows_out)
+    rejections = tuple(f"file rejected: {uri}: " for uri in by_uri)
+    kept = [e for e in result.errors if not e.startswith(rejections)]
+    result.warnings.extend(f"quarantined and skipped from now on: {e}" for e in result.errors if e.startswith(rejections))
+    result.errors[:] = kept
+    return alerted
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    spark: SparkSession | None = None,
+    cloudwatch: Any = None,
+    read_from: Callable[[str], str] | None = None,
+) -> CleanResult | None:
+    """Run the job. Raises CleanRunFailed (the job run fails) after writing and publishing when the run failed.
+
+    :param read_from: where Spark reads a claimed upload of the Glue Workflow form. Default: its s3:// URI (tests
+        point it at a local copy, since a local Spark cannot read an in-memory S3).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = resolve_args(sys.argv[1:] if argv is None else argv)
+    claimed: dict[str, tuple[str, str]] | None = None
     if args["source_listing_prefix"]:
+        if not args["workflow_state_uri"] or not args["WORKFLOW_NAME"]:
+            raise SystemExit("--source_listing_prefix needs --workflow_state_uri and Glue's --WORKFLOW_NAME: run the job from its workflow")
         claimed = claim_workflow_sources(args)
         if not claimed:
             LOG.info("no new uploads under %s; nothing to clean", args["source_listing_prefix"])
             return None
-        args["source_uris"] = claimed
+        reading = {(read_from(uri) if read_from else uri): uri for uri in claimed}
+        args["source_uris"] = list(reading)
     spark = spark or SparkSession.builder.getOrCreate()
     contract = load_contract(spark, args["contract_path"])
     dataset = args["dataset"] or contract.name
@@ -245,6 +346,11 @@ def main(argv: Sequence[str] | None = None, *, spark: SparkSession | None = None
         quarantine_root=args["quarantine_root"],
         max_quarantine_ratio=args["max_quarantine_ratio"],
     )
+    if claimed is not None:
+        for rejected in result.rejected_files:  # name the upload, not where it was read from
+            rejected["source_uri"] = reading.get(rejected["source_uri"], rejected["source_uri"])
+        result.errors[:] = [_named_upload(e, reading) for e in result.errors]
+        settle_workflow_run(args, result, claimed)
     if args["metrics_namespace"]:
         if cloudwatch is None:
             import boto3

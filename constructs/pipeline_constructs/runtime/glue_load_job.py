@@ -14,9 +14,10 @@ Job arguments:
   --redshift_workgroup     with --redshift_sql_templates: the Redshift Serverless workgroup
   --redshift_database      with --redshift_sql_templates: the database
   --redshift_secret_arn    optional: a Secrets Manager secret of the database user; default: IAM authentication
-  --workflow_state_uri    optional: s3:// URI of the workflow's state file; after a successful load
+  --workflow_state_uri     optional: s3:// URI of the workflow's state file; after a successful load
                            the uploads the run claimed are committed as processed (see workflow_inputs); needs
-                           --WORKFLOW_NAME (set by Glue)
+                           --WORKFLOW_NAME (set by Glue). A run whose clean job wrote zero curated rows skips the
+                           load and commits its uploads.
   --run_id                 optional: the run id; default --WORKFLOW_RUN_ID (set by Glue), then --JOB_RUN_ID
   --poll_seconds           optional, default 5: wait between status checks
   --max_wait_seconds       optional, default 1500: a query still running after this is stopped and the job fails
@@ -208,7 +209,8 @@ def run_load(args: dict[str, Any], clients: dict[str, Any], sleep: Callable[[flo
     """Load one run into every configured target, then commit the run's sources; returns a summary.
 
     In a workflow (`--workflow_state_uri`), a run whose clean job claimed no new upload (a duplicate event) loads
-    nothing: there is no run output to load, and Redshift's COPY would fail on the empty prefix.
+    nothing, and a run whose clean job wrote zero curated rows (header-only files, or every file rejected) skips the
+    load and commits its uploads: there is no run output to load, and Redshift's COPY would fail on the empty prefix.
     """
     run_id = args["run_id"]
     summary: dict[str, Any] = {"run_id": run_id}
@@ -221,6 +223,16 @@ def run_load(args: dict[str, Any], clients: dict[str, Any], sleep: Callable[[flo
         if not claimed:
             LOG.info("run %s claimed no new uploads: nothing to load", run_id)
             summary["committed_sources"] = 0
+            return summary
+        rows = inputs.curated_rows(clients["glue"], workflow_name=args["WORKFLOW_NAME"], run_id=run_id)
+        if rows is not None:
+            summary["curated_rows"] = rows
+        if rows == 0:
+            LOG.info("run %s wrote zero curated rows: the load is skipped, its uploads are committed", run_id)
+            summary["load_skipped"] = "zero curated rows"
+            summary["committed_sources"] = inputs.commit_sources_from_uri(
+                clients["s3"], clients["glue"], state_uri=state_uri, workflow_name=args["WORKFLOW_NAME"], run_id=run_id
+            )
             return summary
     polling = {"poll_seconds": args["poll_seconds"], "max_wait_seconds": args["max_wait_seconds"], "sleep": sleep}
     if args["athena_sql_template"]:
