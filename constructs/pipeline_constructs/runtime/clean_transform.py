@@ -391,7 +391,7 @@ def possible_reasons(contract: DatasetContract) -> list[str]:
     out = ["malformed_row", "invalid_utf8", f"partition_null:{contract.partition.name}"]
     for col in contract.columns:
         out += [name for name, _ in _column_conditions(col, F.lit(None), F.lit(None))]
-    return out
+    return out + [f"cast_failed:{der.name}" for der in contract.derived if not der.nullable]
 
 
 def _reason_columns(contract: DatasetContract) -> list[str]:
@@ -475,12 +475,24 @@ def _classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
     part = contract.partition
     stage3 = stage2.withColumn(part.name, F.expr(part.expression).cast(part.type))
 
-    # 4. a null partition value with no other reason is a reason of its own; keep raw values of bad rows only
+    # 4. on a row with no other reason, a derived column the contract does not let be null that is null (the
+    # expression gave NULL, or a value its type cannot hold) is `cast_failed:<derived>`, and a null partition value
+    # is `partition_null:<partition>`; keep raw values of bad rows only
     none = F.lit(True)
     for name in chunks:
         none = none & (F.col(name) == 0)
-    partition_null = none & F.col(part.name).isNull()
-    fixed: list[Column | str] = [F.col(chunks[0]).bitwiseOR(_bit(partition_null, 2)).alias(chunks[0]), *chunks[1:]]
+    extra: list[tuple[int, Column]] = []
+    index = len(possible_reasons(contract)) - sum(1 for der in contract.derived if not der.nullable)
+    derived_ok: Column = F.lit(True)
+    for der in contract.derived:
+        if not der.nullable:
+            extra.append((index, none & F.col(der.name).isNull()))
+            derived_ok = derived_ok & F.col(der.name).isNotNull()
+            index += 1
+    extra.append((2, none & derived_ok & F.col(part.name).isNull()))
+    fixed: list[Column | str] = [
+        _any_bit([F.col(name), *[_bit(cond, i) for i, cond in extra if i // _BITS == k]]).alias(name) for k, name in enumerate(chunks)
+    ]
     names = [n for n, _ in contract.output_columns()] + [part.name]
     stage4 = stage3.select(*names, *fixed, *raws.values(), *meta)
     ok = F.lit(True)
