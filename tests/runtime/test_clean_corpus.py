@@ -433,3 +433,16 @@ def test_a_quarantined_line_keeps_its_line_number_and_exact_bytes(run, conserved
     assert [q["line_number"] for q in quarantine] == [4, 5]
     assert quarantine[0]["raw_line_base64"] is None
     assert base64.b64decode(quarantine[1]["raw_line_base64"]) == bad
+
+
+def test_each_partition_value_is_one_file_even_when_read_in_many_splits(spark, run, conserved, header, make_row):
+    days = [f"2024-05-{d:02d}T10:00:00Z" for d in range(1, 8)]
+    text = lines(*[make_row(i, sold_at=days[i % 7]) for i in range(1, 700)], header=header)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "8192")
+    try:
+        result = run({"a.csv": text})
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    conserved(result)
+    files = sorted(p.parent.name for p in Path(result.curated_path).rglob("*.parquet"))
+    assert files == [f"sale_date=2024-05-{d:02d}" for d in range(1, 8)]
