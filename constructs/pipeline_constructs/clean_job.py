@@ -154,6 +154,7 @@ class CleanJob(Construct):
                 "--quarantine_root": self.quarantine_root,
                 "--max_quarantine_ratio": str(max_quarantine_ratio),
                 "--metrics_namespace": metrics_namespace,
+                "--enable-s3-parquet-optimized-committer": "true",  # EMRFS S3-optimized committer: no rename at commit
             },
         )
         self.job_name: str = self.job.job_name

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,19 +95,32 @@ def _canonical_type(column: Any) -> None:
         object.__setattr__(column, "type", re.sub(r"\s+", "", column.type).lower())
 
 
+def _iso_text(value: Any) -> Any:
+    """A date or datetime as ISO-8601 text (`datetime` first: it is a subclass of `date`); anything else as is."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
 class ColumnCheck:
-    """Value checks of one column; a row failing any of them goes to quarantine with reason `check_<kind>:<column>`.
+    r"""Value checks of one column; a row failing any of them goes to quarantine with reason `check_<kind>:<column>`.
 
     - `min` / `max`: inclusive bounds. Numbers for int, bigint, double and decimal columns; ISO-8601 strings for
       date and timestamp columns.
     - `allowed_values`: the value must be one of these (compared after the cast to the column type).
-    - `pattern`: a regular expression searched in the trimmed text (Java `rlike` semantics: anchor it with ^ and $
-      to match the whole value). Keep to the syntax Python and Java share.
+    - `pattern`: a regular expression searched in the value (Java `rlike` semantics: anchor it with ^ and $ to
+      match the whole value). It runs in Spark, so Java's syntax applies: Python-only forms such as `(?P<name>...)`,
+      `(?P=name)`, `(?#...)`, conditional groups and `{,n}` are rejected; Java's `\p{Lu}`, `(?<name>...)`,
+      `\k<name>`, `\Q...\E` and `\z` are accepted.
+    - Dates and timestamps may be given as ISO text or, in YAML, unquoted (`min: 1992-01-01`); either way the
+      contract keeps the ISO text.
     - `min_length` / `max_length`: length in characters of string values (also sizes Redshift VARCHARs).
     """
 
@@ -118,8 +132,12 @@ class ColumnCheck:
     max_length: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.allowed_values, list):
-            object.__setattr__(self, "allowed_values", tuple(self.allowed_values))
+        # YAML reads an unquoted 1992-01-01 as a date and 2000-01-01T00:00:00 as a datetime: keep them as the ISO
+        # text they stand for, so the contract serialises to JSON (the deployed form) and compares as written.
+        for key in ("min", "max"):
+            object.__setattr__(self, key, _iso_text(getattr(self, key)))
+        if isinstance(self.allowed_values, (list, tuple)):
+            object.__setattr__(self, "allowed_values", tuple(_iso_text(v) for v in self.allowed_values))
 
     def is_empty(self) -> bool:
         """True when no check is set."""
@@ -161,18 +179,27 @@ class ContractColumn:
 
 @dataclass(frozen=True)
 class DerivedColumn:
-    """A column computed by a Spark SQL expression over the source columns, cast to `type`."""
+    """A column computed by a Spark SQL expression over the source columns (and the derived columns before it),
+    cast to `type`.
+
+    A value the clean job cannot compute quarantines its row, unless `nullable` is true (then it is NULL): the
+    expression gives a value that does not fit the type (`cast_failed:<name>`), or gives NULL on a row whose source
+    values are all valid (`null_in_required:<name>`). `nullable` defaults to false; the partition column ignores
+    it (a NULL partition value is always `partition_null:<name>`)."""
 
     name: str
     type: str
     expression: str
     description: str = ""
+    nullable: bool = False
 
     def __post_init__(self) -> None:
         _canonical_type(self)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type, "expression": self.expression}
+        if self.nullable:
+            out["nullable"] = True
         if self.description:
             out["description"] = self.description
         return out
@@ -404,12 +431,16 @@ def _column_from_dict(data: Any, path: str) -> ContractColumn:
 
 def _derived_from_dict(data: Any, path: str) -> DerivedColumn:
     _expect_mapping(data, path)
-    _check_keys(data, path, required={"name", "type", "expression"}, optional={"description"})
+    _check_keys(data, path, required={"name", "type", "expression"}, optional={"description", "nullable"})
+    nullable = data.get("nullable", False)
+    if not isinstance(nullable, bool):
+        raise ContractError(f"{path}.nullable", f"expected true or false, got {nullable!r}")
     return DerivedColumn(
         name=_string(data["name"], f"{path}.name"),
         type=_string(data["type"], f"{path}.type"),
         expression=_string(data["expression"], f"{path}.expression"),
         description=_string(data.get("description", ""), f"{path}.description"),
+        nullable=nullable,
     )
 
 
@@ -450,7 +481,7 @@ def _bound_key(value: Any, col_type: str) -> Any:
         return date.fromisoformat(str(value))
     if col_type == "timestamp":
         parsed = datetime.fromisoformat(str(value))
-        return parsed.replace(tzinfo=None) if parsed.tzinfo is None else parsed.timestamp()
+        return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()  # naive = UTC, as the job reads it
     return value
 
 
@@ -494,10 +525,7 @@ def _check_column_checks(col: ContractColumn, path: str) -> None:
     if checks.pattern is not None:
         if not isinstance(checks.pattern, str) or not checks.pattern:
             raise ContractError(f"{path}.pattern", f"expected a regular expression, got {checks.pattern!r}")
-        try:
-            re.compile(checks.pattern)
-        except re.error as exc:
-            raise ContractError(f"{path}.pattern", f"invalid regular expression {checks.pattern!r}: {exc}") from exc
+        _check_pattern(checks.pattern, f"{path}.pattern")
     for key in ("min_length", "max_length"):
         value = getattr(checks, key)
         if value is not None:
@@ -509,111 +537,585 @@ def _check_column_checks(col: ContractColumn, path: str) -> None:
         raise ContractError(f"{path}.min_length", f"min_length {checks.min_length!r} is greater than max_length {checks.max_length!r}")
 
 
-def _check_expression(expression: Any, path: str) -> None:
-    if not isinstance(expression, str) or not expression.strip():
-        raise ContractError(path, f"expected a Spark SQL expression, got {expression!r}")
-    depth = 0
-    quote: str | None = None
-    for ch in expression:
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in ("'", '"', "`"):
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                break
-    if depth != 0 or quote:
-        raise ContractError(path, f"unbalanced parentheses or quotes in expression {expression!r}")
-    if ";" in expression:
-        raise ContractError(path, f"an expression may not contain ';', got {expression!r}")
+# --------------------------------------------------------------------------------------------- Spark SQL expressions
+# A derived or partition expression is checked before deploy the way Spark 3.5 would read it: a tokenizer and a
+# recursive-descent parser for Spark's expression grammar (operators, predicates, CASE, CAST, INTERVAL, lambdas and
+# the special call forms), every called function looked up in Spark's own function list below, every column
+# reference in the contract. No Spark at synth; `tests/runtime/test_contract_on_spark.py` compares this list with a
+# real local Spark 3.5.4 (the Glue 5.0 version) and runs every shipped contract's expressions there.
+# Generated by scripts/spark_functions.py:
+# Spark 3.5.4: SHOW SYSTEM FUNCTIONS, by ExpressionInfo group
+_SPARK_FUNCTIONS_ROW = """
+    abs acos acosh add_months aes_decrypt aes_encrypt aggregate and
+    array array_append array_compact array_contains array_distinct array_except array_insert array_intersect
+    array_join array_max array_min array_position array_prepend array_remove array_repeat array_size
+    array_sort array_union arrays_overlap arrays_zip ascii asin asinh assert_true
+    atan atan2 atanh base64 between bigint bin binary
+    bit_count bit_get bit_length bitmap_bit_position bitmap_bucket_number bitmap_count boolean bround
+    btrim cardinality case cast cbrt ceil ceiling char
+    char_length character_length chr coalesce concat concat_ws contains conv
+    convert_timezone cos cosh cot crc32 csc curdate current_catalog
+    current_database current_date current_schema current_timestamp current_timezone current_user date date_add
+    date_diff date_format date_from_unix_date date_part date_sub date_trunc dateadd datediff
+    datepart day dayofmonth dayofweek dayofyear decimal decode degrees
+    div double e element_at elt encode endswith equal_null
+    exists exp expm1 extract factorial filter find_in_set flatten
+    float floor forall format_number format_string from_csv from_json from_unixtime
+    from_utc_timestamp get get_json_object getbit greatest hash hex hll_sketch_estimate
+    hll_union hour hypot if ifnull ilike in initcap
+    input_file_block_length input_file_block_start input_file_name instr int isnan isnotnull isnull
+    java_method json_array_length json_object_keys json_tuple last_day lcase least left
+    len length levenshtein like ln localtimestamp locate log
+    log10 log1p log2 lower lpad ltrim luhn_check make_date
+    make_dt_interval make_interval make_timestamp make_timestamp_ltz make_timestamp_ntz make_ym_interval map map_concat
+    map_contains_key map_entries map_filter map_from_arrays map_from_entries map_keys map_values map_zip_with
+    mask md5 minute mod monotonically_increasing_id month months_between named_struct
+    nanvl negative next_day not now nullif nvl nvl2
+    octet_length or overlay parse_url pi pmod position positive
+    pow power printf quarter radians raise_error rand randn
+    random reduce reflect regexp regexp_count regexp_extract regexp_extract_all regexp_instr
+    regexp_like regexp_replace regexp_substr repeat replace reverse right rint
+    rlike round rpad rtrim schema_of_csv schema_of_json sec second
+    sentences sequence session_window sha sha1 sha2 shiftleft shiftright
+    shiftrightunsigned shuffle sign signum sin sinh size slice
+    smallint sort_array soundex space spark_partition_id split split_part sqrt
+    startswith str_to_map string struct substr substring substring_index tan
+    tanh timestamp timestamp_micros timestamp_millis timestamp_seconds tinyint to_binary to_char
+    to_csv to_date to_json to_number to_timestamp to_timestamp_ltz to_timestamp_ntz to_unix_timestamp
+    to_utc_timestamp to_varchar transform transform_keys transform_values translate trim trunc
+    try_add try_aes_decrypt try_divide try_element_at try_multiply try_subtract try_to_binary try_to_number
+    try_to_timestamp typeof ucase unbase64 unhex unix_date unix_micros unix_millis
+    unix_seconds unix_timestamp upper url_decode url_encode user uuid version
+    weekday weekofyear when width_bucket window window_time xpath xpath_boolean
+    xpath_double xpath_float xpath_int xpath_long xpath_number xpath_short xpath_string xxhash64
+    year zip_with
+"""
+_SPARK_FUNCTIONS_AGGREGATE = """
+    any any_value approx_count_distinct approx_percentile array_agg avg bit_and bit_or
+    bit_xor bitmap_construct_agg bitmap_or_agg bool_and bool_or collect_list collect_set corr
+    count count_if count_min_sketch covar_pop covar_samp every first first_value
+    grouping grouping_id histogram_numeric hll_sketch_agg hll_union_agg kurtosis last last_value
+    max max_by mean median min min_by mode percentile
+    percentile_approx regr_avgx regr_avgy regr_count regr_intercept regr_r2 regr_slope regr_sxx
+    regr_sxy regr_syy skewness some std stddev stddev_pop stddev_samp
+    sum try_avg try_sum var_pop var_samp variance
+"""
+_SPARK_FUNCTIONS_WINDOW = """
+    cume_dist dense_rank lag lead nth_value ntile percent_rank rank
+    row_number
+"""
+_SPARK_FUNCTIONS_GENERATOR = """
+    explode explode_outer inline inline_outer posexplode posexplode_outer sql_keywords stack
+"""
+_SPARK_FUNCTIONS_TABLE = """
+    range
+"""
 
-
-# Words of Spark SQL that are not column names; an identifier outside this set, outside quotes and not called as a
-# function must name a known column. A light check that catches typos early; Spark analyses the real thing.
-_SQL_WORDS = frozenset(
-    (
-        "and",
-        "or",
-        "not",
-        "null",
-        "true",
-        "false",
-        "is",
-        "in",
-        "like",
-        "rlike",
-        "ilike",
-        "between",
-        "case",
-        "when",
-        "then",
-        "else",
-        "end",
-        "cast",
-        "try_cast",
-        "as",
-        "distinct",
-        "interval",
-        "year",
-        "years",
-        "month",
-        "months",
-        "week",
-        "weeks",
-        "day",
-        "days",
-        "hour",
-        "hours",
-        "minute",
-        "minutes",
-        "second",
-        "seconds",
-        "string",
-        "int",
-        "integer",
-        "bigint",
-        "long",
-        "smallint",
-        "tinyint",
-        "double",
-        "float",
-        "real",
-        "boolean",
-        "date",
-        "timestamp",
-        "timestamp_ntz",
-        "decimal",
-        "numeric",
-        "varchar",
-        "char",
-        "binary",
+SPARK_FUNCTIONS: dict[str, frozenset[str]] = {
+    kind: frozenset(text.split())
+    for kind, text in (
+        ("row", _SPARK_FUNCTIONS_ROW),
+        ("aggregate", _SPARK_FUNCTIONS_AGGREGATE),
+        ("window", _SPARK_FUNCTIONS_WINDOW),
+        ("generator", _SPARK_FUNCTIONS_GENERATOR),
+        ("table", _SPARK_FUNCTIONS_TABLE),
     )
+}
+#: Keywords Spark reads as values without parentheses.
+_NILADIC = frozenset({"current_date", "current_timestamp", "current_user"})
+_SIMPLE_SQL_TYPES = frozenset(
+    "boolean tinyint byte smallint short int integer bigint long float real double date timestamp timestamp_ntz"
+    " timestamp_ltz string binary void".split()
 )
-_IDENT_RE = re.compile(
-    r"`([^`]*)`|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|([A-Za-z_][A-Za-z0-9_]*)(\s*\()?|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?[A-Za-z]*"
+_SIZED_SQL_TYPES = frozenset({"char", "character", "varchar"})
+_DECIMAL_SQL_TYPES = frozenset({"decimal", "dec", "numeric"})
+_INTERVAL_UNITS = frozenset(
+    "year years month months week weeks day days hour hours minute minutes second seconds millisecond milliseconds"
+    " microsecond microseconds".split()
 )
+_EXTRACT_FIELDS = frozenset(
+    "year years y yr yrs yearofweek month months mon mons week weeks w day days d dayofweek dow dayofweek_iso dow_iso"
+    " doy dayofyear hour hours h hr hrs minute minutes m min mins second seconds s sec secs quarter qtr epoch"
+    " millennium millennia century centuries decade decades millisecond milliseconds ms msec msecs microsecond"
+    " microseconds us usec usecs".split()
+)
+_COMPARISONS = frozenset({"=", "==", "<>", "!=", "<", "<=", ">", ">=", "<=>"})
+# value operators by binding strength, weakest first (Spark's valueExpression)
+_BINARY_LEVELS: tuple[frozenset[str], ...] = (
+    _COMPARISONS,
+    frozenset({"|"}),
+    frozenset({"^"}),
+    frozenset({"&"}),
+    frozenset({"+", "-", "||"}),
+    frozenset({"*", "/", "%", "div"}),
+)
+_TOKEN_RE = re.compile(
+    r"""(?P<space>\s+)
+    |(?P<comment>--|/\*)
+    |(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:bd|BD|Bd|bD|[lLsSyYdDfF])?(?![A-Za-z0-9_]))
+    |(?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+    |(?P<quoted>`(?:[^`]|``)*`)
+    |(?P<word>[A-Za-z_][A-Za-z0-9_]*|\d+[A-Za-z_][A-Za-z0-9_]*)
+    |(?P<op><=>|<>|!=|<=|>=|==|\|\||->|::|[=<>+\-*/%&|^~!(),.\[\]:;])""",
+    re.VERBOSE,
+)
+
+
+class _ParseError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # number, string, quoted, word, op, end
+    text: str
+    pos: int
+
+    @property
+    def word(self) -> str:
+        return self.text.lower() if self.kind == "word" else ""
+
+    def describe(self) -> str:
+        return "the end" if self.kind == "end" else f"{self.text!r} at position {self.pos}"
+
+
+def _tokens(expression: str) -> list[_Token]:
+    out: list[_Token] = []
+    pos = 0
+    while pos < len(expression):
+        match = _TOKEN_RE.match(expression, pos)
+        if match is None:
+            rest = expression[pos]
+            if rest in "'\"`":
+                raise _ParseError(f"unterminated string or quoted name starting at position {pos}")
+            raise _ParseError(f"unexpected {rest!r} at position {pos}")
+        kind = match.lastgroup or ""
+        if kind == "comment":
+            raise _ParseError(f"comments are not allowed in an expression (position {pos})")
+        if kind != "space":
+            out.append(_Token(kind, match.group(), pos))
+        pos = match.end()
+    out.append(_Token("end", "", len(expression)))
+    return out
+
+
+class _ExpressionChecker:
+    """Parses one expression; collects the column names it references (lower case) and rejects unknown functions
+    and types. Grammar after Spark 3.5's SqlBaseParser (booleanExpression, predicate, valueExpression,
+    primaryExpression), without subqueries, aggregates, windows and generators."""
+
+    def __init__(self, expression: str) -> None:
+        self.tokens = _tokens(expression)
+        self.i = 0
+        self.columns: set[str] = set()
+        self.lambda_vars: list[set[str]] = []
+
+    # -- helpers
+    @property
+    def tok(self) -> _Token:
+        return self.tokens[self.i]
+
+    def peek(self, ahead: int = 1) -> _Token:
+        return self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
+
+    def take(self) -> _Token:
+        tok = self.tok
+        self.i = min(self.i + 1, len(self.tokens) - 1)
+        return tok
+
+    def at(self, *texts: str) -> bool:
+        return self.tok.word in texts or (self.tok.kind == "op" and self.tok.text in texts)
+
+    def accept(self, *texts: str) -> bool:
+        if self.at(*texts):
+            self.take()
+            return True
+        return False
+
+    def expect(self, text: str) -> None:
+        if not self.accept(text):
+            raise _ParseError(f"expected {text!r}, found {self.tok.describe()}")
+
+    def check(self) -> set[str]:
+        self.expression()
+        if self.tok.kind != "end":
+            raise _ParseError(f"unexpected {self.tok.describe()}")
+        return self.columns
+
+    # -- booleanExpression
+    def expression(self) -> None:
+        self.and_expression()
+        while self.accept("or"):
+            self.and_expression()
+
+    def and_expression(self) -> None:
+        self.not_expression()
+        while self.accept("and"):
+            self.not_expression()
+
+    def not_expression(self) -> None:
+        if self.accept("not", "!"):
+            self.not_expression()
+            return
+        self.value(0)
+        self.predicate()
+
+    def predicate(self) -> None:
+        if self.accept("is"):
+            self.accept("not")
+            if self.accept("distinct"):
+                self.expect("from")
+                self.value(0)
+            elif not self.accept("null", "true", "false", "unknown"):
+                raise _ParseError(f"expected NULL, TRUE, FALSE, UNKNOWN or DISTINCT FROM after IS, found {self.tok.describe()}")
+            return
+        negated = self.accept("not")
+        if self.accept("between"):
+            self.value(0)
+            self.expect("and")
+            self.value(0)
+        elif self.accept("in"):
+            self.expect("(")
+            self.list_of(self.expression, ")")
+        elif self.accept("like", "ilike"):
+            if self.accept("any", "some", "all"):
+                self.expect("(")
+                self.list_of(self.expression, ")")
+            else:
+                self.value(0)
+                if self.accept("escape") and self.take().kind != "string":
+                    raise _ParseError("ESCAPE takes a string")
+        elif self.accept("rlike", "regexp"):
+            self.value(0)
+        elif negated:
+            raise _ParseError(f"expected BETWEEN, IN, LIKE or RLIKE after NOT, found {self.tok.describe()}")
+
+    def list_of(self, item: Any, close: str) -> None:
+        if self.at(close):
+            raise _ParseError(f"expected a value, found {self.tok.describe()}")
+        item()
+        while self.accept(","):
+            item()
+        self.expect(close)
+
+    # -- valueExpression
+    def value(self, level: int) -> None:
+        if level == len(_BINARY_LEVELS):
+            self.unary()
+            return
+        self.value(level + 1)
+        while self.at(*_BINARY_LEVELS[level]):
+            self.take()
+            self.value(level + 1)
+
+    def unary(self) -> None:
+        if self.accept("-", "+", "~"):
+            self.unary()
+            return
+        self.primary()
+        while True:
+            if self.accept("["):
+                self.expression()
+                self.expect("]")
+            elif self.at(".") and self.peek().kind in ("word", "quoted"):
+                self.take()
+                self.take()
+            else:
+                return
+
+    # -- primaryExpression
+    def primary(self) -> None:
+        tok = self.tok
+        if tok.kind == "end":
+            raise _ParseError("expected a value at the end of the expression")
+        if tok.kind == "number":
+            self.take()
+            return
+        if tok.kind == "string":
+            while self.tok.kind == "string":
+                self.take()
+            return
+        if tok.kind == "op" and tok.text == "(":
+            if self.lambda_ahead():
+                return
+            self.take()
+            if self.at("select", "with", "from"):
+                raise _ParseError(f"subqueries are not allowed (position {tok.pos})")
+            self.expression()
+            while self.accept(","):  # a struct literal (a, b) is valid Spark
+                self.expression()
+            self.expect(")")
+            return
+        if tok.kind == "quoted":
+            self.take()
+            self.reference(tok.text[1:-1].replace("``", "`"))
+            return
+        if tok.kind != "word":
+            raise _ParseError(f"expected a value at position {tok.pos}, found {tok.text!r}")
+        word = tok.word
+        nxt = self.peek()
+        if word in ("null", "true", "false"):
+            self.take()
+        elif word == "case":
+            self.case()
+        elif word in ("date", "timestamp", "timestamp_ntz", "timestamp_ltz", "x") and nxt.kind == "string":
+            self.take()
+            self.take()
+        elif word == "interval":
+            self.interval()
+        elif self.lambda_ahead():
+            pass
+        elif nxt.kind == "op" and nxt.text == "(":
+            self.call()
+        elif word in _NILADIC:
+            self.take()
+        else:
+            self.take()
+            self.reference(tok.text)
+
+    def reference(self, name: str) -> None:
+        lowered = name.lower()
+        if not any(lowered in scope for scope in self.lambda_vars):
+            self.columns.add(lowered)
+
+    def lambda_ahead(self) -> bool:
+        """A lambda `x -> ...` or `(x, y) -> ...` at the cursor: parse it and return True."""
+        names: list[str] = []
+        j = self.i
+        if self.tokens[j].kind == "word":
+            names, j = [self.tokens[j].word], j + 1
+        elif self.tokens[j].text == "(" and self.tokens[j].kind == "op":
+            j += 1
+            while self.tokens[j].kind == "word":
+                names.append(self.tokens[j].word)
+                j += 1
+                if self.tokens[j].text != ",":
+                    break
+                j += 1
+            if self.tokens[j].text != ")" or not names:
+                return False
+            j += 1
+        if not names or self.tokens[j].text != "->":
+            return False
+        self.i = j + 1
+        self.lambda_vars.append(set(names))
+        self.expression()
+        self.lambda_vars.pop()
+        return True
+
+    def case(self) -> None:
+        self.take()
+        if not self.at("when"):
+            self.expression()
+        if not self.at("when"):
+            raise _ParseError(f"expected 'when', found {self.tok.describe()}")
+        while self.accept("when"):
+            self.expression()
+            self.expect("then")
+            self.expression()
+        if self.accept("else"):
+            self.expression()
+        self.expect("end")
+
+    def interval(self) -> None:
+        self.take()
+        if self.tok.kind == "string" and self.peek().word not in _INTERVAL_UNITS:
+            self.take()  # INTERVAL '1 day 2 hours'
+            return
+        units = 0
+        while self.tok.kind in ("number", "string") or (self.at("-") and self.peek().kind == "number"):
+            self.accept("-")
+            self.take()
+            if self.tok.word not in _INTERVAL_UNITS:
+                raise _ParseError(f"expected an interval unit (day, hour, ...), found {self.tok.describe()}")
+            self.take()
+            units += 1
+            if self.accept("to"):
+                if self.tok.word not in _INTERVAL_UNITS:
+                    raise _ParseError(f"expected an interval unit after TO, found {self.tok.describe()}")
+                self.take()
+        if not units:
+            raise _ParseError(f"expected an interval value and unit, found {self.tok.describe()}")
+
+    def call(self) -> None:
+        name_tok = self.take()
+        name = name_tok.word
+        self.take()  # (
+        if name in ("cast", "try_cast"):
+            self.expression()
+            self.expect("as")
+            self.data_type()
+            self.expect(")")
+            return
+        if name in ("extract", "date_part") and self.tok.kind == "word" and self.peek().word == "from":
+            if self.tok.word not in _EXTRACT_FIELDS:
+                raise _ParseError(f"unknown field {self.tok.text!r} to extract")
+            self.take()
+            self.take()
+            self.expression()
+            self.expect(")")
+            return
+        if name == "position" and self.special_args(("in",)):
+            return
+        if name in ("substring", "substr") and self.special_args(("from", "for")):
+            return
+        if name == "overlay" and self.special_args(("placing", "from", "for")):
+            return
+        if name == "trim" and (self.at("both", "leading", "trailing") or self.trim_from_ahead()):
+            self.accept("both", "leading", "trailing")
+            if not self.at("from"):
+                self.value(0)
+            self.expect("from")
+            self.value(0)
+            self.expect(")")
+            return
+        for kind in ("aggregate", "window", "generator", "table"):
+            if name in SPARK_FUNCTIONS[kind]:
+                raise _ParseError(f"{kind} function {name!r} is not allowed in a row-level expression")
+        if name not in SPARK_FUNCTIONS["row"]:
+            raise _ParseError(f"unknown function {name_tok.text!r} (not a Spark 3.5 built-in function)")
+        if self.accept(")"):
+            return
+        self.accept("distinct", "all")
+        self.list_of(self.expression, ")")
+        if self.at("over", "filter", "within") or (self.at("ignore", "respect") and self.peek().word == "nulls"):
+            raise _ParseError(f"window and aggregate clauses are not allowed in a row-level expression ({self.tok.describe()})")
+
+    def trim_from_ahead(self) -> bool:
+        depth, j = 0, self.i
+        while self.tokens[j].kind != "end":
+            text = self.tokens[j].text
+            if text == "(":
+                depth += 1
+            elif text == ")":
+                if depth == 0:
+                    return False
+                depth -= 1
+            elif depth == 0 and self.tokens[j].word == "from":
+                return True
+            j += 1
+        return False
+
+    def special_args(self, words: tuple[str, ...]) -> bool:
+        """`f(a IN b)`, `f(a FROM b FOR c)`...: parse when the first argument is followed by words[0]."""
+        start = self.i
+        self.value(0)
+        if not self.at(words[0]):
+            self.i = start
+            return False
+        for word in words:
+            if self.accept(word):
+                self.value(0)
+        self.expect(")")
+        return True
+
+    def data_type(self) -> None:
+        tok = self.take()
+        name = tok.word
+        if name in ("array", "map", "struct") and self.accept("<"):
+            if name == "struct":
+                while True:
+                    if self.take().kind not in ("word", "quoted"):
+                        raise _ParseError("expected a field name in struct<...>")
+                    self.accept(":")
+                    self.data_type()
+                    if not self.accept(","):
+                        break
+            else:
+                self.data_type()
+                if name == "map":
+                    self.expect(",")
+                    self.data_type()
+            self.expect(">")
+            return
+        if name == "interval":
+            while self.tok.word in _INTERVAL_UNITS or self.at("to"):
+                self.take()
+            return
+        if name in _SIMPLE_SQL_TYPES:
+            return
+        if name in _SIZED_SQL_TYPES or name in _DECIMAL_SQL_TYPES:
+            if self.accept("("):
+                self.list_of(self.integer, ")")
+            elif name in _SIZED_SQL_TYPES:
+                raise _ParseError(f"{name} needs a length, e.g. {name}(10)")
+            return
+        raise _ParseError(f"unknown type {tok.text!r} in CAST")
+
+    def integer(self) -> None:
+        if not (self.tok.kind == "number" and self.tok.text.isdigit()):
+            raise _ParseError(f"expected a whole number, found {self.tok.describe()}")
+        self.take()
 
 
 def expression_columns(expression: str) -> set[str]:
-    """Identifiers in a Spark SQL expression that look like column references (lower-cased)."""
-    names: set[str] = set()
-    for match in _IDENT_RE.finditer(expression):
-        quoted, word, call = match.group(1), match.group(2), match.group(3)
-        if quoted is not None:
-            names.add(quoted.lower())
-        elif word is not None and call is None and word.lower() not in _SQL_WORDS:
-            names.add(word.lower())
-    return names
+    """The column names a Spark SQL expression references (lower case); raises ValueError when it does not parse,
+    calls an unknown function or one that is not row-level."""
+    try:
+        return _ExpressionChecker(expression).check()
+    except _ParseError as exc:
+        raise ValueError(str(exc)) from None
 
 
-def _check_references(expression: str, known: set[str], path: str) -> None:
-    unknown = sorted(expression_columns(expression) - known)
+def _check_expression(expression: Any, known: set[str], path: str) -> None:
+    if not isinstance(expression, str) or not expression.strip():
+        raise ContractError(path, f"expected a Spark SQL expression, got {expression!r}")
+    try:
+        columns = _ExpressionChecker(expression).check()
+    except _ParseError as exc:
+        message = str(exc)
+        if not message.startswith(("unknown function", "unknown type", "aggregate", "window", "generator", "table", "comments")):
+            message = f"does not parse: {message}"
+        raise ContractError(path, f"{message}, in {expression!r}") from None
+    unknown = sorted(columns - known)
     if unknown:
         raise ContractError(path, f"unknown column {unknown[0]!r} in expression {expression!r}")
+
+
+# --------------------------------------------------------------------------------------------- regular expressions
+_PYTHON_ONLY_REGEX: tuple[tuple[str, str], ...] = (
+    (r"\(\?P<", "(?P<name>...) is Python-only; Java writes (?<name>...)"),
+    (r"\(\?P=", "(?P=name) is Python-only; Java writes \\k<name>"),
+    (r"\(\?P>", "(?P>name) is not understood by Java"),
+    (r"\(\?#", "comment groups (?#...) are Python-only"),
+    (r"\(\?\(", "conditional groups (?(id)yes|no) are Python-only"),
+    (r"(?<!\\)\{,\d", "{,n} is Python-only; Java writes {0,n}"),
+)
+_JAVA_FLAGS = frozenset("idmsuxU")
+# Java-only escapes, replaced by something Python reads the same way structurally before Python compiles the rest.
+_JAVA_ONLY_ESCAPES = re.compile(
+    r"\\[pP]\{[A-Za-z0-9_=]+\}|\\[pP][A-Za-z]|\\[hHvRXzGe]|\\x\{[0-9a-fA-F]+\}|\\c[A-Za-z]|\\k<([A-Za-z][A-Za-z0-9]*)>"
+)
+_JAVA_QUOTE = re.compile(r"\\Q(.*?)(?:\\E|$)", re.DOTALL)
+
+
+def _check_pattern(pattern: str, path: str) -> None:
+    """A check's pattern runs in Spark as Java `rlike`: reject what Java does not read the same way as Python, then
+    check the structure with Python's compiler (after mapping Java-only escapes such as \\p{Lu} and \\k<name>)."""
+    for needle, message in _PYTHON_ONLY_REGEX:
+        found = re.search(needle, pattern)
+        if found and not _escaped(pattern, found.start()):
+            raise ContractError(path, f"{message}; the pattern runs in Spark with Java's rules, got {pattern!r}")
+    for flags in re.finditer(r"\(\?([a-zA-Z]+)(?:-[a-zA-Z]+)?[:)]", pattern):
+        bad = sorted(set(flags.group(1)) - _JAVA_FLAGS)
+        if bad and not _escaped(pattern, flags.start()):
+            raise ContractError(path, f"flag {bad[0]!r} is Python-only (Java knows {''.join(sorted(_JAVA_FLAGS))}), got {pattern!r}")
+    translated = _JAVA_QUOTE.sub(lambda m: re.escape(m.group(1)), pattern)
+    translated = _JAVA_ONLY_ESCAPES.sub(lambda m: f"(?P={m.group(1)})" if m.group(1) else "x", translated)
+    translated = re.sub(r"\(\?<([A-Za-z][A-Za-z0-9]*)>", r"(?P<\1>", translated)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nested sets and set operations: valid Java, a FutureWarning in Python
+            re.compile(translated)
+    except re.error as exc:
+        raise ContractError(path, f"invalid regular expression {pattern!r}: {exc}") from exc
+
+
+def _escaped(text: str, index: int) -> bool:
+    backslashes = 0
+    while index - backslashes - 1 >= 0 and text[index - backslashes - 1] == "\\":
+        backslashes += 1
+    return backslashes % 2 == 1
 
 
 def _validate(contract: DatasetContract) -> None:
@@ -644,7 +1146,8 @@ def _validate(contract: DatasetContract) -> None:
         _check_name(der.name, f"{path}.name")
         claim(der.name, f"{path}.name")
         normalize_type(der.type, f"{path}.type")
-        _check_expression(der.expression, f"{path}.expression")
+        if not isinstance(der.nullable, bool):
+            raise ContractError(f"{path}.nullable", f"expected true or false, got {der.nullable!r}")
     part = contract.partition
     if not isinstance(part, DerivedColumn):
         raise ContractError("partition", f"expected a DerivedColumn, got {part!r}")
@@ -653,15 +1156,14 @@ def _validate(contract: DatasetContract) -> None:
     normalize_type(part.type, "partition.type")
     if part.type in ("double", "timestamp"):
         raise ContractError("partition.type", f"partitioning by a {part.type} makes one directory per value")
-    _check_expression(part.expression, "partition.expression")
 
     source = {c.name: c for c in contract.columns}
     derived_names = {d.name for d in contract.derived}
     known = set(source)
     for i, der in enumerate(contract.derived):
-        _check_references(der.expression, known, f"derived[{i}].expression")
+        _check_expression(der.expression, known, f"derived[{i}].expression")
         known.add(der.name)  # a derived column may use the ones before it
-    _check_references(part.expression, known, "partition.expression")
+    _check_expression(part.expression, known, "partition.expression")
     if not contract.natural_key:
         raise ContractError("natural_key", "a natural key needs at least one column")
     if len(set(contract.natural_key)) != len(contract.natural_key):

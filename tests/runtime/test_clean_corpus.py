@@ -365,3 +365,84 @@ def test_a_file_read_in_many_splits_loses_no_line_and_keeps_input_order(spark, r
     assert result.ok and not quarantine
     assert result.rows_in == 600 and result.rows_out == 599 and result.duplicates_dropped == 1
     assert curated[0]["transaction_id"] == "TX-0000000001" and curated[0]["store_id"] == "S009"
+
+
+# ------------------------------------------------------------------------------------ issue 16: real exports
+def test_quoted_values_with_line_breaks_load_as_one_record(run, conserved, header, make_row):
+    """RFC 4180: a quoted value may hold line breaks (a blank line too); the record loads whole, and a stray quote
+    that no later line closes within MAX_RECORD_LINES is one malformed line."""
+    text = (
+        header
+        + ",note\n"
+        + make_row(1)
+        + ',"first line\nsecond, with a comma\n\nand ""quoted"" text"\n'
+        + make_row(2)
+        + ",plain\n"
+        + make_row(3, sku='"SKU-3"')
+        + ',"a\nb"\n'
+        + make_row(4)
+        + ',"never closed\n'
+    )
+    result = run({"a.csv": text})
+    curated, quarantine = conserved(result)
+    assert [c["transaction_id"] for c in curated] == ["TX-0000000001", "TX-0000000002", "TX-0000000003"]
+    assert result.rows_in == 4 and only_reason(quarantine) == [["malformed_row"]]
+    assert quarantine[0]["line_number"] == 9 and quarantine[0]["raw_line"].endswith('"never closed')
+
+
+def test_a_record_with_line_breaks_is_stitched_across_splits(spark, run, conserved, header, make_row):
+    rows = [make_row(i) + ",x" for i in range(1, 300)]
+    rows[150] = make_row(151) + ',"' + "\n".join(f"note line {k}" for k in range(40)) + '"'
+    rows.append(make_row(300, quantity="zero") + ",x")
+    text = header + ",note\n" + "\n".join(rows) + "\n"
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "4096")
+    try:
+        result = run({"a.csv": text}, ratio=0.5)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    curated, quarantine = conserved(result)
+    assert result.rows_in == 300 and result.rows_out == 299
+    assert [(q["line_number"], q["reasons"]) for q in quarantine] == [(300 + 40, ["cast_failed:quantity"])]
+    assert text.splitlines()[quarantine[0]["line_number"] - 1] == quarantine[0]["raw_line"]
+
+
+def test_quoted_values_keep_their_spaces_unquoted_values_are_trimmed(run, conserved, header, make_row):
+    result = run(
+        {
+            "a.csv": lines(
+                make_row(1, store_id='" S001 "'),
+                make_row(2, store_id="  S002  ", sku='"SKU-2"'),
+                make_row(3, store_id="  S003 "),
+                header=header,
+            )
+        }
+    )
+    curated, quarantine = conserved(result)
+    assert [(c["transaction_id"], c["store_id"]) for c in curated] == [("TX-0000000002", "S002"), ("TX-0000000003", "S003")]
+    assert only_reason(quarantine) == [["check_pattern:store_id"]]
+    assert quarantine[0]["raw_values"]["store_id"] == " S001 "
+
+
+def test_a_quarantined_line_keeps_its_line_number_and_exact_bytes(run, conserved, header, make_row):
+    import base64
+
+    bad = make_row(3, sku="SKU-\xff\xfe").encode("latin-1")
+    content = lines(make_row(1), "", make_row(2, quantity="x"), header=header).encode() + bad + b"\n"
+    result = run({"a.csv": content}, ratio=0.9)
+    _, quarantine = conserved(result)
+    assert [q["line_number"] for q in quarantine] == [4, 5]
+    assert quarantine[0]["raw_line_base64"] is None
+    assert base64.b64decode(quarantine[1]["raw_line_base64"]) == bad
+
+
+def test_each_partition_value_is_one_file_even_when_read_in_many_splits(spark, run, conserved, header, make_row):
+    days = [f"2024-05-{d:02d}T10:00:00Z" for d in range(1, 8)]
+    text = lines(*[make_row(i, sold_at=days[i % 7]) for i in range(1, 700)], header=header)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "8192")
+    try:
+        result = run({"a.csv": text})
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    conserved(result)
+    files = sorted(p.parent.name for p in Path(result.curated_path).rglob("*.parquet"))
+    assert files == [f"sale_date=2024-05-{d:02d}" for d in range(1, 8)]

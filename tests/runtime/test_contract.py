@@ -114,7 +114,7 @@ def test_constructor_validates_too():
         ("partition.type", "varchar", r"^partition\.type: unsupported type 'varchar'"),
         ("partition.name", "qty", r"^partition\.name: duplicate column name 'qty'"),
         ("derived.0.expression", "qty * prise", r"^derived\[0\]\.expression: unknown column 'prise'"),
-        ("derived.0.expression", "(qty * price", r"^derived\[0\]\.expression: unbalanced parentheses"),
+        ("derived.0.expression", "(qty * price", r"^derived\[0\]\.expression: does not parse: expected '\)', found the end"),
         ("dedup_order_by", ["at sideways"], r"^dedup_order_by\[0\]: expected '<column> asc\|desc'"),
         ("dedup_order_by", ["when desc"], r"^dedup_order_by\[0\]: unknown column 'when'"),
         ("columns.1.checks.min", 20, r"^columns\[1\]\.checks\.min: min 20 is greater than max 10"),
@@ -160,3 +160,158 @@ def test_contract_module_imports_only_the_standard_library():
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
     }
     assert top_level <= set(sys.stdlib_module_names) | {"__future__"}, top_level
+
+
+# ------------------------------------------------------------------------------------ Spark SQL expressions (issue 12)
+#: Valid Spark 3.5 SQL over base()'s columns (id string, qty int, price decimal, at timestamp). The Spark-marked test
+#: in test_contract_on_spark.py runs each of them on a real SparkSession, so this list cannot drift from Spark.
+VALID_EXPRESSIONS = [
+    "qty * price",
+    "qty div 2",
+    "qty % 3 = 0 or qty <> 4",
+    "-qty + ~qty",
+    "case when qty > 1 then price else 0 end",
+    "case qty when 1 then 'one' when 2 then 'two' end",
+    "cast(at as date)",
+    "try_cast(id AS decimal(12, 2))",
+    "cast(qty as varchar(10))",
+    "date_format(at, 'yyyy-MM')",
+    "coalesce(price, 0BD) * qty",
+    "price is not null and qty between 1 and 5",
+    "not (qty in (1, 2)) and qty not between 7 and 8",
+    "id like 'TX-%' or id rlike '^[0-9]+$' or id not ilike 'x%'",
+    "at + interval 1 day",
+    "at - INTERVAL '2' HOUR",
+    "transform(array(qty, 2), x -> x + 1)[0]",
+    "aggregate(array(qty), 0, (acc, x) -> acc + x)",
+    "to_date(at)",
+    "current_date()",
+    "current_timestamp",
+    "concat('a', \"b\", id)",
+    "extract(year FROM at)",
+    "trim(BOTH ' ' FROM id)",
+    "substring(id FROM 1 FOR 2)",
+    "position('x' IN id)",
+    "price <=> null",
+    "1.5e3D + 10L + 2S + 1Y + 1.5BD",
+    "`qty` * 2",
+    "if(qty > 1, true, false) is true",
+    "DATE '2024-01-01' < to_date(at)",
+    "qty & 1 | 2 ^ 3",
+    "named_struct('a', qty).a",
+    "upper(id) || lower(id)",
+    "xxhash64(id)",
+    "!(qty > 1)",
+]
+
+
+@pytest.mark.parametrize("expression", VALID_EXPRESSIONS)
+def test_valid_spark_sql_is_accepted(expression):
+    contract = DatasetContract.from_dict(with_change("derived.0.expression", expression))
+    assert contract.derived[0].expression == expression
+
+
+#: (expression, message) pairs that Spark rejects at analysis or parsing; the checker rejects them before deploy.
+INVALID_EXPRESSIONS = [
+    ("qty * * price", r"does not parse: expected a value at position 6, found '\*'"),
+    ("qty +", r"does not parse: expected a value at the end"),
+    ("qty price", r"does not parse: unexpected 'price' at position 4"),
+    ("qty * nosuchfn(price)", r"unknown function 'nosuchfn'"),
+    ("sum(qty)", r"aggregate function 'sum' is not allowed in a row-level expression"),
+    ("row_number()", r"window function 'row_number' is not allowed"),
+    ("explode(array(qty))", r"generator function 'explode' is not allowed"),
+    ("cast(qty as varchar2)", r"unknown type 'varchar2'"),
+    ("(select 1)", r"does not parse"),
+    ("qty::int", r"does not parse"),
+    ("qty -- a comment", r"comments are not allowed"),
+    ("qty /* a comment */", r"comments are not allowed"),
+    ("transform(array(qty), x -> y)", r"unknown column 'y'"),
+    ("'unterminated", r"does not parse: unterminated string"),
+    ("case when qty > 1 then 1", r"does not parse: expected 'end'"),
+    ("qty in ()", r"does not parse"),
+    ("qty; drop table t", r"does not parse: unexpected ';'"),
+]
+
+
+@pytest.mark.parametrize(("expression", "message"), INVALID_EXPRESSIONS)
+def test_invalid_spark_sql_is_rejected_with_the_field_path(expression, message):
+    with pytest.raises(ContractError, match=r"^derived\[0\]\.expression: .*" + message):
+        DatasetContract.from_dict(with_change("derived.0.expression", expression))
+
+
+def test_the_partition_expression_is_checked_too():
+    with pytest.raises(ContractError, match=r"^partition\.expression: unknown function 'to_daet'"):
+        DatasetContract.from_dict(with_change("partition.expression", "to_daet(at)"))
+
+
+def test_function_names_are_case_insensitive_and_columns_too():
+    contract = DatasetContract.from_dict(with_change("derived.0.expression", "TO_DATE(AT) IS NOT NULL AND QTY > 0"))
+    assert contract.derived[0].expression.startswith("TO_DATE")
+
+
+# ------------------------------------------------------------------------------------ regular expressions (issue 12)
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        (r"^(?P<code>[A-Z]+)$", r"\(\?P<name>\.\.\.\) is Python-only; Java writes \(\?<name>\.\.\.\)"),
+        (r"^(?P<c>a)(?P=c)$", r"Python-only"),
+        (r"^(?#comment)a$", r"comment groups \(\?#\.\.\.\) are Python-only"),
+        (r"^(a)?(?(1)b|c)$", r"conditional groups .* are Python-only"),
+        (r"^a{,3}$", r"\{,n\} is Python-only; Java writes \{0,n\}"),
+        (r"^(?a)[a-z]+$", r"flag 'a' is Python-only"),
+        (r"^[a-z", r"invalid regular expression"),
+    ],
+)
+def test_python_only_or_broken_regexes_are_rejected(pattern, message):
+    with pytest.raises(ContractError, match=r"^columns\[0\]\.checks\.pattern: .*" + message):
+        DatasetContract.from_dict(with_change("columns.0.checks", {"pattern": pattern}))
+
+
+@pytest.mark.parametrize("pattern", [r"^\p{Lu}+$", r"^(?<code>[A-Z]+)-\k<code>$", r"^\QTX-\E[0-9]{10}\z", r"^a++b$", r"^(?>ab)c$"])
+def test_java_regex_syntax_is_accepted(pattern):
+    DatasetContract.from_dict(with_change("columns.0.checks", {"pattern": pattern}))
+
+
+# ------------------------------------------------------------------------------------ YAML dates (issue 16)
+def test_unquoted_yaml_dates_and_timestamps_are_accepted_and_serialised(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: sales\n"
+        "columns:\n"
+        "  - {name: id, type: string, nullable: false}\n"
+        "  - {name: day, type: date, nullable: false, checks: {min: 1992-01-01, max: 1998-12-31, allowed_values: [1995-03-15, 1996-01-02]}}\n"
+        "  - {name: at, type: timestamp, nullable: false, checks: {min: 2000-01-01T00:00:00, max: 2030-01-01 12:00:00Z}}\n"
+        "natural_key: [id]\n"
+        "partition: {name: part_day, type: date, expression: to_date(at)}\n"
+    )
+    contract = DatasetContract.from_file(path)
+    data = json.loads(contract.to_json())
+    assert data["columns"][1]["checks"] == {"min": "1992-01-01", "max": "1998-12-31", "allowed_values": ["1995-03-15", "1996-01-02"]}
+    assert data["columns"][2]["checks"] == {"min": "2000-01-01T00:00:00", "max": "2030-01-01T12:00:00+00:00"}
+    assert DatasetContract.from_json(contract.to_json()) == contract
+
+
+def test_a_yaml_date_on_a_number_column_is_rejected_with_the_path():
+    with pytest.raises(ContractError, match=r"^columns\[1\]\.checks\.min: expected a finite number for a int column, got '1992-01-01'"):
+        DatasetContract.from_dict(with_change("columns.1.checks", {"min": __import__("datetime").date(1992, 1, 1)}))
+
+
+# ------------------------------------------------------------------------------------ derived nullability (issue 12)
+def test_derived_columns_are_not_nullable_unless_declared():
+    contract = DatasetContract.from_dict(base())
+    assert contract.derived[0].nullable is False
+    data = with_change("derived.0.nullable", True)
+    nullable = DatasetContract.from_dict(data)
+    assert nullable.derived[0].nullable is True
+    assert DatasetContract.from_json(nullable.to_json()) == nullable
+    with pytest.raises(ContractError, match=r"^derived\[0\]\.nullable: expected true or false, got 'yes'"):
+        DatasetContract.from_dict(with_change("derived.0.nullable", "yes"))
+
+
+def test_shipped_contracts_all_validate():
+    from pathlib import Path
+
+    shipped = sorted((Path(__file__).resolve().parents[2] / "contracts").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        DatasetContract.from_file(path)

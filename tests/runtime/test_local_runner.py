@@ -80,3 +80,45 @@ def test_a_bad_contract_exits_2_naming_the_field(tmp_path, header):
     )
     done = _cli("clean", "--contract", str(bad), "--input", str(bad), "--output", str(tmp_path))
     assert done.returncode == 2 and "columns[0].type: unsupported type 'varchar'" in done.stderr
+
+
+def _retail_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = (ROOT / "contracts" / "retail_sales.yaml").read_text()
+    assert old in text
+    path = tmp_path / "contract.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("expression: quantity * unit_price - discount", "expression: quantity * * unit_price", "derived[0].expression: does not parse"),
+        (
+            "expression: quantity * unit_price - discount",
+            "expression: quantity * unit_prise",
+            "derived[0].expression: unknown column 'unit_prise'",
+        ),
+        ("expression: to_date(sold_at)", "expression: to_datum(sold_at)", "partition.expression: unknown function 'to_datum'"),
+        ('pattern: "^TX-[0-9]{10}$"', 'pattern: "^(?P<tx>TX)-[0-9]{10}$"', "columns[0].checks.pattern: (?P<name>...) is Python-only"),
+        ("name: retail_sales", "name: [retail_sales]", "name: expected a string"),
+    ],
+    ids=["not-parsing", "unknown-column", "unknown-function", "python-regex", "wrong-type"],
+)
+def test_validate_exits_2_with_the_field_path_and_no_traceback(tmp_path, old, new, message):
+    done = _cli("validate", "--contract", str(_retail_with(tmp_path, old, new)))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_validate_accepts_unquoted_yaml_dates(tmp_path):
+    contract = _retail_with(tmp_path, 'min: "2000-01-01T00:00:00"', "min: 2000-01-01T00:00:00")
+    done = _cli("validate", "--contract", str(contract))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["columns"][7]["checks"] == {"min": "2000-01-01T00:00:00"}
+
+
+def test_validate_of_a_missing_file_exits_2(tmp_path):
+    done = _cli("validate", "--contract", str(tmp_path / "nope.yaml"))
+    assert done.returncode == 2 and "cannot read contract file" in done.stderr and "Traceback" not in done.stderr

@@ -13,8 +13,11 @@ Rules (the README documents them from here):
   files are read decompressed, like Spark does.
 - Rows. Lines are split on commas; a line holding a double quote is parsed as CSV instead (quotes, quoted commas,
   doubled quotes; spaces or tabs around a quoted value are ignored; a quote inside an unquoted value or text after
-  a closing quote makes the line malformed). Blank lines (empty or spaces only) are not rows.
-  Values are trimmed of spaces; an empty value is null. A row goes to quarantine with every reason that applies:
+  a closing quote makes the line malformed). A quoted value may hold line breaks (RFC 4180): the lines from one
+  with an odd number of quotes to the next such line, within MAX_RECORD_LINES, are one record (its line breaks read
+  as \n). Blank lines (empty or spaces only) outside quoted values are not rows.
+  Unquoted values are trimmed of spaces; quoted values are kept as they are (the quotes say the spaces are data);
+  an empty value is null. A row goes to quarantine with every reason that applies:
   `malformed_row` (wrong field count, unterminated or stray quote), `invalid_utf8` (a value holds U+FFFD, which is what
   undecodable bytes become, so a literal U+FFFD is quarantined too), `null_in_required:<col>`, `cast_failed:<col>`
   (strict text forms: integers are an optional sign and digits, decimals plain ASCII numbers without exponent and
@@ -25,18 +28,21 @@ Rules (the README documents them from here):
   `dedup_order_by` wins, ties going to the row last in the input (last file in the order given, last line).
 - Output. Curated: `<curated_root>/run_id=<id>/<partition>=<value>/part-*.snappy.parquet`, columns in
   `contract.output_columns()` order, timestamps as INT64 micros; quarantine:
-  `<quarantine_root>/run_id=<id>/rows/part-*.json` (JSON lines: run_id, source_uri, reasons, raw_line (the line
-  as read), raw_values).
+  `<quarantine_root>/run_id=<id>/rows/part-*.json` (JSON lines: run_id, source_uri, line_number (the record's
+  first line, the header is line 1), reasons, raw_line (the record as read), raw_line_base64 (its exact bytes,
+  only when they are not valid UTF-8), raw_values). The curated rows are repartitioned by the partition value
+  below ONE_FILE_PER_VALUE_MAX_ROWS rows, so each value is one file.
   Both run directories are replaced on a re-run, so running the same input again does not duplicate anything.
 - Conservation. rows_in = rows_out + rows_quarantined + duplicates_dropped, where rows_in is counted on the
-  parsed input, rows_out read back from the written Parquet footers, rows_quarantined and duplicates_dropped
-  observed while writing. A failed equation, a rejected file or a quarantine ratio above the limit fail the run.
+  parsed records, rows_out, rows_quarantined and duplicates_dropped observed on the plans while they are written
+  (no read-back). A failed equation, a rejected file or a quarantine ratio above the limit fail the run.
 
 Cost: the lines are split (or parsed) and checked once into a cache (reasons as bits, and a stage boundary
 between reading and checking, so the generated code stays under the JVM's JIT limit). The first action builds the
-cache, counts rows and counts rows per 64-bit hash of the natural key (a shuffle of one long per row); the second
-writes the quarantine and counts its reasons; the third writes the curated rows: only the rows of hashes that
-repeat are ranked, and the ids of the rows that lose are broadcast to the write, which drops them.
+cache and counts rows per 64-bit hash of the natural key (a shuffle of one long per row); when lines open quoted
+values that span lines, only their lines are read again and stitched; the second action counts the rows, writes
+the quarantine and counts its reasons; the third writes the curated rows: only the rows of hashes that repeat are
+ranked, and the ids of the rows that lose are broadcast to the write, which drops them.
 """
 
 from __future__ import annotations
@@ -84,6 +90,8 @@ FILE_INDEX = "_file_index"
 ROW_ID = "_row_id"
 RAW = "_raw"
 RAW_LINE = "_raw_line"
+SKIP = "_skip"
+ODD = "_odd"
 _RAW_PREFIX = "_raw__"
 _INVALID_UTF8 = "\ufffd"
 _ROW_IN_PARTITION = (1 << 33) - 1  # monotonically_increasing_id: the low 33 bits count rows within a partition
@@ -256,17 +264,26 @@ def inspect_header(contract: DatasetContract, uri: str, head: bytes) -> FileHead
 
 
 def read_source(spark: SparkSession, contract: DatasetContract, header: FileHeader, file_index: int) -> DataFrame:
-    """Read one accepted file's data lines as strings: one `_raw__<col>` per contract column (trimmed, '' -> null),
-    `_malformed` (wrong field count, unterminated or stray quote), the line itself, the file's index in the run and a row id
-    in file order.
+    """Read one accepted file's lines as strings: one `_raw__<col>` per contract column ('' -> null), `_malformed`
+    (wrong field count, unterminated or stray quote), the line itself, the file's index in the run, a row id in
+    file order, `_skip` (the header line and blank lines: not rows) and `_odd` (the line holds an odd number of
+    quotes: it opens or closes a quoted value that spans lines, see `_stitch_records`).
+
+    Every physical line is a row here (skipped ones flagged), so that the row id's low bits count the lines of its
+    split, which gives line numbers and the lines of a record that spans splits.
 
     Lines are read as text and split on commas; only lines holding a quote character are parsed as quoted CSV,
     with regular expressions (`_QUOTED_LINE_RE`). Both stay inside Spark's generated code: Spark's own CSV
     expression (`from_csv`) has none, and merely having it in the projection took the whole projection out of
     the generated stage, even though it ran on no line of the benchmark: reading and checking 5 million lines
     took 13.0 s with it and 11.9 s without."""
-    n = len(header.columns)
-    numbered = spark.read.text(header.uri).select(
+    return _parse_lines(_read_lines(spark, header.uri), contract, header, file_index)
+
+
+def _read_lines(spark: SparkSession, uri: str) -> DataFrame:
+    """A file's physical lines: the text (Spark keeps the bytes as they were, whatever their encoding), the row id,
+    `_skip` and `_odd`."""
+    numbered = spark.read.text(uri).select(
         F.col("value").alias(RAW_LINE),
         F.monotonically_increasing_id().alias(ROW_ID),
         F.input_file_block_start().alias("_block_start"),
@@ -274,12 +291,21 @@ def read_source(spark: SparkSession, contract: DatasetContract, header: FileHead
     # The header is the first line of the file's first split. A split that starts the file always opens its own
     # partition (it is the largest split, or the only one), and the row id counts rows within the partition.
     is_header = (F.col("_block_start") == 0) & (F.col(ROW_ID).bitwiseAND(_ROW_IN_PARTITION) == 0)
-    lines = numbered.filter(~is_header & (F.trim(F.col(RAW_LINE)) != ""))
+    line = F.col(RAW_LINE)
+    odd = ((F.length(line) - F.length(F.translate(line, '"', ""))) % 2) == 1
+    return numbered.select(line, F.col(ROW_ID), (is_header | (F.trim(line) == "")).alias(SKIP), odd.alias(ODD))
+
+
+def _parse_lines(lines: DataFrame, contract: DatasetContract, header: FileHeader, file_index: int) -> DataFrame:
+    """Split (or parse) `_read_lines`' rows (or stitched records) against the file's header."""
+    n = len(header.columns)
     quoted = F.col(RAW_LINE).contains('"')
     # Split (or parse) in a projection of its own, so each runs once per line (not once per field).
     tokens = lines.select(
         F.col(RAW_LINE),
         F.col(ROW_ID),
+        F.col(SKIP),
+        F.col(ODD),
         quoted.alias("_quoted"),
         F.when(quoted, _quoted_fields(F.col(RAW_LINE))).otherwise(F.split(F.col(RAW_LINE), ",")).alias("_fields"),
     )
@@ -288,28 +314,39 @@ def read_source(spark: SparkSession, contract: DatasetContract, header: FileHead
     cols = []
     for col in contract.columns:
         if col.name in position:
-            cols.append(F.trim(fields[position[col.name]]).alias(_RAW_PREFIX + col.name))
+            value = fields[position[col.name]]
+            # Unquoted values are trimmed of spaces; a quoted value is kept as it is (_quoted_fields trims only
+            # unquoted fields of a quoted line).
+            cols.append(F.when(F.col("_quoted"), value).otherwise(F.trim(value)).alias(_RAW_PREFIX + col.name))
         else:
             cols.append(F.lit(None).cast("string").alias(_RAW_PREFIX + col.name))
     malformed = (F.size(fields) != n) | (F.col("_quoted") & ~F.col(RAW_LINE).rlike(_QUOTED_LINE_RE))
-    trimmed = tokens.select(*cols, malformed.alias(MALFORMED), F.col(RAW_LINE), F.col(ROW_ID))
+    trimmed = tokens.select(*cols, malformed.alias(MALFORMED), F.col(RAW_LINE), F.col(ROW_ID), F.col(SKIP), F.col(ODD))
     return trimmed.select(
         *[F.when(F.col(_RAW_PREFIX + c.name) != "", F.col(_RAW_PREFIX + c.name)).alias(_RAW_PREFIX + c.name) for c in contract.columns],
         F.col(MALFORMED),
         F.col(RAW_LINE),
         F.lit(file_index).alias(FILE_INDEX),
         F.col(ROW_ID),
+        F.col(SKIP),
+        F.col(ODD),
     )
+
+
+#: One field of a quoted line after the fields were joined with NUL: a quoted value (group 1: its text, quotes and
+#: the spaces or tabs around them dropped) or an unquoted one (group 2: its text, the spaces around it dropped).
+#: A NUL inside a value adds a field, so the field count catches it.
+_JOINED_FIELD_RE = '(?:^|(?<=\u0000))(?:[ \t]*+"([^"]*+(?:""[^"]*+)*+)"[ \t]*+| *+([^"\u0000 ]*+(?: ++[^"\u0000 ]++)*+) *+)(?=\u0000|$)'
 
 
 def _quoted_fields(line: Column) -> Column:
     """The values of a line holding a quote (meaningful where `_QUOTED_LINE_RE` holds): every field, each after
-    a comma put in front of the line, joined one per text line to drop the quotes around each and read "" as one
-    quote in two replacements, then split again. A line read as text holds no line break, so none can clash. One
+    a comma put in front of the line, joined with NUL, unquoted (or trimmed when not quoted) and "" read as one
+    quote in two replacements, then split again. Quoted values may hold line breaks (a stitched record). One
     array for the whole line keeps the generated code per column as small as for a plain split."""
     fields = F.regexp_extract_all(F.concat(F.lit(","), line), F.lit(f",({_QUOTED_FIELD})"), F.lit(1))
-    unquoted = F.regexp_replace(F.array_join(fields, "\n"), r'(?m)^[ \t]*"(.*)"[ \t]*$', "$1")
-    return F.split(F.regexp_replace(unquoted, '""', '"'), "\n")
+    unquoted = F.regexp_replace(F.array_join(fields, "\u0000"), _JOINED_FIELD_RE, "$1$2")
+    return F.split(F.regexp_replace(unquoted, '""', '"'), "\u0000")
 
 
 # ------------------------------------------------------------------------------------------------------ rows
@@ -391,7 +428,7 @@ def possible_reasons(contract: DatasetContract) -> list[str]:
     out = ["malformed_row", "invalid_utf8", f"partition_null:{contract.partition.name}"]
     for col in contract.columns:
         out += [name for name, _ in _column_conditions(col, F.lit(None), F.lit(None))]
-    return out
+    return out + [f"cast_failed:{der.name}" for der in contract.derived if not der.nullable]
 
 
 def _reason_columns(contract: DatasetContract) -> list[str]:
@@ -431,7 +468,7 @@ def _classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
     # number of partitions moves no data.
     raw = raw.coalesce(max(1, raw.rdd.getNumPartitions()))
     raws = {c.name: F.col(_RAW_PREFIX + c.name) for c in contract.columns}
-    meta = [F.col(MALFORMED), F.col(RAW_LINE), F.col(FILE_INDEX), F.col(ROW_ID)]
+    meta = [F.col(MALFORMED), F.col(RAW_LINE), F.col(FILE_INDEX), F.col(ROW_ID), F.col(SKIP), F.col(ODD)]
     chunks = _reason_columns(contract)
 
     # 1. cast each value once, null when the text form is wrong or the cast fails
@@ -475,17 +512,31 @@ def _classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
     part = contract.partition
     stage3 = stage2.withColumn(part.name, F.expr(part.expression).cast(part.type))
 
-    # 4. a null partition value with no other reason is a reason of its own; keep raw values of bad rows only
+    # 4. on a row with no other reason, a derived column the contract does not let be null that is null (the
+    # expression gave NULL, or a value its type cannot hold) is `cast_failed:<derived>`, and a null partition value
+    # is `partition_null:<partition>`; keep raw values of bad rows only
     none = F.lit(True)
     for name in chunks:
         none = none & (F.col(name) == 0)
-    partition_null = none & F.col(part.name).isNull()
-    fixed: list[Column | str] = [F.col(chunks[0]).bitwiseOR(_bit(partition_null, 2)).alias(chunks[0]), *chunks[1:]]
+    extra: list[tuple[int, Column]] = []
+    index = len(possible_reasons(contract)) - sum(1 for der in contract.derived if not der.nullable)
+    derived_ok: Column = F.lit(True)
+    for der in contract.derived:
+        if not der.nullable:
+            extra.append((index, none & F.col(der.name).isNull()))
+            derived_ok = derived_ok & F.col(der.name).isNotNull()
+            index += 1
+    extra.append((2, none & derived_ok & F.col(part.name).isNull()))
+    fixed: list[Column | str] = [
+        _any_bit([F.col(name), *[_bit(cond, i) for i, cond in extra if i // _BITS == k]]).alias(name) for k, name in enumerate(chunks)
+    ]
     names = [n for n, _ in contract.output_columns()] + [part.name]
     stage4 = stage3.select(*names, *fixed, *raws.values(), *meta)
     ok = F.lit(True)
     for name in chunks:
         ok = ok & (F.col(name) == 0)
+    # The header and blank lines are not rows: `_ok` is NULL, so neither filter on it (valid, not valid) keeps them.
+    ok = F.when(~F.col(SKIP), ok)
     stage5 = stage4.select(*names, ok.alias(OK), *chunks, *raws.values(), *meta)
     # (an array, not a map: the map's code would push the method above the JIT limit; names are added later)
     raw_values = F.when(~is_valid(), F.array(*raws.values()))
@@ -499,11 +550,13 @@ def _classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
         key_hash.alias(KEY_HASH),
         FILE_INDEX,
         ROW_ID,
+        ODD,
     )
 
 
 def is_valid() -> Column:
-    """True for a classified row without reasons."""
+    """True for a classified row without reasons (NULL for the header and blank lines, which are not rows: filter
+    on `is_valid()` or `~is_valid()`, never on `is_valid().isNull()`-blind conditions such as a count of all)."""
     return F.col(OK)
 
 
@@ -513,17 +566,97 @@ def reason_flags(contract: DatasetContract) -> list[tuple[str, Column]]:
     return [(name, F.shiftright(F.col(chunks[i // _BITS]), i % _BITS).bitwiseAND(1)) for i, name in enumerate(possible_reasons(contract))]
 
 
-def quarantine_records(classified: DataFrame, run_id: str, contract: DatasetContract, source_uris: list[str]) -> DataFrame:
-    """The quarantined rows as they are written: run_id, source_uri, reasons, raw_line, raw_values."""
+def quarantine_records(
+    classified: DataFrame,
+    run_id: str,
+    contract: DatasetContract,
+    source_uris: list[str],
+    line_offsets: dict[tuple[int, int], int] | None = None,
+) -> DataFrame:
+    """The quarantined rows as they are written: run_id, source_uri, line_number (the record's first line in the
+    file, the header being line 1), reasons, raw_line (the record as text; undecodable bytes read as U+FFFD),
+    raw_line_base64 (the record's exact bytes, set only when they are not valid UTF-8), raw_values.
+
+    `line_offsets` maps (file index, split index) to the number of lines in that file's earlier splits (see
+    `line_offsets`); without it every file is taken as read in one split."""
     reasons = F.array_compact(F.array(*[F.when(flag == 1, F.lit(name)) for name, flag in reason_flags(contract)]))
     source_uri = F.element_at(F.array(*[F.lit(u) for u in source_uris]), F.col(FILE_INDEX) + 1)
+    line_in_split = F.col(ROW_ID).bitwiseAND(_ROW_IN_PARTITION) + 1
+    offsets = {k: v for k, v in (line_offsets or {}).items() if v}
+    if offsets:
+        split_key = F.col(FILE_INDEX).cast("long") * (1 << 31) + F.shiftright(F.col(ROW_ID), 33)
+        lookup = F.create_map(*[F.lit(part) for (f, p), v in sorted(offsets.items()) for part in (f * (1 << 31) + p, v)])
+        line_in_split = line_in_split + F.coalesce(F.element_at(lookup, split_key), F.lit(0))
+    raw_bytes = F.col(RAW_LINE).cast("binary")
+    not_utf8 = F.decode(raw_bytes, "UTF-8").contains(_INVALID_UTF8)
     return classified.filter(~is_valid()).select(
         F.lit(run_id).alias("run_id"),
         source_uri.alias("source_uri"),
+        line_in_split.alias("line_number"),
         reasons.alias("reasons"),
         F.col(RAW_LINE).alias("raw_line"),
+        F.when(not_utf8, F.base64(raw_bytes)).alias("raw_line_base64"),
         F.map_from_arrays(F.array(*[F.lit(c.name) for c in contract.columns]), F.col(RAW)).alias("raw_values"),
     )
+
+
+def split_line_counts(classified: DataFrame) -> dict[tuple[int, int], int]:
+    """{(file index, split index): physical lines in that split}, from the row ids of the classified lines (each
+    physical line has one; its low 33 bits count the lines of its split)."""
+    rows = (
+        classified.groupBy(F.col(FILE_INDEX).alias("f"), F.shiftright(F.col(ROW_ID), 33).alias("p"))
+        .agg((F.max(F.col(ROW_ID).bitwiseAND(_ROW_IN_PARTITION)) + 1).alias("n"))
+        .collect()
+    )
+    return {(int(r["f"]), int(r["p"])): int(r["n"]) for r in rows}
+
+
+def line_offsets(counts: dict[tuple[int, int], int]) -> dict[tuple[int, int], int]:
+    """{(file index, split index): lines of that file before the split}, from `split_line_counts`."""
+    out: dict[tuple[int, int], int] = {}
+    seen: dict[int, int] = {}
+    for (f, p), n in sorted(counts.items()):
+        out[(f, p)] = seen.get(f, 0)
+        seen[f] = seen.get(f, 0) + n
+    return out
+
+
+#: A quoted value may span at most this many lines; an opening quote not closed within them is a stray quote, and
+#: its line is malformed on its own (so one bad line cannot swallow the rest of a file).
+MAX_RECORD_LINES = 1000
+
+
+def _record_spans(odd_ids: list[int], offsets: dict[int, int]) -> list[tuple[int, int]]:
+    """Pair a file's lines with an odd number of quotes, in file order: each opens a quoted value that the next one
+    closes, when that is within MAX_RECORD_LINES lines. `offsets` maps a split index to its first line number."""
+
+    def line(row_id: int) -> int:
+        return offsets.get(row_id >> 33, 0) + (row_id & _ROW_IN_PARTITION)
+
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(odd_ids) - 1:
+        first, last = odd_ids[i], odd_ids[i + 1]
+        if line(last) - line(first) < MAX_RECORD_LINES:
+            spans.append((first, last))
+            i += 2
+        else:
+            i += 1
+    return spans
+
+
+def _span_members(span: tuple[int, int], offsets: dict[int, int], split_lines: dict[int, int]) -> list[int]:
+    """The row ids of every line from span[0] to span[1], across splits (ids are contiguous within a split)."""
+    first, last = span
+    out: list[int] = []
+    split = first >> 33
+    index = first & _ROW_IN_PARTITION
+    while True:
+        end = (last & _ROW_IN_PARTITION) if split == last >> 33 else split_lines.get(split, 0) - 1
+        out += [(split << 33) + k for k in range(index, end + 1)]
+        if split >= last >> 33:
+            return out
+        split, index = split + 1, 0
 
 
 def _ranked(valid: DataFrame, contract: DatasetContract, observation: Observation | None) -> DataFrame:
@@ -646,6 +779,7 @@ def run_clean(
         q_fs.delete(q_path, True)
 
     frames: list[DataFrame] = []
+    headers: dict[int, FileHeader] = {}
     for index, uri in enumerate(source_uris):
         try:
             header = inspect_header(contract, uri, read_head(spark, uri))
@@ -653,6 +787,7 @@ def run_clean(
             header = FileHeader(uri, rejection=f"unreadable: {_short_error(exc)}")
         if header.rejection is None:
             frames.append(read_source(spark, contract, header, index))
+            headers[index] = header
             continue
         target = f"{quarantine_dir}/files/{index:05d}_{uri.rstrip('/').rsplit('/', 1)[-1]}"
         try:
@@ -676,7 +811,7 @@ def run_clean(
         raw = frames[0]
         for frame in frames[1:]:
             raw = raw.unionByName(frame)
-        _clean_rows(spark, contract, raw, source_uris, run_id, curated_dir, quarantine_dir, result)
+        _clean_rows(spark, contract, raw, headers, source_uris, run_id, curated_dir, quarantine_dir, result)
     else:
         _empty_curated(spark, contract, curated_dir)
 
@@ -698,10 +833,16 @@ def run_clean(
     return result
 
 
+#: Up to this many rows in a run, the curated rows are repartitioned by the partition value before the write, so
+#: each value is one file (instead of one per input split); above it each task writes its own files.
+ONE_FILE_PER_VALUE_MAX_ROWS = 20_000_000
+
+
 def _clean_rows(
     spark: SparkSession,
     contract: DatasetContract,
     raw: DataFrame,
+    headers: dict[int, FileHeader],
     source_uris: list[str],
     run_id: str,
     curated_dir: str,
@@ -710,22 +851,48 @@ def _clean_rows(
 ) -> None:
     clock = _Clock(result.timings)
     classified = _classify(raw, contract).persist()
+    stitched: DataFrame | None = None
     try:
-        # The first action builds the cache, counts the parsed rows and finds the key hashes that repeat among the
-        # valid rows; the second writes the quarantine and counts its rows per reason (only bad rows pay for that).
-        flags = reason_flags(contract)
-        in_obs, q_obs = Observation("parsed"), Observation("quarantine")
-        counted = classified.observe(in_obs, F.count(F.lit(1)).alias("rows_in"), F.sum((~is_valid()).cast("long")).alias("bad"))
+        # The first action builds the cache, finds the key hashes that repeat among the valid rows and counts the
+        # lines that open or close a quoted value spanning lines.
+        first = Observation("lines")
+        counted = classified.observe(
+            first,
+            F.coalesce(F.sum(F.col(ODD).cast("long")), F.lit(0)).alias("odd"),
+            F.coalesce(F.max(F.shiftright(F.col(ROW_ID), 33)), F.lit(0)).alias("max_split"),
+        )
         repeated = repeated_key_hashes(counted.filter(is_valid()))
-        result.rows_in = int(in_obs.get["rows_in"])
-        counted_bad = int(in_obs.get["bad"] or 0)
+        odd, max_split = int(first.get["odd"]), int(first.get["max_split"])
         clock.lap("parse_check_and_key_count")
 
-        bad = classified.filter(~is_valid())
+        counts = split_line_counts(classified) if max_split > 0 or odd > 1 else {}
+        offsets = line_offsets(counts)
+        rows = classified
+        if odd > 1:
+            found = _stitch_records(spark, contract, classified, headers, counts, offsets)
+            if found is not None:
+                rest, stitched = found
+                stitched = stitched.persist()
+                rows = rest.unionByName(stitched)
+                if repeated is not None:
+                    # a stitched record may repeat any key: send its hash (and the rows that share it) to the ranking
+                    hashes = [int(r[KEY_HASH]) for r in stitched.filter(is_valid()).select(KEY_HASH).collect()]
+                    repeated = RepeatedKeys(sorted(set(repeated.hashes) | set(hashes)), repeated.rows + len(hashes))
+            clock.lap("stitch_records")
+
+        # The second action counts the rows, writes the quarantine and counts its rows per reason.
+        flags = reason_flags(contract)
+        in_obs, q_obs = Observation("parsed"), Observation("quarantine")
+        observed = rows.observe(
+            in_obs, F.count(F.col(OK)).alias("rows_in"), F.coalesce(F.sum((~is_valid()).cast("long")), F.lit(0)).alias("bad")
+        )
+        bad = observed.filter(~is_valid())
         bad = bad.observe(q_obs, F.count(F.lit(1)).alias("n"), *[F.sum(flag).alias(f"r{i}") for i, (_, flag) in enumerate(flags)])
-        quarantine_records(bad, run_id, contract, source_uris).write.mode("overwrite").option("ignoreNullFields", False).json(
+        quarantine_records(bad, run_id, contract, source_uris, offsets).write.mode("overwrite").option("ignoreNullFields", False).json(
             f"{quarantine_dir}/rows"
         )
+        result.rows_in = int(in_obs.get["rows_in"])
+        counted_bad = int(in_obs.get["bad"])
         quarantined = q_obs.get
         result.rows_quarantined = int(quarantined.get("n", 0))
         result.reasons = {r: int(quarantined[f"r{i}"]) for i, (r, _) in enumerate(flags) if quarantined.get(f"r{i}")}
@@ -733,16 +900,69 @@ def _clean_rows(
             result.errors.append(f"quarantine wrote {result.rows_quarantined} rows, {counted_bad} were counted")
         clock.lap("quarantine")
 
-        deduplicated, d_obs = deduplicate_valid(classified.filter(is_valid()), contract, repeated)
-        curated = deduplicated.select(*[n for n, _ in contract.output_columns()], contract.partition.name)
-        curated.write.mode("overwrite").partitionBy(contract.partition.name).parquet(curated_dir)
+        # The third writes the curated rows and counts them as they are written (no read-back).
+        deduplicated, d_obs = deduplicate_valid(rows.filter(is_valid()), contract, repeated)
+        part = contract.partition.name
+        curated = deduplicated.select(*[n for n, _ in contract.output_columns()], part)
+        if result.rows_in <= ONE_FILE_PER_VALUE_MAX_ROWS:
+            curated = curated.repartition(F.col(part))
+        w_obs = Observation("written")
+        curated = curated.observe(w_obs, F.count(F.lit(1)).alias("n"))
+        curated.write.mode("overwrite").partitionBy(part).parquet(curated_dir)
+        result.rows_out = int(w_obs.get.get("n", 0))
         result.duplicates_dropped = int(d_obs.get.get("dups", 0) or 0) if d_obs is not None else 0
         clock.lap("curated")
-        result.rows_out = spark.read.parquet(curated_dir).count() if _has_parquet(spark, curated_dir) else 0
-        clock.lap("recount")
         LOG.info("clean run %s step seconds: %s", run_id, result.timings)
     finally:
         classified.unpersist()
+        if stitched is not None:
+            stitched.unpersist()
+
+
+def _stitch_records(
+    spark: SparkSession,
+    contract: DatasetContract,
+    classified: DataFrame,
+    headers: dict[int, FileHeader],
+    counts: dict[tuple[int, int], int],
+    offsets: dict[tuple[int, int], int],
+) -> tuple[DataFrame, DataFrame] | None:
+    """Records whose quoted values hold line breaks (RFC 4180): the lines from one with an odd number of quotes to
+    the next such line are one record. Returns (the classified lines without those lines, the records classified),
+    or None when no line pairs up. Only the files that have such records are read again, and only their lines are
+    shuffled."""
+    odd_rows = classified.filter(F.col(ODD)).select(FILE_INDEX, ROW_ID).collect()
+    by_file: dict[int, list[int]] = {}
+    for row in odd_rows:
+        by_file.setdefault(int(row[FILE_INDEX]), []).append(int(row[ROW_ID]))
+    members: list[tuple[int, int, int, int]] = []
+    for f, ids in by_file.items():
+        file_offsets = {p: n for (ff, p), n in offsets.items() if ff == f}
+        file_counts = {p: n for (ff, p), n in counts.items() if ff == f}
+        for span in _record_spans(sorted(ids), file_offsets):
+            members += [(f, rid, span[0], seq) for seq, rid in enumerate(_span_members(span, file_offsets, file_counts))]
+    if not members:
+        return None
+    member_df = spark.createDataFrame(members, "f INT, id BIGINT, record BIGINT, seq INT")
+    records: list[DataFrame] = []
+    for f in sorted({m[0] for m in members}):
+        lines = _read_lines(spark, headers[f].uri)
+        mine = F.broadcast(member_df.filter(F.col("f") == f))
+        joined = lines.join(mine, lines[ROW_ID] == mine["id"])
+        grouped = joined.groupBy("record").agg(F.sort_array(F.collect_list(F.struct("seq", RAW_LINE))).alias("parts"))
+        text = grouped.select(
+            F.concat_ws("\n", F.col("parts").getField(RAW_LINE)).alias(RAW_LINE),
+            F.col("record").alias(ROW_ID),
+            F.lit(False).alias(SKIP),
+            F.lit(False).alias(ODD),
+        )
+        records.append(_parse_lines(text, contract, headers[f], f))
+    stitched_raw = records[0]
+    for frame in records[1:]:
+        stitched_raw = stitched_raw.unionByName(frame)
+    member_keys = F.broadcast(member_df.select(F.col("f").alias(FILE_INDEX), F.col("id").alias(ROW_ID)))
+    rest = classified.join(member_keys, [FILE_INDEX, ROW_ID], "left_anti")
+    return rest, _classify(stitched_raw, contract)
 
 
 class _Clock:

@@ -6,7 +6,8 @@
 `clean` writes `<output>/curated/run_id=<id>/<partition>=<value>/*.parquet` and `<output>/quarantine/run_id=<id>/`
 exactly as the Glue job does, and prints the JSON summary as the last line of stdout. Exit status: 0 when the run
 succeeded, 1 when it failed (rejected file, quarantine ratio above the limit, conservation), 2 for a bad contract
-or bad arguments. `validate` checks a contract and prints its canonical JSON (what the construct deploys).
+or bad arguments. `validate` checks a contract and prints its canonical JSON (what the construct deploys); a bad
+contract exits 2 with one line on stderr naming the field, e.g. `derived[0].expression: does not parse: ...`.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         contract = DatasetContract.from_file(args.contract)
     except ContractError as exc:
         print(f"pipeline-local: bad contract {args.contract}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a contract error the checks missed still gets one line, not a traceback
+        print(f"pipeline-local: bad contract {args.contract}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     if args.command == "validate":
         print(contract.to_json(), end="")
