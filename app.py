@@ -8,7 +8,7 @@ import os
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
-from pipeline_constructs.acknowledgements import apply_acknowledgements
+from pipeline_constructs.acknowledgements import AcknowledgementsPlugin
 from pipeline_constructs.contract import DatasetContract
 from stacks.config import parse_app_config, parse_bool_flag
 from stacks.stage import PipelineStage
@@ -28,8 +28,8 @@ def build_app(app: cdk.App, *, nag: bool = True) -> list[PipelineStage]:
     contract = DatasetContract.from_file(CONTRACT_PATH)
     stages = [PipelineStage(app, env, contract=contract) for env in config.environments]
     if nag:
-        apply_acknowledgements(app, [AwsSolutionsChecks(), ServerlessChecks()])
-        cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
+        # The acknowledgements plugin runs first, during synth, so findings are matched in their final form.
+        cdk.Validations.of(app).add_plugins(AcknowledgementsPlugin(), AwsSolutionsChecks(app), ServerlessChecks(app))
     return stages
 
 

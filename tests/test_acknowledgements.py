@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_iam as iam
@@ -9,6 +11,7 @@ from aws_cdk import aws_iam as iam
 from pipeline_constructs.acknowledgements import acknowledge_findings, apply_acknowledgements
 from pipeline_constructs.validation import PipelinePropsError
 
+ROOT = Path(__file__).resolve().parent.parent
 REASON = "Object names are not known in advance; access is limited to the prefix 'uploads/'."
 
 
@@ -77,3 +80,60 @@ def test_a_declaration_written_against_an_arn_matches_in_any_environment(env: cd
         actions=["glue:GetTable"],
     )
     assert apply_acknowledgements(app) == 1
+
+
+def _split_app(*, plugin: bool) -> cdk.App:
+    """Storage and clean job in one environment-agnostic stack, Redshift and the Step Functions form in another,
+    with weak cross-stack references (`Fn::GetStackOutput` in the finding ids), as another team may lay it out."""
+    from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+
+    from pipeline_constructs import (
+        CleanJob,
+        DatasetContract,
+        PipelineAlerting,
+        PipelineCatalog,
+        PipelineNetwork,
+        PipelineStorage,
+        RedshiftTarget,
+        StepFunctionsPipeline,
+    )
+    from pipeline_constructs.acknowledgements import AcknowledgementsPlugin
+    from tests.test_constructs import feature_flags
+
+    app = cdk.App(context=feature_flags())
+    data, warehouse = cdk.Stack(app, "Data"), cdk.Stack(app, "Warehouse")
+    contract = DatasetContract.from_file(ROOT / "tests" / "consumer_app" / "fleet_trips.yaml")
+    storage = PipelineStorage(data, "Storage")
+    alerting = PipelineAlerting(data, "Alerts", emails=["fleet@example.com"])
+    catalog = PipelineCatalog(data, "Catalog", storage=storage, database_name="fleet_db")
+    clean = CleanJob(data, "Clean", storage=storage, catalog=catalog, contract=contract)
+    network = PipelineNetwork(warehouse, "Network", availability_zones=["us-east-2a", "us-east-2b", "us-east-2c"], min_availability_zones=3)
+    target = RedshiftTarget(warehouse, "Redshift", storage=storage, clean_job=clean, vpc=network.vpc)
+    StepFunctionsPipeline(warehouse, "Trips", storage=storage, catalog=catalog, clean_job=clean, target=target, alerting=alerting)
+    if plugin:
+        cdk.Validations.of(app).add_plugins(AcknowledgementsPlugin(), AwsSolutionsChecks(app), ServerlessChecks(app))
+    else:
+        apply_acknowledgements(app)
+        cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
+    return app
+
+
+def test_acknowledgements_match_when_the_target_lives_in_another_stack() -> None:
+    """Before synth the finding names the bucket as in its own stack; the cdk-nag plugins see the cross-stack form."""
+    with pytest.raises(RuntimeError, match=r"Fn::GetStackOutput.*runs/\*"):
+        _split_app(plugin=False).synth()
+    _split_app(plugin=True).synth()
+
+
+def test_the_plugin_reports_a_smuggled_action_and_stops_synth() -> None:
+    from pipeline_constructs.acknowledgements import AcknowledgementsPlugin
+
+    app, role = _role_with_statement(["s3:GetObject", "s3:GetObjectVersion", "s3:DeleteBucket"])
+    acknowledge_findings(
+        role, "AwsSolutions-IAM5", REASON, matching=r"Resource::.*/uploads/\*", actions=["s3:GetObject", "s3:GetObjectVersion"]
+    )
+    from cdk_nag import AwsSolutionsChecks
+
+    cdk.Validations.of(app).add_plugins(AcknowledgementsPlugin([AwsSolutionsChecks()]), AwsSolutionsChecks(app))
+    with pytest.raises(RuntimeError, match=r"s3:DeleteBucket"):
+        app.synth()

@@ -4,9 +4,11 @@ cdk-nag 3 matches an acknowledgement by the exact finding id, and wildcard findi
 their id (`AwsSolutions-IAM5[Resource::<CuratedBucket.Arn>/sales/runs/*]`), which contains logical ids and
 cross-stack references no caller should hard-code. So constructs declare *reviewed* findings with
 `acknowledge_findings(construct, rule, reason, matching=<regex over the finding detail>)`, and
-`apply_acknowledgements(app)` (called once, before synth) runs the rule packs, and acknowledges exactly the findings
-that match a declaration, one finding id per acknowledgement, each with the declaration's reason. Anything that
-matches no declaration stays open and fails synth.
+`AcknowledgementsPlugin`, registered before the rule packs (`Validations.of(app).add_plugins(AcknowledgementsPlugin(),
+AwsSolutionsChecks(app), ServerlessChecks(app))`), runs the packs during synth, when references between stacks are
+resolved, and acknowledges exactly the findings that match a declaration, one finding id per acknowledgement, each
+with the declaration's reason. Anything that matches no declaration stays open and fails synth.
+`apply_acknowledgements(app)` is the same step for a single-stack app checked before synth.
 
 A wildcard declaration (AwsSolutions-IAM5) also names the IAM actions it covers. Every policy statement behind a
 matched finding is read back from the resource, and a statement holding an action the declaration does not name
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aws_cdk as cdk
+import jsii
 
 from constructs import IConstruct
 
@@ -231,3 +234,38 @@ def apply_acknowledgements(app: IConstruct, packs: Sequence[Any] | None = None) 
                         count += 1
                         break
     return count
+
+
+@jsii.implements(cdk.IPolicyValidationPlugin)
+class AcknowledgementsPlugin:
+    """A validation plugin that runs `apply_acknowledgements` during synth, before the cdk-nag plugins after it.
+
+    Register it first: `Validations.of(app).add_plugins(AcknowledgementsPlugin(), AwsSolutionsChecks(app), ...)`.
+    During synth the references between stacks are resolved, so a finding's id holds the form the cdk-nag plugins
+    will see (`Fn::GetStackOutput`, `Fn::ImportValue`), whatever the stack layout: acknowledging before synth would
+    miss those. A declaration that covers less than its statement holds stops synth with a message naming both.
+    """
+
+    def __init__(self, packs: Sequence[Any] | None = None) -> None:
+        """
+        :param packs: the rule packs whose findings are acknowledged. Default: cdk-nag's AwsSolutionsChecks and
+            ServerlessChecks (the `[nag]` extra).
+        """
+        self._packs = packs
+
+    @property
+    def name(self) -> str:
+        return "pipeline-acknowledgements"
+
+    @property
+    def rule_ids(self) -> list[str] | None:
+        return None
+
+    @property
+    def version(self) -> str | None:
+        return None
+
+    def validate(self, context: cdk.IPolicyValidationContext) -> cdk.PolicyValidationPluginReport:
+        """Acknowledge what the declarations cover; a declaration that covers too little raises and stops synth."""
+        apply_acknowledgements(context.app_construct, self._packs)
+        return cdk.PolicyValidationPluginReport(success=True, violations=[])

@@ -39,7 +39,7 @@ from pipeline_constructs import (
     RedshiftTarget,
     StepFunctionsPipeline,
 )
-from pipeline_constructs.acknowledgements import apply_acknowledgements
+from pipeline_constructs.acknowledgements import AcknowledgementsPlugin
 
 CONTRACT_PATH = Path(__file__).resolve().parent / "web_orders.yaml"
 FLEET_CONTRACT_PATH = Path(__file__).resolve().parent / "fleet_trips.yaml"
@@ -134,8 +134,7 @@ def main() -> None:
     )
     fleet = FleetTripsDataStack(app, "FleetTripsData", contract=DatasetContract.from_file(FLEET_CONTRACT_PATH))
     FleetTripsWarehouseStack(app, "FleetTripsWarehouse", data=fleet)
-    apply_acknowledgements(app)
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
+    cdk.Validations.of(app).add_plugins(AcknowledgementsPlugin(), AwsSolutionsChecks(app), ServerlessChecks(app))
     app.synth()
 
 
