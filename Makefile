@@ -13,16 +13,23 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 PY_STAMP := $(VENV)/.installed
+# The DAG tests run in their own virtualenv: Airflow at the version the MWAA construct deploys, from MWAA's constraints.
+# Python 3.12 as on MWAA when pyenv has one, else the default python3.
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_CONSTRAINTS := tests/airflow/constraints-3.3.1-python3.12.txt
+AIRFLOW_PYTHON ?= $(or $(lastword $(sort $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12.*/bin/python3.12))),$(PYTHON))
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 NPM_STAMP := node_modules/.installed
 ENV ?= dev
 CDK := cdk --no-notices
 
-.PHONY: help setup synth test test-fast lint demo bench-clean deploy diff clean
+.PHONY: help setup airflow-venv synth test test-fast lint demo bench-clean deploy diff clean
 
 help:
 	@echo "make synth           set up, then synthesize every stage to cdk.out/ (cdk-nag runs as part of synth)"
 	@echo "make test            set up, then run the whole test suite"
-	@echo "make test-fast       the fast layers only (no Spark)"
+	@echo "make test-fast       the fast layers only (no Spark, no Airflow)"
+	@echo "make airflow-venv    the DAG tests' virtualenv (.venv-airflow, Airflow 3.3.1 from tests/airflow/constraints-*.txt)"
 	@echo "make demo            run the clean job locally on a generated file and query the result with DuckDB"
 	@echo "make bench-clean     benchmark the clean transform against plain Spark and DuckDB copies"
 	@echo "make deploy ENV=dev  deploy one stage's stacks (needs AWS credentials)"
@@ -35,6 +42,14 @@ $(PY_STAMP): requirements.txt requirements-dev.txt constructs/pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+airflow-venv: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): tests/airflow/requirements.txt $(AIRFLOW_CONSTRAINTS)
+	rm -rf $(AIRFLOW_VENV)
+	$(AIRFLOW_PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r tests/airflow/requirements.txt -c $(AIRFLOW_CONSTRAINTS)
+	touch $@
+
 $(NPM_STAMP): package.json package-lock.json $(PY_STAMP)
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -44,11 +59,11 @@ synth: setup
 	$(CDK) synth --quiet
 	@echo "Synthesized $$(ls cdk.out/assembly-*/*.template.json | wc -l) templates to cdk.out/"
 
-test: setup
+test: setup $(AIRFLOW_STAMP)
 	$(BIN)/python -m pytest
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not spark and not consumer"
+	$(BIN)/python -m pytest -m "not spark and not consumer and not airflow"
 
 lint: setup
 	$(BIN)/ruff check app.py stacks constructs tests scripts
