@@ -136,7 +136,7 @@ class QueueTrigger(Construct):
             iam.PolicyStatement(actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[self.log_group.log_group_arn])
         )
         self.role.add_to_principal_policy(iam.PolicyStatement(actions=_XRAY_ACTIONS, resources=["*"]))
-        reviewed = [(_XRAY_ACTIONS, "X-Ray accepts trace segments only on '*' (no resource-level permissions).")]
+        star_actions = list(_XRAY_ACTIONS)
         self.security_group: ec2.SecurityGroup | None = None
         security_groups: Sequence[ec2.ISecurityGroup] = ()
         if vpc is not None:
@@ -146,9 +146,15 @@ class QueueTrigger(Construct):
             self.security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to AWS APIs (endpoints or NAT)")
             security_groups = [self.security_group]
             self.role.add_to_principal_policy(iam.PolicyStatement(actions=_ENI_ACTIONS, resources=["*"]))
-            reviewed.append((_ENI_ACTIONS, "Lambda manages the network interfaces of a function in a VPC; EC2 grants these only on '*'."))
-        for actions, reason in reviewed:
-            acknowledge_findings(self.role, "AwsSolutions-IAM5", reason, matching=r"Resource::\*", actions=actions)
+            star_actions.extend(_ENI_ACTIONS)
+        acknowledge_findings(
+            self.role,
+            "AwsSolutions-IAM5",
+            "X-Ray accepts trace segments only on '*'; in a VPC, Lambda manages the function's network interfaces, which "
+            "EC2 grants only on '*' (no resource-level permissions for either).",
+            matching=r"Resource::\*",
+            actions=star_actions,
+        )
 
         self.function = lambda_.Function(
             self,

@@ -346,27 +346,15 @@ class MwaaPipeline(Construct):
         target.grant_load(role)
         target.review_load_findings(role)
         self.alerting.grant_publish(role)
+        acknowledge_findings(
+            role,
+            "AwsSolutions-IAM5",
+            "These APIs have no resource-level permissions: MWAA checks the account's public access block, lists log groups "
+            "to find its own and publishes its AmazonMWAA metrics; the crawler operator logs crawl timings (GetCrawlerMetrics).",
+            matching=r"Resource::\*",
+            actions=["s3:GetAccountPublicAccessBlock", "logs:DescribeLogGroups", "cloudwatch:PutMetricData", "glue:GetCrawlerMetrics"],
+        )
         for rule_detail, actions, reason in (
-            (
-                r"Resource::\*",
-                ["s3:GetAccountPublicAccessBlock"],
-                "MWAA checks the account's public access block, an account-level setting with no resource.",
-            ),
-            (
-                r"Resource::\*",
-                ["logs:DescribeLogGroups"],
-                "MWAA lists log groups to find its own; DescribeLogGroups has no resource-level permission.",
-            ),
-            (
-                r"Resource::\*",
-                ["cloudwatch:PutMetricData"],
-                "MWAA publishes its AmazonMWAA metrics; PutMetricData has no resource-level permission.",
-            ),
-            (
-                r"Resource::\*",
-                ["glue:GetCrawlerMetrics"],
-                "The crawler operator logs crawl timings; GetCrawlerMetrics has no resource-level permission.",
-            ),
             (
                 r"Resource::arn:[^:]+:logs:[^:]+:.*:log-group:airflow-.*-\*",
                 [
