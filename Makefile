@@ -59,7 +59,9 @@ synth: setup
 	$(CDK) synth --quiet
 	@echo "Synthesized $$(ls cdk.out/assembly-*/*.template.json | wc -l) templates to cdk.out/"
 
-test: setup $(AIRFLOW_STAMP)
+# The two virtualenvs are independent: build them side by side (pip is mostly single-threaded).
+test:
+	@$(MAKE) --no-print-directory -j2 setup airflow-venv
 	$(BIN)/python -m pytest
 
 test-fast: setup
