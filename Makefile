@@ -13,19 +13,26 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 PY_STAMP := $(VENV)/.installed
+# The DAG tests run in their own virtualenv: Airflow at the version the MWAA construct deploys, from MWAA's constraints.
+# Python 3.12 as on MWAA when pyenv has one, else the default python3.
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_CONSTRAINTS := tests/airflow/constraints-3.3.1-python3.12.txt
+AIRFLOW_PYTHON ?= $(or $(lastword $(sort $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12.*/bin/python3.12))),$(PYTHON))
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 NPM_STAMP := node_modules/.installed
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 ENV ?= dev
 CDK := cdk --no-notices
 
-.PHONY: help setup checkov synth test test-fast lint demo bench-clean deploy diff clean
+.PHONY: help setup checkov airflow-venv synth test test-fast lint demo bench-clean deploy diff clean
 
 help:
 	@echo "make synth           set up, then synthesize every stage to cdk.out/ (cdk-nag runs as part of synth)"
 	@echo "make test            set up, then run the whole test suite"
-	@echo "make test-fast       the fast layers only (no Spark)"
+	@echo "make test-fast       the fast layers only (no Spark, no Airflow)"
 	@echo "make checkov         create .venv-checkov (checkov, pinned, apart from the project's packages; make test does it)"
+	@echo "make airflow-venv    the DAG tests' virtualenv (.venv-airflow, Airflow 3.3.1 from tests/airflow/constraints-*.txt)"
 	@echo "make demo            run the clean job locally on a generated file and query the result with DuckDB"
 	@echo "make bench-clean     benchmark the clean transform against plain Spark and DuckDB copies"
 	@echo "make deploy ENV=dev  deploy one stage's stacks (needs AWS credentials)"
@@ -36,6 +43,14 @@ $(PY_STAMP): requirements.txt requirements-dev.txt constructs/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+airflow-venv: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): tests/airflow/requirements.txt $(AIRFLOW_CONSTRAINTS)
+	rm -rf $(AIRFLOW_VENV)
+	$(AIRFLOW_PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r tests/airflow/requirements.txt -c $(AIRFLOW_CONSTRAINTS)
 	touch $@
 
 $(NPM_STAMP): package.json package-lock.json $(PY_STAMP)
@@ -56,11 +71,13 @@ synth: setup
 	$(CDK) synth --quiet
 	@echo "Synthesized $$(ls cdk.out/assembly-*/*.template.json | wc -l) templates to cdk.out/"
 
-test: setup checkov
+# The virtualenvs are independent: build them side by side (pip is mostly single-threaded).
+test:
+	@$(MAKE) --no-print-directory -j3 setup checkov airflow-venv
 	$(BIN)/python -m pytest
 
 test-fast: setup checkov
-	$(BIN)/python -m pytest -m "not spark and not consumer"
+	$(BIN)/python -m pytest -m "not spark and not consumer and not airflow"
 
 lint: setup
 	$(BIN)/ruff check app.py stacks constructs tests scripts

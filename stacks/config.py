@@ -50,6 +50,78 @@ class ConfigError(ValueError):
     """A setting in the environment configuration is missing or invalid; the message names it and its value."""
 
 
+# --- MWAA settings (the `mwaa` form) -----------------------------------------------------------------------------
+MWAA_AIRFLOW_VERSIONS = ("3.3.1", "3.2.1")
+MWAA_ENVIRONMENT_CLASSES = ("mw1.micro", "mw1.small", "mw1.medium", "mw1.large", "mw1.xlarge", "mw1.2xlarge")
+MWAA_WEBSERVER_ACCESS = ("private", "public")
+MWAA_KEYS = (
+    "mwaa_airflow_version",
+    "mwaa_environment_class",
+    "mwaa_min_workers",
+    "mwaa_max_workers",
+    "mwaa_schedulers",
+    "mwaa_webserver_access",
+    "mwaa_max_active_runs",
+    "mwaa_task_retries",
+)
+
+
+@dataclass(frozen=True)
+class MwaaSettings:
+    """Sizing and access of the MWAA environment (used when `forms` holds 'mwaa')."""
+
+    airflow_version: str = "3.3.1"
+    environment_class: str = "mw1.small"
+    min_workers: int = 1
+    max_workers: int = 2
+    schedulers: int | None = None
+    webserver_access: str = "private"
+    max_active_runs: int = 4
+    task_retries: int = 3
+
+
+def parse_mwaa_settings(prefix: str, raw: Mapping[str, Any], *, environment: str) -> MwaaSettings:
+    """The mwaa_* settings of one environment; errors name the setting's path and value."""
+    default = MwaaSettings()
+    version = raw.get("mwaa_airflow_version", default.airflow_version)
+    if version not in MWAA_AIRFLOW_VERSIONS:
+        raise _fail(f"{prefix}.mwaa_airflow_version", version, f"use one of {', '.join(MWAA_AIRFLOW_VERSIONS)} (Airflow 3 on MWAA)")
+    klass = raw.get("mwaa_environment_class", default.environment_class)
+    if klass not in MWAA_ENVIRONMENT_CLASSES:
+        raise _fail(f"{prefix}.mwaa_environment_class", klass, f"use one of {', '.join(MWAA_ENVIRONMENT_CLASSES)}")
+    micro = klass == "mw1.micro"
+    min_workers = _positive_int(f"{prefix}.mwaa_min_workers", raw.get("mwaa_min_workers", default.min_workers), maximum=25)
+    max_workers = _positive_int(f"{prefix}.mwaa_max_workers", raw.get("mwaa_max_workers", 1 if micro else default.max_workers), maximum=25)
+    if micro and max_workers != 1:
+        raise _fail(f"{prefix}.mwaa_max_workers", max_workers, "mw1.micro runs exactly 1 worker; choose mw1.small or larger for more")
+    if min_workers > max_workers:
+        raise _fail(f"{prefix}.mwaa_min_workers", min_workers, f"must not exceed mwaa_max_workers ({max_workers})")
+    schedulers = raw.get("mwaa_schedulers", default.schedulers)
+    if schedulers is not None:
+        low, high = (1, 1) if micro else (2, 5)
+        schedulers = _positive_int(f"{prefix}.mwaa_schedulers", schedulers, minimum=low, maximum=high)
+    access = raw.get("mwaa_webserver_access", default.webserver_access)
+    if access not in MWAA_WEBSERVER_ACCESS:
+        raise _fail(f"{prefix}.mwaa_webserver_access", access, f"use one of {', '.join(MWAA_WEBSERVER_ACCESS)}")
+    if access == "public" and environment == "prod":
+        raise _fail(f"{prefix}.mwaa_webserver_access", access, "prod keeps the Airflow UI and API private (reachable from the VPC only)")
+    runs = _positive_int(f"{prefix}.mwaa_max_active_runs", raw.get("mwaa_max_active_runs", default.max_active_runs), maximum=100)
+    retries = _positive_int(f"{prefix}.mwaa_task_retries", raw.get("mwaa_task_retries", default.task_retries), minimum=0, maximum=10)
+    return MwaaSettings(
+        airflow_version=version,
+        environment_class=klass,
+        min_workers=min_workers,
+        max_workers=max_workers,
+        schedulers=schedulers,
+        webserver_access=access,
+        max_active_runs=runs,
+        task_retries=retries,
+    )
+
+
+# --- end of MWAA settings ----------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class EnvironmentConfig:
     """Everything one deployment environment (one `cdk.Stage`) may vary."""
@@ -72,6 +144,7 @@ class EnvironmentConfig:
     nat_gateways: int = 0
     workflow_batch_size: int = 10
     workflow_batch_window_seconds: int = 300
+    mwaa: MwaaSettings = field(default_factory=MwaaSettings)
 
     @property
     def destroy_on_removal(self) -> bool:
@@ -114,7 +187,7 @@ _KEYS = {
     "nat_gateways",
     "workflow_batch_size",
     "workflow_batch_window_seconds",
-}
+} | set(MWAA_KEYS)
 
 
 def _fail(path: str, value: Any, why: str) -> ConfigError:
@@ -289,6 +362,8 @@ def parse_environment(
         maximum=900,
     )
 
+    mwaa = parse_mwaa_settings(prefix, raw, environment=name)
+
     if removal == "destroy" and not allow_destroy:
         raise _fail(
             f"{prefix}.removal",
@@ -315,6 +390,7 @@ def parse_environment(
         nat_gateways=nat,
         workflow_batch_size=batch_size,
         workflow_batch_window_seconds=batch_window,
+        mwaa=mwaa,
     )
 
 

@@ -6,7 +6,7 @@ from aws_cdk import RemovalPolicy, Stack
 
 from constructs import Construct
 from pipeline_constructs.acknowledgements import acknowledge
-from pipeline_constructs.network import MWAA_MIN_AZS, REDSHIFT_SERVERLESS_MIN_AZS, PipelineNetwork
+from pipeline_constructs.network import MWAA_MIN_AZS, REDSHIFT_SERVERLESS_MIN_AZS, PipelineNetwork, mwaa_interface_endpoints
 
 from .config import EnvironmentConfig
 from .step_functions_stack import _retention
@@ -37,6 +37,8 @@ class NetworkStack(Stack):
             availability_zones=config.availability_zones or None,
             min_availability_zones=min_azs,
             nat_gateways=config.nat_gateways,
+            # Without NAT, MWAA and its DAG reach AWS through interface endpoints; with NAT they are not needed.
+            interface_endpoints=mwaa_interface_endpoints(config.load_target) if "mwaa" in config.forms and config.nat_gateways == 0 else (),
             flow_log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
         )

@@ -9,6 +9,7 @@ from pipeline_constructs.contract import DatasetContract
 
 from .config import EnvironmentConfig
 from .glue_workflow_stack import GlueWorkflowStack
+from .mwaa_stack import MwaaStack
 from .network_stack import NetworkStack, needs_network
 from .stateful_stack import StatefulStack
 from .step_functions_stack import StepFunctionsStack
@@ -49,6 +50,17 @@ class PipelineStage(Stage):
                 config=config,
                 stateful=self.stateful,
                 description=f"Retail pipeline ({config.name}): Glue Workflow orchestration",
+            )
+        if "mwaa" in config.forms:
+            if self.network is None:
+                raise ValueError(f"environments.{config.name}.forms: 'mwaa' needs the network stack")
+            self.orchestration["mwaa"] = MwaaStack(
+                self,
+                "Mwaa",
+                config=config,
+                stateful=self.stateful,
+                network=self.network.network,
+                description=f"Retail pipeline ({config.name}): MWAA (Airflow) orchestration",
             )
         unsupported = [form for form in config.forms if form not in self.orchestration]
         if unsupported:

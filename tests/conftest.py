@@ -24,3 +24,13 @@ def synthesized() -> SynthesizedApp:
 @pytest.fixture(scope="session")
 def templates(synthesized: SynthesizedApp) -> dict[tuple[str, str], dict[str, Any]]:
     return synthesized.templates()
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the Airflow DAG suite (tests/test_airflow_dags.py) in the background when it was selected, so that it
+    runs beside the other tests instead of after them."""
+    if any(item.get_closest_marker("airflow") for item in items):
+        from tests.test_airflow_dags import start_dag_suite
+
+        start_dag_suite()

@@ -125,8 +125,8 @@ def test_bad_config_fails_the_app_before_synth() -> None:
         build_app(cdk.App(context=context))
 
 
-def test_a_form_this_version_does_not_build_stops_synth_with_its_name() -> None:
-    """mwaa is a known form, but no stack builds it yet: the app says so instead of deploying nothing."""
+def test_the_mwaa_form_builds_its_stack_and_the_network_it_needs() -> None:
+    """mwaa (once accepted but not built) now builds <env>-Mwaa, and the network stack it runs in."""
     import aws_cdk as cdk
 
     from app import build_app
@@ -134,8 +134,9 @@ def test_a_form_this_version_does_not_build_stops_synth_with_its_name() -> None:
 
     context = pinned_context(**{"pipeline:env": "dev"})
     context["pipeline:environments"]["dev"]["forms"] = ["step_functions", "mwaa"]
-    with pytest.raises(ValueError, match=r"environments\.dev\.forms=.*'mwaa' is not built by this version yet"):
-        build_app(cdk.App(context=context), nag=False)
+    [stage] = build_app(cdk.App(context=context), nag=False)
+    assert sorted(stage.orchestration) == ["mwaa", "step_functions"]
+    assert stage.network is not None
 
 
 # --- values that are well-formed but cannot work -----------------------------------------------------------------

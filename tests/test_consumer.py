@@ -248,6 +248,13 @@ def test_consumer_template_uses_the_consumers_contract_and_names(
     partition_name, partition_type = contract.partition_column()
 
     template.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    template.has_resource_properties(
+        "AWS::MWAA::Environment",
+        {"Name": "web-orders", "AirflowVersion": "3.3.1", "EnvironmentClass": "mw1.micro", "WebserverAccessMode": "PRIVATE_ONLY"},
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::Function", {"Environment": {"Variables": {"MWAA_ENVIRONMENT_NAME": "web-orders", "DAG_ID": "web_orders_pipeline"}}}
+    )
     template.has_resource_properties("AWS::Glue::Database", {"DatabaseInput": {"Name": "orders_db"}})
     template.has_resource_properties(
         "AWS::Glue::Table",

@@ -22,6 +22,9 @@ _EXPORTS = {
     "StepFunctionsPipeline": "forms.step_functions",
     "GlueWorkflowPipeline": "forms.glue_workflow",
     "GlueWorkflowTarget": "forms.glue_workflow_target",
+    "MwaaPipeline": "forms.mwaa",
+    "QueueTrigger": "queue_trigger",
+    "mwaa_interface_endpoints": "network",
     "PipelinePropsError": "validation",
 }
 
@@ -32,13 +35,16 @@ __all__ = [
     "DatasetContract",
     "GlueWorkflowPipeline",
     "GlueWorkflowTarget",
+    "MwaaPipeline",
     "PipelineAlerting",
     "PipelineCatalog",
     "PipelineNetwork",
     "PipelinePropsError",
     "PipelineStorage",
+    "QueueTrigger",
     "RedshiftTarget",
     "StepFunctionsPipeline",
+    "mwaa_interface_endpoints",
 ]
 __version__ = "0.1.0"
 
@@ -49,8 +55,10 @@ if TYPE_CHECKING:
     from .contract import ContractError, DatasetContract
     from .forms.glue_workflow import GlueWorkflowPipeline
     from .forms.glue_workflow_target import GlueWorkflowTarget
+    from .forms.mwaa import MwaaPipeline
     from .forms.step_functions import StepFunctionsPipeline
-    from .network import PipelineNetwork
+    from .network import PipelineNetwork, mwaa_interface_endpoints
+    from .queue_trigger import QueueTrigger
     from .storage import PipelineStorage
     from .targets.athena import AthenaTarget
     from .targets.redshift import RedshiftTarget

@@ -17,6 +17,30 @@ MWAA_MIN_AZS = 2
 PRIVATE_SUBNET_GROUP = "Private"
 
 
+def mwaa_interface_endpoints(load_target: str) -> list[ec2.InterfaceVpcEndpointAwsService]:
+    """Interface endpoints a private MWAA environment without NAT needs: MWAA's own (airflow api/env/ops, SQS for its
+    Celery queue, CloudWatch Logs and monitoring, KMS, ECR api/dkr for its images, STS), and what the DAG calls:
+    Glue, SNS, and Athena or the Redshift Data API (`load_target`). S3 goes through the gateway endpoint."""
+    if load_target not in ("athena", "redshift"):
+        raise PipelinePropsError(f"load_target={load_target!r}: use 'athena' or 'redshift'")
+    service = ec2.InterfaceVpcEndpointAwsService
+    return [
+        service.AIRFLOW_API,
+        service.AIRFLOW_ENV,
+        service.AIRFLOW_OPS,
+        service.SQS,
+        service.CLOUDWATCH_LOGS,
+        service.CLOUDWATCH_MONITORING,
+        service.KMS,
+        service.ECR,
+        service.ECR_DOCKER,
+        service.STS,
+        service.GLUE,
+        service.SNS,
+        service.ATHENA if load_target == "athena" else service.REDSHIFT_DATA,
+    ]
+
+
 class PipelineNetwork(Construct):
     """A VPC with one private subnet per availability zone, an S3 gateway endpoint and encrypted flow logs.
 

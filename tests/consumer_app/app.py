@@ -32,12 +32,14 @@ from pipeline_constructs import (
     AthenaTarget,
     CleanJob,
     DatasetContract,
+    MwaaPipeline,
     PipelineAlerting,
     PipelineCatalog,
     PipelineNetwork,
     PipelineStorage,
     RedshiftTarget,
     StepFunctionsPipeline,
+    mwaa_interface_endpoints,
 )
 from pipeline_constructs.acknowledgements import AcknowledgementsPlugin
 
@@ -50,7 +52,7 @@ DATABASE_NAME = "orders_db"
 
 
 class WebOrdersStack(cdk.Stack):
-    """Everything in one stack: storage, catalog, clean job, Athena load, alerting and the Step Functions form."""
+    """Everything in one stack: storage, catalog, clean job, Athena load, alerting, the Step Functions and MWAA forms."""
 
     def __init__(self, scope: cdk.App, construct_id: str, *, contract: DatasetContract, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -86,6 +88,22 @@ class WebOrdersStack(cdk.Stack):
             clean_job=self.clean_job,
             target=self.target,
             alerting=self.alerting,
+        )
+        # The Airflow form on its own prefix, in a VPC without NAT (hence the interface endpoints).
+        self.network = PipelineNetwork(self, "OrdersNetwork", interface_endpoints=mwaa_interface_endpoints("athena"))
+        self.airflow = MwaaPipeline(
+            self,
+            "OrdersAirflow",
+            storage=self.storage,
+            catalog=self.catalog,
+            clean_job=self.clean_job,
+            target=self.target,
+            alerting=self.alerting,
+            vpc=self.network.vpc,
+            subnets=self.network.private_subnets,
+            environment_name="web-orders",
+            environment_class="mw1.micro",
+            max_workers=1,
         )
 
 

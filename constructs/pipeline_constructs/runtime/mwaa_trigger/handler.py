@@ -1,0 +1,118 @@
+"""Start one Airflow DAG run per uploaded object: SQS (EventBridge `Object Created` events) -> MWAA InvokeRestApi.
+
+The run's `dag_run_id` is derived from the object (bucket, key, version id), so a repeated event asks for a run
+that already exists: Airflow answers 409 and the message counts as done. Any other error fails that message only
+(partial batch response): SQS retries it and, after the queue's receive limit, keeps it in the dead-letter queue,
+which is alarmed. A malformed message fails the same way, so nothing is dropped silently.
+
+Environment: MWAA_ENVIRONMENT_NAME, DAG_ID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from typing import Any, TypedDict
+
+import boto3
+from botocore.exceptions import ClientError
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+mwaa = boto3.client("mwaa")
+
+_RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_STEM_CHARS = 40
+
+
+class SqsRecord(TypedDict):
+    messageId: str
+    body: str
+
+
+class SqsEvent(TypedDict):
+    Records: list[SqsRecord]
+
+
+class BatchItemFailure(TypedDict):
+    itemIdentifier: str
+
+
+class BatchResponse(TypedDict):
+    batchItemFailures: list[BatchItemFailure]
+
+
+class UploadedObject(TypedDict):
+    bucket: str
+    key: str
+    version_id: str | None
+
+
+class MalformedEvent(ValueError):
+    """The message is not an S3 `Object Created` event with a bucket name and an object key."""
+
+
+def uploaded_object(body: str) -> UploadedObject:
+    """The object an EventBridge S3 event names; raises MalformedEvent otherwise."""
+    try:
+        event = json.loads(body)
+        detail = event["detail"]
+        bucket, key = detail["bucket"]["name"], detail["object"]["key"]
+    except (ValueError, TypeError, KeyError) as error:
+        raise MalformedEvent(f"not an S3 Object Created event: {error!r}") from None
+    if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:
+        raise MalformedEvent(f"bucket {bucket!r} or key {key!r} is not a non-empty string")
+    version = detail["object"].get("version-id")
+    return {"bucket": bucket, "key": key, "version_id": version if isinstance(version, str) else None}
+
+
+def dag_run_id(obj: UploadedObject) -> str:
+    """A run id unique per object version, in the characters Airflow, S3 paths and the load SQL all accept:
+    `upload-<readable file name>-<hash of bucket, key, version>`."""
+    digest = hashlib.sha256("\n".join([obj["bucket"], obj["key"], obj["version_id"] or ""]).encode()).hexdigest()[:32]
+    stem = _RUN_ID_SAFE.sub("-", obj["key"].rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("-.")[:_STEM_CHARS]
+    return f"upload-{stem}-{digest}" if stem else f"upload-{digest}"
+
+
+def start_run(environment: str, dag_id: str, obj: UploadedObject) -> str:
+    """Create the DAG run; returns 'started' or 'duplicate'. Raises ClientError for anything else."""
+    run_id = dag_run_id(obj)
+    try:
+        response = mwaa.invoke_rest_api(
+            Name=environment,
+            Path=f"/dags/{dag_id}/dagRuns",
+            Method="POST",
+            Body={"dag_run_id": run_id, "logical_date": None, "conf": dict(obj)},
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "RestApiClientException" and error.response.get("RestApiStatusCode") == 409:
+            logger.info("run %s of %s already exists: duplicate event for s3://%s/%s", run_id, dag_id, obj["bucket"], obj["key"])
+            return "duplicate"
+        raise
+    logger.info(
+        "started run %s of %s for s3://%s/%s (HTTP %s)", run_id, dag_id, obj["bucket"], obj["key"], response.get("RestApiStatusCode")
+    )
+    return "started"
+
+
+def handler(event: SqsEvent, context: Any) -> BatchResponse:
+    environment = os.environ["MWAA_ENVIRONMENT_NAME"]
+    dag_id = os.environ["DAG_ID"]
+    failures: list[BatchItemFailure] = []
+    for record in event.get("Records", []):
+        message_id = record["messageId"]
+        try:
+            start_run(environment, dag_id, uploaded_object(record["body"]))
+        except MalformedEvent as error:
+            logger.error("message %s: %s; it goes to the dead-letter queue after its retries", message_id, error)
+            failures.append({"itemIdentifier": message_id})
+        except ClientError as error:
+            logger.error(
+                "message %s: MWAA refused the run: %s %s", message_id, error.response.get("Error"), error.response.get("RestApiResponse")
+            )
+            failures.append({"itemIdentifier": message_id})
+    return {"batchItemFailures": failures}

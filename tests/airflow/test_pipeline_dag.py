@@ -1,0 +1,228 @@
+"""The pipeline DAG on a real Airflow 3.3.1 (the version the MWAA construct deploys by default) against moto.
+
+What moto cannot do, and what each test patches for it (nothing else is patched; every AWS call the operators make
+goes through boto3 into moto):
+- Glue `GetCrawlerMetrics` is not implemented in moto 5.2.5; the crawler operator calls it after its wait only to
+  log timings. `fake_aws` adds it to moto's Glue responses (returns one metrics entry).
+- Redshift Data `BatchExecuteStatement` is not implemented, and statements never leave STARTED. For the Redshift
+  load, `fake_aws` adds BatchExecuteStatement to moto's responses: it records the statements and stores a FINISHED
+  statement in moto's backend, which moto's own DescribeStatement then returns.
+- Glue job runs in moto always succeed. The failure test marks moto's job run FAILED, as Glue does when the
+  script raises.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from conftest import ACCOUNT, REGION, deployed_config
+from moto import mock_aws
+from moto.moto_api import state_manager
+
+LANDING = "landing-bucket"
+KEY = "incoming/mwaa/2026/sales, store 7.csv"
+CONF = {"bucket": LANDING, "key": KEY, "version_id": "v1"}
+
+
+class FakeAws:
+    """moto with the pipeline's resources, and the SQS queue subscribed to the alert topic."""
+
+    def __init__(self) -> None:
+        self.glue = boto3.client("glue", region_name=REGION)
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.redshift_batches: list[dict[str, Any]] = []
+        config = deployed_config("athena")
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=LANDING, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.put_object(Bucket=LANDING, Key=KEY, Body=b"id,amount\n1,2.50\n")
+        self.glue.create_database(DatabaseInput={"Name": "sales_db"})
+        self.glue.create_crawler(
+            Name=config["crawler_name"],
+            Role=f"arn:aws:iam::{ACCOUNT}:role/crawler",
+            DatabaseName="sales_db",
+            Targets={"S3Targets": [{"Path": f"s3://{LANDING}/incoming/"}]},
+        )
+        self.glue.create_job(
+            Name=config["clean_job_name"],
+            Role=f"arn:aws:iam::{ACCOUNT}:role/clean",
+            Command={"Name": "glueetl", "ScriptLocation": "s3://scripts/clean.py"},
+        )
+        boto3.client("athena", region_name=REGION).create_work_group(
+            Name="sales-load", Configuration={"ResultConfiguration": {"OutputLocation": "s3://results/results/"}}
+        )
+        topic = boto3.client("sns", region_name=REGION).create_topic(Name="alerts")["TopicArn"]
+        assert topic == config["topic_arn"]
+        self.queue_url = self.sqs.create_queue(QueueName="alerts-copy")["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        boto3.client("sns", region_name=REGION).subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+
+    def alert_messages(self) -> list[dict[str, Any]]:
+        """The failure messages published to the topic, read back from the subscribed queue."""
+        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        return [json.loads(json.loads(m["Body"])["Message"]) for m in messages]
+
+    def job_runs(self) -> list[dict[str, Any]]:
+        return self.glue.get_job_runs(JobName="sales-clean")["JobRuns"]
+
+    def athena_queries(self) -> list[str]:
+        from moto.athena.models import athena_backends
+
+        return [execution.query for execution in athena_backends[ACCOUNT][REGION].executions.values()]
+
+
+@pytest.fixture
+def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
+    from moto.glue.responses import GlueResponse
+    from moto.redshiftdata.models import Statement, redshiftdata_backends
+    from moto.redshiftdata.responses import RedshiftDataAPIServiceResponse
+
+    def get_crawler_metrics(self: GlueResponse) -> str:  # moto lacks GetCrawlerMetrics
+        names = self._get_param("CrawlerNameList") or []
+        metrics = [
+            {
+                "CrawlerName": n,
+                "LastRuntimeSeconds": 1.0,
+                "MedianRuntimeSeconds": 1.0,
+                "TablesCreated": 0,
+                "TablesUpdated": 0,
+                "TablesDeleted": 0,
+            }
+            for n in names
+        ]
+        return json.dumps({"CrawlerMetricsList": metrics})
+
+    fake: FakeAws
+
+    def batch_execute_statement(self: RedshiftDataAPIServiceResponse) -> tuple[int, dict, str]:  # moto lacks it
+        params = {name: self._get_param(name) for name in ("WorkgroupName", "Database", "Sqls", "StatementName")}
+        fake.redshift_batches.append(params)
+        statement = Statement("", params["Database"], "", [], "; ".join(params["Sqls"]), "")
+        statement.status = "FINISHED"
+        redshiftdata_backends[ACCOUNT][REGION].statements[statement.id] = statement
+        return 200, {}, json.dumps({"Id": statement.id, "Database": params["Database"], "WorkgroupName": params["WorkgroupName"]})
+
+    monkeypatch.setattr(GlueResponse, "get_crawler_metrics", get_crawler_metrics, raising=False)
+    monkeypatch.setattr(RedshiftDataAPIServiceResponse, "batch_execute_statement", batch_execute_statement, raising=False)
+    # moto keeps a crawl RUNNING until told otherwise; here a crawl completes when it is first looked at.
+    state_manager.set_transition("glue::crawl", {"progression": "immediate"})
+    with mock_aws():
+        fake = FakeAws()
+        yield fake
+    state_manager.unset_transition("glue::crawl")
+
+
+def run_dag(dagbag: Any, target: str) -> Any:
+    dag = dagbag.dags[f"sales_{target}_pipeline"]
+    return dag.test(run_conf=CONF)
+
+
+def task_states(dag_run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def test_dagbag_has_both_dags_without_import_errors(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}
+    assert sorted(dagbag.dags) == ["sales_athena_pipeline", "sales_redshift_pipeline"]
+
+
+@pytest.mark.parametrize("target, load_operator", [("athena", "AthenaOperator"), ("redshift", "RedshiftDataOperator")])
+def test_dag_chains_crawl_clean_load_with_retries_timeouts_and_callbacks(dagbag: Any, target: str, load_operator: str) -> None:
+    dag = dagbag.dags[f"sales_{target}_pipeline"]
+    config = deployed_config(target)
+    assert [t.task_id for t in dag.topological_sort()] == ["crawl", "clean", "load"]
+    assert dag.get_task("crawl").downstream_task_ids == {"clean"}
+    assert dag.get_task("clean").downstream_task_ids == {"load"}
+    assert [type(t).__name__ for t in dag.topological_sort()] == ["GlueCrawlerRunOperator", "GlueJobOperator", load_operator]
+    assert dag.catchup is False
+    assert dag.is_paused_upon_creation is False
+    assert dag.max_active_runs == config["max_active_runs"]
+    assert dag.dagrun_timeout == timedelta(seconds=config["dagrun_timeout_seconds"])
+    for task in dag.tasks:
+        assert task.retries == config["retries"]
+        assert task.retry_exponential_backoff
+        assert task.max_retry_delay == timedelta(seconds=config["max_retry_delay_seconds"])
+        assert task.execution_timeout == timedelta(seconds=config["timeouts_seconds"][task.task_id])
+        assert [cb.__name__ for cb in task.on_failure_callback] == ["notify_failure"]
+        assert task.deferrable is False  # moto does not intercept aiobotocore; MWAA runs them on workers either way
+    crawl = dag.get_task("crawl")
+    assert crawl.crawler_name == config["crawler_name"] and crawl.fail_on_already_running is False
+    assert dag.get_task("clean").job_name == config["clean_job_name"]
+
+
+def test_dag_file_parses_quickly(dagbag: Any) -> None:
+    """The DAG processor re-parses the file often: the parse (JSON config + operator imports) stays well under a second."""
+    stats = {Path(s.file).name if hasattr(s, "file") else "": s.duration for s in dagbag.dagbag_stats}
+    assert stats, dagbag.dagbag_stats
+    for duration in stats.values():
+        assert duration < timedelta(seconds=2), stats
+
+
+def test_athena_run_crawls_cleans_the_object_and_merges_its_run(dagbag: Any, fake_aws: FakeAws) -> None:
+    dag_run = run_dag(dagbag, "athena")
+
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    (job_run,) = fake_aws.job_runs()
+    assert json.loads(job_run["Arguments"]["--source_uris"]) == [f"s3://{LANDING}/{KEY}"]
+    run_id = job_run["Arguments"]["--run_id"]
+    assert run_id == dag_run.run_id.replace(":", "-").replace("+", "-")
+    assert all(c.isalnum() or c in "_.-" for c in run_id)
+    (query,) = fake_aws.athena_queries()
+    assert f"WHERE run_id = '{run_id}')" in query and "{{" not in query
+    assert len(fake_aws.glue.get_crawler(Name="sales-raw-crawler")["Crawler"]["LastCrawl"]) > 0
+    assert fake_aws.alert_messages() == []
+
+
+def test_redshift_run_sends_the_load_statements_as_one_batch(dagbag: Any, fake_aws: FakeAws) -> None:
+    dag_run = run_dag(dagbag, "redshift")
+
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    (job_run,) = fake_aws.job_runs()
+    run_id = job_run["Arguments"]["--run_id"]
+    (batch,) = fake_aws.redshift_batches
+    assert batch["WorkgroupName"] == "sales-wg" and batch["Database"] == "sales"
+    assert len(batch["Sqls"]) == 3
+    assert f"s3://curated-bucket/sales/runs/run_id={run_id}/" in batch["Sqls"][1]
+    assert batch["StatementName"] == f"load-{run_id}"
+    assert fake_aws.alert_messages() == []
+
+
+def test_failed_clean_job_publishes_one_message_and_stops_the_run(dagbag: Any, fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.glue.models import FakeJobRun
+
+    # moto's job runs always succeed: report this one FAILED, as Glue does when the clean script raises.
+    monkeypatch.setattr(FakeJobRun, "status", property(lambda self: "FAILED", lambda self, value: None))
+
+    dag_run = run_dag(dagbag, "athena")
+
+    assert str(dag_run.state) == "failed"
+    assert task_states(dag_run) == {"crawl": "success", "clean": "failed", "load": "upstream_failed"}
+    (message,) = fake_aws.alert_messages()
+    assert message["pipeline"] == "mwaa"
+    assert message["object"] == f"s3://{LANDING}/{KEY}"
+    assert message["version_id"] == "v1"
+    assert message["run_id"] == dag_run.run_id.replace(":", "-").replace("+", "-")
+    assert message["failed_step"] == "clean"
+    assert message["error"] == "AirflowException"
+    assert "FAILED" in message["cause"]
+    assert fake_aws.athena_queries() == []
+
+
+def test_crawl_started_by_another_upload_is_waited_for_not_failed(dagbag: Any, fake_aws: FakeAws) -> None:
+    # Another upload's run started the crawler; moto keeps that crawl RUNNING for 3 seconds.
+    state_manager.set_transition("glue::crawl", {"progression": "time", "seconds": 3})
+    fake_aws.glue.start_crawler(Name="sales-raw-crawler")
+    assert fake_aws.glue.get_crawler(Name="sales-raw-crawler")["Crawler"]["State"] == "RUNNING"
+
+    dag_run = run_dag(dagbag, "athena")
+
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    crawler = fake_aws.glue.get_crawler(Name="sales-raw-crawler")["Crawler"]
+    assert crawler["State"] == "READY"
+    assert len(fake_aws.job_runs()) == 1
+    assert fake_aws.alert_messages() == []
