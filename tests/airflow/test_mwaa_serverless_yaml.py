@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 from conftest import DAGS_FOLDER, REPO, deployed_config
-from test_pipeline_dag import CONF, KEY, LANDING, FakeAws, fake_aws, task_states  # noqa: F401  (fake_aws is a fixture)
+from test_pipeline_dag import (
+    CONF,
+    KEY,
+    LANDING,
+    FakeAws,
+    fake_aws as _moto_fixture,  # noqa: F401  (registers the `fake_aws` fixture here)
+    task_states,
+)
 
 # dag-factory reports usage unless told not to; tests send nothing anywhere.
 os.environ.setdefault("SCARF_NO_ANALYTICS", "True")
