@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KNOWN_ENVIRONMENTS = ("dev", "staging", "prod")
-FORMS = ("step_functions", "glue_workflow", "mwaa")
+FORMS = ("step_functions", "glue_workflow", "mwaa", "mwaa_serverless")
 LOAD_TARGETS = ("athena", "redshift")
 REMOVAL_POLICIES = ("retain", "destroy")
 GLUE_WORKER_TYPES = ("G.1X", "G.2X", "G.4X", "G.8X", "G.025X")

@@ -9,6 +9,7 @@ from pipeline_constructs.contract import DatasetContract
 
 from .config import EnvironmentConfig
 from .glue_workflow_stack import GlueWorkflowStack
+from .mwaa_serverless_stack import MwaaServerlessStack
 from .network_stack import NetworkStack, needs_network
 from .stateful_stack import StatefulStack
 from .step_functions_stack import StepFunctionsStack
@@ -49,6 +50,14 @@ class PipelineStage(Stage):
                 config=config,
                 stateful=self.stateful,
                 description=f"Retail pipeline ({config.name}): Glue Workflow orchestration",
+            )
+        if "mwaa_serverless" in config.forms:
+            self.orchestration["mwaa_serverless"] = MwaaServerlessStack(
+                self,
+                "MwaaServerless",
+                config=config,
+                stateful=self.stateful,
+                description=f"Retail pipeline ({config.name}): MWAA Serverless orchestration",
             )
         unsupported = [form for form in config.forms if form not in self.orchestration]
         if unsupported:
