@@ -22,6 +22,7 @@ from aws_cdk import (
     aws_events_targets as targets,
     aws_iam as iam,
     aws_lambda as lambda_,
+    aws_lambda_destinations as destinations,
     aws_logs as logs,
     aws_mwaaserverless as mwaaserverless,
     aws_s3 as s3,
@@ -130,7 +131,6 @@ class MwaaServerlessPipeline(Construct):
             "DeployDefinition",
             sources=[s3deploy.Source.data(DEFINITION_KEY, self.definition_yaml)],
             destination_bucket=self.definition_bucket,
-            memory_limit=256,
             prune=False,
         )
         _review_bucket_deployment(stack)
@@ -285,7 +285,7 @@ class MwaaServerlessPipeline(Construct):
             "AwsSolutions-IAM5",
             "Data keys of the pipeline's key, for the definition, the logs and the encrypted workflow (CDK's encrypt/decrypt grant).",
             matching=r"Action::kms:(ReEncrypt|GenerateDataKey)\*",
-            actions=["kms:ReEncrypt*", "kms:GenerateDataKey*"],
+            actions=["kms:Decrypt", "kms:Encrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*"],
         )
         return role
 
@@ -321,6 +321,15 @@ class MwaaServerlessPipeline(Construct):
             environment={"WORKFLOW_ARN": self.workflow_arn, "TOPIC_ARN": self.alerting.topic.topic_arn, "DATASET": clean_job.contract.name},
             log_group=self.report_log_group,
             retry_attempts=2,
+            # A report that still fails after Lambda's own retries is kept (alarmed), never dropped.
+            on_failure=destinations.SqsDestination(self.report_dead_letter_queue),
+        )
+        acknowledge_findings(
+            self.report_role,
+            "AwsSolutions-IAM5",
+            "Data keys of the alert key, to publish to the encrypted topic and to keep failed reports in the encrypted dead-letter queue.",
+            matching=r"Action::kms:(ReEncrypt|GenerateDataKey)\*",
+            actions=["kms:Decrypt", "kms:Encrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*"],
         )
         acknowledge(
             self.report_function,
@@ -365,6 +374,11 @@ class MwaaServerlessPipeline(Construct):
                 source=["aws.airflow-serverless"], detail_type=[RUN_SUCCEEDED_DETAIL_TYPE], resources=[self.workflow_arn]
             ),
         )
+        acknowledge(
+            self.success_rule,
+            "Serverless-EventBusDLQ",
+            "This rule has no target, so nothing can fail to be delivered: it only counts successful runs (MatchedEvents).",
+        )
 
     # --- metrics ----------------------------------------------------------------------------------------------------
 
@@ -403,7 +417,7 @@ def _review_bucket_deployment(stack: Stack) -> None:
         stack,
         "AwsSolutions-IAM5",
         "CDK's BucketDeployment handler reads the asset objects and writes the definition object (CDK's own grant).",
-        matching=r"(Action::s3:(GetObject|GetBucket|List|DeleteObject|Abort)\*|Resource::.*)",
+        matching=r"(Action::s3:(GetObject|GetBucket|List|DeleteObject|Abort)\*|Action::kms:(ReEncrypt|GenerateDataKey)\*|Resource::.*)",
         actions=[
             "s3:GetObject*",
             "s3:GetBucket*",

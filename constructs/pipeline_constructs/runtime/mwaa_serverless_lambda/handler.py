@@ -147,7 +147,8 @@ def failed_task(workflow_arn: str, run_id: str) -> tuple[str | None, str | None]
 
 def failure_message(event: dict[str, Any], workflow_arn: str) -> dict[str, Any]:
     """The SNS message for one run-failed or run-timed-out event."""
-    detail = event.get("detail") if isinstance(event.get("detail"), dict) else {}
+    raw_detail = event.get("detail")
+    detail: dict[str, Any] = raw_detail if isinstance(raw_detail, dict) else {}
     run_id = _detail_value(detail, "runId", "RunId", "run_id")
     state = str(event.get("detail-type", "")).removeprefix("MWAA Serverless Workflow Run ") or None
     message: dict[str, Any] = {
