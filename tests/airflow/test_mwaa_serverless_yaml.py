@@ -7,6 +7,7 @@ holds the same tasks, order, operators, arguments, retries and timeouts as the M
 test_pipeline_dag.py (its `fake_aws` fixture is reused): GetCrawlerMetrics added, job runs marked FAILED in the failure test.
 """
 
+# ruff: noqa: F811  (tests take the imported `fake_aws` fixture as a parameter)
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from test_pipeline_dag import (
     KEY,
     LANDING,
     FakeAws,
-    fake_aws as _moto_fixture,  # noqa: F401  (registers the `fake_aws` fixture here)
+    fake_aws,  # noqa: F401  (the moto fixture, registered here; tests take it as a parameter)
     task_states,
 )
 
