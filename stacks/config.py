@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 KNOWN_ENVIRONMENTS = ("dev", "staging", "prod")
-FORMS = ("step_functions", "glue_workflow", "mwaa")
+FORMS = ("step_functions", "glue_workflow", "mwaa", "mwaa_serverless")
 LOAD_TARGETS = ("athena", "redshift")
 REMOVAL_POLICIES = ("retain", "destroy")
 GLUE_WORKER_TYPES = ("G.1X", "G.2X", "G.4X", "G.8X")

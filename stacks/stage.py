@@ -9,6 +9,7 @@ from pipeline_constructs.contract import DatasetContract
 
 from .config import EnvironmentConfig
 from .glue_workflow_stack import GlueWorkflowStack
+from .mwaa_serverless_stack import MwaaServerlessStack
 from .mwaa_stack import MwaaStack
 from .network_stack import NetworkStack, needs_network
 from .stateful_stack import StatefulStack
@@ -61,6 +62,14 @@ class PipelineStage(Stage):
                 stateful=self.stateful,
                 network=self.network.network,
                 description=f"Retail pipeline ({config.name}): MWAA (Airflow) orchestration",
+            )
+        if "mwaa_serverless" in config.forms:
+            self.orchestration["mwaa_serverless"] = MwaaServerlessStack(
+                self,
+                "MwaaServerless",
+                config=config,
+                stateful=self.stateful,
+                description=f"Retail pipeline ({config.name}): MWAA Serverless orchestration",
             )
         unsupported = [form for form in config.forms if form not in self.orchestration]
         if unsupported:

@@ -1,0 +1,1 @@
+"""The MWAA Serverless workflow definition, written from the MWAA DAG's step description."""

@@ -1,0 +1,31 @@
+"""The MWAA Serverless orchestration form of one environment."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy, Stack
+
+from constructs import Construct
+from pipeline_constructs.forms.mwaa_serverless import MwaaServerlessPipeline
+
+from .config import EnvironmentConfig
+from .stateful_stack import StatefulStack
+from .step_functions_stack import _retention
+
+
+class MwaaServerlessStack(Stack):
+    """Upload -> EventBridge -> SQS -> Lambda -> a run of the pipeline's MWAA Serverless workflow, failure reports and alarms."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, stateful: StatefulStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.pipeline = MwaaServerlessPipeline(
+            self,
+            "Pipeline",
+            storage=stateful.storage,
+            catalog=stateful.catalog,
+            clean_job=stateful.clean_job,
+            target=stateful.target,
+            alerting=stateful.alerting,
+            workflow_name=f"retail-{config.name}-pipeline",
+            log_retention=_retention(config.log_retention_days),
+            removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+        )

@@ -1,0 +1,184 @@
+"""The MWAA Serverless workflow: the YAML the construct deploys, loaded by dag-factory into Airflow 3.3.1 and run with
+`dag.test()` against moto, and compared with the MWAA Python DAG built from the same configuration.
+
+MWAA Serverless itself cannot run here: what is tested is that the YAML is valid dag-factory input, that Airflow runs
+it end to end with the object given as run parameters (as StartWorkflowRun's OverrideParameters are), and that it
+holds the same tasks, order, operators, arguments, retries and timeouts as the MWAA DAG. The moto gaps are those of
+test_pipeline_dag.py (its `fake_aws` fixture is reused): GetCrawlerMetrics added, job runs marked FAILED in the failure test.
+"""
+
+# ruff: noqa: F811  (tests take the imported `fake_aws` fixture as a parameter)
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import DAGS_FOLDER, REPO, deployed_config
+from test_pipeline_dag import (
+    CONF,
+    KEY,
+    LANDING,
+    FakeAws,
+    fake_aws,  # noqa: F401  (the moto fixture, registered here; tests take it as a parameter)
+    task_states,
+)
+
+# dag-factory reports usage unless told not to; tests send nothing anywhere.
+os.environ.setdefault("SCARF_NO_ANALYTICS", "True")
+os.environ.setdefault("DO_NOT_TRACK", "True")
+
+SERVERLESS_FOLDER = DAGS_FOLDER.parent / "serverless_dags"
+TARGETS = ("athena", "redshift")
+
+
+def serverless_config(target: str) -> dict[str, Any]:
+    """The MWAA DAG's test configuration (retries and timeouts within MWAA Serverless's limits), its own dag id."""
+    return {**deployed_config(target), "dag_id": f"sales_{target}_serverless"}
+
+
+@pytest.fixture(scope="module")
+def yaml_dagbag() -> Any:
+    """The workflow YAML files written by the library, loaded the way dag-factory loads a DAG folder."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "constructs"))
+    from pipeline_constructs.runtime.mwaa_serverless.workflow_yaml import workflow_yaml
+
+    shutil.rmtree(SERVERLESS_FOLDER, ignore_errors=True)
+    SERVERLESS_FOLDER.mkdir(parents=True)
+    for target in TARGETS:
+        (SERVERLESS_FOLDER / f"{target}.yaml").write_text(workflow_yaml(serverless_config(target)), encoding="utf-8")
+    (SERVERLESS_FOLDER / "load_workflows.py").write_text(
+        "# dag-factory's entry point: builds every YAML workflow in this folder (airflow dag)\n"
+        "from pathlib import Path\n"
+        "from dagfactory import load_yaml_dags\n"
+        "load_yaml_dags(globals_dict=globals(), dags_folder=str(Path(__file__).parent))\n",
+        encoding="utf-8",
+    )
+    from airflow.configuration import conf
+    from airflow.dag_processing.dagbag import DagBag
+
+    # dag.test() stores a DAG through the DAG bundle that holds its file: the YAML folder is a second local bundle,
+    # beside (not inside) the MWAA DAG's folder, whose DagBag test expects exactly its own two DAGs.
+    bundles = conf.get("dag_processor", "dag_bundle_config_list")
+    local = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    conf.set(
+        "dag_processor",
+        "dag_bundle_config_list",
+        json.dumps(
+            [
+                {"name": "dags-folder", "classpath": local, "kwargs": {}},
+                {"name": "serverless-workflows", "classpath": local, "kwargs": {"path": str(SERVERLESS_FOLDER)}},
+            ]
+        ),
+    )
+    yield DagBag(dag_folder=str(SERVERLESS_FOLDER))
+    conf.set("dag_processor", "dag_bundle_config_list", bundles)
+
+
+def test_dag_factory_loads_both_workflows_without_errors(yaml_dagbag: Any) -> None:
+    assert yaml_dagbag.import_errors == {}
+    assert sorted(yaml_dagbag.dags) == ["sales_athena_serverless", "sales_redshift_serverless"]
+    dag = yaml_dagbag.dags["sales_athena_serverless"]
+    assert dag.catchup is False and dag.schedule is None
+    assert dag.params.dump() == {"bucket": "", "key": "", "version_id": ""}
+
+
+def _normalised(value: Any) -> Any:
+    """A Python DAG argument as the YAML holds it: the templates MWAA Serverless renders instead of dag_run."""
+    from pipeline_constructs.runtime.mwaa_serverless.workflow_yaml import translate_template
+
+    return translate_template(value)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_yaml_and_python_dag_define_the_same_tasks_order_operators_arguments_retries_and_timeouts(
+    yaml_dagbag: Any, dagbag: Any, target: str
+) -> None:
+    from pipeline_constructs.runtime.mwaa.pipeline_steps import describe_steps
+
+    python_dag = dagbag.dags[f"sales_{target}_pipeline"]
+    yaml_dag = yaml_dagbag.dags[f"sales_{target}_serverless"]
+    python_tasks, yaml_tasks = python_dag.topological_sort(), yaml_dag.topological_sort()
+
+    assert [t.task_id for t in yaml_tasks] == [t.task_id for t in python_tasks] == ["crawl", "clean", "load"]
+    assert [t.downstream_task_ids for t in yaml_tasks] == [t.downstream_task_ids for t in python_tasks]
+    assert [type(t) for t in yaml_tasks] == [type(t) for t in python_tasks]
+    assert yaml_dag.max_active_runs == python_dag.max_active_runs
+    steps = {step.task_id: step for step in describe_steps(deployed_config(target))}
+    compared = 0
+    for python_task, yaml_task in zip(python_tasks, yaml_tasks, strict=True):
+        for setting in ("retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay", "execution_timeout", "doc_md"):
+            assert getattr(yaml_task, setting) == getattr(python_task, setting), (yaml_task.task_id, setting)
+        # Every argument of the step description that the operator keeps as an attribute, templates translated.
+        for name in steps[python_task.task_id].arguments:
+            if hasattr(python_task, name):
+                assert getattr(yaml_task, name) == _normalised(getattr(python_task, name)), (yaml_task.task_id, name)
+                compared += 1
+    assert compared >= 10
+    # The one intended difference: failures are reported from the service's events, not from callbacks.
+    assert all(not t.on_failure_callback for t in yaml_tasks)
+    assert all(t.on_failure_callback for t in python_tasks)
+
+
+def test_yaml_templates_use_only_what_mwaa_serverless_renders() -> None:
+    from pipeline_constructs.runtime.mwaa_serverless.workflow_yaml import workflow_yaml
+
+    for target in TARGETS:
+        text = workflow_yaml(serverless_config(target))
+        assert "dag_run" not in text
+        assert "params.bucket" in text and "ti.run_id" in text
+
+
+def test_athena_workflow_run_crawls_cleans_the_object_and_merges_its_run(yaml_dagbag: Any, fake_aws: FakeAws) -> None:
+    dag = yaml_dagbag.dags["sales_athena_serverless"]
+
+    dag_run = dag.test(run_conf=CONF)
+
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    (job_run,) = fake_aws.job_runs()
+    assert json.loads(job_run["Arguments"]["--source_uris"]) == [f"s3://{LANDING}/{KEY}"]
+    run_id = job_run["Arguments"]["--run_id"]
+    assert run_id == dag_run.run_id.replace(":", "-").replace("+", "-")
+    (query,) = fake_aws.athena_queries()
+    assert f"WHERE run_id = '{run_id}')" in query and "{{" not in query
+    assert fake_aws.alert_messages() == []
+
+
+def test_redshift_workflow_run_sends_the_load_as_one_batch(yaml_dagbag: Any, fake_aws: FakeAws) -> None:
+    dag_run = yaml_dagbag.dags["sales_redshift_serverless"].test(run_conf=CONF)
+
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    run_id = fake_aws.job_runs()[0]["Arguments"]["--run_id"]
+    (batch,) = fake_aws.redshift_batches
+    assert f"s3://curated-bucket/sales/runs/run_id={run_id}/" in batch["Sqls"][1]
+    assert batch["StatementName"] == f"load-{run_id}"
+
+
+def test_failed_clean_job_fails_the_run_without_loading_and_without_a_callback(
+    yaml_dagbag: Any, fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.glue.models import FakeJobRun
+
+    # moto's job runs always succeed: report this one FAILED, as Glue does when the clean script raises.
+    monkeypatch.setattr(FakeJobRun, "status", property(lambda self: "FAILED", lambda self, value: None))
+
+    dag_run = yaml_dagbag.dags["sales_athena_serverless"].test(run_conf=CONF)
+
+    assert str(dag_run.state) == "failed"
+    assert task_states(dag_run) == {"crawl": "success", "clean": "failed", "load": "upstream_failed"}
+    assert fake_aws.athena_queries() == []
+    # No DAG callback (the service ignores them): the run-failed event and the report Lambda send the message.
+    assert fake_aws.alert_messages() == []
+
+
+def test_retries_and_timeouts_are_within_the_service_limits(yaml_dagbag: Any) -> None:
+    for dag in yaml_dagbag.dags.values():
+        for task in dag.tasks:
+            assert 0 <= task.retries <= 3
+            assert task.retry_delay <= timedelta(seconds=300) and task.max_retry_delay <= timedelta(seconds=300)
+            assert task.execution_timeout <= timedelta(seconds=3600)
