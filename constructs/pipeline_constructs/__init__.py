@@ -23,6 +23,7 @@ _EXPORTS = {
     "GlueWorkflowPipeline": "forms.glue_workflow",
     "GlueWorkflowTarget": "forms.glue_workflow_target",
     "MwaaPipeline": "forms.mwaa",
+    "MwaaServerlessPipeline": "forms.mwaa_serverless",
     "QueueTrigger": "queue_trigger",
     "mwaa_interface_endpoints": "network",
     "PipelinePropsError": "validation",
@@ -36,6 +37,7 @@ __all__ = [
     "GlueWorkflowPipeline",
     "GlueWorkflowTarget",
     "MwaaPipeline",
+    "MwaaServerlessPipeline",
     "PipelineAlerting",
     "PipelineCatalog",
     "PipelineNetwork",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from .forms.glue_workflow import GlueWorkflowPipeline
     from .forms.glue_workflow_target import GlueWorkflowTarget
     from .forms.mwaa import MwaaPipeline
+    from .forms.mwaa_serverless import MwaaServerlessPipeline
     from .forms.step_functions import StepFunctionsPipeline
     from .network import PipelineNetwork, mwaa_interface_endpoints
     from .queue_trigger import QueueTrigger
