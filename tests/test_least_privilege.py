@@ -11,6 +11,8 @@ from tests.test_step_functions_form import DATA_SERVICES, as_list, identity_stat
 NO_RESOURCE_TYPE = {
     # The Airflow forms' crawl operator reads the crawl's metrics after waiting (provider 9.34).
     "glue:GetCrawlerMetrics",
+    # In MWAA's documented execution-role policy: MWAA reads the account's S3 public access block settings.
+    "s3:GetAccountPublicAccessBlock",
 }
 
 
