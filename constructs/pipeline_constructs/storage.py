@@ -156,6 +156,38 @@ class PipelineStorage(Construct):
             child_path="BucketNotificationsHandler050a0587b7544547bf325f094a3db834",
         )
 
+    def new_bucket(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        log_prefix: str,
+        removal_policy: RemovalPolicy,
+        encryption_key: kms.IKey | None = None,
+        lifecycle_rules: list[s3.LifecycleRule] | None = None,
+    ) -> s3.Bucket:
+        """A bucket in `scope` with this storage's guarantees: public access blocked, TLS only, versioned, encrypted
+        with a KMS key (bucket keys on), access-logged to the access-log bucket under `log_prefix`.
+
+        :param encryption_key: Default: the storage key.
+        :param lifecycle_rules: Default: none.
+        """
+        return s3.Bucket(
+            scope,
+            construct_id,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=encryption_key if encryption_key is not None else self.key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            server_access_logs_bucket=self.access_logs_bucket,
+            server_access_logs_prefix=log_prefix,
+            lifecycle_rules=lifecycle_rules,
+            removal_policy=removal_policy,
+            auto_delete_objects=removal_policy == RemovalPolicy.DESTROY,
+        )
+
     def claim_prefix(self, owner: IConstruct, bucket: str, prefix: str, *, argument: str = "landing_prefix") -> str:
         """Claim `prefix` of the `bucket` ('landing' or 'curated') for `owner`; returns the prefix.
 

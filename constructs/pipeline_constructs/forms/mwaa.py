@@ -34,6 +34,7 @@ from ..acknowledgements import acknowledge_findings
 from ..alerting import PipelineAlerting
 from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
+from ..deployments import review_bucket_deployment
 from ..keys import allow_cloudwatch_logs
 from ..queue_trigger import QueueTrigger
 from ..runtime.mwaa.pipeline_steps import CONFIG_FILE_NAME, RUN_ID_MARKER
@@ -191,7 +192,7 @@ class MwaaPipeline(Construct):
             memory_limit=256,
             log_group=self._deployment_log_group(log_retention, removal_policy),
         )
-        _review_bucket_deployment(stack)
+        review_bucket_deployment(stack, what="the DAG files", memory_limit=256)
 
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, description="MWAA environment: its own components talk to each other", allow_all_outbound=True
@@ -253,20 +254,7 @@ class MwaaPipeline(Construct):
         return key
 
     def _build_dag_bucket(self, storage: PipelineStorage, removal_policy: RemovalPolicy) -> s3.Bucket:
-        return s3.Bucket(
-            self,
-            "DagBucket",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            server_access_logs_bucket=storage.access_logs_bucket,
-            server_access_logs_prefix="mwaa-dags/",
-            removal_policy=removal_policy,
-            auto_delete_objects=removal_policy == RemovalPolicy.DESTROY,
-        )
+        return storage.new_bucket(self, "DagBucket", log_prefix="mwaa-dags/", removal_policy=removal_policy, encryption_key=self.key)
 
     def _build_execution_role(self, catalog: PipelineCatalog, clean_job: CleanJob, target: LoadTarget) -> iam.Role:
         """MWAA's documented minimum, plus exactly the crawler, the clean job, the load target, the topic and the key."""
@@ -529,55 +517,3 @@ def _selection_kwargs(subnets: ec2.SubnetSelection | None) -> dict[str, Any]:
         "one_per_az": subnets.one_per_az,
         "subnets": subnets.subnets,
     }
-
-
-_BUCKET_DEPLOYMENT = "Custom::CDKBucketDeployment8693BB64968944B69AAFB0CC9EB8756C256MiB"  # the handler of memory_limit=256
-
-
-def _review_bucket_deployment(stack: Stack) -> None:
-    """CDK's BucketDeployment handler (one per stack) copies the DAG files at deploy time; it is not in the data path."""
-    acknowledge_findings(
-        stack,
-        "AwsSolutions-IAM4",
-        "CDK's BucketDeployment handler runs at deploy time with the AWS-managed basic execution policy (CloudWatch Logs only).",
-        matching=r"Policy::arn:[^:]+:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
-        child_path=_BUCKET_DEPLOYMENT,
-    )
-    acknowledge_findings(
-        stack,
-        "AwsSolutions-IAM5",
-        "CDK's BucketDeployment handler reads the asset objects and replaces the DAG folder's objects (CDK's own grant).",
-        matching=r"(Action::s3:(GetObject|GetBucket|List|DeleteObject|Abort)\*|Action::kms:(GenerateDataKey|ReEncrypt)\*|Resource::.*)",
-        actions=[
-            "s3:GetObject*",
-            "s3:GetBucket*",
-            "s3:List*",
-            "s3:DeleteObject*",
-            "s3:Abort*",
-            "s3:PutObject",
-            "s3:PutObjectLegalHold",
-            "s3:PutObjectRetention",
-            "s3:PutObjectTagging",
-            "s3:PutObjectVersionTagging",
-            "kms:Decrypt",
-            "kms:DescribeKey",
-            "kms:Encrypt",
-            "kms:ReEncrypt*",
-            "kms:GenerateDataKey*",
-        ],
-        child_path=_BUCKET_DEPLOYMENT,
-    )
-    for finding in (
-        "AwsSolutions-L1",
-        "Serverless-LambdaLatestVersion",
-        "Serverless-LambdaDLQ",
-        "Serverless-LambdaTracing",
-        "Serverless-LambdaDefaultMemorySize",
-    ):
-        acknowledge_findings(
-            stack,
-            finding,
-            "CDK's BucketDeployment handler: CDK picks its runtime and settings; it runs only while deploying the DAG files.",
-            matching=".*",
-            child_path=_BUCKET_DEPLOYMENT,
-        )

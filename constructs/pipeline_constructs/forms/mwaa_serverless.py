@@ -25,7 +25,6 @@ from aws_cdk import (
     aws_lambda_destinations as destinations,
     aws_logs as logs,
     aws_mwaaserverless as mwaaserverless,
-    aws_s3 as s3,
     aws_s3_deployment as s3deploy,
 )
 
@@ -35,6 +34,7 @@ from ..acknowledgements import acknowledge, acknowledge_findings
 from ..alerting import PipelineAlerting
 from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
+from ..deployments import review_bucket_deployment
 from ..keys import allow_cloudwatch_logs
 from ..queue_trigger import QueueTrigger
 from ..runtime.mwaa.pipeline_steps import RUN_ID_MARKER
@@ -113,19 +113,8 @@ class MwaaServerlessPipeline(Construct):
         # --- the definition -----------------------------------------------------------------------------------------
         self.workflow_config = self._workflow_config(catalog, clean_job, target, max_active_runs, task_retries, airflow_version)
         self.definition_yaml = workflow_yaml(self.workflow_config)
-        self.definition_bucket = s3.Bucket(
-            self,
-            "DefinitionBucket",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            server_access_logs_bucket=storage.access_logs_bucket,
-            server_access_logs_prefix="mwaa-serverless-definitions/",
-            removal_policy=removal_policy,
-            auto_delete_objects=removal_policy == RemovalPolicy.DESTROY,
+        self.definition_bucket = storage.new_bucket(
+            self, "DefinitionBucket", log_prefix="mwaa-serverless-definitions/", removal_policy=removal_policy
         )
         self.definition_deployment = s3deploy.BucketDeployment(
             self,
@@ -135,7 +124,7 @@ class MwaaServerlessPipeline(Construct):
             prune=False,
             log_group=self._encrypted_log_group("DeploymentLogs", "definition-deployment", log_retention, removal_policy),
         )
-        _review_bucket_deployment(stack)
+        review_bucket_deployment(stack, what="the workflow definition")
         self.log_group = self._encrypted_log_group("WorkflowLogs", "workflow", log_retention, removal_policy)
 
         # --- the workflow ---------------------------------------------------------------------------------------------
@@ -409,55 +398,3 @@ class MwaaServerlessPipeline(Construct):
     def metric_runs_succeeded(self, period: Duration | None = None) -> cloudwatch.Metric:
         """Runs that succeeded (events the success rule matched). Default period: 5 minutes."""
         return self._matched(self.success_rule, period)
-
-
-_BUCKET_DEPLOYMENT = "Custom::CDKBucketDeployment8693BB64968944B69AAFB0CC9EB8756C"
-
-
-def _review_bucket_deployment(stack: Stack) -> None:
-    """CDK's BucketDeployment handler (one per stack) copies the definition at deploy time; it is not in the data path."""
-    acknowledge_findings(
-        stack,
-        "AwsSolutions-IAM4",
-        "CDK's BucketDeployment handler runs at deploy time with the AWS-managed basic execution policy (CloudWatch Logs only).",
-        matching=r"Policy::arn:[^:]+:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
-        child_path=_BUCKET_DEPLOYMENT,
-    )
-    acknowledge_findings(
-        stack,
-        "AwsSolutions-IAM5",
-        "CDK's BucketDeployment handler reads the asset objects and writes the definition object (CDK's own grant).",
-        matching=r"(Action::s3:(GetObject|GetBucket|List|DeleteObject|Abort)\*|Action::kms:(ReEncrypt|GenerateDataKey)\*|Resource::.*)",
-        actions=[
-            "s3:GetObject*",
-            "s3:GetBucket*",
-            "s3:List*",
-            "s3:DeleteObject*",
-            "s3:Abort*",
-            "s3:PutObject",
-            "s3:PutObjectLegalHold",
-            "s3:PutObjectRetention",
-            "s3:PutObjectTagging",
-            "s3:PutObjectVersionTagging",
-            "kms:Decrypt",
-            "kms:DescribeKey",
-            "kms:Encrypt",
-            "kms:ReEncrypt*",
-            "kms:GenerateDataKey*",
-        ],
-        child_path=_BUCKET_DEPLOYMENT,
-    )
-    for finding in (
-        "AwsSolutions-L1",
-        "Serverless-LambdaLatestVersion",
-        "Serverless-LambdaDLQ",
-        "Serverless-LambdaTracing",
-        "Serverless-LambdaDefaultMemorySize",
-    ):
-        acknowledge_findings(
-            stack,
-            finding,
-            "CDK's BucketDeployment handler: CDK picks its runtime and settings; it runs only while deploying the definition.",
-            matching=".*",
-            child_path=_BUCKET_DEPLOYMENT,
-        )

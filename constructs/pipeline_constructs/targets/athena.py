@@ -77,25 +77,17 @@ class AthenaTarget(Construct):
         )
         stack = Stack.of(self)
 
-        self.results_bucket = s3.Bucket(
+        self.results_bucket = storage.new_bucket(
             self,
             "Results",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=storage.key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            server_access_logs_bucket=storage.access_logs_bucket,
-            server_access_logs_prefix="athena-results/",
+            log_prefix="athena-results/",
+            removal_policy=removal_policy,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     expiration=results_retention if results_retention is not None else Duration.days(30),
                     noncurrent_version_expiration=Duration.days(1),
                 )
             ],
-            removal_policy=removal_policy,
-            auto_delete_objects=removal_policy == RemovalPolicy.DESTROY,
         )
         self.workgroup = athena.CfnWorkGroup(
             self,
