@@ -122,7 +122,9 @@ def test_execution_role_is_mwaa_minimum_plus_the_pipeline(template: dict[str, An
 
 
 def test_trigger_lambda_may_invoke_the_rest_api_as_the_user_role_only(template: dict[str, Any]) -> None:
-    [function] = [f for f in resources(template, "AWS::Lambda::Function").values() if f["Properties"].get("Handler") == "handler.handler"]
+    [function] = [
+        f for f in resources(template, "AWS::Lambda::Function").values() if f["Properties"].get("Handler") == "mwaa_trigger.handler"
+    ]
     props = function["Properties"]
     assert props["Runtime"] == "python3.12"
     assert props["Environment"]["Variables"] == {"MWAA_ENVIRONMENT_NAME": "retail-staging", "DAG_ID": "retail_sales_pipeline"}

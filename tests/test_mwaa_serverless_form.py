@@ -112,7 +112,7 @@ def test_uploads_under_the_form_prefix_reach_a_queue_with_an_alarmed_dead_letter
     )
     t.has_resource_properties("AWS::SQS::Queue", {"RedrivePolicy": Match.object_like({"maxReceiveCount": 5})})
     t.has_resource_properties("AWS::Lambda::EventSourceMapping", {"FunctionResponseTypes": ["ReportBatchItemFailures"], "BatchSize": 5})
-    t.has_resource_properties("AWS::Lambda::Function", {"Handler": "handler.start", "Runtime": "python3.12"})
+    t.has_resource_properties("AWS::Lambda::Function", {"Handler": "mwaa_serverless.start", "Runtime": "python3.12"})
     # StartWorkflowRun on this workflow only.
     t.has_resource_properties(
         "AWS::IAM::Policy",
@@ -148,7 +148,7 @@ def test_failed_and_timed_out_runs_go_to_the_report_function_and_are_alarmed(tem
     assert "DeadLetterConfig" in target and target["RetryPolicy"]["MaximumRetryAttempts"] == 8
     function_id = target["Arn"]["Fn::GetAtt"][0]
     function = template["Resources"][function_id]["Properties"]
-    assert function["Handler"] == "handler.report_failure"
+    assert function["Handler"] == "mwaa_serverless.report_failure"
     assert set(function["Environment"]["Variables"]) == {"WORKFLOW_ARN", "TOPIC_ARN", "DATASET"}
     report_actions = {
         a

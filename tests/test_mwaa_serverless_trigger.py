@@ -23,7 +23,7 @@ def lambdas(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Stubber, Stu
     monkeypatch.setenv("WORKFLOW_ARN", WORKFLOW_ARN)
     monkeypatch.setenv("TOPIC_ARN", TOPIC_ARN)
     monkeypatch.setenv("DATASET", "sales")
-    from pipeline_constructs.runtime.mwaa_serverless_lambda import handler
+    from pipeline_constructs.runtime.upload_lambdas import mwaa_serverless as handler
 
     with Stubber(handler.mwaa_serverless) as service, Stubber(handler.sns) as topic:
         yield handler, service, topic

@@ -21,7 +21,7 @@ def trigger(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Stubber]]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("MWAA_ENVIRONMENT_NAME", ENVIRONMENT)
     monkeypatch.setenv("DAG_ID", DAG_ID)
-    from pipeline_constructs.runtime.mwaa_trigger import handler
+    from pipeline_constructs.runtime.upload_lambdas import mwaa_trigger as handler
 
     with Stubber(handler.mwaa) as stubber:
         yield handler, stubber
@@ -118,3 +118,25 @@ def test_unversioned_object_still_gets_a_run(trigger: tuple[Any, Stubber]) -> No
         },
     )
     assert handler.handler(sqs_event(s3_event(key="incoming/mwaa/x.csv", version=None)), None) == {"batchItemFailures": []}
+
+
+def test_the_asset_folder_imports_as_lambda_loads_it() -> None:
+    """In Lambda the asset folder is the top level and the library is absent: each handler module must import from
+    its folder alone (the shared upload_events module beside it), with the region Lambda sets."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pipeline_constructs.runtime.upload_lambdas as package
+
+    folder = Path(package.__file__).parent
+    script = (
+        "import sys; sys.modules['pipeline_constructs'] = None; sys.path.insert(0, sys.argv[1]);"
+        "import mwaa_trigger, mwaa_serverless; print(mwaa_trigger.handler.__name__, mwaa_serverless.start.__name__,"
+        " mwaa_serverless.report_failure.__name__)"
+    )
+    env = {**os.environ, "AWS_DEFAULT_REGION": "eu-west-1"}
+    result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["handler", "start", "report_failure"]

@@ -46,7 +46,7 @@ from ..validation import PipelinePropsError, check_positive
 FORM_NAME = "mwaa"
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
 DAG_FOLDER = RUNTIME / "mwaa"
-TRIGGER_CODE = RUNTIME / "mwaa_trigger"
+TRIGGER_CODE = RUNTIME / "upload_lambdas"
 AIRFLOW_VERSIONS = ("3.3.1", "3.2.1")
 DEFAULT_AIRFLOW_VERSION = "3.3.1"
 WEBSERVER_ACCESS = {"private": "PRIVATE_ONLY", "public": "PUBLIC_ONLY"}
@@ -219,7 +219,7 @@ class MwaaPipeline(Construct):
             alerting=alerting,
             landing_prefix=self.landing_prefix,
             code_path=TRIGGER_CODE,
-            handler="handler.handler",
+            handler="mwaa_trigger.handler",
             description=f"Start the {self.dag_id} DAG on {self.environment_name} for each upload",
             environment={"MWAA_ENVIRONMENT_NAME": self.environment_name, "DAG_ID": self.dag_id},
             vpc=vpc,

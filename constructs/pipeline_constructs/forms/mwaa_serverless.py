@@ -45,7 +45,7 @@ from ..targets.redshift import RedshiftTarget
 from ..validation import PipelinePropsError, check_positive
 
 FORM_NAME = "mwaa_serverless"
-LAMBDA_CODE = Path(__file__).resolve().parent.parent / "runtime" / "mwaa_serverless_lambda"
+LAMBDA_CODE = Path(__file__).resolve().parent.parent / "runtime" / "upload_lambdas"
 DEFINITION_KEY = "workflow/pipeline.yaml"
 RUN_FAILED_DETAIL_TYPES = ("MWAA Serverless Workflow Run Failed", "MWAA Serverless Workflow Run Timeout")
 RUN_SUCCEEDED_DETAIL_TYPE = "MWAA Serverless Workflow Run Succeeded"
@@ -156,7 +156,7 @@ class MwaaServerlessPipeline(Construct):
             alerting=alerting,
             landing_prefix=self.landing_prefix,
             code_path=LAMBDA_CODE,
-            handler="handler.start",
+            handler="mwaa_serverless.start",
             description=f"Start the {self.dag_id} MWAA Serverless workflow for each upload",
             environment={"WORKFLOW_ARN": self.workflow_arn},
             log_retention=log_retention,
@@ -311,7 +311,7 @@ class MwaaServerlessPipeline(Construct):
             "ReportFunction",
             runtime=lambda_.Runtime.PYTHON_3_12,
             code=lambda_.Code.from_asset(str(LAMBDA_CODE), exclude=["__pycache__", "*.pyc"]),
-            handler="handler.report_failure",
+            handler="mwaa_serverless.report_failure",
             description=f"Report a failed run of the {self.dag_id} MWAA Serverless workflow to the alert topic",
             role=self.report_role,
             timeout=Duration.seconds(30),

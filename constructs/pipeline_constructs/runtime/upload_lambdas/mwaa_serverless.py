@@ -20,10 +20,29 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, TypedDict
+from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
+
+try:
+    from pipeline_constructs.runtime.upload_lambdas.upload_events import (
+        BatchItemFailure,
+        BatchResponse,
+        MalformedEvent,
+        SqsEvent,
+        UploadedObject,
+        uploaded_object,
+    )
+except ImportError:  # in Lambda: the asset folder is the top level
+    from upload_events import (  # type: ignore[import-not-found,no-redef]
+        BatchItemFailure,
+        BatchResponse,
+        MalformedEvent,
+        SqsEvent,
+        UploadedObject,
+        uploaded_object,
+    )
 
 logger = logging.getLogger()
 logger.setLevel(logging.INFO)
@@ -33,47 +52,6 @@ sns = boto3.client("sns")
 
 FORM_NAME = "mwaa_serverless"
 FAILED_TASK_STATES = ("FAILED", "TIMEOUT")
-
-
-class SqsRecord(TypedDict):
-    messageId: str
-    body: str
-
-
-class SqsEvent(TypedDict):
-    Records: list[SqsRecord]
-
-
-class BatchItemFailure(TypedDict):
-    itemIdentifier: str
-
-
-class BatchResponse(TypedDict):
-    batchItemFailures: list[BatchItemFailure]
-
-
-class UploadedObject(TypedDict):
-    bucket: str
-    key: str
-    version_id: str | None
-
-
-class MalformedEvent(ValueError):
-    """The message is not an S3 `Object Created` event with a bucket name and an object key."""
-
-
-def uploaded_object(body: str) -> UploadedObject:
-    """The object an EventBridge S3 event names; raises MalformedEvent otherwise."""
-    try:
-        event = json.loads(body)
-        detail = event["detail"]
-        bucket, key = detail["bucket"]["name"], detail["object"]["key"]
-    except (ValueError, TypeError, KeyError) as error:
-        raise MalformedEvent(f"not an S3 Object Created event: {error!r}") from None
-    if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:
-        raise MalformedEvent(f"bucket {bucket!r} or key {key!r} is not a non-empty string")
-    version = detail["object"].get("version-id")
-    return {"bucket": bucket, "key": key, "version_id": version if isinstance(version, str) else None}
 
 
 def client_token(obj: UploadedObject) -> str:
