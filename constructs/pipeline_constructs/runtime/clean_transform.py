@@ -72,6 +72,7 @@ __all__ = [
     "deduplicate_valid",
     "inspect_header",
     "is_valid",
+    "one_file_per_value",
     "possible_reasons",
     "quarantine_records",
     "read_head",
@@ -838,6 +839,12 @@ def run_clean(
 ONE_FILE_PER_VALUE_MAX_ROWS = 20_000_000
 
 
+def one_file_per_value(rows: DataFrame, partition: str) -> DataFrame:
+    """`rows` laid out so that a write partitioned by `partition` writes one file per value: each value's rows
+    in one task (a shuffle by the value)."""
+    return rows.repartition(F.col(partition))
+
+
 def _clean_rows(
     spark: SparkSession,
     contract: DatasetContract,
@@ -905,7 +912,7 @@ def _clean_rows(
         part = contract.partition.name
         curated = deduplicated.select(*[n for n, _ in contract.output_columns()], part)
         if result.rows_in <= ONE_FILE_PER_VALUE_MAX_ROWS:
-            curated = curated.repartition(F.col(part))
+            curated = one_file_per_value(curated, part)
         w_obs = Observation("written")
         curated = curated.observe(w_obs, F.count(F.lit(1)).alias("n"))
         curated.write.mode("overwrite").partitionBy(part).parquet(curated_dir)
