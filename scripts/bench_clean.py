@@ -203,6 +203,7 @@ def main() -> None:
     parser.add_argument("--retail-rows", type=int, nargs="*", default=[5_000_000], help="retail file sizes (none: skip)")
     parser.add_argument("--quoted-rows", type=int, nargs="*", default=[600_000], help="quoted file sizes (none: skip)")
     parser.add_argument("--layouts", action="store_true", help="also time the transform with the other layouts")
+    parser.add_argument("--phases", nargs="+", choices=PHASES + tuple(LAYOUTS), help="time only these (and the two Spark copies)")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--driver-memory", default="4g")
     parser.add_argument("--workdir", default=str(ROOT / ".bench"))
@@ -220,6 +221,8 @@ def main() -> None:
     print(f"clean transform benchmark: {args.cores} cores, Spark driver memory {args.driver_memory}, {os.cpu_count()} CPUs on this machine")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     phases = PHASES + (tuple(LAYOUTS) if args.layouts else ())
+    if args.phases:
+        phases = tuple(p for p in phases + tuple(LAYOUTS) if p in {*args.phases, "transform", "spark_copy", "spark_copy_partitioned"})
     header = (
         f"{'shape':<15} {'phase':<24} {'seconds':>8} {'rows/s':>10} {'files':>6} {'peak MB':>8} {'vs part. copy':>14} {'vs plain copy':>14}"
     )
