@@ -34,7 +34,8 @@ help:
 	@echo "make checkov         create .venv-checkov (checkov, pinned, apart from the project's packages; make test does it)"
 	@echo "make airflow-venv    the DAG tests' virtualenv (.venv-airflow, Airflow 3.3.1 from tests/airflow/constraints-*.txt)"
 	@echo "make demo            run the clean job locally on a generated file and query the result with DuckDB"
-	@echo "make bench-clean     benchmark the clean transform against plain Spark and DuckDB copies"
+	@echo "make bench-clean     benchmark the clean transform against Spark and DuckDB copies, on two shapes of file"
+	@echo "                     (about 10 min; BENCH_ARGS=--layouts also times the other layouts of the curated rows)"
 	@echo "make deploy ENV=dev  deploy one stage's stacks (needs AWS credentials)"
 
 setup: $(PY_STAMP) $(NPM_STAMP)
@@ -94,7 +95,7 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 bench-clean: setup
-	$(BIN)/python scripts/bench_clean.py --rows 1000000 5000000
+	$(BIN)/python scripts/bench_clean.py --retail-rows 5000000 --quoted-rows 600000 $(BENCH_ARGS)
 
 clean:
 	rm -rf cdk.out .demo .bench build dist
