@@ -203,6 +203,18 @@ class PipelineAlerting(Construct):
         return self.topic.grant_publish(grantee)
 
 
+def metric_rule_matches(rule: events.IRule, period: Duration | None = None) -> cloudwatch.Metric:
+    """Events an EventBridge rule matched (AWS/Events MatchedEvents, Sum): how forms that report through rules count
+    their failed and succeeded runs. Default period: 5 minutes."""
+    return cloudwatch.Metric(
+        namespace="AWS/Events",
+        metric_name="MatchedEvents",
+        dimensions_map={"RuleName": rule.rule_name},
+        statistic="Sum",
+        period=period if period is not None else Duration.minutes(5),
+    )
+
+
 def check_emails(name: str, emails: Any) -> tuple[str, ...]:
     """At least one address, each an e-mail address, none twice (case-insensitive): the checked tuple."""
     if isinstance(emails, str) or not isinstance(emails, Sequence):

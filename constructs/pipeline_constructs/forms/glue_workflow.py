@@ -18,7 +18,7 @@ from aws_cdk import (
 from constructs import Construct
 
 from ..acknowledgements import acknowledge, acknowledge_findings
-from ..alerting import PipelineAlerting
+from ..alerting import PipelineAlerting, metric_rule_matches
 from ..catalog import GLUE_ASSET_READ_ACTIONS, PipelineCatalog, review_glue_logs
 from ..clean_job import CleanJob
 from ..runtime.glue_load_job import RUN_ID_TOKEN
@@ -390,25 +390,15 @@ class GlueWorkflowPipeline(Construct):
                 grantee.grant_principal.add_to_principal_policy(statement)
 
     # --- metrics --------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _matched_events(rule: events.IRule, period: Duration | None) -> cloudwatch.Metric:
-        return cloudwatch.Metric(
-            namespace="AWS/Events",
-            metric_name="MatchedEvents",
-            dimensions_map={"RuleName": rule.rule_name},
-            statistic="Sum",
-            period=period if period is not None else Duration.minutes(5),
-        )
-
     def metric_runs_failed(self, period: Duration | None = None) -> cloudwatch.IMetric:
         """Runs of this form that failed: failure events of its crawler, clean job or load job (each is a run's
         last step, since nothing runs after a failed step). Default period: 5 minutes."""
         return cloudwatch.MathExpression(
             expression="FILL(crawl, 0) + FILL(clean, 0) + FILL(load, 0)",
             using_metrics={
-                "crawl": self._matched_events(self.crawl_failure_rule, period),
-                "clean": self._matched_events(self.clean_failure_rule, period),
-                "load": self._matched_events(self.load_failure_rule, period),
+                "crawl": metric_rule_matches(self.crawl_failure_rule, period),
+                "clean": metric_rule_matches(self.clean_failure_rule, period),
+                "load": metric_rule_matches(self.load_failure_rule, period),
             },
             label=f"{FORM_NAME} runs failed",
             period=period if period is not None else Duration.minutes(5),
@@ -417,14 +407,14 @@ class GlueWorkflowPipeline(Construct):
     def metric_runs_succeeded(self, period: Duration | None = None) -> cloudwatch.IMetric:
         """Runs of this form whose load job succeeded (runs with nothing new or zero rows included). Default
         period: 5 minutes."""
-        return self._matched_events(self.success_rule, period)
+        return metric_rule_matches(self.success_rule, period)
 
     def metric_step_failures(self, step: str, period: Duration | None = None) -> cloudwatch.IMetric:
         """Failures of one step: 'Crawl', 'Clean' or 'Load'. Default period: 5 minutes."""
         rules = {CRAWL_STEP: self.crawl_failure_rule, CLEAN_STEP: self.clean_failure_rule, LOAD_STEP: self.load_failure_rule}
         if step not in rules:
             raise PipelinePropsError(f"step={step!r}: must be one of {sorted(rules)}")
-        return self._matched_events(rules[step], period)
+        return metric_rule_matches(rules[step], period)
 
     def metric_files_rejected(self, period: Duration | None = None) -> cloudwatch.IMetric:
         """Files this form's clean job rejected as a whole (quarantined, alerted once, skipped by later runs).

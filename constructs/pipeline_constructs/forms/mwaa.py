@@ -405,21 +405,7 @@ class MwaaPipeline(Construct):
     ) -> dict[str, Any]:
         """What the DAG reads at parse time (deployed as pipeline_dag_config.json beside it): names, SQL, timeouts."""
         stack = Stack.of(self)
-        load: dict[str, Any]
-        if isinstance(target, RedshiftTarget):
-            load = {
-                "target": "redshift",
-                "workgroup": target.workgroup_name,
-                "database": target.database_name,
-                "sqls": target.load_statements(RUN_ID_MARKER),
-            }
-        else:
-            load = {
-                "target": "athena",
-                "workgroup": target.workgroup_name,
-                "database": target.database_name,
-                "sql": target.merge_sql(RUN_ID_MARKER),
-            }
+        load = airflow_load_settings(target)
         return {
             "dag_id": self.dag_id,
             "dataset": clean_job.contract.name,
@@ -516,4 +502,22 @@ def _selection_kwargs(subnets: ec2.SubnetSelection | None) -> dict[str, Any]:
         "availability_zones": subnets.availability_zones,
         "one_per_az": subnets.one_per_az,
         "subnets": subnets.subnets,
+    }
+
+
+def airflow_load_settings(target: LoadTarget) -> dict[str, Any]:
+    """The `load` part of the Airflow forms' step configuration (runtime/mwaa/pipeline_steps.py reads it): the
+    target's kind, workgroup, database and its SQL with the run id left as RUN_ID_MARKER."""
+    if isinstance(target, RedshiftTarget):
+        return {
+            "target": "redshift",
+            "workgroup": target.workgroup_name,
+            "database": target.database_name,
+            "sqls": target.load_statements(RUN_ID_MARKER),
+        }
+    return {
+        "target": "athena",
+        "workgroup": target.workgroup_name,
+        "database": target.database_name,
+        "sql": target.merge_sql(RUN_ID_MARKER),
     }

@@ -31,18 +31,17 @@ from aws_cdk import (
 from constructs import Construct
 
 from ..acknowledgements import acknowledge, acknowledge_findings
-from ..alerting import PipelineAlerting
+from ..alerting import PipelineAlerting, metric_rule_matches
 from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
 from ..deployments import review_bucket_deployment
 from ..keys import allow_cloudwatch_logs
 from ..queue_trigger import QueueTrigger
-from ..runtime.mwaa.pipeline_steps import RUN_ID_MARKER
 from ..runtime.mwaa_serverless.workflow_yaml import MAX_EXECUTION_TIMEOUT_SECONDS, MAX_RETRIES, workflow_yaml
 from ..storage import PipelineStorage
 from ..targets.load_target import LoadTarget, check_load_target
-from ..targets.redshift import RedshiftTarget
 from ..validation import PipelinePropsError, check_positive
+from .mwaa import airflow_load_settings
 
 FORM_NAME = "mwaa_serverless"
 LAMBDA_CODE = Path(__file__).resolve().parent.parent / "runtime" / "upload_lambdas"
@@ -200,21 +199,7 @@ class MwaaServerlessPipeline(Construct):
     ) -> dict[str, Any]:
         """The step description's configuration (the MWAA DAG reads the same keys), within the service's limits."""
         stack = Stack.of(self)
-        load: dict[str, Any]
-        if isinstance(target, RedshiftTarget):
-            load = {
-                "target": "redshift",
-                "workgroup": target.workgroup_name,
-                "database": target.database_name,
-                "sqls": target.load_statements(RUN_ID_MARKER),
-            }
-        else:
-            load = {
-                "target": "athena",
-                "workgroup": target.workgroup_name,
-                "database": target.database_name,
-                "sql": target.merge_sql(RUN_ID_MARKER),
-            }
+        load = airflow_load_settings(target)
         return {
             "dag_id": self.dag_id,
             "dataset": clean_job.contract.name,
@@ -381,20 +366,10 @@ class MwaaServerlessPipeline(Construct):
 
     # --- metrics ----------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _matched(rule: events.IRule, period: Duration | None) -> cloudwatch.Metric:
-        return cloudwatch.Metric(
-            namespace="AWS/Events",
-            metric_name="MatchedEvents",
-            dimensions_map={"RuleName": rule.rule_name},
-            statistic="Sum",
-            period=period if period is not None else Duration.minutes(5),
-        )
-
     def metric_runs_failed(self, period: Duration | None = None) -> cloudwatch.Metric:
         """Runs that failed or timed out (events the failure rule matched). Default period: 5 minutes."""
-        return self._matched(self.failure_rule, period)
+        return metric_rule_matches(self.failure_rule, period)
 
     def metric_runs_succeeded(self, period: Duration | None = None) -> cloudwatch.Metric:
         """Runs that succeeded (events the success rule matched). Default period: 5 minutes."""
-        return self._matched(self.success_rule, period)
+        return metric_rule_matches(self.success_rule, period)
