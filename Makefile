@@ -13,6 +13,24 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
 PY_STAMP := $(VENV)/.installed
+# Every virtualenv installs from its lock (locks/*.txt: every package, transitive ones included, with hashes) with
+# `pip install --require-hashes`. `make lock` writes the locks from the top-level requirements; a lock older than
+# them stops the install with a message that says to run it (scripts/lock.py check).
+DEV_LOCK := locks/dev.txt
+AIRFLOW_LOCK := locks/airflow.txt
+CHECKOV_LOCK := locks/checkov.txt
+LOCK_CHECK := $(PYTHON) scripts/lock.py check
+# $(call install_locked,VENV,LOCK,PACKAGE): PACKAGE's entry of LOCK alone, with its hashes, no dependencies.
+define install_locked
+	$(PYTHON) scripts/lock.py requirement $(3) $(2) > $(1)/$(3)-requirement.txt
+	$(1)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(1)/$(3)-requirement.txt
+endef
+# $(call install_lock,VENV,LOCK): the lock's own pip first (the pip that `python -m venv` brings rejects a locked
+# package[extra] under --require-hashes), then every package of the lock.
+define install_lock
+	$(call install_locked,$(1),$(2),pip)
+	$(1)/bin/python -m pip install --quiet --require-hashes -r $(2)
+endef
 # The DAG tests run in their own virtualenv: Airflow at the version the MWAA construct deploys, from MWAA's constraints.
 # Python 3.12 as on MWAA when pyenv has one, else the default python3.
 AIRFLOW_VENV ?= .venv-airflow
@@ -25,14 +43,17 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 ENV ?= dev
 CDK := cdk --no-notices
 
-.PHONY: help setup checkov airflow-venv synth test test-fast lint demo bench-clean deploy diff clean
+.PHONY: help setup checkov airflow-venv lock lock-upgrade synth test test-fast test-newest lint demo bench-clean deploy diff clean
 
 help:
 	@echo "make synth           set up, then synthesize every stage to cdk.out/ (cdk-nag runs as part of synth)"
 	@echo "make test            set up, then run the whole test suite"
-	@echo "make test-fast       the fast layers only (no Spark, no Airflow)"
-	@echo "make checkov         create .venv-checkov (checkov, pinned, apart from the project's packages; make test does it)"
-	@echo "make airflow-venv    the DAG tests' virtualenv (.venv-airflow, Airflow 3.3.1 from tests/airflow/constraints-*.txt)"
+	@echo "make test-fast       the fast layers only (no Spark, no Airflow, no packaging)"
+	@echo "make test-newest     the library's wheel with the newest dependencies its ranges allow, not the locks"
+	@echo "make lock            rewrite locks/*.txt from the top-level requirements (keeps every version it can)"
+	@echo "make lock-upgrade    the same, with the newest versions the top-level requirements allow"
+	@echo "make checkov         create .venv-checkov (checkov from locks/checkov.txt, apart from the project's packages; make test does it)"
+	@echo "make airflow-venv    the DAG tests' virtualenv (.venv-airflow, Airflow 3.3.1 from locks/airflow.txt, within MWAA's constraints)"
 	@echo "make demo            run the clean job locally on a generated file and query the result with DuckDB"
 	@echo "make bench-clean     benchmark the clean transform against Spark and DuckDB copies, on two shapes of file"
 	@echo "                     (about 10 min; BENCH_ARGS=--layouts also times the other layouts of the curated rows)"
@@ -40,18 +61,24 @@ help:
 
 setup: $(PY_STAMP) $(NPM_STAMP)
 
-$(PY_STAMP): requirements.txt requirements-dev.txt constructs/pyproject.toml
+# The editable library cannot be hash-checked: the lock holds its dependencies, and it is installed on top with
+# --no-deps (--no-build-isolation: its build backend, setuptools, comes from the lock too).
+$(PY_STAMP): $(DEV_LOCK) requirements.txt requirements-dev.txt constructs/pyproject.toml
+	@$(LOCK_CHECK) $(DEV_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(call install_lock,$(VENV),$(DEV_LOCK))
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e ./constructs
 	touch $@
 
 airflow-venv: $(AIRFLOW_STAMP)
 
-$(AIRFLOW_STAMP): tests/airflow/requirements.txt $(AIRFLOW_CONSTRAINTS)
-	rm -rf $(AIRFLOW_VENV)
-	$(AIRFLOW_PYTHON) -m venv $(AIRFLOW_VENV)
-	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r tests/airflow/requirements.txt -c $(AIRFLOW_CONSTRAINTS)
+# A virtualenv on another Python than AIRFLOW_PYTHON is made anew; otherwise the lock is installed over it.
+$(AIRFLOW_STAMP): $(AIRFLOW_LOCK) tests/airflow/requirements.txt $(AIRFLOW_CONSTRAINTS)
+	@$(LOCK_CHECK) $(AIRFLOW_LOCK)
+	version='import sys; print(sys.version_info[:2])'; \
+	  [ "$$($(AIRFLOW_VENV)/bin/python -c "$$version" 2>/dev/null)" = "$$($(AIRFLOW_PYTHON) -c "$$version")" ] || \
+	  { rm -rf $(AIRFLOW_VENV) && $(AIRFLOW_PYTHON) -m venv $(AIRFLOW_VENV); }
+	$(call install_lock,$(AIRFLOW_VENV),$(AIRFLOW_LOCK))
 	touch $@
 
 $(NPM_STAMP): package.json package-lock.json $(PY_STAMP)
@@ -61,11 +88,18 @@ $(NPM_STAMP): package.json package-lock.json $(PY_STAMP)
 # checkov in a virtualenv of its own; tests/test_checkov.py runs it as $(CHECKOV_VENV)/bin/checkov.
 checkov: $(CHECKOV_STAMP)
 
-$(CHECKOV_STAMP): requirements-checkov.txt
+$(CHECKOV_STAMP): $(CHECKOV_LOCK) requirements-checkov.txt
+	@$(LOCK_CHECK) $(CHECKOV_LOCK)
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	$(call install_lock,$(CHECKOV_VENV),$(CHECKOV_LOCK))
 	touch $@
+
+# The locks are written by the uv that the dev lock pins, installed into .venv from that lock's entry first (so a
+# stale lock or a missing .venv does not stop `make lock`).
+lock lock-upgrade:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(call install_locked,$(VENV),$(DEV_LOCK),uv)
+	$(PYTHON) scripts/lock.py compile --uv $(BIN)/uv $(if $(filter lock-upgrade,$@),--upgrade)
 
 synth: setup
 	rm -rf cdk.out
@@ -79,6 +113,10 @@ test:
 
 test-fast: setup checkov
 	$(BIN)/python -m pytest -m "not spark and not consumer and not airflow"
+
+# Not part of `make test` (pytest.ini deselects the marker): it resolves against whatever the index holds today.
+test-newest: setup
+	$(BIN)/python -m pytest -m newest tests/test_consumer.py
 
 lint: setup
 	$(BIN)/ruff check app.py stacks constructs tests scripts

