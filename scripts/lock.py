@@ -164,7 +164,7 @@ def check(lock: Lock, root: Path = ROOT) -> None:
         raise StaleLock(f"{lock.path} is missing: run `make lock` and commit the lock files.")
     if recorded_digest(path.read_text()) != digest(lock, root):
         raise StaleLock(
-            f"{lock.path} is out of date: {', '.join(inputs(lock, root))} changed since it was written.\n"
+            f"{lock.path} is out of date: its inputs ({', '.join(inputs(lock, root))}) changed since `make lock` wrote it.\n"
             f"Run `make lock` to regenerate the lock files, review the diff and commit it."
         )
 

@@ -101,5 +101,7 @@ def test_a_changed_input_makes_the_check_say_run_make_lock(tmp_path: Path) -> No
     locks.check(lock, tmp_path)
     with (tmp_path / lock.requirements).open("a") as requirements:
         requirements.write("pyyaml==6.0.4\n")
-    with pytest.raises(locks.StaleLock, match=r"locks/checkov.txt is out of date: requirements-checkov.txt changed.*\n.*`make lock`"):
+    with pytest.raises(
+        locks.StaleLock, match=r"locks/checkov.txt is out of date: its inputs \(requirements-checkov.txt\) changed.*\n.*`make lock`"
+    ):
         locks.check(lock, tmp_path)
