@@ -7,7 +7,9 @@ Today's definition is synthesized from this checkout (the dev stage, which loads
 is tests/asl/fixtures/dev_state_machine_before_issue_12.json (the base commit's synthesized dev state machine). The
 world (tests/asl/burst_scenario.mjs): a crawl takes 90-150 s, StartCrawler while one runs raises
 CrawlerRunningException; the clean job takes 60-120 s; a MERGE takes 15-30 s and fails with ICEBERG_COMMIT_ERROR when
-another MERGE committed after it began. Time is simulated (the definitions' own Wait and Retry durations, scaled).
+another MERGE committed after it began. Time is virtual (the definitions' own Wait and Retry durations, on a clock
+that only the harness advances, with seeded randomness): the same seeds print the same table on any machine under any
+load. `trace` is the start of a digest of every call the run made, with its simulated time and input.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     today = definition_from_template(app.template("dev", "StepFunctions"))
     definitions = {"before issue 12": json.loads(BEFORE.read_text()), "today": today}
 
-    print(f"{args.uploads} uploads within 10 s, one shared crawler and Iceberg table (simulated time)")
+    print(f"{args.uploads} uploads within 10 s, one shared crawler and Iceberg table (virtual clock)")
     print(
-        f"{'definition':<16} {'seed':>4} {'crawls started':>14} {'succeeded':>9} {'failed':>6} {'MERGE conflicts':>15} {'sim. s':>7}  failed at"
+        f"{'definition':<16} {'seed':>4} {'crawls started':>14} {'succeeded':>9} {'failed':>6} {'MERGE conflicts':>15}"
+        f" {'sim. s':>7} {'trace':>12}  failed at"
     )
     for label, definition in definitions.items():
         for seed in args.seeds:
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             failed_at = ", ".join(f"{step}: {n}" for step, n in sorted(r.failures_by_step().items())) or "-"
             print(
                 f"{label:<16} {seed:>4} {r.crawls_started:>14} {r.succeeded:>9} {r.failed:>6} {r.load_conflicts:>15}"
-                f" {r.simulated_seconds:>7}  {failed_at}"
+                f" {r.simulated_seconds:>7} {r.trace[:12]:>12}  {failed_at}"
             )
     return 0
 

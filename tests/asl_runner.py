@@ -332,7 +332,9 @@ BURST_RUNNER = ROOT / "tests" / "asl" / "burst_scenario.mjs"
 
 @dataclass
 class BurstResult:
-    """What a burst of executions against one shared scripted world did (see tests/asl/burst_scenario.mjs)."""
+    """What a burst of executions against one shared scripted world did (see tests/asl/burst_scenario.mjs). Time is
+    virtual there, so equal requests give equal results, `trace` (a digest of every call with its simulated time and
+    input, and of every outcome) included."""
 
     crawls_started: int
     crawler_running_errors: int
@@ -340,6 +342,10 @@ class BurstResult:
     load_conflicts: int
     simulated_seconds: int
     executions: list[dict[str, Any]]
+    crawls: list[list[int]] = field(default_factory=list)
+    calls: int = 0
+    timers_fired: int = 0
+    trace: str = ""
 
     @property
     def succeeded(self) -> int:
@@ -378,14 +384,17 @@ def run_burst(
     uploads: int = 20,
     spread_seconds: float = 10,
     seed: int = 1,
-    scale: float = 200,
     world: dict[str, Any] | None = None,
+    handler_busy_ms: float = 0,
+    max_simulated_seconds: float = 86400,
     timeout: float = 120,
 ) -> BurstResult:
     """`uploads` objects arrive within `spread_seconds` (simulated) and each starts its execution as it arrives; all
     run against one scripted crawler, clean job and Athena table (the world's defaults: a crawl takes 90-150 s, the
     clean job 60-120 s, a MERGE 15-30 s and fails with ICEBERG_COMMIT_ERROR when another MERGE committed after it
-    began). `scale` simulated seconds pass per real second; `seed` makes the jitter repeatable."""
+    began). Time is virtual: the result is a function of the arguments alone (`seed` draws the durations and the
+    retries' jitter), whatever the machine's speed or load; `handler_busy_ms` burns that much real CPU time in every
+    call to show it. `timeout` bounds the real time of the subprocess."""
     epoch_ms = 1795597200000  # 2026-11-25T09:00:00Z, the world's epoch
     executions = []
     for i in range(uploads):
@@ -398,7 +407,14 @@ def run_burst(
                 "start_at": at,
             }
         )
-    request = {"definition": definition, "executions": executions, "scale": scale, "seed": seed, "world": world or {}}
+    request = {
+        "definition": definition,
+        "executions": executions,
+        "seed": seed,
+        "world": world or {},
+        "handler_busy_ms": handler_busy_ms,
+        "max_simulated_seconds": max_simulated_seconds,
+    }
     env = dict(os.environ)
     env.setdefault("NODE_NO_WARNINGS", "1")
     try:
@@ -413,7 +429,7 @@ def run_burst(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise AslHarnessError(f"the burst did not finish within {timeout} s (raise `scale`?)") from exc
+        raise AslHarnessError(f"the burst did not finish within {timeout} s of real time") from exc
     if proc.returncode != 0:
         raise AslHarnessError(f"{BURST_RUNNER.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
     report = json.loads(proc.stdout)
@@ -424,6 +440,10 @@ def run_burst(
         load_conflicts=report["load_conflicts"],
         simulated_seconds=report["simulated_seconds"],
         executions=report["executions"],
+        crawls=report["crawls"],
+        calls=report["calls"],
+        timers_fired=report["timers_fired"],
+        trace=report["trace"],
     )
 
 

@@ -1,11 +1,12 @@
 // A burst of uploads: many executions of one real (synthesized) ASL definition run together in aws-local-stepfunctions
-// 3.0.0 against one shared, scripted AWS world on a simulated clock.
+// 3.0.0 against one shared, scripted AWS world on a virtual clock.
 //
-// stdin:  {"definition": {...}, "executions": [{"name", "input", "start_at": <simulated s>}], "scale": <simulated s per
-//          real s>, "seed": <int>, "world": {"epoch", "crawl_seconds": [min, max], "clean_seconds": [min, max],
-//          "merge_seconds": [min, max], "curated_files": <int>}}
-// stdout: {"crawls_started", "crawler_running_errors", "loads_committed", "load_conflicts", "simulated_seconds",
-//          "executions": [{"name", "status", "error", "cause", "failed_step"}], "notifications": [...]}
+// stdin:  {"definition": {...}, "executions": [{"name", "input", "start_at": <simulated s>}], "seed": <int>,
+//          "world": {"epoch", "crawl_seconds": [min, max], "clean_seconds": [min, max], "merge_seconds": [min, max],
+//          "curated_files": <int>}, "max_simulated_seconds": <s, default 86400>, "handler_busy_ms": <real ms, default 0>}
+// stdout: {"crawls_started", "crawls", "crawler_running_errors", "loads_committed", "load_conflicts", "simulated_seconds",
+//          "timers_fired", "calls", "trace", "executions": [{"name", "status", "error", "cause", "failed_step"}],
+//          "notifications": <int>}
 //
 // The world (every Task state is answered by what its Resource calls, so any definition of the pipeline runs here):
 // - glue:startCrawler throws Glue.CrawlerRunningException while a crawl runs; a crawl takes crawl_seconds (uniform).
@@ -18,8 +19,19 @@
 //   reports QUEUED/RUNNING/SUCCEEDED/FAILED and stopQueryExecution cancels.
 // - s3:listObjectsV2 finds `curated_files` objects (KeyCount); sns:publish records the message.
 //
-// Simulated time: setTimeout is scaled by `scale` (Wait states, Retry intervals with their jitter and task timeouts all
-// go through it in the interpreter), and Math.random is seeded, so Wait durations are the definition's own.
+// Time is virtual, so the outcome is a function of the request alone (the same seed gives the same result on any machine,
+// under any load). globalThis.setTimeout/clearTimeout/setInterval/clearInterval, Date (new Date(), Date.now()) and
+// performance.now() are replaced before the interpreter is imported; every wait of the interpreter (Wait states, Retry
+// backoffs with their jitter, task and execution timeouts) and of the world (a crawl, a clean job run, a MERGE) is a
+// virtual timer. No real timer drives the clock: a driver loop lets the event loop go idle (a real setImmediate turn runs
+// only after every pending promise callback; it also waits while a real timer or I/O request is outstanding), then moves
+// the clock to the earliest due timer and fires that one timer, in (due time, creation order) order, and repeats until
+// every execution has ended. Handler code therefore takes no simulated time, however slow the machine is
+// (`handler_busy_ms` burns that much real CPU time in each call to show it). Math.random is a seeded PRNG (mulberry32):
+// the interpreter's FULL jitter, States.UUID and the world's durations draw from it, in an order fixed by the clock.
+// Unlike Node's setTimeout, a virtual delay is not clamped to 1 ms (0 fires at the same instant, after the timers already
+// due then) and a delay above 2^31-1 ms is not turned into 1 ms (the 99999999 s default task timeout stays that long).
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 function fatal(message) {
@@ -33,7 +45,7 @@ try {
 } catch (err) {
   fatal(`stdin is not one JSON document: ${err.message}`);
 }
-const scale = request.scale ?? 200;
+if (request.scale !== undefined) fatal('"scale" is gone: time is virtual now, a run takes no real time per simulated second');
 const world = {
   epoch: '2026-11-25T09:00:00.000Z',
   crawl_seconds: [90, 150],
@@ -42,8 +54,12 @@ const world = {
   curated_files: 1,
   ...(request.world ?? {}),
 };
+const maxSimulatedSeconds = request.max_simulated_seconds ?? 86400;
+const handlerBusyMs = request.handler_busy_ms ?? 0;
+const epochMs = Date.parse(world.epoch);
+if (Number.isNaN(epochMs)) fatal(`world.epoch ${JSON.stringify(world.epoch)} is not a timestamp`);
 
-// ------------------------------------------------------------------------------------------ seeded randomness, scaled time
+// ----------------------------------------------------------------------------------------------------- seeded randomness
 let seed = (request.seed ?? 1) >>> 0;
 Math.random = function mulberry32() {
   seed = (seed + 0x6d2b79f5) >>> 0;
@@ -52,11 +68,180 @@ Math.random = function mulberry32() {
   t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
   return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
 };
-const realSetTimeout = globalThis.setTimeout;
-globalThis.setTimeout = (fn, ms, ...args) => realSetTimeout(fn, ms > 0 ? ms / scale : ms, ...args);
-let started = performance.now(); // reset when the executions start
-const epochMs = Date.parse(world.epoch);
-const now = () => ((performance.now() - started) * scale) / 1000; // simulated seconds since the epoch
+
+// ---------------------------------------------------------------------------------------------------------- virtual clock
+const real = {
+  setImmediate: globalThis.setImmediate,
+  performanceNow: performance.now.bind(performance),
+  Date: globalThis.Date,
+};
+
+class VirtualClock {
+  nowMs = 0; // simulated milliseconds since the world's epoch
+  fired = 0;
+  #seq = 0;
+  #heap = []; // binary min-heap of timers by (due, seq); a cleared timer stays in it, marked, until it comes up
+
+  schedule(fn, ms, args, repeat) {
+    if (typeof fn !== 'function') throw new TypeError('The "callback" argument must be of type function');
+    const delay = Number.isFinite(Number(ms)) && Number(ms) > 0 ? Number(ms) : 0;
+    const timer = new VirtualTimer(this, fn, args, repeat ? delay : null);
+    this.#arm(timer, delay);
+    return timer;
+  }
+
+  #arm(timer, delay) {
+    timer.due = this.nowMs + delay;
+    timer.seq = this.#seq++;
+    timer.cleared = false;
+    this.#push(timer);
+  }
+
+  clear(timer) {
+    if (timer instanceof VirtualTimer) timer.cleared = true;
+  }
+
+  // The earliest timer still armed, removed from the queue; null when none is.
+  #next() {
+    while (this.#heap.length) {
+      const timer = this.#pop();
+      if (!timer.cleared) return timer;
+    }
+    return null;
+  }
+
+  // Runs until `finished` settles: each round lets the event loop go idle, then fires the one earliest timer.
+  async drive(finished, { maxMs }) {
+    let done = false;
+    finished.then(
+      () => (done = true),
+      () => (done = true),
+    );
+    const baseline = realResources();
+    for (;;) {
+      await settle(baseline);
+      if (done) return;
+      const timer = this.#next();
+      if (!timer) {
+        throw new Error(`deadlock at ${this.nowMs / 1000} simulated s: executions are still running and no timer is armed`);
+      }
+      if (timer.due > maxMs) {
+        throw new Error(
+          `the next timer is due at ${timer.due / 1000} simulated s, past max_simulated_seconds (${maxMs / 1000}): ` +
+            'an execution is stuck (raise max_simulated_seconds if the definition waits that long)',
+        );
+      }
+      this.nowMs = timer.due;
+      this.fired += 1;
+      if (timer.repeat !== null) this.#arm(timer, timer.repeat);
+      else timer.cleared = true;
+      timer.fn(...timer.args);
+    }
+  }
+
+  #less(a, b) {
+    return a.due < b.due || (a.due === b.due && a.seq < b.seq);
+  }
+
+  #push(timer) {
+    const heap = this.#heap;
+    heap.push(timer);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.#less(heap[i], heap[parent])) break;
+      [heap[i], heap[parent]] = [heap[parent], heap[i]];
+      i = parent;
+    }
+  }
+
+  #pop() {
+    const heap = this.#heap;
+    const top = heap[0];
+    const last = heap.pop();
+    if (heap.length) {
+      heap[0] = last;
+      let i = 0;
+      for (;;) {
+        const left = 2 * i + 1;
+        const right = left + 1;
+        let least = i;
+        if (left < heap.length && this.#less(heap[left], heap[least])) least = left;
+        if (right < heap.length && this.#less(heap[right], heap[least])) least = right;
+        if (least === i) break;
+        [heap[i], heap[least]] = [heap[least], heap[i]];
+        i = least;
+      }
+    }
+    return top;
+  }
+}
+
+// What setTimeout returns: enough of Node's Timeout for code that refs, unrefs, refreshes or clears it.
+class VirtualTimer {
+  constructor(clock, fn, args, repeat) {
+    this.clock = clock;
+    this.fn = fn;
+    this.args = args;
+    this.repeat = repeat;
+  }
+  ref() {
+    return this;
+  }
+  unref() {
+    return this;
+  }
+  hasRef() {
+    return true;
+  }
+  refresh() {
+    return this;
+  }
+  close() {
+    this.clock.clear(this);
+    return this;
+  }
+  [Symbol.dispose]() {
+    this.clock.clear(this);
+  }
+}
+
+// Real handles and requests the process holds (timers, sockets, file system requests, ...), by type, except immediates.
+function realResources() {
+  const counts = new Map();
+  for (const type of process.getActiveResourcesInfo()) {
+    if (type !== 'Immediate') counts.set(type, (counts.get(type) ?? 0) + 1);
+  }
+  return counts;
+}
+
+function realWorkPending(baseline) {
+  for (const [type, n] of realResources()) if (n > (baseline.get(type) ?? 0)) return true;
+  return false;
+}
+
+// Resolves once the event loop is idle: a setImmediate callback runs only after every promise callback queued before it
+// (and those they queue) has run; while a real timer or I/O request someone started is outstanding, keep turning.
+async function settle(baseline) {
+  do {
+    await new Promise((resolve) => real.setImmediate(resolve));
+  } while (realWorkPending(baseline));
+}
+
+const clock = new VirtualClock();
+globalThis.setTimeout = (fn, ms, ...args) => clock.schedule(fn, ms, args, false);
+globalThis.setInterval = (fn, ms, ...args) => clock.schedule(fn, ms, args, true);
+globalThis.clearTimeout = (timer) => clock.clear(timer);
+globalThis.clearInterval = (timer) => clock.clear(timer);
+const virtualEpochMs = () => epochMs + clock.nowMs;
+globalThis.Date = new Proxy(real.Date, {
+  construct: (target, args, newTarget) => Reflect.construct(target, args.length ? args : [virtualEpochMs()], newTarget),
+  apply: () => new real.Date(virtualEpochMs()).toString(),
+  get: (target, property, receiver) => (property === 'now' ? virtualEpochMs : Reflect.get(target, property, receiver)),
+});
+performance.now = () => clock.nowMs;
+
+const now = () => clock.nowMs / 1000; // simulated seconds since the epoch
 const iso = (seconds) => new Date(epochMs + seconds * 1000).toISOString();
 const uniform = ([low, high]) => low + Math.random() * (high - low);
 const sleep = (seconds) => new Promise((resolve) => globalThis.setTimeout(resolve, seconds * 1000));
@@ -187,7 +372,23 @@ const taskResourceLocalHandlers = {};
 for (const [name, state] of Object.entries(taskStates)) {
   const api = apiOf(state.Resource);
   if (!api || !handlers[api]) fatal(`Task state ${JSON.stringify(name)} calls ${state.Resource}, which this world does not answer`);
-  taskResourceLocalHandlers[name] = handlers[api];
+  taskResourceLocalHandlers[name] = traced(name, api, handlers[api]);
+}
+
+// Every call, in order, with its simulated time and input: the run's digest (`trace`) is equal for two runs only if they
+// called the same APIs with the same inputs at the same simulated instants.
+const trace = createHash('sha256');
+let calls = 0;
+function traced(stateName, api, handler) {
+  return (input) => {
+    calls += 1;
+    trace.update(`${clock.nowMs} ${stateName} ${api} ${JSON.stringify(input)}\n`);
+    if (handlerBusyMs > 0) {
+      const until = real.performanceNow() + handlerBusyMs;
+      while (real.performanceNow() < until); // a slow machine: real time passes, simulated time does not
+    }
+    return handler(input);
+  };
 }
 
 let machine;
@@ -197,7 +398,9 @@ try {
   fatal(err.message);
 }
 
+const running = new Set();
 async function runOne({ name, input, start_at: startAt = 0 }) {
+  running.add(name);
   await sleep(startAt);
   const outcome = { name, status: null, error: null, cause: null, failed_step: null };
   try {
@@ -229,11 +432,18 @@ async function runOne({ name, input, start_at: startAt = 0 }) {
     outcome.failed_step = message.failed_step ?? null;
     outcome.error = message.error ?? outcome.error;
   }
+  running.delete(name);
   return outcome;
 }
 
-started = performance.now();
-const outcomes = await Promise.all((request.executions ?? []).map(runOne));
+const finished = Promise.all((request.executions ?? []).map(runOne));
+try {
+  await clock.drive(finished, { maxMs: maxSimulatedSeconds * 1000 });
+} catch (err) {
+  fatal(`${err.message} (still running: ${[...running].join(', ') || 'none'})`);
+}
+const outcomes = await finished;
+for (const outcome of outcomes) trace.update(`${JSON.stringify(outcome)}\n`);
 const report = {
   crawls_started: crawls.length,
   crawls: crawls.map((c) => [Math.round(c.start), Math.round(c.end)]),
@@ -241,6 +451,9 @@ const report = {
   loads_committed: commits.length,
   load_conflicts: conflicts,
   simulated_seconds: Math.round(now()),
+  timers_fired: clock.fired,
+  calls,
+  trace: trace.digest('hex'),
   executions: outcomes,
   notifications: notifications.length,
 };
