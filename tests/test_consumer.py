@@ -342,7 +342,8 @@ def test_glue_job_script_and_extra_files_are_assets(consumer: Consumer) -> None:
     sources = sorted(path.read_text() for path in extra_py)
     installed = consumer.site_packages / "pipeline_constructs"
     assert sources == sorted(
-        (installed / rel).read_text() for rel in ("contract.py", "runtime/clean_transform.py", "runtime/workflow_inputs.py")
+        (installed / rel).read_text()
+        for rel in ("contract.py", "runtime/clean_transform.py", "runtime/spark_settings.py", "runtime/workflow_inputs.py")
     )
     (contract_file,) = asset_files(job["DefaultArguments"]["--extra-files"])
     shipped = json.loads(contract_file.read_text())

@@ -20,6 +20,13 @@ from .validation import PipelinePropsError, check_name, check_positive
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
 CONTRACT_MODULE = Path(__file__).parent / "contract.py"
+#: The modules the clean job's script imports, shipped beside it as top-level files (--extra-py-files).
+CLEAN_JOB_MODULES = (
+    CONTRACT_MODULE,
+    RUNTIME_DIR / "clean_transform.py",
+    RUNTIME_DIR / "spark_settings.py",
+    RUNTIME_DIR / "workflow_inputs.py",
+)
 CONTRACT_FILE_NAME = "contract.json"
 
 
@@ -135,11 +142,7 @@ class CleanJob(Construct):
             description=f"Cleans {contract.name} CSV uploads into Parquet; bad rows go to quarantine with a reason",
             glue_version=glue.GlueVersion.V5_0,
             script=glue.Code.from_asset(str(RUNTIME_DIR / "glue_clean_job.py")),
-            extra_python_files=[
-                glue.Code.from_asset(str(CONTRACT_MODULE)),
-                glue.Code.from_asset(str(RUNTIME_DIR / "clean_transform.py")),
-                glue.Code.from_asset(str(RUNTIME_DIR / "workflow_inputs.py")),
-            ],
+            extra_python_files=[glue.Code.from_asset(str(module)) for module in CLEAN_JOB_MODULES],
             extra_files=[glue.Code.from_asset(_contract_file(contract))],
             worker_configuration=glue.WorkerConfiguration(worker_type=worker_type, number_of_workers=worker_count),
             security_configuration=catalog.security_configuration,

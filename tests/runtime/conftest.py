@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,32 +17,29 @@ RETAIL_CONTRACT = ROOT / "contracts" / "retail_sales.yaml"
 HEADER = "transaction_id,store_id,sku,quantity,unit_price,discount,currency,sold_at,channel"
 
 
+#: Every Spark test ends within this many seconds (a hang fails its test, not the suite); a test that needs
+#: longer says so with its own `@pytest.mark.timeout`.
+SPARK_TEST_SECONDS = 300
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "spark: needs a local SparkSession (Java 17, pyspark)")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("spark") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SPARK_TEST_SECONDS))
+
+
 @pytest.fixture(scope="session")
 def spark():
-    """One local SparkSession for every Spark test: two cores, no UI, small shuffles, UTC."""
-    from pipeline_constructs.runtime.local_runner import use_this_python
+    """One local SparkSession for every Spark test, with the settings the Glue job runs with
+    (`spark_settings.session_settings()`: adaptive execution on, Glue's shuffle and file split sizes, the job's
+    own settings) on two cores."""
+    from pipeline_constructs.runtime.spark_settings import local_session
 
-    use_this_python()
-    os.environ.setdefault("TZ", "UTC")
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("runtime-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.default.parallelism", "2")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-        .config("spark.sql.adaptive.enabled", "false")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
+    session = local_session(app_name="runtime-tests", cores=2)
     yield session
     session.stop()
 
@@ -102,11 +98,13 @@ def _row(n: int = 1, **overrides: str) -> str:
 
 
 def _read_outputs(spark, result) -> tuple[list[dict], list[dict]]:
-    """The curated rows (as dicts, sorted by key) and the quarantine records, read back from disk."""
+    """The curated rows (as dicts, sorted by transaction_id, or else by the first column) and the quarantine records, read back from disk."""
     curated_dir = Path(result.curated_path)
     curated: list[dict] = []
     if any(curated_dir.rglob("*.parquet")):
-        curated = [r.asDict() for r in spark.read.parquet(str(curated_dir)).orderBy("transaction_id").collect()]
+        frame = spark.read.parquet(str(curated_dir))
+        key = "transaction_id" if "transaction_id" in frame.columns else frame.columns[0]
+        curated = [r.asDict() for r in frame.orderBy(key).collect()]
     quarantine = []
     for part in sorted(Path(result.quarantine_path).glob("rows/part-*")):
         quarantine += [json.loads(line) for line in part.read_text(encoding="utf-8").splitlines() if line]
@@ -114,10 +112,14 @@ def _read_outputs(spark, result) -> tuple[list[dict], list[dict]]:
 
 
 def _assert_conserved(spark, result) -> tuple[list[dict], list[dict]]:
-    """rows_in = rows_out + rows_quarantined + duplicates_dropped, with the counts matching what is on disk."""
+    """rows_in = rows_out + rows_quarantined + duplicates_dropped, and the same of the physical lines, with the
+    counts matching what is on disk."""
     curated, quarantine = _read_outputs(spark, result)
     assert result.conservation_ok, result.summary()
     assert result.rows_in == result.rows_out + result.rows_quarantined + result.duplicates_dropped
+    lines = result.lines_skipped + result.lines_out + result.lines_quarantined + result.lines_deduplicated
+    assert result.lines_read == lines, result.conservation_errors()
+    assert result.lines_quarantined == sum(q["line_count"] for q in quarantine)
     assert result.rows_out == len(curated)
     assert result.rows_quarantined == len(quarantine)
     assert sum(result.reasons.values()) >= result.rows_quarantined

@@ -70,10 +70,12 @@ def test_sample_generator_writes_the_contract_header_and_bad_rows(tmp_path, head
 
 
 def test_glue_script_imports_its_modules_as_top_level_files(tmp_path):
-    runtime = ROOT / "constructs" / "pipeline_constructs" / "runtime"
-    for path in (runtime / "glue_clean_job.py", runtime / "clean_transform.py", runtime.parent / "contract.py"):
+    from pipeline_constructs.clean_job import CLEAN_JOB_MODULES, RUNTIME_DIR
+
+    for path in (RUNTIME_DIR / "glue_clean_job.py", *CLEAN_JOB_MODULES):
         shutil.copy(path, tmp_path / path.name)
-    # As on Glue: the three files side by side, and no pipeline_constructs package (None in sys.modules blocks it).
+    # As on Glue: the script and the modules the job ships beside it, and no pipeline_constructs package (None in
+    # sys.modules blocks it).
     code = (
         "import sys; sys.modules['pipeline_constructs'] = None; sys.path.insert(0, sys.argv[1]);"
         "import glue_clean_job, json;"

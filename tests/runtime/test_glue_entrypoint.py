@@ -175,10 +175,14 @@ def test_a_source_prefix_expands_to_the_files_under_it(spark, tmp_path):
 def test_metric_data_has_both_dimension_sets_and_batches():
     from pipeline_constructs.runtime.clean_transform import CleanResult
 
-    result = CleanResult(dataset="d", run_id="r", rows_in=10, rows_out=9, rows_quarantined=1, reasons={"x": 1})
+    result = CleanResult(
+        dataset="d", run_id="r", rows_in=10, rows_out=9, rows_quarantined=1, reasons={"x": 1}, lines_read=14, lines_quarantined=3
+    )
     data = job.metric_data(result, "d", "job")
     names = {d["MetricName"] for d in data}
     assert names == set(job.METRIC_NAMES)
+    values = {d["MetricName"]: d["Value"] for d in data if len(d["Dimensions"]) == 1}
+    assert (values["LinesRead"], values["LinesQuarantined"], values["QuarantineRatioWarning"]) == (14, 3, 1)
     sent = []
 
     class Client:
@@ -186,7 +190,7 @@ def test_metric_data_has_both_dimension_sets_and_batches():
             sent.append(kwargs)
 
     job.publish_metrics(Client(), "NS", data * 200)
-    assert len(data) == 19 and [len(s["MetricData"]) for s in sent] == [1000, 1000, 1000, 800]
+    assert len(data) == 23 and [len(s["MetricData"]) for s in sent] == [1000, 1000, 1000, 1000, 600]
 
 
 def test_source_uris_as_a_json_array_keep_commas_inside_keys() -> None:

@@ -50,7 +50,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,12 +63,15 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window, fu
 
 try:
     from pipeline_constructs.contract import ContractColumn, DatasetContract, decimal_precision_scale
-except ImportError:  # on Glue, contract.py is a top-level module next to this one
+    from pipeline_constructs.runtime.spark_settings import apply_job_settings
+except ImportError:  # on Glue, contract.py and spark_settings.py are top-level modules next to this one
     from contract import ContractColumn, DatasetContract, decimal_precision_scale  # type: ignore[no-redef]
+    from spark_settings import apply_job_settings  # type: ignore[import-not-found,no-redef]
 
 __all__ = [
     "CleanResult",
     "CleanRunFailed",
+    "CleanStepTimedOut",
     "FileHeader",
     "RepeatedKeys",
     "classify",
@@ -91,6 +99,7 @@ FILE_INDEX = "_file_index"
 ROW_ID = "_row_id"
 RAW = "_raw"
 RAW_LINE = "_raw_line"
+LINES = "_lines"
 SKIP = "_skip"
 ODD = "_odd"
 _RAW_PREFIX = "_raw__"
@@ -109,6 +118,15 @@ _BOOLEAN_VALUES = ("true", "false", "t", "f", "yes", "no", "y", "n", "1", "0")
 # deepen Java's regex recursion. A line holding a quote must be a comma-separated list of such fields.
 _QUOTED_FIELD = r'[ \t]*+"[^"]*+(?:""[^"]*+)*+"[ \t]*+|[^,"]*+'
 _QUOTED_LINE_RE = rf"^(?:{_QUOTED_FIELD})(?:,(?:{_QUOTED_FIELD}))*+$"
+#: A record stitched from several lines: the same, except that an unquoted value holds no line break (RFC 4180:
+#: a line break belongs to a quoted value, or ends the record).
+_STITCHED_FIELD = r'[ \t]*+"[^"]*+(?:""[^"]*+)*+"[ \t]*+|[^,"\n]*+'
+_STITCHED_RECORD_RE = rf"^(?:{_STITCHED_FIELD})(?:,(?:{_STITCHED_FIELD}))*+$"
+#: The two ends of a record that spans lines, checked on the driver before anything is read again: the first line
+#: is complete fields and then an opened quoted value; the last one closes a quoted value, then complete fields.
+_FIELD_PY = r'(?>[ \t]*+"[^"]*+(?:""[^"]*+)*+"[ \t]*+|[^,"]*+)'
+_OPENS_RECORD = re.compile(rf'(?:{_FIELD_PY},)*+[ \t]*+"[^"]*+(?:""[^"]*+)*+')
+_CLOSES_RECORD = re.compile(rf'[^"]*+(?:""[^"]*+)*+"[ \t]*+(?:,{_FIELD_PY})*+')
 
 
 class CleanRunFailed(RuntimeError):
@@ -117,6 +135,15 @@ class CleanRunFailed(RuntimeError):
     def __init__(self, result: CleanResult) -> None:
         self.result = result
         super().__init__("; ".join(result.errors))
+
+
+class CleanStepTimedOut(RuntimeError):
+    """A step of the run did not end (or its counts did not arrive) within its bound: the run fails naming it."""
+
+    def __init__(self, step: str, seconds: float, what: str) -> None:
+        self.step = step
+        self.seconds = seconds
+        super().__init__(f"step {step}: {what} within {seconds:.0f} s; the run fails instead of waiting longer")
 
 
 @dataclass
@@ -139,6 +166,15 @@ class CleanResult:
     rows_out: int = 0
     rows_quarantined: int = 0
     duplicates_dropped: int = 0
+    #: physical lines of the accepted files, as Spark's text reader splits them (headers and blank lines included)
+    lines_read: int = 0
+    #: header lines and blank lines outside quoted values: not rows
+    lines_skipped: int = 0
+    #: lines of the curated rows, of the quarantine records and of the duplicates dropped (a record that spans
+    #: lines counts each of them)
+    lines_out: int = 0
+    lines_quarantined: int = 0
+    lines_deduplicated: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     files_in: int = 0
     rejected_files: list[dict[str, str]] = field(default_factory=list)
@@ -151,12 +187,42 @@ class CleanResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
+    def data_lines(self) -> int:
+        """The lines that hold rows: every line read but the header and blank lines."""
+        return self.lines_read - self.lines_skipped
+
+    @property
     def quarantine_ratio(self) -> float:
-        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+        """Quarantined lines over data lines: a few records spanning many lines cannot hide them."""
+        return self.lines_quarantined / self.data_lines if self.data_lines > 0 else 0.0
+
+    @property
+    def rows_conserved(self) -> bool:
+        return self.rows_in == self.rows_out + self.rows_quarantined + self.duplicates_dropped
+
+    @property
+    def lines_conserved(self) -> bool:
+        return self.lines_read == self.lines_skipped + self.lines_out + self.lines_quarantined + self.lines_deduplicated
 
     @property
     def conservation_ok(self) -> bool:
-        return self.rows_in == self.rows_out + self.rows_quarantined + self.duplicates_dropped
+        """Every record and every physical line is in exactly one place."""
+        return self.rows_conserved and self.lines_conserved
+
+    def conservation_errors(self) -> list[str]:
+        """One message per equation that does not hold, naming its counts."""
+        out = []
+        if not self.rows_conserved:
+            out.append(
+                f"conservation failed: rows_in {self.rows_in} != rows_out {self.rows_out} + rows_quarantined "
+                f"{self.rows_quarantined} + duplicates_dropped {self.duplicates_dropped}"
+            )
+        if not self.lines_conserved:
+            out.append(
+                f"conservation failed: lines_read {self.lines_read} != lines_skipped {self.lines_skipped} + lines_out "
+                f"{self.lines_out} + lines_quarantined {self.lines_quarantined} + lines_deduplicated {self.lines_deduplicated}"
+            )
+        return out
 
     @property
     def ok(self) -> bool:
@@ -171,6 +237,11 @@ class CleanResult:
             "rows_out": self.rows_out,
             "rows_quarantined": self.rows_quarantined,
             "duplicates_dropped": self.duplicates_dropped,
+            "lines_read": self.lines_read,
+            "lines_skipped": self.lines_skipped,
+            "lines_out": self.lines_out,
+            "lines_quarantined": self.lines_quarantined,
+            "lines_deduplicated": self.lines_deduplicated,
             "reasons": dict(sorted(self.reasons.items())),
             "quarantine_ratio": round(self.quarantine_ratio, 6),
             "max_quarantine_ratio": self.max_quarantine_ratio,
@@ -190,19 +261,9 @@ class CleanResult:
 
 # ------------------------------------------------------------------------------------------------------ session
 def configure_session(spark: SparkSession) -> None:
-    """Session settings the transform relies on: non-ANSI casts (failures are nulls we detect), UTC, timestamps as
-    INT64 micros in Parquet (read the same by Athena, Redshift COPY and DuckDB), static overwrite of a run dir."""
-    spark.conf.set("spark.sql.ansi.enabled", "false")
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
-    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-    spark.conf.set("spark.sql.parquet.compression.codec", "snappy")
-    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "static")
-    # The checks compile to one large method per row; the JVM never JIT-compiles methods above 8000 bytes of
-    # bytecode (DontCompileHugeMethods), which made the transform ~3x slower. At 8000 Spark gives up whole-stage
-    # codegen for just that part of the plan and uses its split, JIT-friendly expression code instead.
-    spark.conf.set("spark.sql.codegen.hugeMethodLimit", "8000")
-    # The parsed rows are cached once and read three times; compressing the cache cost more than it saved.
-    spark.conf.set("spark.sql.inMemoryColumnarStorage.compressed", "false")
+    """The session settings the transform relies on (`spark_settings.JOB_SETTINGS`, and adaptive execution's
+    empty-relation rule excluded): set on the running session, as on Glue, where it exists before the script."""
+    apply_job_settings(spark)
 
 
 # ------------------------------------------------------------------------------------------------------ files
@@ -298,16 +359,30 @@ def _read_lines(spark: SparkSession, uri: str) -> DataFrame:
     return numbered.select(line, F.col(ROW_ID), (is_header | (F.trim(line) == "")).alias(SKIP), odd.alias(ODD))
 
 
-def _parse_lines(lines: DataFrame, contract: DatasetContract, header: FileHeader, file_index: int) -> DataFrame:
-    """Split (or parse) `_read_lines`' rows (or stitched records) against the file's header."""
+def _lines_kept(frame: DataFrame) -> list[Column]:
+    """`_lines` (how many physical lines a stitched record holds) where the frame has it; a line read on its own
+    has none, and counts as one (see `_with_lines`)."""
+    return [F.col(LINES)] if LINES in frame.columns else []
+
+
+def _with_lines(frame: DataFrame) -> DataFrame:
+    """`frame` with `_lines`: 1 for every row that has none (a physical line read on its own)."""
+    return frame if LINES in frame.columns else frame.withColumn(LINES, F.lit(1))
+
+
+def _parse_lines(lines: DataFrame, contract: DatasetContract, header: FileHeader, file_index: int, *, stitched: bool = False) -> DataFrame:
+    """Split (or parse) `_read_lines`' rows (or, with `stitched`, records stitched from several lines: then an
+    unquoted value may not hold a line break) against the file's header."""
     n = len(header.columns)
     quoted = F.col(RAW_LINE).contains('"')
+    record_re = _STITCHED_RECORD_RE if stitched else _QUOTED_LINE_RE
     # Split (or parse) in a projection of its own, so each runs once per line (not once per field).
     tokens = lines.select(
         F.col(RAW_LINE),
         F.col(ROW_ID),
         F.col(SKIP),
         F.col(ODD),
+        *_lines_kept(lines),
         quoted.alias("_quoted"),
         F.when(quoted, _quoted_fields(F.col(RAW_LINE))).otherwise(F.split(F.col(RAW_LINE), ",")).alias("_fields"),
     )
@@ -322,8 +397,10 @@ def _parse_lines(lines: DataFrame, contract: DatasetContract, header: FileHeader
             cols.append(F.when(F.col("_quoted"), value).otherwise(F.trim(value)).alias(_RAW_PREFIX + col.name))
         else:
             cols.append(F.lit(None).cast("string").alias(_RAW_PREFIX + col.name))
-    malformed = (F.size(fields) != n) | (F.col("_quoted") & ~F.col(RAW_LINE).rlike(_QUOTED_LINE_RE))
-    trimmed = tokens.select(*cols, malformed.alias(MALFORMED), F.col(RAW_LINE), F.col(ROW_ID), F.col(SKIP), F.col(ODD))
+    malformed = (F.size(fields) != n) | (F.col("_quoted") & ~F.col(RAW_LINE).rlike(record_re))
+    trimmed = tokens.select(
+        *cols, malformed.alias(MALFORMED), F.col(RAW_LINE), F.col(ROW_ID), F.col(SKIP), F.col(ODD), *_lines_kept(tokens)
+    )
     return trimmed.select(
         *[F.when(F.col(_RAW_PREFIX + c.name) != "", F.col(_RAW_PREFIX + c.name)).alias(_RAW_PREFIX + c.name) for c in contract.columns],
         F.col(MALFORMED),
@@ -332,6 +409,7 @@ def _parse_lines(lines: DataFrame, contract: DatasetContract, header: FileHeader
         F.col(ROW_ID),
         F.col(SKIP),
         F.col(ODD),
+        *_lines_kept(trimmed),
     )
 
 
@@ -470,7 +548,7 @@ def _classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
     # number of partitions moves no data.
     raw = raw.coalesce(max(1, raw.rdd.getNumPartitions()))
     raws = {c.name: F.col(_RAW_PREFIX + c.name) for c in contract.columns}
-    meta = [F.col(MALFORMED), F.col(RAW_LINE), F.col(FILE_INDEX), F.col(ROW_ID), F.col(SKIP), F.col(ODD)]
+    meta = [F.col(MALFORMED), F.col(RAW_LINE), F.col(FILE_INDEX), F.col(ROW_ID), F.col(SKIP), F.col(ODD), *_lines_kept(raw)]
     chunks = _reason_columns(contract)
 
     # 1. cast each value once, null when the text form is wrong or the cast fails
@@ -553,6 +631,7 @@ def _classify(raw: DataFrame, contract: DatasetContract) -> DataFrame:
         FILE_INDEX,
         ROW_ID,
         ODD,
+        *_lines_kept(stage5),
     )
 
 
@@ -576,7 +655,8 @@ def quarantine_records(
     line_offsets: dict[tuple[int, int], int] | None = None,
 ) -> DataFrame:
     """The quarantined rows as they are written: run_id, source_uri, line_number (the record's first line in the
-    file, the header being line 1), reasons, raw_line (the record as text; undecodable bytes read as U+FFFD),
+    file, the header being line 1), line_count (the physical lines it holds: more than 1 only for a record whose
+    quoted values hold line breaks), reasons, raw_line (the record as text; undecodable bytes read as U+FFFD),
     raw_line_base64 (the record's exact bytes, set only when they are not valid UTF-8), raw_values.
 
     `line_offsets` maps (file index, split index) to the number of lines in that file's earlier splits (see
@@ -591,10 +671,12 @@ def quarantine_records(
         line_in_split = line_in_split + F.coalesce(F.element_at(lookup, split_key), F.lit(0))
     raw_bytes = F.col(RAW_LINE).cast("binary")
     not_utf8 = F.decode(raw_bytes, "UTF-8").contains(_INVALID_UTF8)
+    line_count = F.col(LINES) if LINES in classified.columns else F.lit(1)
     return classified.filter(~is_valid()).select(
         F.lit(run_id).alias("run_id"),
         source_uri.alias("source_uri"),
         line_in_split.alias("line_number"),
+        line_count.cast("int").alias("line_count"),
         reasons.alias("reasons"),
         F.col(RAW_LINE).alias("raw_line"),
         F.when(not_utf8, F.base64(raw_bytes)).alias("raw_line_base64"),
@@ -628,23 +710,37 @@ def line_offsets(counts: dict[tuple[int, int], int]) -> dict[tuple[int, int], in
 MAX_RECORD_LINES = 1000
 
 
-def _record_spans(odd_ids: list[int], offsets: dict[int, int]) -> list[tuple[int, int]]:
-    """Pair a file's lines with an odd number of quotes, in file order: each opens a quoted value that the next one
-    closes, when that is within MAX_RECORD_LINES lines. `offsets` maps a split index to its first line number."""
+def _record_spans(odd_lines: list[tuple[int, str]], offsets: dict[int, int]) -> list[tuple[int, int]]:
+    """The candidate records that span lines in one file: each pair of consecutive lines with an odd number of
+    quotes (row id, text; in file order) whose first line opens a quoted value after complete fields, whose last
+    line closes one before complete fields, within MAX_RECORD_LINES lines. A record that spans lines always runs
+    from one such line to the next (the lines between start and end inside a quoted value: an even number of
+    quotes each). Whether a candidate is one valid record is decided on its stitched text (`_choose_records`).
+    `offsets` maps a split index to its first line number."""
 
     def line(row_id: int) -> int:
         return offsets.get(row_id >> 33, 0) + (row_id & _ROW_IN_PARTITION)
 
-    spans: list[tuple[int, int]] = []
+    return [
+        (first, last)
+        for (first, opening), (last, closing) in zip(odd_lines, odd_lines[1:], strict=False)
+        if line(last) - line(first) < MAX_RECORD_LINES and _OPENS_RECORD.fullmatch(opening) and _CLOSES_RECORD.fullmatch(closing)
+    ]
+
+
+def _choose_records(odd_ids: list[int], well_formed: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The records that span lines, in one file: walking its odd lines in order, a line and the next one are one
+    record when their stitched text is one well-formed record of the header's width (`well_formed`); otherwise the
+    line is one malformed line on its own and the walk goes on from the next line, as if it were not there."""
+    chosen: list[tuple[int, int]] = []
     i = 0
     while i < len(odd_ids) - 1:
-        first, last = odd_ids[i], odd_ids[i + 1]
-        if line(last) - line(first) < MAX_RECORD_LINES:
-            spans.append((first, last))
+        if (odd_ids[i], odd_ids[i + 1]) in well_formed:
+            chosen.append((odd_ids[i], odd_ids[i + 1]))
             i += 2
         else:
             i += 1
-    return spans
+    return chosen
 
 
 def _span_members(span: tuple[int, int], offsets: dict[int, int], split_lines: dict[int, int]) -> list[int]:
@@ -671,7 +767,12 @@ def _ranked(valid: DataFrame, contract: DatasetContract, observation: Observatio
     window = Window.partitionBy(*[F.col(k) for k in contract.natural_key]).orderBy(*order)
     ranked = valid.withColumn("_rank", F.row_number().over(window))
     if observation is not None:
-        ranked = ranked.observe(observation, F.coalesce(F.sum((F.col("_rank") > 1).cast("long")), F.lit(0)).alias("dups"))
+        dropped = F.col("_rank") > 1
+        ranked = ranked.observe(
+            observation,
+            F.coalesce(F.sum(dropped.cast("long")), F.lit(0)).alias("dups"),
+            F.coalesce(F.sum(F.when(dropped, F.col(LINES) if LINES in valid.columns else F.lit(1))), F.lit(0)).alias("dup_lines"),
+        )
     return ranked
 
 
@@ -756,13 +857,21 @@ def run_clean(
     curated_root: str,
     quarantine_root: str,
     max_quarantine_ratio: float = 0.05,
+    step_bound_seconds: float | None = None,
 ) -> CleanResult:
-    """Clean one run's files: write curated Parquet and quarantine, count, check conservation and the quarantine
-    ratio. Returns the result (its `errors` say why the run must fail); never raises for bad data."""
+    """Clean one run's files: write curated Parquet and quarantine, count records and lines, check conservation
+    and the quarantine ratio (of lines). Returns the result (its `errors` say why the run must fail); never raises
+    for bad data.
+
+    :param step_bound_seconds: the most one step may take before the run fails naming it. Default:
+        `default_step_bound(input bytes)`, proportional to the input.
+    """
     if not source_uris:
         raise ValueError("source_uris is empty")
     if not 0.0 <= max_quarantine_ratio <= 1.0:
         raise ValueError(f"max_quarantine_ratio must be within 0..1, got {max_quarantine_ratio!r}")
+    if step_bound_seconds is not None and not step_bound_seconds > 0:
+        raise ValueError(f"step_bound_seconds must be above 0, got {step_bound_seconds!r}")
     configure_session(spark)
     curated_dir = _run_dir(curated_root, run_id)
     quarantine_dir = _run_dir(quarantine_root, run_id)
@@ -782,9 +891,11 @@ def run_clean(
 
     frames: list[DataFrame] = []
     headers: dict[int, FileHeader] = {}
+    input_bytes = 0
     for index, uri in enumerate(source_uris):
         try:
             header = inspect_header(contract, uri, read_head(spark, uri))
+            input_bytes += _input_size(spark, uri)
         except Exception as exc:  # noqa: BLE001 - unreadable object: reject it, keep going, fail the run
             header = FileHeader(uri, rejection=f"unreadable: {_short_error(exc)}")
         if header.rejection is None:
@@ -813,26 +924,45 @@ def run_clean(
         raw = frames[0]
         for frame in frames[1:]:
             raw = raw.unionByName(frame)
-        _clean_rows(spark, contract, raw, headers, source_uris, run_id, curated_dir, quarantine_dir, result)
+        bound = step_bound_seconds if step_bound_seconds is not None else default_step_bound(input_bytes)
+        try:
+            _clean_rows(
+                spark,
+                contract,
+                raw,
+                headers,
+                source_uris,
+                run_id,
+                curated_dir,
+                quarantine_dir,
+                result,
+                _Steps(spark, bound, result.timings),
+            )
+        except CleanStepTimedOut as exc:
+            result.errors.append(str(exc))
+            return result
     else:
         _empty_curated(spark, contract, curated_dir)
 
-    if not result.conservation_ok:
-        result.errors.append(
-            f"conservation failed: rows_in {result.rows_in} != rows_out {result.rows_out} + rows_quarantined "
-            f"{result.rows_quarantined} + duplicates_dropped {result.duplicates_dropped}"
-        )
+    result.errors.extend(result.conservation_errors())
+    counted = (
+        f"{result.lines_quarantined} of {result.data_lines} data lines quarantined ({result.rows_quarantined} of {result.rows_in} records)"
+    )
     if result.quarantine_ratio > max_quarantine_ratio:
         result.errors.append(
-            f"quarantine ratio {result.quarantine_ratio:.4f} is above the limit {max_quarantine_ratio} "
-            f"({result.rows_quarantined} of {result.rows_in} rows)"
+            f"quarantine ratio {result.quarantine_ratio:.4f} is above the limit {max_quarantine_ratio}: {counted};"
+            " fix the export, or raise max_quarantine_ratio if this share is expected"
         )
-    elif result.rows_quarantined:
-        result.warnings.append(
-            f"{result.rows_quarantined} of {result.rows_in} rows quarantined (ratio {result.quarantine_ratio:.4f},"
-            f" limit {max_quarantine_ratio})"
-        )
+    elif result.lines_quarantined:
+        result.warnings.append(f"{counted}; ratio {result.quarantine_ratio:.4f}, limit {max_quarantine_ratio}")
     return result
+
+
+def _input_size(spark: SparkSession, uri: str) -> int:
+    """A file's size in bytes for the step bound (a gzip file counts ten times its size)."""
+    fs, path = _fs(spark, uri)
+    size = int(fs.getFileStatus(path).getLen())
+    return size * 10 if uri.lower().endswith(".gz") else size
 
 
 #: Up to this many rows in a run, the curated rows are repartitioned by the partition value before the write, so
@@ -856,75 +986,105 @@ def _clean_rows(
     curated_dir: str,
     quarantine_dir: str,
     result: CleanResult,
+    steps: _Steps,
 ) -> None:
-    clock = _Clock(result.timings)
     classified = _classify(raw, contract).persist()
-    stitched: DataFrame | None = None
+    cached: list[DataFrame] = [classified]
     try:
         # The first action builds the cache, finds the key hashes that repeat among the valid rows and counts the
-        # lines that open or close a quoted value spanning lines.
-        first = Observation("lines")
-        counted = classified.observe(
-            first,
-            F.coalesce(F.sum(F.col(ODD).cast("long")), F.lit(0)).alias("odd"),
-            F.coalesce(F.max(F.shiftright(F.col(ROW_ID), 33)), F.lit(0)).alias("max_split"),
-        )
-        repeated = repeated_key_hashes(counted.filter(is_valid()))
-        odd, max_split = int(first.get["odd"]), int(first.get["max_split"])
-        clock.lap("parse_check_and_key_count")
+        # physical lines and those that open or close a quoted value spanning lines.
+        with steps.step("parse_check_and_key_count"):
+            first = Observation("lines")
+            counted = classified.observe(
+                first,
+                F.count(F.lit(1)).alias("lines"),
+                F.coalesce(F.sum(F.col(ODD).cast("long")), F.lit(0)).alias("odd"),
+                F.coalesce(F.max(F.shiftright(F.col(ROW_ID), 33)), F.lit(0)).alias("max_split"),
+            )
+            repeated = repeated_key_hashes(counted.filter(is_valid()))
+        read = steps.metrics(first, "parse_check_and_key_count")
+        result.lines_read = int(read["lines"])
+        odd, max_split = int(read["odd"]), int(read["max_split"])
 
-        counts = split_line_counts(classified) if max_split > 0 or odd > 1 else {}
-        offsets = line_offsets(counts)
         rows = classified
-        if odd > 1:
-            found = _stitch_records(spark, contract, classified, headers, counts, offsets)
-            if found is not None:
-                rest, stitched = found
-                stitched = stitched.persist()
-                rows = rest.unionByName(stitched)
-                if repeated is not None:
-                    # a stitched record may repeat any key: send its hash (and the rows that share it) to the ranking
-                    hashes = [int(r[KEY_HASH]) for r in stitched.filter(is_valid()).select(KEY_HASH).collect()]
-                    repeated = RepeatedKeys(sorted(set(repeated.hashes) | set(hashes)), repeated.rows + len(hashes))
-            clock.lap("stitch_records")
+        offsets: dict[tuple[int, int], int] = {}
+        if max_split > 0 or odd > 1:
+            with steps.step("stitch_records"):
+                counts = split_line_counts(classified)
+                offsets = line_offsets(counts)
+                found = _stitch_records(spark, contract, classified, headers, counts, offsets) if odd > 1 else None
+                if found is not None:
+                    cached += found.cached
+                    rows = _with_lines(found.rest).unionByName(found.records)
+                    if repeated is not None:
+                        # a stitched record may repeat any key: send its hash (and the rows that share it) to the ranking
+                        hashes = [int(r[KEY_HASH]) for r in found.records.filter(is_valid()).select(KEY_HASH).collect()]
+                        repeated = RepeatedKeys(sorted(set(repeated.hashes) | set(hashes)), repeated.rows + len(hashes))
+        rows = _with_lines(rows)
 
-        # The second action counts the rows, writes the quarantine and counts its rows per reason.
+        # The second action counts the rows and the lines that are not rows, writes the quarantine and counts its
+        # records, lines and reasons.
         flags = reason_flags(contract)
         in_obs, q_obs = Observation("parsed"), Observation("quarantine")
-        observed = rows.observe(
-            in_obs, F.count(F.col(OK)).alias("rows_in"), F.coalesce(F.sum((~is_valid()).cast("long")), F.lit(0)).alias("bad")
-        )
-        bad = observed.filter(~is_valid())
-        bad = bad.observe(q_obs, F.count(F.lit(1)).alias("n"), *[F.sum(flag).alias(f"r{i}") for i, (_, flag) in enumerate(flags)])
-        quarantine_records(bad, run_id, contract, source_uris, offsets).write.mode("overwrite").option("ignoreNullFields", False).json(
-            f"{quarantine_dir}/rows"
-        )
-        result.rows_in = int(in_obs.get["rows_in"])
-        counted_bad = int(in_obs.get["bad"])
-        quarantined = q_obs.get
+        with steps.step("quarantine"):
+            observed = rows.observe(
+                in_obs,
+                F.count(F.col(OK)).alias("rows_in"),
+                F.coalesce(F.sum(F.when(F.col(OK).isNull(), F.col(LINES))), F.lit(0)).alias("skipped"),
+                F.coalesce(F.sum((~is_valid()).cast("long")), F.lit(0)).alias("bad"),
+            )
+            bad = observed.filter(~is_valid())
+            bad = bad.observe(
+                q_obs,
+                F.count(F.lit(1)).alias("n"),
+                F.coalesce(F.sum(F.col(LINES)), F.lit(0)).alias("lines"),
+                *[F.sum(flag).alias(f"r{i}") for i, (_, flag) in enumerate(flags)],
+            )
+            quarantine_records(bad, run_id, contract, source_uris, offsets).write.mode("overwrite").option("ignoreNullFields", False).json(
+                f"{quarantine_dir}/rows"
+            )
+        parsed = steps.metrics(in_obs, "quarantine")
+        quarantined = steps.metrics(q_obs, "quarantine")
+        result.rows_in = int(parsed["rows_in"])
+        result.lines_skipped = int(parsed["skipped"])
         result.rows_quarantined = int(quarantined.get("n", 0))
+        result.lines_quarantined = int(quarantined.get("lines", 0))
         result.reasons = {r: int(quarantined[f"r{i}"]) for i, (r, _) in enumerate(flags) if quarantined.get(f"r{i}")}
-        if result.rows_quarantined != counted_bad:
-            result.errors.append(f"quarantine wrote {result.rows_quarantined} rows, {counted_bad} were counted")
-        clock.lap("quarantine")
+        if result.rows_quarantined != int(parsed["bad"]):
+            result.errors.append(f"quarantine wrote {result.rows_quarantined} rows, {int(parsed['bad'])} were counted")
 
-        # The third writes the curated rows and counts them as they are written (no read-back).
-        deduplicated, d_obs = deduplicate_valid(rows.filter(is_valid()), contract, repeated)
-        part = contract.partition.name
-        curated = deduplicated.select(*[n for n, _ in contract.output_columns()], part)
-        if result.rows_in <= ONE_FILE_PER_VALUE_MAX_ROWS:
-            curated = one_file_per_value(curated, part)
-        w_obs = Observation("written")
-        curated = curated.observe(w_obs, F.count(F.lit(1)).alias("n"))
-        curated.write.mode("overwrite").partitionBy(part).parquet(curated_dir)
-        result.rows_out = int(w_obs.get.get("n", 0))
-        result.duplicates_dropped = int(d_obs.get.get("dups", 0) or 0) if d_obs is not None else 0
-        clock.lap("curated")
+        # The third writes the curated rows and counts them, and their lines, as they are written (no read-back).
+        with steps.step("curated"):
+            deduplicated, d_obs = deduplicate_valid(rows.filter(is_valid()), contract, repeated)
+            part = contract.partition.name
+            w_obs = Observation("written")
+            curated = deduplicated.select(*[n for n, _ in contract.output_columns()], part, LINES)
+            curated = curated.observe(w_obs, F.count(F.lit(1)).alias("n"), F.coalesce(F.sum(F.col(LINES)), F.lit(0)).alias("lines"))
+            curated = curated.drop(LINES)
+            if result.rows_in <= ONE_FILE_PER_VALUE_MAX_ROWS:
+                curated = one_file_per_value(curated, part)
+            curated.write.mode("overwrite").partitionBy(part).parquet(curated_dir)
+        written = steps.metrics(w_obs, "curated")
+        result.rows_out = int(written.get("n", 0))
+        result.lines_out = int(written.get("lines", 0) or 0)
+        if d_obs is not None:
+            dropped = steps.metrics(d_obs, "curated")
+            result.duplicates_dropped = int(dropped.get("dups", 0) or 0)
+            result.lines_deduplicated = int(dropped.get("dup_lines", 0) or 0)
         LOG.info("clean run %s step seconds: %s", run_id, result.timings)
     finally:
-        classified.unpersist()
-        if stitched is not None:
-            stitched.unpersist()
+        for frame in cached:
+            frame.unpersist()
+
+
+@dataclass
+class _Stitched:
+    """What `_stitch_records` found: the classified lines outside records that span lines, the records classified
+    (`_lines` each), and the frames to unpersist at the end of the run."""
+
+    rest: DataFrame
+    records: DataFrame
+    cached: list[DataFrame]
 
 
 def _stitch_records(
@@ -934,54 +1094,137 @@ def _stitch_records(
     headers: dict[int, FileHeader],
     counts: dict[tuple[int, int], int],
     offsets: dict[tuple[int, int], int],
-) -> tuple[DataFrame, DataFrame] | None:
-    """Records whose quoted values hold line breaks (RFC 4180): the lines from one with an odd number of quotes to
-    the next such line are one record. Returns (the classified lines without those lines, the records classified),
-    or None when no line pairs up. Only the files that have such records are read again, and only their lines are
-    shuffled."""
-    odd_rows = classified.filter(F.col(ODD)).select(FILE_INDEX, ROW_ID).collect()
-    by_file: dict[int, list[int]] = {}
+) -> _Stitched | None:
+    """Records whose quoted values hold line breaks (RFC 4180). The lines with an odd number of quotes are
+    collected (few: one opens such a value, the next closes it) and paired by `_record_spans`; only the lines of
+    those candidates are read again and stitched, and a candidate is a record only when its text is exactly one
+    well-formed record of the header's width (`_choose_records`). A line that opens a quote nobody closes is then
+    one malformed line, and the good lines after it stay rows of their own. None when no record spans lines."""
+    odd_rows = classified.filter(F.col(ODD)).select(FILE_INDEX, ROW_ID, RAW_LINE).collect()
+    by_file: dict[int, list[tuple[int, str]]] = {}
     for row in odd_rows:
-        by_file.setdefault(int(row[FILE_INDEX]), []).append(int(row[ROW_ID]))
+        by_file.setdefault(int(row[FILE_INDEX]), []).append((int(row[ROW_ID]), str(row[RAW_LINE] or "")))
+    candidates: dict[int, list[tuple[int, int]]] = {}
     members: list[tuple[int, int, int, int]] = []
-    for f, ids in by_file.items():
+    for f, lines in by_file.items():
+        lines.sort()
         file_offsets = {p: n for (ff, p), n in offsets.items() if ff == f}
         file_counts = {p: n for (ff, p), n in counts.items() if ff == f}
-        for span in _record_spans(sorted(ids), file_offsets):
+        candidates[f] = _record_spans(lines, file_offsets)
+        for span in candidates[f]:
             members += [(f, rid, span[0], seq) for seq, rid in enumerate(_span_members(span, file_offsets, file_counts))]
     if not members:
         return None
-    member_df = spark.createDataFrame(members, "f INT, id BIGINT, record BIGINT, seq INT")
+    member_df = F.broadcast(spark.createDataFrame(members, "f INT, id BIGINT, record BIGINT, seq INT"))
     records: list[DataFrame] = []
     for f in sorted({m[0] for m in members}):
-        lines = _read_lines(spark, headers[f].uri)
-        mine = F.broadcast(member_df.filter(F.col("f") == f))
-        joined = lines.join(mine, lines[ROW_ID] == mine["id"])
+        read = _read_lines(spark, headers[f].uri)
+        mine = member_df.filter(F.col("f") == f)
+        joined = read.join(mine, read[ROW_ID] == mine["id"])
         grouped = joined.groupBy("record").agg(F.sort_array(F.collect_list(F.struct("seq", RAW_LINE))).alias("parts"))
         text = grouped.select(
             F.concat_ws("\n", F.col("parts").getField(RAW_LINE)).alias(RAW_LINE),
             F.col("record").alias(ROW_ID),
             F.lit(False).alias(SKIP),
             F.lit(False).alias(ODD),
+            F.size("parts").alias(LINES),
         )
-        records.append(_parse_lines(text, contract, headers[f], f))
-    stitched_raw = records[0]
+        records.append(_parse_lines(text, contract, headers[f], f, stitched=True))
+    candidate_records = records[0]
     for frame in records[1:]:
-        stitched_raw = stitched_raw.unionByName(frame)
-    member_keys = F.broadcast(member_df.select(F.col("f").alias(FILE_INDEX), F.col("id").alias(ROW_ID)))
+        candidate_records = candidate_records.unionByName(frame)
+    candidate_records = candidate_records.persist()
+    verdicts = candidate_records.select(FILE_INDEX, ROW_ID, MALFORMED).collect()
+    well_formed = {(int(r[FILE_INDEX]), int(r[ROW_ID])) for r in verdicts if not r[MALFORMED]}
+    spans = {(f, first): last for f, pairs in candidates.items() for first, last in pairs}
+    chosen = []
+    for f, lines in by_file.items():
+        ids = [rid for rid, _ in lines]
+        chosen += [(f, first) for first, _ in _choose_records(ids, {(a, spans[(f, a)]) for ff, a in well_formed if ff == f})]
+    if not chosen:
+        candidate_records.unpersist()
+        return None
+    chosen_df = F.broadcast(spark.createDataFrame(chosen, f"`{FILE_INDEX}` INT, `{ROW_ID}` BIGINT"))
+    kept = set(chosen)
+    member_keys = F.broadcast(
+        spark.createDataFrame([(f, rid) for f, rid, first, _ in members if (f, first) in kept], f"`{FILE_INDEX}` INT, `{ROW_ID}` BIGINT")
+    )
     rest = classified.join(member_keys, [FILE_INDEX, ROW_ID], "left_anti")
-    return rest, _classify(stitched_raw, contract)
+    stitched = _classify(candidate_records.join(chosen_df, [FILE_INDEX, ROW_ID], "left_semi"), contract).persist()
+    return _Stitched(rest, stitched, [stitched, candidate_records])
 
 
-class _Clock:
-    def __init__(self, timings: dict[str, float]) -> None:
+#: A step's bound: this many seconds, plus one second per STEP_BOUND_BYTES_PER_SECOND bytes of input.
+STEP_BOUND_BASE_SECONDS = 600.0
+STEP_BOUND_BYTES_PER_SECOND = 1024 * 1024
+#: How long a step's counts may take to arrive after its action ended (they are posted right after it).
+METRICS_WAIT_SECONDS = 120.0
+
+
+def default_step_bound(input_bytes: int) -> float:
+    """The most one step of a run may take: proportional to the input, never less than STEP_BOUND_BASE_SECONDS
+    (a gzip file counts ten times its size)."""
+    return STEP_BOUND_BASE_SECONDS + input_bytes / STEP_BOUND_BYTES_PER_SECOND
+
+
+class _Steps:
+    """Runs each step of a run under a bound: its Spark jobs in a job group of their own, cancelled when the step
+    passes `bound_seconds`; its observed counts waited for at most METRICS_WAIT_SECONDS. Either way the run
+    fails with `CleanStepTimedOut` naming the step, instead of holding its workers until the job's timeout.
+    Records each step's seconds in `timings`."""
+
+    def __init__(self, spark: SparkSession, bound_seconds: float, timings: dict[str, float]) -> None:
+        self.spark = spark
+        self.bound_seconds = bound_seconds
         self.timings = timings
-        self.last = time.perf_counter()
+        self.run = uuid.uuid4().hex[:12]
 
-    def lap(self, step: str) -> None:
-        now = time.perf_counter()
-        self.timings[step] = round(now - self.last, 3)
-        self.last = now
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        sc = self.spark.sparkContext
+        group = f"clean-{self.run}-{name}"
+        sc.setJobGroup(group, f"clean step {name}", interruptOnCancel=True)
+        expired = threading.Event()
+
+        def cancel() -> None:
+            expired.set()
+            sc.cancelJobGroup(group)
+
+        timer = threading.Timer(self.bound_seconds, cancel)
+        timer.daemon = True
+        started = time.perf_counter()
+        timer.start()
+        try:
+            yield
+        except Exception as exc:
+            if expired.is_set():
+                raise CleanStepTimedOut(name, self.bound_seconds, "its Spark jobs did not end") from exc
+            raise
+        finally:
+            timer.cancel()
+            sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 3)
+        if expired.is_set():  # the step's last job ended as the bound passed
+            raise CleanStepTimedOut(name, self.bound_seconds, "its Spark jobs did not end")
+
+    def metrics(self, observation: Observation, name: str) -> dict[str, Any]:
+        """`observation.get`, waited for at most METRICS_WAIT_SECONDS (Spark's own wait has no bound)."""
+        box: dict[str, Any] = {}
+
+        def wait() -> None:
+            try:
+                box["value"] = observation.get
+            except Exception as exc:  # noqa: BLE001 - handed to the caller's thread below
+                box["error"] = exc
+
+        waiter = threading.Thread(target=wait, name=f"observation-{name}", daemon=True)
+        waiter.start()
+        waiter.join(METRICS_WAIT_SECONDS)
+        if waiter.is_alive():
+            raise CleanStepTimedOut(name, METRICS_WAIT_SECONDS, f"the counts of observation {observation._name!r} did not arrive")
+        if "error" in box:
+            raise box["error"]
+        return dict(box["value"])
 
 
 def _has_parquet(spark: SparkSession, uri: str) -> bool:

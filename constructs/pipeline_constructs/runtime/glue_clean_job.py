@@ -28,7 +28,7 @@ state file (later runs skip it), alerted once, and the run's other files go on t
 goes to the run's properties, so the load job skips a run with zero rows. Any other error still fails the run.
 
 Metrics (namespace as above, dimension Dataset, and Dataset + JobName when the job name is known): RowsIn, RowsOut,
-RowsQuarantined, DuplicatesDropped, FilesRejected, QuarantineRatio, QuarantineRatioWarning (1 when some rows were
+RowsQuarantined, LinesRead, LinesQuarantined (physical lines: the quarantine ratio counts these), DuplicatesDropped, FilesRejected, QuarantineRatio, QuarantineRatioWarning (1 when some rows were
 quarantined but the ratio is within the limit), ConservationFailed, RunFailed (each 0 or 1), and
 RowsQuarantinedByReason with dimensions Dataset + Reason.
 """
@@ -76,6 +76,8 @@ METRIC_NAMES = (
     "RowsIn",
     "RowsOut",
     "RowsQuarantined",
+    "LinesRead",
+    "LinesQuarantined",
     "DuplicatesDropped",
     "FilesRejected",
     "QuarantineRatio",
@@ -192,10 +194,12 @@ def metric_data(result: CleanResult, dataset: str, job_name: str | None) -> list
         "RowsIn": (result.rows_in, "Count"),
         "RowsOut": (result.rows_out, "Count"),
         "RowsQuarantined": (result.rows_quarantined, "Count"),
+        "LinesRead": (result.lines_read, "Count"),
+        "LinesQuarantined": (result.lines_quarantined, "Count"),
         "DuplicatesDropped": (result.duplicates_dropped, "Count"),
         "FilesRejected": (len(result.rejected_files), "Count"),
         "QuarantineRatio": (result.quarantine_ratio, "None"),
-        "QuarantineRatioWarning": (int(bool(result.rows_quarantined) and not failed), "Count"),
+        "QuarantineRatioWarning": (int(bool(result.lines_quarantined) and not failed), "Count"),
         "ConservationFailed": (int(not result.conservation_ok), "Count"),
         "RunFailed": (int(failed), "Count"),
     }

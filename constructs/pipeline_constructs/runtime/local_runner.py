@@ -20,31 +20,12 @@ from collections.abc import Sequence
 from pipeline_constructs.contract import ContractError, DatasetContract
 
 
-def use_this_python() -> None:
-    """Make a local Spark start its Python workers with this interpreter (the venv's), not the first `python3` on
-    PATH; call before the SparkSession starts. Values already set in the environment win."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-
-
 def build_session(app_name: str = "pipeline-local", driver_memory: str = "2g", cores: str = "*") -> object:
-    """A quiet local SparkSession with the settings the transform expects (UTC, small shuffles)."""
-    use_this_python()
-    from pyspark.sql import SparkSession
+    """A quiet local SparkSession with the settings the Glue job runs with (`spark_settings`: adaptive execution on,
+    200 shuffle partitions, the job's own settings), so a local run plans what Glue plans."""
+    from pipeline_constructs.runtime.spark_settings import local_session
 
-    spark = (
-        SparkSession.builder.master(f"local[{cores}]")
-        .appName(app_name)
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    return local_session(app_name=app_name, cores=cores, driver_memory=driver_memory)
 
 
 def _parser() -> argparse.ArgumentParser:
