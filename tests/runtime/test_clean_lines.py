@@ -27,7 +27,7 @@ def three_columns(name: str, header: str, types: str) -> DatasetContract:
     """A contract of three columns (`header` names them, `types` types them; the first is the key, the date the
     partition, the string may be null)."""
     columns = [
-        {"name": column, "type": kind, "nullable": kind != "string"}
+        {"name": column, "type": kind, "nullable": kind == "string"}
         for column, kind in zip(header.split(","), types.split(","), strict=True)
     ]
     day = next(c["name"] for c in columns if c["type"] == "date")
