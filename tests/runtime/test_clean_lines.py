@@ -245,7 +245,7 @@ def test_quoted_line_breaks_in_the_first_middle_and_last_record(clean, size, las
     assert result.ok and not quarantine
     bodies = {c["note_id"]: c["body"] for c in curated}
     assert sorted(bodies) == list(range(1, n + 1))
-    assert all(bodies[i] == f"note {i}\nits second line\n\nand a fourth" for i in broken)
+    assert {i: bodies[i] for i in broken} == {i: f"note {i}\nits second line\n\nand a fourth" for i in broken}
     assert result.lines_out == n + 3 * len(broken) and result.lines_skipped == 1
 
 
