@@ -15,7 +15,9 @@ Rules (the README documents them from here):
   doubled quotes; spaces or tabs around a quoted value are ignored; a quote inside an unquoted value or text after
   a closing quote makes the line malformed). A quoted value may hold line breaks (RFC 4180): the lines from one
   with an odd number of quotes to the next such line, within MAX_RECORD_LINES, are one record (its line breaks read
-  as \n). Blank lines (empty or spaces only) outside quoted values are not rows.
+  as \n) only when together they parse as exactly one well-formed record of the header's width; otherwise the
+  opening line is one malformed line and the lines after it are read on their own. Blank lines (empty or spaces
+  only) outside quoted values are not rows.
   Unquoted values are trimmed of spaces; quoted values are kept as they are (the quotes say the spaces are data);
   an empty value is null. A row goes to quarantine with every reason that applies:
   `malformed_row` (wrong field count, unterminated or stray quote), `invalid_utf8` (a value holds U+FFFD, which is what
@@ -29,13 +31,14 @@ Rules (the README documents them from here):
 - Output. Curated: `<curated_root>/run_id=<id>/<partition>=<value>/part-*.snappy.parquet`, columns in
   `contract.output_columns()` order, timestamps as INT64 micros; quarantine:
   `<quarantine_root>/run_id=<id>/rows/part-*.json` (JSON lines: run_id, source_uri, line_number (the record's
-  first line, the header is line 1), reasons, raw_line (the record as read), raw_line_base64 (its exact bytes,
+  first line, the header is line 1), line_count (its physical lines), reasons, raw_line (the record as read), raw_line_base64 (its exact bytes,
   only when they are not valid UTF-8), raw_values). The curated rows are repartitioned by the partition value
   below ONE_FILE_PER_VALUE_MAX_ROWS rows, so each value is one file.
   Both run directories are replaced on a re-run, so running the same input again does not duplicate anything.
-- Conservation. rows_in = rows_out + rows_quarantined + duplicates_dropped, where rows_in is counted on the
-  parsed records, rows_out, rows_quarantined and duplicates_dropped observed on the plans while they are written
-  (no read-back). A failed equation, a rejected file or a quarantine ratio above the limit fail the run.
+- Conservation. rows_in = rows_out + rows_quarantined + duplicates_dropped, and lines_read = lines_skipped +
+  lines_out + lines_quarantined + lines_deduplicated (physical lines), where rows_in and lines_read are counted on
+  the parsed lines, the others observed on the plans while they are written (no read-back). A failed equation, a
+  rejected file, a quarantine ratio (of lines) above the limit, or a step past its bound (`_Steps`) fail the run.
 
 Cost: the lines are split (or parsed) and checked once into a cache (reasons as bits, and a stage boundary
 between reading and checking, so the generated code stays under the JVM's JIT limit). The first action builds the
