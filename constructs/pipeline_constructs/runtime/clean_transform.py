@@ -119,15 +119,16 @@ _BOOLEAN_VALUES = ("true", "false", "t", "f", "yes", "no", "y", "n", "1", "0")
 # Quoted CSV (RFC 4180): a field is either "..." with "" for a quote inside, spaces or tabs around it ignored, or
 # text without a comma or quote. The loops are written unrolled and possessive so that a very long field does not
 # deepen Java's regex recursion. A line holding a quote must be a comma-separated list of such fields.
-_QUOTED_FIELD = r'[ \t]*+"[^"]*+(?:""[^"]*+)*+"[ \t]*+|[^,"]*+'
+_QUOTED_VALUE = r'[ \t]*+"[^"]*+(?:""[^"]*+)*+"[ \t]*+'
+_QUOTED_FIELD = rf'{_QUOTED_VALUE}|[^,"]*+'
 _QUOTED_LINE_RE = rf"^(?:{_QUOTED_FIELD})(?:,(?:{_QUOTED_FIELD}))*+$"
 #: A record stitched from several lines: the same, except that an unquoted value holds no line break (RFC 4180:
 #: a line break belongs to a quoted value, or ends the record).
-_STITCHED_FIELD = r'[ \t]*+"[^"]*+(?:""[^"]*+)*+"[ \t]*+|[^,"\n]*+'
+_STITCHED_FIELD = rf'{_QUOTED_VALUE}|[^,"\n]*+'
 _STITCHED_RECORD_RE = rf"^(?:{_STITCHED_FIELD})(?:,(?:{_STITCHED_FIELD}))*+$"
 #: The two ends of a record that spans lines, checked on the driver before anything is read again: the first line
 #: is complete fields and then an opened quoted value; the last one closes a quoted value, then complete fields.
-_FIELD_PY = r'(?>[ \t]*+"[^"]*+(?:""[^"]*+)*+"[ \t]*+|[^,"]*+)'
+_FIELD_PY = rf"(?>{_QUOTED_FIELD})"
 _OPENS_RECORD = re.compile(rf'(?:{_FIELD_PY},)*+[ \t]*+"[^"]*+(?:""[^"]*+)*+')
 _CLOSES_RECORD = re.compile(rf'[^"]*+(?:""[^"]*+)*+"[ \t]*+(?:,{_FIELD_PY})*+')
 
@@ -366,6 +367,11 @@ def _lines_kept(frame: DataFrame) -> list[Column]:
     """`_lines` (how many physical lines a stitched record holds) where the frame has it; a line read on its own
     has none, and counts as one (see `_with_lines`)."""
     return [F.col(LINES)] if LINES in frame.columns else []
+
+
+def _line_count(frame: DataFrame) -> Column:
+    """How many physical lines each row of `frame` holds: `_lines` where the frame has it, else 1."""
+    return F.col(LINES) if LINES in frame.columns else F.lit(1)
 
 
 def _with_lines(frame: DataFrame) -> DataFrame:
@@ -674,7 +680,7 @@ def quarantine_records(
         line_in_split = line_in_split + F.coalesce(F.element_at(lookup, split_key), F.lit(0))
     raw_bytes = F.col(RAW_LINE).cast("binary")
     not_utf8 = F.decode(raw_bytes, "UTF-8").contains(_INVALID_UTF8)
-    line_count = F.col(LINES) if LINES in classified.columns else F.lit(1)
+    line_count = _line_count(classified)
     return classified.filter(~is_valid()).select(
         F.lit(run_id).alias("run_id"),
         source_uri.alias("source_uri"),
@@ -774,7 +780,7 @@ def _ranked(valid: DataFrame, contract: DatasetContract, observation: Observatio
         ranked = ranked.observe(
             observation,
             F.coalesce(F.sum(dropped.cast("long")), F.lit(0)).alias("dups"),
-            F.coalesce(F.sum(F.when(dropped, F.col(LINES) if LINES in valid.columns else F.lit(1))), F.lit(0)).alias("dup_lines"),
+            F.coalesce(F.sum(F.when(dropped, _line_count(valid))), F.lit(0)).alias("dup_lines"),
         )
     return ranked
 

@@ -28,9 +28,9 @@ state file (later runs skip it), alerted once, and the run's other files go on t
 goes to the run's properties, so the load job skips a run with zero rows. Any other error still fails the run.
 
 Metrics (namespace as above, dimension Dataset, and Dataset + JobName when the job name is known): RowsIn, RowsOut,
-RowsQuarantined, LinesRead, LinesQuarantined (physical lines: the quarantine ratio counts these), DuplicatesDropped, FilesRejected, QuarantineRatio, QuarantineRatioWarning (1 when some rows were
-quarantined but the ratio is within the limit), ConservationFailed, RunFailed (each 0 or 1), and
-RowsQuarantinedByReason with dimensions Dataset + Reason.
+RowsQuarantined, LinesRead, LinesQuarantined (physical lines: the quarantine ratio counts these), DuplicatesDropped,
+FilesRejected, QuarantineRatio, QuarantineRatioWarning (1 when some lines were quarantined but the ratio is within
+the limit), ConservationFailed, RunFailed (each 0 or 1), and RowsQuarantinedByReason with dimensions Dataset + Reason.
 """
 
 from __future__ import annotations

@@ -88,17 +88,15 @@ def use_this_python() -> None:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
-def local_session(app_name: str = "pipeline-local", cores: int | str = "*", driver_memory: str = "2g", **overrides: str) -> Any:
-    """A quiet local SparkSession with the settings the Glue job runs with. `overrides` (Spark keys with dots
-    written as `__`, e.g. `spark__sql__shuffle__partitions="2"`) exist for the tests that show a result does not
-    depend on a setting; nothing else passes them."""
+def local_session(app_name: str = "pipeline-local", cores: int | str = "*", driver_memory: str = "2g") -> Any:
+    """A quiet local SparkSession with the settings the Glue job runs with (`session_settings()`). A test that
+    needs another setting for speed sets it on the session for its run, and shows the result does not change."""
     use_this_python()
     os.environ.setdefault("TZ", "UTC")
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(f"local[{cores}]").appName(app_name).config("spark.driver.memory", driver_memory)
-    settings = {**session_settings(), **{k.replace("__", "."): v for k, v in overrides.items()}}
-    for key, value in settings.items():
+    for key, value in session_settings().items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
