@@ -1,0 +1,305 @@
+"""The upload ledger's record and its conditional writes: one DynamoDB item per uploaded object version.
+
+Every form writes the same record, through the same expressions: the Glue jobs, the Airflow DAG and the trigger
+Lambdas call the functions below; the Step Functions form sends the same expressions through its native DynamoDB
+integration (`start_expression()` and friends return them, so the state machine and this module cannot differ).
+
+Item (table keys: `object` = 's3://bucket/key', `version` = the S3 version id, or 'etag:<etag>' without one):
+
+  bucket, key, etag, form     what was uploaded and which form owns its landing prefix
+  state                       received | running | loaded | quarantined | rejected | skipped_empty | failed
+  step                        the last step reached (crawl, clean, load)
+  owner                       the run that holds the upload while it is running (removed when the run ends)
+  run:<run id>                one map per run that touched it: execution, started_at, ended_at, outcome
+  rows_in, rows_out, rows_quarantined, duplicates_dropped, lines_read, lines_quarantined, quarantine_uri
+  error, cause                of the last failure (removed when a new run starts)
+  received_at, updated_at, finished_at (ISO 8601 UTC), expires_at (epoch seconds, the table's TTL, finished only)
+
+Conditions, so two runs cannot both own an upload and an older state never overwrites a newer:
+  start   the record is new, received, or failed (any final state with force), or already this run's
+  step, counts, finish, fail   the record is running and owned by this run
+
+Pure boto3 and Python 3.9 compatible: the Glue Python shell load job imports it too.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+RECEIVED, RUNNING, LOADED, QUARANTINED, REJECTED, SKIPPED_EMPTY, FAILED = (
+    "received",
+    "running",
+    "loaded",
+    "quarantined",
+    "rejected",
+    "skipped_empty",
+    "failed",
+)
+STATES = (RECEIVED, RUNNING, LOADED, QUARANTINED, REJECTED, SKIPPED_EMPTY, FAILED)
+FINAL_STATES = (LOADED, QUARANTINED, REJECTED, SKIPPED_EMPTY)
+"""States a run ends an upload in when nothing failed; `failed` is final too until a re-run takes it."""
+STARTABLE_STATES = (RECEIVED, FAILED)
+PARTITION_KEY, SORT_KEY = "object", "version"
+STATE_INDEX = "by_state"
+"""Global secondary index: partition key `state`, sort key `updated_at` (what `pipeline-ops status` queries)."""
+RUN_ATTRIBUTE_PREFIX = "run:"
+COUNT_FIELDS = ("rows_in", "rows_out", "rows_quarantined", "duplicates_dropped", "lines_read", "lines_quarantined")
+CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
+
+
+class LedgerConflict(RuntimeError):
+    """A conditional write was refused: another run owns the upload, or the record moved on. The message says which."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded object version."""
+
+    bucket: str
+    key: str
+    version_id: Optional[str] = None
+    etag: Optional[str] = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def version(self) -> str:
+        return version_of(self.version_id, self.etag)
+
+    def item_key(self) -> Dict[str, Dict[str, str]]:
+        return {PARTITION_KEY: {"S": self.uri}, SORT_KEY: {"S": self.version}}
+
+
+def version_of(version_id: Optional[str], etag: Optional[str]) -> str:
+    """The ledger's sort key: the version id; 'etag:<etag>' for an unversioned object; 'null' when neither is known."""
+    if version_id and version_id != "null":
+        return version_id
+    if etag:
+        return "etag:" + etag.strip('"')
+    return "null"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_attribute(run_id: str) -> str:
+    return RUN_ATTRIBUTE_PREFIX + run_id
+
+
+# --- the expressions (also rendered into the Step Functions definition) ----------------------------------------------
+# Every attribute is written as #name (many are DynamoDB reserved words: state, key, bucket, owner, ...);
+# `attribute_names` maps each to its name, and #run to run:<run id>.
+_NAME = re.compile(r"#([A-Za-z_]+)")
+
+
+def attribute_names(expression: Mapping[str, str], run_id: str = "<run id>") -> Dict[str, str]:
+    """ExpressionAttributeNames of an expression: #name -> name, #run -> run:<run id>."""
+    found = _NAME.findall(" ".join(expression.values()))
+    return {f"#{name}": run_attribute(run_id) if name == "run" else name for name in dict.fromkeys(found)}
+
+
+def received_expression() -> Dict[str, str]:
+    """Record an upload a trigger accepted and no run holds yet. Values: :received, :now, :form, :bucket, :key, :etag."""
+    return {
+        "UpdateExpression": "SET #state = :received, #form = :form, #bucket = :bucket, #key = :key, #etag = :etag, "
+        "#received_at = :now, #updated_at = :now",
+        "ConditionExpression": "attribute_not_exists(#state)",
+    }
+
+
+def start_expression(*, force: bool = False) -> Dict[str, str]:
+    """A run takes the upload. Values: :running, :received, :failed (and the final states with force), :now, :form,
+    :bucket, :key, :etag, :run_id, :step, :run (the run's map). Idempotent for the same run."""
+    startable = "#state IN (:received, :failed" + (", :loaded, :quarantined, :rejected, :skipped_empty" if force else "") + ")"
+    return {
+        "UpdateExpression": "SET #state = :running, #step = :step, #owner = :run_id, #form = :form, #bucket = :bucket, "
+        "#key = :key, #etag = :etag, #received_at = if_not_exists(#received_at, :now), #updated_at = :now, "
+        "#run = if_not_exists(#run, :run) REMOVE #error, #cause, #expires_at, #finished_at",
+        "ConditionExpression": f"attribute_not_exists(#state) OR {startable} OR #owner = :run_id",
+    }
+
+
+_OWNED = "#state = :running AND #owner = :run_id"
+
+
+def step_expression() -> Dict[str, str]:
+    """The run reached `:step`. Values: :step, :now, :running, :run_id."""
+    return {"UpdateExpression": "SET #step = :step, #updated_at = :now", "ConditionExpression": _OWNED}
+
+
+def counts_expression(fields: Iterable[str]) -> Dict[str, str]:
+    """The clean job's counts (and where its quarantined rows are). Values: one :<field> each, :now, :running, :run_id."""
+    sets = ", ".join(f"#{name} = :{name}" for name in fields)
+    return {"UpdateExpression": f"SET {sets}, #updated_at = :now", "ConditionExpression": _OWNED}
+
+
+def finish_expression() -> Dict[str, str]:
+    """The run ended the upload in `:outcome` (a final state). Values: :outcome, :now, :expires, :running, :run_id."""
+    return {
+        "UpdateExpression": "SET #state = :outcome, #updated_at = :now, #finished_at = :now, #expires_at = :expires, "
+        "#run.#ended_at = :now, #run.#outcome = :outcome REMOVE #owner",
+        "ConditionExpression": _OWNED,
+    }
+
+
+def fail_expression() -> Dict[str, str]:
+    """The run failed at its last step. Values: :failed, :error, :cause, :now, :running, :run_id."""
+    return {
+        "UpdateExpression": "SET #state = :failed, #error = :error, #cause = :cause, #updated_at = :now, "
+        "#run.#ended_at = :now, #run.#outcome = :failed REMOVE #owner",
+        "ConditionExpression": _OWNED,
+    }
+
+
+def state_values() -> Dict[str, Dict[str, str]]:
+    """Every state as an expression value (:received, :running, ...); DynamoDB refuses values an expression does not use,
+    so callers pick the ones theirs names."""
+    return {f":{state}": {"S": state} for state in STATES}
+
+
+def _pick(values: Mapping[str, Any], expression: Mapping[str, str]) -> Dict[str, Any]:
+    used = set(re.findall(r":[A-Za-z_]+", " ".join(expression.values())))
+    return {name: value for name, value in values.items() if name in used}
+
+
+# --- the writes ------------------------------------------------------------------------------------------------------
+class UploadLedger:
+    """The ledger table through a boto3 DynamoDB client, for one form."""
+
+    def __init__(self, client: Any, table_name: str, *, form: str, ttl_days: int = 0) -> None:
+        self.client = client
+        self.table_name = table_name
+        self.form = form
+        self.ttl_days = ttl_days
+
+    def _update(self, upload: Upload, expression: Dict[str, str], values: Dict[str, Any], run_id: Optional[str] = None) -> Dict[str, Any]:
+        names = attribute_names(expression, run_id or "")
+        chosen = _pick({**state_values(), **values}, expression)
+        try:
+            answer = self.client.update_item(
+                TableName=self.table_name,
+                Key=upload.item_key(),
+                UpdateExpression=expression["UpdateExpression"],
+                ConditionExpression=expression["ConditionExpression"],
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=chosen,
+                ReturnValues="ALL_NEW",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException as error:
+            current = self.get(upload)
+            state = current.get("state") if current else None
+            owner = current.get("owner") if current else None
+            raise LedgerConflict(
+                f"{upload.uri} (version {upload.version}): the ledger refused the write of run {run_id!r}; "
+                f"the record is {state!r}" + (f", owned by run {owner!r}" if owner else "")
+            ) from error
+        return from_item(answer.get("Attributes", {}))
+
+    def _object_values(self, upload: Upload) -> Dict[str, Any]:
+        return {
+            ":now": {"S": now_iso()},
+            ":form": {"S": self.form},
+            ":bucket": {"S": upload.bucket},
+            ":key": {"S": upload.key},
+            ":etag": {"S": (upload.etag or "").strip('"')},
+        }
+
+    def received(self, upload: Upload) -> bool:
+        """Record an accepted upload; False when the ledger already holds it (a repeated event)."""
+        try:
+            self._update(upload, received_expression(), self._object_values(upload))
+        except LedgerConflict:
+            return False
+        return True
+
+    def start(self, upload: Upload, *, run_id: str, execution: str, step: str, force: bool = False) -> Dict[str, Any]:
+        """Take the upload for `run_id`; LedgerConflict when another run holds it or it already ended (without force)."""
+        run = {"M": {"run_id": {"S": run_id}, "execution": {"S": execution}, "started_at": {"S": now_iso()}, "form": {"S": self.form}}}
+        values = {**self._object_values(upload), ":run_id": {"S": run_id}, ":step": {"S": step}, ":run": run}
+        return self._update(upload, start_expression(force=force), values, run_id)
+
+    def step(self, upload: Upload, *, run_id: str, step: str) -> Dict[str, Any]:
+        return self._update(upload, step_expression(), {":step": {"S": step}, ":now": {"S": now_iso()}, ":run_id": {"S": run_id}})
+
+    def counts(self, upload: Upload, *, run_id: str, counts: Mapping[str, Any]) -> Dict[str, Any]:
+        """Row and line counts (COUNT_FIELDS, numbers) and quarantine_uri (text) of this upload in the run."""
+        values: Dict[str, Any] = {":now": {"S": now_iso()}, ":run_id": {"S": run_id}}
+        for name, value in counts.items():
+            if name not in COUNT_FIELDS and name != "quarantine_uri":
+                raise ValueError(f"counts[{name!r}]: the ledger records {', '.join(COUNT_FIELDS)} and quarantine_uri")
+            if value is None:
+                continue
+            values[f":{name}"] = {"S": str(value)} if name == "quarantine_uri" else {"N": str(int(value))}
+        fields = [name[1:] for name in values if name not in (":now", ":run_id")]
+        return self._update(upload, counts_expression(fields), values)
+
+    def finish(self, upload: Upload, *, run_id: str, outcome: str) -> Dict[str, Any]:
+        if outcome not in FINAL_STATES:
+            raise ValueError(f"outcome={outcome!r}: use one of {', '.join(FINAL_STATES)}")
+        values = {":outcome": {"S": outcome}, ":now": {"S": now_iso()}, ":run_id": {"S": run_id}, ":expires": {"N": str(self.expires_at())}}
+        return self._update(upload, finish_expression(), values, run_id)
+
+    def fail(self, upload: Upload, *, run_id: str, error: str, cause: str) -> Dict[str, Any]:
+        values = {":error": {"S": error or "Error"}, ":cause": {"S": (cause or "")[:10_000]}, ":now": {"S": now_iso()}, ":run_id": {"S": run_id}}
+        return self._update(upload, fail_expression(), values, run_id)
+
+    def expires_at(self) -> int:
+        """Epoch seconds at which DynamoDB's TTL may delete a finished record (`ttl_days`; 0 keeps it for 100 years)."""
+        days = self.ttl_days if self.ttl_days > 0 else 36_500
+        return int(time.time()) + days * 86_400
+
+    def get(self, upload: Upload) -> Optional[Dict[str, Any]]:
+        answer = self.client.get_item(TableName=self.table_name, Key=upload.item_key(), ConsistentRead=True)
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+
+# --- reading ---------------------------------------------------------------------------------------------------------
+def _plain(value: Mapping[str, Any]) -> Any:
+    (kind, inner), = value.items()
+    if kind == "S":
+        return inner
+    if kind == "N":
+        number = float(inner)
+        return int(number) if number.is_integer() else number
+    if kind == "BOOL":
+        return bool(inner)
+    if kind == "NULL":
+        return None
+    if kind == "M":
+        return {name: _plain(item) for name, item in inner.items()}
+    if kind == "L":
+        return [_plain(item) for item in inner]
+    if kind in ("SS", "NS"):
+        return sorted(inner)
+    raise ValueError(f"attribute type {kind!r} is not one the ledger writes")
+
+
+def from_item(item: Mapping[str, Any]) -> Dict[str, Any]:
+    """A DynamoDB item as plain values, with its runs gathered under `runs` (oldest first)."""
+    record: Dict[str, Any] = {}
+    runs: List[Dict[str, Any]] = []
+    for name, value in item.items():
+        plain = _plain(value)
+        if name.startswith(RUN_ATTRIBUTE_PREFIX):
+            runs.append({"run_id": name[len(RUN_ATTRIBUTE_PREFIX) :], **plain})
+        else:
+            record[name] = plain
+    record["runs"] = sorted(runs, key=lambda run: (str(run.get("started_at", "")), run["run_id"]))
+    return record
+
+
+def split_uri(uri: str) -> Tuple[str, str]:
+    """('bucket', 'key') of s3://bucket/key; ValueError naming the value otherwise."""
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3://bucket/key URI")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"{uri!r} is not an s3://bucket/key URI")
+    return bucket, key
