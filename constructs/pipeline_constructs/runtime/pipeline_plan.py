@@ -1,0 +1,73 @@
+"""The pipeline's steps, described once for every form: which steps, in which order, when each runs, its timeout and
+retries, and what each writes into the upload ledger. Each form renders this description (the Step Functions
+builder, the Glue triggers and jobs, the Airflow DAG, the MWAA Serverless YAML), and one test reads it back out of
+every synthesized artifact, so the forms cannot drift apart.
+
+Standard library only, Python 3.9 compatible: the DAG folder, the Glue jobs and the construct library all import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Mapping, Tuple
+
+CRAWL, CLEAN, LOAD = "crawl", "clean", "load"
+ALWAYS = "always"
+ROWS_CURATED = "rows_curated"
+"""`runs_when` of the load: only when the clean job curated at least one row (a header-only upload loads nothing)."""
+
+# Ledger states (the same names as runtime/upload_ledger.py, which needs boto3; this module must not).
+RUNNING, LOADED, QUARANTINED, REJECTED, SKIPPED_EMPTY, FAILED = "running", "loaded", "quarantined", "rejected", "skipped_empty", "failed"
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """How long a step may take and how often it is tried again after a failure that may pass."""
+
+    timeout_seconds: int
+    retries: int
+    retry_delay_seconds: int
+    max_retry_delay_seconds: int
+
+
+@dataclass(frozen=True)
+class PipelineStep:
+    """One step: its ledger name, its title (Step Functions state names, failure messages), when it runs."""
+
+    name: str
+    title: str
+    doc: str
+    runs_when: str
+    timing: StepTiming
+
+
+DEFAULT_TIMINGS: Dict[str, StepTiming] = {
+    CRAWL: StepTiming(timeout_seconds=1_800, retries=2, retry_delay_seconds=60, max_retry_delay_seconds=300),
+    CLEAN: StepTiming(timeout_seconds=4_500, retries=2, retry_delay_seconds=60, max_retry_delay_seconds=300),
+    LOAD: StepTiming(timeout_seconds=1_800, retries=2, retry_delay_seconds=60, max_retry_delay_seconds=300),
+}
+
+
+def describe_pipeline(timings: Mapping[str, StepTiming] = DEFAULT_TIMINGS) -> Tuple[PipelineStep, ...]:
+    """crawl -> clean -> load, with the given timings (KeyError naming a step without one)."""
+    return (
+        PipelineStep(CRAWL, "Crawl", "Refresh the raw table's schema from the upload (a crawl that began after it counts).", ALWAYS, timings[CRAWL]),
+        PipelineStep(CLEAN, "Clean", "Run the Glue clean job: every line to a curated row or to quarantine; counts to the ledger.", ALWAYS, timings[CLEAN]),
+        PipelineStep(LOAD, "Load", "MERGE the run's curated rows into the target on the natural key (idempotent).", ROWS_CURATED, timings[LOAD]),
+    )
+
+
+def outcome_without_load(rows_quarantined: int) -> str:
+    """The ledger state of an upload whose run curated no row: quarantined when its rows went to quarantine, else
+    skipped_empty (a header-only file)."""
+    return QUARANTINED if rows_quarantined > 0 else SKIPPED_EMPTY
+
+
+# What the ledger holds after each write of a run, as (state, step), for the four kinds of upload every form's local
+# execution shows. The same sequence in every form.
+LEDGER_TRANSITIONS: Dict[str, Tuple[Tuple[str, str], ...]] = {
+    "good": ((RUNNING, CRAWL), (RUNNING, CLEAN), (RUNNING, LOAD), (LOADED, LOAD)),
+    "empty": ((RUNNING, CRAWL), (RUNNING, CLEAN), (SKIPPED_EMPTY, CLEAN)),
+    "quarantined": ((RUNNING, CRAWL), (RUNNING, CLEAN), (QUARANTINED, CLEAN)),
+    "failed_at_load": ((RUNNING, CRAWL), (RUNNING, CLEAN), (RUNNING, LOAD), (FAILED, LOAD)),
+}
