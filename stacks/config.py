@@ -137,6 +137,7 @@ class EnvironmentConfig:
     log_retention_days: int
     removal: str
     data_retention_days: int = 365
+    ledger_retention_days: int = 400
     athena_bytes_scanned_cutoff: int = 10 * 1024**3
     max_quarantine_ratio: float = 0.05
     availability_zones: tuple[str, ...] = ()
@@ -180,6 +181,7 @@ _KEYS = {
     "log_retention_days",
     "removal",
     "data_retention_days",
+    "ledger_retention_days",
     "athena_bytes_scanned_cutoff",
     "max_quarantine_ratio",
     "availability_zones",
@@ -305,6 +307,9 @@ def parse_environment(
             data_retention,
             f"must be an integer <= {MAX_DATA_RETENTION_DAYS} (ten years); landing and quarantine objects are not kept forever",
         )
+    ledger_retention = _positive_int(
+        f"{prefix}.ledger_retention_days", raw.get("ledger_retention_days", _DEFAULTS.ledger_retention_days), maximum=MAX_DATA_RETENTION_DAYS
+    )
 
     removal = raw.get("removal", _DEFAULTS.removal)
     if removal not in REMOVAL_POLICIES:
@@ -383,6 +388,7 @@ def parse_environment(
         log_retention_days=retention,
         removal=removal,
         data_retention_days=data_retention,
+        ledger_retention_days=ledger_retention,
         athena_bytes_scanned_cutoff=cutoff,
         max_quarantine_ratio=float(ratio),
         availability_zones=azs,

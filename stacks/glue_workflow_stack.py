@@ -8,6 +8,7 @@ from constructs import Construct
 from pipeline_constructs.forms.glue_workflow import GlueWorkflowPipeline
 
 from .config import EnvironmentConfig
+from .operations_outputs import publish_form_outputs
 from .stateful_stack import StatefulStack
 
 
@@ -27,4 +28,13 @@ class GlueWorkflowStack(Stack):
             batch_size=config.workflow_batch_size,
             batch_window=Duration.seconds(config.workflow_batch_window_seconds),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+        )
+        pipeline = self.pipeline
+        publish_form_outputs(
+            self,
+            form="glue_workflow",
+            landing_prefix=pipeline.landing_prefix,
+            run_timeout_seconds=pipeline.run_timeout_seconds,
+            dead_letter_queues=[(pipeline.dead_letter_queue, "eventbridge", None)],
+            WorkflowName=pipeline.workflow.workflow_name,
         )

@@ -8,6 +8,7 @@ from constructs import Construct
 from pipeline_constructs.forms.mwaa_serverless import MwaaServerlessPipeline
 
 from .config import EnvironmentConfig
+from .operations_outputs import publish_form_outputs
 from .stateful_stack import StatefulStack
 from .step_functions_stack import _retention
 
@@ -28,4 +29,17 @@ class MwaaServerlessStack(Stack):
             workflow_name=f"retail-{config.name}-pipeline",
             log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+        )
+        pipeline = self.pipeline
+        publish_form_outputs(
+            self,
+            form="mwaa_serverless",
+            landing_prefix=pipeline.landing_prefix,
+            run_timeout_seconds=int(pipeline.workflow_config["dagrun_timeout_seconds"]),
+            dead_letter_queues=[
+                (pipeline.trigger.dead_letter_queue, "sqs", pipeline.trigger.queue),
+                (pipeline.trigger.undelivered_queue, "eventbridge", None),
+                (pipeline.report_dead_letter_queue, "eventbridge", None),
+            ],
+            WorkflowArn=pipeline.workflow_arn,
         )

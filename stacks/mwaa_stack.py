@@ -9,6 +9,7 @@ from pipeline_constructs.forms.mwaa import MwaaPipeline
 from pipeline_constructs.network import PipelineNetwork
 
 from .config import EnvironmentConfig
+from .operations_outputs import publish_form_outputs
 from .stateful_stack import StatefulStack
 from .step_functions_stack import _retention
 
@@ -49,4 +50,17 @@ class MwaaStack(Stack):
             task_retries=settings.task_retries,
             log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+        )
+        pipeline = self.pipeline
+        publish_form_outputs(
+            self,
+            form="mwaa",
+            landing_prefix=pipeline.landing_prefix,
+            run_timeout_seconds=int(pipeline.dag_config["dagrun_timeout_seconds"]),
+            dead_letter_queues=[
+                (pipeline.trigger.dead_letter_queue, "sqs", pipeline.trigger.queue),
+                (pipeline.trigger.undelivered_queue, "eventbridge", None),
+            ],
+            MwaaEnvironmentName=pipeline.environment_name,
+            DagId=pipeline.dag_id,
         )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Stack, aws_glue as glue
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack, aws_glue as glue
 
 from constructs import Construct
 from pipeline_constructs.alerting import PipelineAlerting
 from pipeline_constructs.catalog import PipelineCatalog
 from pipeline_constructs.clean_job import CleanJob
 from pipeline_constructs.contract import DatasetContract
+from pipeline_constructs.ledger import UploadLedger
 from pipeline_constructs.network import PipelineNetwork
 from pipeline_constructs.storage import PipelineStorage
 from pipeline_constructs.targets.athena import AthenaTarget
@@ -53,6 +54,13 @@ class StatefulStack(Stack):
         )
         self.alerting = PipelineAlerting(
             self, "Alerting", emails=config.alarm_emails, topic_display_name="Retail pipeline alerts", removal_policy=removal
+        )
+        self.ledger = UploadLedger(
+            self,
+            "Ledger",
+            encryption_key=self.storage.key,
+            finished_record_retention=Duration.days(config.ledger_retention_days),
+            removal_policy=removal,
         )
         self.catalog = PipelineCatalog(
             self,
@@ -102,3 +110,17 @@ class StatefulStack(Stack):
                 workgroup_name=f"retail-sales-{config.name}",
                 removal_policy=removal,
             )
+        self._publish_operations_outputs(contract)
+
+    def _publish_operations_outputs(self, contract: DatasetContract) -> None:
+        """What `pipeline-ops --env NAME` reads from this stack (its OutputKeys are the tool's contract)."""
+        for key, value in {
+            "LedgerTableName": self.ledger.table_name,
+            "LandingBucketName": self.storage.landing_bucket.bucket_name,
+            "CuratedBucketName": self.storage.curated_bucket.bucket_name,
+            "QuarantineBucketName": self.storage.quarantine_bucket.bucket_name,
+            "AlertTopicArn": self.alerting.topic.topic_arn,
+            "DatasetName": contract.name,
+            "NotificationDeadLetterQueueUrl": self.alerting.dead_letter_queue.queue_url,
+        }.items():
+            CfnOutput(self, key, value=value)

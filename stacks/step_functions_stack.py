@@ -8,6 +8,7 @@ from constructs import Construct
 from pipeline_constructs.forms.step_functions import StepFunctionsPipeline
 
 from .config import EnvironmentConfig
+from .operations_outputs import publish_form_outputs
 from .stateful_stack import StatefulStack
 
 
@@ -26,6 +27,15 @@ class StepFunctionsStack(Stack):
             alerting=stateful.alerting,
             log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+        )
+        pipeline = self.pipeline
+        publish_form_outputs(
+            self,
+            form="step_functions",
+            landing_prefix=pipeline.landing_prefix,
+            run_timeout_seconds=int(pipeline.state_machine_timeout.to_seconds()),
+            dead_letter_queues=[(pipeline.dead_letter_queue, "eventbridge", None)],
+            StateMachineArn=pipeline.state_machine.state_machine_arn,
         )
 
 

@@ -161,6 +161,8 @@ class CleanJob(Construct):
             },
         )
         self.job_name: str = self.job.job_name
+        self.timeout = run_timeout
+        """A run longer than this is stopped (and fails)."""
         self.job_arn = Stack.of(self).format_arn(service="glue", resource="job", resource_name=self.job_name)
 
     def metric(self, metric_name: str, *, statistic: str = "Sum", period: Duration | None = None) -> cloudwatch.Metric:

@@ -22,6 +22,7 @@ from ..alerting import PipelineAlerting, metric_rule_matches
 from ..catalog import GLUE_ASSET_READ_ACTIONS, PipelineCatalog, review_glue_logs
 from ..clean_job import CleanJob
 from ..runtime.glue_load_job import RUN_ID_TOKEN
+from ..runtime.pipeline_plan import CRAWL, DEFAULT_TIMINGS
 from ..storage import PipelineStorage
 from ..targets.athena import AthenaTarget
 from ..targets.load_target import LoadTarget, check_load_target
@@ -138,6 +139,10 @@ class GlueWorkflowPipeline(Construct):
         self.max_event_age = max_event_age if max_event_age is not None else Duration.hours(6)
 
         self._build_steps(storage, catalog, clean_job, target, load_run_timeout, load_max_concurrent_runs)
+        crawl_seconds = DEFAULT_TIMINGS[CRAWL].timeout_seconds
+        clean_seconds = (clean_timeout or clean_job.timeout).to_seconds()
+        self.run_timeout_seconds = int(crawl_seconds + clean_seconds + load_run_timeout.to_seconds())
+        """How long one workflow run may take: the crawl's allowance plus the clean and load jobs' timeouts."""
         self._build_triggers(batch_size, window, clean_timeout)
         self._build_upload_trigger(storage)
         self._build_failure_path()

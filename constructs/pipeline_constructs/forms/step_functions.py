@@ -159,10 +159,11 @@ class StepFunctionsPipeline(Construct):
             load_max_polls=load_max_polls,
             load_conflict_retries=load_conflict_retries,
         )
+        self.state_machine_timeout = execution_timeout if execution_timeout is not None else Duration.hours(4)
         self.state_machine = self._build_state_machine(
             definition,
             target=target,
-            execution_timeout=execution_timeout if execution_timeout is not None else Duration.hours(4),
+            execution_timeout=self.state_machine_timeout,
             log_retention=log_retention,
             removal_policy=removal_policy,
         )

@@ -1,0 +1,36 @@
+"""The outputs of a form's stack that `pipeline-ops --env NAME` reads: which form, where it listens, how long a run
+may take, and its dead-letter queues (their OutputKeys are the tool's contract, see pipeline_constructs.operations)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import CfnOutput, Stack, aws_sqs as sqs
+
+
+def publish_form_outputs(
+    stack: Stack,
+    *,
+    form: str,
+    landing_prefix: str,
+    run_timeout_seconds: int,
+    dead_letter_queues: Sequence[tuple[sqs.IQueue, str, sqs.IQueue | None]],
+    **form_values: str,
+) -> None:
+    """CfnOutputs PipelineForm, LandingPrefix, RunTimeoutSeconds, DeadLetterQueues (JSON: url, arn, kind and, for a
+    queue that catches an SQS queue's failures, source_arn) and one output per `form_values` entry (e.g. StateMachineArn)."""
+    queues = []
+    for queue, kind, source in dead_letter_queues:
+        entry = {"url": queue.queue_url, "arn": queue.queue_arn, "kind": kind}
+        if source is not None:
+            entry["source_arn"] = source.queue_arn
+        queues.append(entry)
+    values = {
+        "PipelineForm": form,
+        "LandingPrefix": landing_prefix,
+        "RunTimeoutSeconds": str(run_timeout_seconds),
+        "DeadLetterQueues": stack.to_json_string(queues),
+        **form_values,
+    }
+    for key, value in values.items():
+        CfnOutput(stack, key, value=value)
