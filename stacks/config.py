@@ -308,7 +308,9 @@ def parse_environment(
             f"must be an integer <= {MAX_DATA_RETENTION_DAYS} (ten years); landing and quarantine objects are not kept forever",
         )
     ledger_retention = _positive_int(
-        f"{prefix}.ledger_retention_days", raw.get("ledger_retention_days", _DEFAULTS.ledger_retention_days), maximum=MAX_DATA_RETENTION_DAYS
+        f"{prefix}.ledger_retention_days",
+        raw.get("ledger_retention_days", _DEFAULTS.ledger_retention_days),
+        maximum=MAX_DATA_RETENTION_DAYS,
     )
 
     removal = raw.get("removal", _DEFAULTS.removal)

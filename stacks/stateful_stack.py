@@ -81,6 +81,7 @@ class StatefulStack(Stack):
             max_quarantine_ratio=config.max_quarantine_ratio,
             metrics_namespace="RetailPipeline",
         )
+        self.ledger.grant_write(self.clean_job.role)
         self.target: LoadTarget
         if config.load_target == "redshift":
             if network is None:

@@ -25,6 +25,7 @@ class StepFunctionsStack(Stack):
             clean_job=stateful.clean_job,
             target=stateful.target,
             alerting=stateful.alerting,
+            ledger=stateful.ledger,
             log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
         )

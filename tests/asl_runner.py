@@ -27,6 +27,7 @@ Interpreter facts worth knowing (aws-local-stepfunctions 3.0.0), see tests/test_
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -374,7 +375,17 @@ def upload_event(bucket: str, key: str, time: str) -> dict[str, Any]:
         "time": time,
         "region": "eu-west-1",
         "resources": [f"arn:aws:s3:::{bucket}"],
-        "detail": {"bucket": {"name": bucket}, "object": {"key": key, "size": 1234}, "reason": "PutObject"},
+        "detail": {
+            "bucket": {"name": bucket},
+            # A versioned landing bucket's event: the ETag and version id S3 sends (derived from the key here).
+            "object": {
+                "key": key,
+                "size": 1234,
+                "etag": hashlib.md5(key.encode()).hexdigest(),
+                "version-id": f"v-{hashlib.sha1(key.encode()).hexdigest()[:16]}",
+            },
+            "reason": "PutObject",
+        },
     }
 
 
@@ -452,3 +463,52 @@ def _iso_seconds(epoch_ms: float) -> str:
     import datetime
 
     return datetime.datetime.fromtimestamp(int(epoch_ms // 1000), tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- the upload ledger's states ----------------------------------------------------------------------------------------
+LEDGER_UPDATE_STATES = (
+    "Record Start",
+    "Record Clean Step",
+    "Record Load Step",
+    "Record Loaded",
+    "Record Quarantined",
+    "Record Skipped Empty",
+    "Record Failure",
+)
+
+
+def ledger_answers(*, rows_quarantined: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Scripts that accept every ledger write (UpdateItem answers with no attributes, as with ReturnValues NONE) and
+    give the clean job's count of quarantined rows to Read Clean Counts. What DynamoDB's conditions decide is tested
+    by replaying the writes on moto (`replay_ledger_writes`)."""
+    answers: dict[str, list[dict[str, Any]]] = {name: [{"result": {}}] for name in LEDGER_UPDATE_STATES}
+    answers["Read Clean Counts"] = [{"result": {"Item": {"rows_quarantined": {"N": str(rows_quarantined)}}}}]
+    return answers
+
+
+def replay_ledger_writes(
+    result: ExecutionResult, dynamodb: Any, table_name: str, *, clean_counts: dict[str, Any] | None = None
+) -> list[tuple[str, str]]:
+    """Send the execution's ledger writes, as the interpreter resolved them, to a DynamoDB (moto) table in their order,
+    with the clean job's own counts write (`clean_counts`, as glue_clean_job.record_counts_in_ledger sends it) where
+    the clean job ran; returns the record's (state, step) after each UpdateItem. A write DynamoDB refuses raises."""
+    from pipeline_constructs.runtime.upload_ledger import Upload, UploadLedger, from_item
+
+    seen: list[tuple[str, str]] = []
+    for call in result.calls:
+        request = dict(call["input"]) if isinstance(call["input"], dict) else None
+        if call["state"] == "Run Clean Job" and clean_counts is not None and seen:
+            job = call["input"]["Arguments"]
+            (uri,) = json.loads(job["--source_uris"])
+            (version,) = json.loads(job["--source_versions"])
+            bucket, _, key = uri[len("s3://") :].partition("/")
+            ledger = UploadLedger(dynamodb, table_name, form=job["--pipeline_form"])
+            ledger.counts(Upload(bucket, key, version_id=version), run_id=job["--run_id"], counts=clean_counts)
+            continue
+        if request is None or call["state"] not in LEDGER_UPDATE_STATES:
+            continue
+        request["TableName"] = table_name
+        answer = dynamodb.update_item(**request, ReturnValues="ALL_NEW")
+        record = from_item(answer["Attributes"])
+        seen.append((record["state"], record["step"]))
+    return seen

@@ -343,7 +343,13 @@ def test_glue_job_script_and_extra_files_are_assets(consumer: Consumer) -> None:
     installed = consumer.site_packages / "pipeline_constructs"
     assert sources == sorted(
         (installed / rel).read_text()
-        for rel in ("contract.py", "runtime/clean_transform.py", "runtime/spark_settings.py", "runtime/workflow_inputs.py")
+        for rel in (
+            "contract.py",
+            "runtime/clean_transform.py",
+            "runtime/spark_settings.py",
+            "runtime/workflow_inputs.py",
+            "runtime/upload_ledger.py",
+        )
     )
     (contract_file,) = asset_files(job["DefaultArguments"]["--extra-files"])
     shipped = json.loads(contract_file.read_text())

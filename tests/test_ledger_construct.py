@@ -72,7 +72,14 @@ def test_every_stack_publishes_what_pipeline_ops_reads(templates: dict[tuple[str
     for (stage, stack), template in templates.items():
         outputs = template.get("Outputs", {})
         if stack == "Stateful":
-            assert {"LedgerTableName", "LandingBucketName", "CuratedBucketName", "QuarantineBucketName", "AlertTopicArn", "DatasetName"} <= set(outputs), stage
+            assert {
+                "LedgerTableName",
+                "LandingBucketName",
+                "CuratedBucketName",
+                "QuarantineBucketName",
+                "AlertTopicArn",
+                "DatasetName",
+            } <= set(outputs), stage
         elif stack in FORM_SPECIFIC:
             assert FORM_OUTPUTS | FORM_SPECIFIC[stack] <= set(outputs), (stage, stack)
             assert outputs["LandingPrefix"]["Value"].endswith("/")

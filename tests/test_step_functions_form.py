@@ -25,6 +25,7 @@ from stacks.stateful_stack import CONTRACT_PATH, StatefulStack
 from tests.asl_runner import (
     ExecutionResult,
     definition_from_template,
+    ledger_answers,
     run_state_machine,
 )
 from tests.cdk_app import cdk_context
@@ -135,7 +136,7 @@ HAPPY_SCRIPTS: dict[str, list[dict[str, Any]]] = {
 
 def scripts(**overrides: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The happy path's scripts with some states' outcomes replaced (keyword = state name with '_' for ' ')."""
-    out = dict(HAPPY_SCRIPTS)
+    out = {**ledger_answers(), **HAPPY_SCRIPTS}
     out.update({name.replace("_", " "): outcomes for name, outcomes in overrides.items()})
     return out
 

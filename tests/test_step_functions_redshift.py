@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlglot
 
-from tests.asl_runner import ExecutionResult, definition_from_template, run_state_machine
+from tests.asl_runner import ExecutionResult, definition_from_template, ledger_answers, run_state_machine
 
 RUN_ID = "3f0c2a9e-run-7"
 BUCKET = "landing-bucket"
@@ -21,7 +21,7 @@ EVENT: dict[str, Any] = {
     "source": "aws.s3",
     "time": "2026-11-25T09:12:44Z",
     "detail-type": "Object Created",
-    "detail": {"bucket": {"name": BUCKET}, "object": {"key": KEY, "size": 1234}},
+    "detail": {"bucket": {"name": BUCKET}, "object": {"key": KEY, "size": 1234, "etag": "5d41402abc4b2a76b9719d911017c592"}},
 }
 CRAWLER_DONE = {
     "result": {
@@ -48,6 +48,7 @@ def run(
     definition: dict[str, Any], describe: list[dict[str, Any]], *, context: dict[str, Any] = CONTEXT, **extra: list[dict[str, Any]]
 ) -> ExecutionResult:
     scripts = {
+        **ledger_answers(),
         "Start Crawler": [{"result": {}}],
         "Get Crawler": [CRAWLER_DONE],
         "Run Clean Job": [JOB_DONE],

@@ -83,3 +83,35 @@ def test_the_version_is_the_sort_key() -> None:
     assert version_of("v1", '"e"') == "v1"
     assert version_of(None, '"e"') == "etag:e"
     assert version_of("null", None) == "null"
+
+
+def test_the_clean_job_writes_its_counts_into_the_record_its_run_holds(ledger: UploadLedger) -> None:
+    from pipeline_constructs.runtime.clean_transform import CleanResult
+    from pipeline_constructs.runtime.glue_clean_job import record_counts_in_ledger, resolve_args
+
+    ledger.start(UPLOAD, run_id="r1", execution="e1", step="clean")
+    args = resolve_args(
+        [
+            *("--contract_path", "contract.json", "--curated_root", "s3://c/", "--quarantine_root", "s3://q/", "--run_id", "r1"),
+            *("--source_uris", f'["{UPLOAD.uri}"]', "--source_versions", '["v1"]', "--ledger_table", ledger.table_name),
+            *("--pipeline_form", "step_functions"),
+        ]
+    )
+    result = CleanResult(
+        dataset="retail_sales", run_id="r1", rows_in=40, rows_out=38, rows_quarantined=2, lines_read=41, lines_quarantined=2
+    )
+    result.quarantine_path = "s3://q/retail_sales/run_id=r1/"
+    record = record_counts_in_ledger(args, result, ledger.client)
+    assert record is not None and (record["rows_out"], record["lines_quarantined"], record["quarantine_uri"]) == (
+        38,
+        2,
+        "s3://q/retail_sales/run_id=r1/",
+    )
+    assert record["expires_at"] > 0 and record["state"] == RUNNING
+
+    # A run that does not hold the upload cannot write into it, and the job fails naming the upload.
+    with pytest.raises(LedgerConflict, match="store-17.csv"):
+        record_counts_in_ledger({**args, "run_id": "r2"}, result, ledger.client)
+    # A file rejected as a whole ends rejected.
+    result.rejected_files.append({"source_uri": UPLOAD.uri, "reason": "header differs"})
+    assert record_counts_in_ledger(args, result, ledger.client)["state"] == "rejected"

@@ -27,6 +27,7 @@ _EXPORTS = {
     "QueueTrigger": "queue_trigger",
     "mwaa_interface_endpoints": "network",
     "PipelinePropsError": "validation",
+    "UploadLedger": "ledger",
 }
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "QueueTrigger",
     "RedshiftTarget",
     "StepFunctionsPipeline",
+    "UploadLedger",
     "mwaa_interface_endpoints",
 ]
 __version__ = "0.1.0"
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from .forms.mwaa import MwaaPipeline
     from .forms.mwaa_serverless import MwaaServerlessPipeline
     from .forms.step_functions import StepFunctionsPipeline
+    from .ledger import UploadLedger
     from .network import PipelineNetwork, mwaa_interface_endpoints
     from .queue_trigger import QueueTrigger
     from .storage import PipelineStorage

@@ -26,6 +26,7 @@ CLEAN_JOB_MODULES = (
     RUNTIME_DIR / "clean_transform.py",
     RUNTIME_DIR / "spark_settings.py",
     RUNTIME_DIR / "workflow_inputs.py",
+    RUNTIME_DIR / "upload_ledger.py",
 )
 CONTRACT_FILE_NAME = "contract.json"
 

@@ -10,6 +10,8 @@ from .runtime.upload_ledger import PARTITION_KEY, SORT_KEY, STATE_INDEX
 from .validation import PipelinePropsError
 
 WRITE_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:GetItem")
+# DynamoDB encrypts and decrypts with the table's key on the caller's behalf: named actions, no wildcard.
+KEY_WRITE_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
 READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan")
 
 
@@ -76,12 +78,12 @@ class UploadLedger(Construct):
 
     def grant_write(self, grantee: iam.IGrantable) -> iam.Grant:
         """UpdateItem and GetItem on the table (and the key to encrypt with): what a form's writes need."""
-        self.encryption_key.grant_encrypt_decrypt(grantee)
+        self.encryption_key.grant(grantee, *KEY_WRITE_ACTIONS)
         return iam.Grant.add_to_principal(grantee=grantee, actions=list(WRITE_ACTIONS), resource_arns=[self.table.table_arn])
 
     def grant_read(self, grantee: iam.IGrantable) -> iam.Grant:
         """GetItem, Query and Scan on the table and its index: what `pipeline-ops` and the reconcile check need."""
-        self.encryption_key.grant_decrypt(grantee)
+        self.encryption_key.grant(grantee, "kms:Decrypt", "kms:DescribeKey")
         return iam.Grant.add_to_principal(
             grantee=grantee, actions=list(READ_ACTIONS), resource_arns=[self.table.table_arn, f"{self.table.table_arn}/index/*"]
         )

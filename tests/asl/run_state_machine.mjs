@@ -213,6 +213,8 @@ function executionContext(given) {
     ...given,
     Execution: { Id: `arn:aws:states:eu-west-1:123456789012:execution:${machine}:${name}`, Name: name, ...given.Execution },
     StateMachine: { Id: `arn:aws:states:eu-west-1:123456789012:stateMachine:${machine}`, Name: machine, ...given.StateMachine },
+    // The interpreter sets no $$.State: one EnteredTime for the whole execution stands in for each state's own.
+    State: { EnteredTime: given.Execution?.StartTime ?? new Date().toISOString(), ...given.State },
   };
 }
 

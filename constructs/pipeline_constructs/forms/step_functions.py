@@ -25,11 +25,14 @@ from ..alerting import PipelineAlerting
 from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
 from ..keys import allow_cloudwatch_logs
+from ..ledger import UploadLedger
+from ..runtime.pipeline_plan import CLEAN, LOAD, QUARANTINED, SKIPPED_EMPTY
 from ..storage import PipelineStorage
 from ..targets.athena import AthenaTarget
 from ..targets.load_target import LoadTarget, check_load_target
 from ..targets.redshift import RedshiftTarget
 from ..validation import check_positive
+from .step_functions_ledger import LedgerStates
 
 FORM_NAME = "step_functions"
 _COLON = ArnFormat.COLON_RESOURCE_NAME
@@ -98,6 +101,7 @@ class StepFunctionsPipeline(Construct):
         clean_job: CleanJob,
         target: LoadTarget,
         alerting: PipelineAlerting,
+        ledger: UploadLedger | None = None,
         landing_prefix: str | None = None,
         crawler_poll_interval: Duration | None = None,
         crawler_max_polls: int = 60,
@@ -116,6 +120,8 @@ class StepFunctionsPipeline(Construct):
         :param clean_job: the Glue job run for each upload (RUN_JOB, .sync).
         :param target: where a successful run is loaded (AthenaTarget or RedshiftTarget).
         :param alerting: the topic for failure messages and alarms.
+        :param ledger: the upload ledger this form keeps current (native DynamoDB states: start, each step, the
+            outcome, the failure; the clean job writes its counts). Default: none (no ledger writes).
         :param landing_prefix: uploads under this prefix start this form. Default: '<storage prefix>step_functions/'.
         :param crawler_poll_interval: wait between crawler status checks. Default: 30 seconds.
         :param crawler_max_polls: checks before the crawl counts as stuck and the run fails. Default: 60.
@@ -147,6 +153,8 @@ class StepFunctionsPipeline(Construct):
         )
         self.alerting = alerting
         self.dataset = clean_job.contract.name
+        self.ledger = ledger
+        self._ledger = LedgerStates(self, ledger) if ledger is not None else None
 
         self._notify = self._build_failure_path(alerting)
         definition = self._build_steps(
@@ -172,7 +180,7 @@ class StepFunctionsPipeline(Construct):
         self.alarms = self._build_alarms(alerting)
 
     # --- failure path ------------------------------------------------------------------------------------------------
-    def _build_failure_path(self, alerting: PipelineAlerting) -> sfn.TaskStateBase:
+    def _build_failure_path(self, alerting: PipelineAlerting) -> sfn.TaskStateBase | sfn.CustomState:
         """Notify Failure (SNS, the form's message fields) -> Pipeline Failed. A failed publish still fails the run."""
         notify = tasks.SnsPublish(
             self,
@@ -201,7 +209,13 @@ class StepFunctionsPipeline(Construct):
         failed = sfn.Fail(self, "Pipeline Failed", error="PipelineFailed", cause_path="$.error.Cause")
         notify.add_catch(failed, errors=["States.ALL"], result_path="$.notify_error")
         notify.next(failed)
-        return notify
+        if self._ledger is None:
+            return notify
+        # The ledger first; a refused or failed write (the run never took the upload) still reports the failure.
+        record = self._ledger.fail()
+        record.add_catch(notify, errors=["States.ALL"], result_path="$.ledger_error")
+        record.next(notify)
+        return record
 
     def _on_failure(self, state: sfn.TaskStateBase | sfn.CustomState | sfn.Parallel, step: str) -> None:
         """Any error of `state` (after its retries) is recorded as `step`'s and reported."""
@@ -231,7 +245,9 @@ class StepFunctionsPipeline(Construct):
         load_conflict_retries: int,
     ) -> sfn.IChainable:
         """Describe Upload -> crawl -> clean -> rows? -> load -> Loaded (built back to front)."""
-        loaded = sfn.Succeed(self, "Loaded")
+        loaded: sfn.IChainable = sfn.Succeed(self, "Loaded")
+        if self._ledger is not None:
+            loaded = self._ledger_write(self._ledger.finish("Record Loaded", "loaded"), "Record Loaded").next(loaded)
         load: sfn.IChainable
         if isinstance(target, RedshiftTarget):
             load = self._build_redshift_load(target, loaded=loaded, max_polls=load_max_polls)
@@ -245,13 +261,18 @@ class StepFunctionsPipeline(Construct):
             "InvalidRunId",
             {"Cause.$": "States.Format('run id {} contains a quote and cannot be used in the load SQL', $.upload.run_id)"},
         )
-        loadable = (
+        loadable: sfn.IChainable = (
             sfn.Choice(self, "Run Id Loadable?").when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id).otherwise(load)
         )
+        if self._ledger is not None:
+            loadable = self._ledger_write(self._ledger.step(LOAD), "Record Load Step").next(loadable)
         rows = self._build_rows_check(storage, clean_job, then=loadable)
         run_job = self._build_clean_step(clean_job, job_timeout)
         run_job.next(rows)
-        crawl = self._build_crawl_steps(catalog, max_polls=crawler_max_polls, then=run_job)
+        clean: sfn.IChainable = run_job
+        if self._ledger is not None:
+            clean = self._ledger_write(self._ledger.step(CLEAN), "Record Clean Step").next(run_job)
+        crawl = self._build_crawl_steps(catalog, max_polls=crawler_max_polls, then=clean)
         start = sfn.Pass(
             self,
             "Describe Upload",
@@ -263,11 +284,39 @@ class StepFunctionsPipeline(Construct):
                     "source_uri.$": "States.Format('s3://{}/{}', $.detail.bucket.name, $.detail.object.key)",
                     "arrived.$": "$.time",
                     "run_id.$": "$$.Execution.Name",
+                    **({"version.$": "$.object_version.id", "etag.$": "$.detail.object.etag"} if self._ledger is not None else {}),
                 },
                 "crawler_poll": {"iteration": 0},
             },
         )
-        return start.next(crawl)
+        if self._ledger is None:
+            return start.next(crawl)
+        record = self._ledger_write(self._ledger.start(), "Record Start")
+        taken = sfn.Succeed(self, "Upload Already Taken", comment="Another run holds this upload, or it already ended: a repeated event")
+        record.add_catch(taken, errors=["DynamoDB.ConditionalCheckFailedException"], result_path="$.ledger_refused")
+        self._on_failure(record, "Record Start")
+        start.next(record).next(crawl)
+        # The ledger's sort key: the event's version id, or 'etag:<etag>' for an unversioned bucket (upload_ledger.version_of).
+        versioned = sfn.Pass(self, "Name Version", parameters={"id.$": "$.detail.object.version-id"}, result_path="$.object_version")
+        unversioned = sfn.Pass(
+            self,
+            "Name Unversioned Object",
+            parameters={"id.$": "States.Format('etag:{}', $.detail.object.etag)"},
+            result_path="$.object_version",
+        )
+        versioned.next(start)
+        unversioned.next(start)
+        return (
+            sfn.Choice(self, "Versioned Upload?")
+            .when(sfn.Condition.is_present("$.detail.object.version-id"), versioned)
+            .otherwise(unversioned)
+        )
+
+    def _ledger_write(self, state: sfn.CustomState, step: str) -> sfn.CustomState:
+        """A ledger write whose refusal or error (after its retries) fails the run like any step's."""
+        if step != "Record Start":
+            self._on_failure(state, step)
+        return state
 
     def _build_crawl_steps(self, catalog: PipelineCatalog, *, max_polls: int, then: sfn.IChainable) -> sfn.IChainable:
         """Get Crawler -> Crawl Covers Upload? -> `then` | Start Crawler | wait and look again (at most `max_polls` times).
@@ -360,6 +409,18 @@ class StepFunctionsPipeline(Construct):
                     # A JSON array, so an object key containing a comma stays one URI.
                     "--source_uris": sfn.JsonPath.json_to_string(sfn.JsonPath.array(sfn.JsonPath.string_at("$.upload.source_uri"))),
                     "--run_id": sfn.JsonPath.string_at("$.upload.run_id"),
+                    **(
+                        {
+                            "--ledger_table": self.ledger.table_name,
+                            "--ledger_ttl_days": str(self.ledger.retention_days),
+                            "--pipeline_form": FORM_NAME,
+                            "--source_versions": sfn.JsonPath.json_to_string(
+                                sfn.JsonPath.array(sfn.JsonPath.string_at("$.upload.version"))
+                            ),
+                        }
+                        if self.ledger is not None
+                        else {}
+                    ),
                 }
             ),
             result_selector={"JobRunId.$": "$.Id", "JobRunState.$": "$.JobRunState"},
@@ -406,9 +467,33 @@ class StepFunctionsPipeline(Construct):
         )
         retry_transient(find, ["S3.S3Exception", "States.Timeout"], interval=Duration.seconds(2), max_attempts=4)
         self._on_failure(find, "Find Curated Rows")
-        nothing = sfn.Succeed(self, "No Rows To Load", comment="The run curated no row: nothing to load, and nothing failed.")
+        nothing: sfn.IChainable = sfn.Succeed(
+            self, "No Rows To Load", comment="The run curated no row: nothing to load, and nothing failed."
+        )
+        if self._ledger is not None:
+            nothing = self._build_outcome_without_load(nothing)
         return find.next(
             sfn.Choice(self, "Rows To Load?").when(sfn.Condition.number_equals("$.curated.KeyCount", 0), nothing).otherwise(then)
+        )
+
+    def _build_outcome_without_load(self, then: sfn.IChainable) -> sfn.IChainable:
+        """Read Clean Counts -> Record Quarantined | Record Skipped Empty -> `then` (pipeline_plan.outcome_without_load)."""
+        assert self._ledger is not None
+        counts = self._ledger_write(self._ledger.read_counts(), "Read Clean Counts")
+        quarantined = self._ledger_write(self._ledger.finish("Record Quarantined", QUARANTINED), "Record Quarantined")
+        empty = self._ledger_write(self._ledger.finish("Record Skipped Empty", SKIPPED_EMPTY), "Record Skipped Empty")
+        quarantined.next(then)
+        empty.next(then)
+        rows_quarantined = "$.ledger.Item.rows_quarantined.N"
+        return counts.next(
+            sfn.Choice(self, "Rows Quarantined?")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present(rows_quarantined), sfn.Condition.not_(sfn.Condition.string_equals(rows_quarantined, "0"))
+                ),
+                quarantined,
+            )
+            .otherwise(empty)
         )
 
     def _build_athena_load(self, target: AthenaTarget, *, loaded: sfn.IChainable, max_polls: int, conflict_retries: int) -> sfn.IChainable:
@@ -718,6 +803,8 @@ class StepFunctionsPipeline(Construct):
         workgroup); the load's data access comes from the target's load policy; the rows check may list the run
         output's prefix only. Nothing on '*' but what tracing and log delivery need."""
         target.grant_load(self.state_machine)
+        if self.ledger is not None:
+            self.ledger.grant_write(self.state_machine)
         self.state_machine.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],

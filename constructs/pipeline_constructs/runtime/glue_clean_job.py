@@ -27,6 +27,9 @@ In this form a file rejected as a whole does not fail the run: it is quarantined
 state file (later runs skip it), alerted once, and the run's other files go on to the load. The curated row count
 goes to the run's properties, so the load job skips a run with zero rows. Any other error still fails the run.
 
+Upload ledger (every form that passes them): --ledger_table, --source_versions (a JSON array, one version per
+--source_uris entry), --ledger_ttl_days; the counts of a run of one upload go into its record (`record_counts_in_ledger`).
+
 Metrics (namespace as above, dimension Dataset, and Dataset + JobName when the job name is known): RowsIn, RowsOut,
 RowsQuarantined, LinesRead, LinesQuarantined (physical lines: the quarantine ratio counts these), DuplicatesDropped,
 FilesRejected, QuarantineRatio, QuarantineRatioWarning (1 when some lines were quarantined but the ratio is within
@@ -68,6 +71,10 @@ OPTIONAL_ARGS: dict[str, str | None] = {
     "WORKFLOW_NAME": None,
     "alert_topic_arn": None,
     "pipeline_form": "glue_workflow",
+    # Upload ledger (runtime/upload_ledger.py): the table, and the version of each --source_uris entry (JSON array).
+    "ledger_table": None,
+    "source_versions": None,
+    "ledger_ttl_days": "400",
 }
 # The `failed_step` of a rejection alert: the step names of the Glue Workflow form's messages are Crawl, Clean, Load.
 CLEAN_STEP = "Clean"
@@ -314,12 +321,54 @@ def settle_workflow_run(
     return alerted
 
 
+def _upload_ledger() -> Any:
+    try:
+        from pipeline_constructs.runtime import upload_ledger
+    except ImportError:  # on Glue, shipped as a top-level module
+        import upload_ledger  # type: ignore[import-not-found,no-redef]
+    return upload_ledger
+
+
+def record_counts_in_ledger(args: dict[str, Any], result: CleanResult, dynamodb: Any = None) -> dict[str, Any] | None:
+    """With --ledger_table, on a run of one upload: write its row and line counts (and where its quarantined rows are)
+    into the upload's ledger record, owned by this run; a file rejected as a whole ends there as `rejected`.
+    Returns the record, or None when there is nothing to write (no table, or a run of several uploads, whose per-upload
+    counts this job does not split). A refused write (the run does not hold the upload) fails the job, naming it."""
+    if not args["ledger_table"] or len(args["source_uris"]) != 1:
+        return None
+    ledger_module = _upload_ledger()
+    versions = parse_source_uris(args["source_versions"]) if args["source_versions"] else [""]
+    if len(versions) != 1:
+        raise SystemExit(f"--source_versions={args['source_versions']!r}: give one version per --source_uris entry")
+    bucket, key = ledger_module.split_uri(args["source_uris"][0])
+    upload = ledger_module.Upload(bucket, key, version_id=versions[0] or None)
+    if dynamodb is None:
+        import boto3
+
+        dynamodb = boto3.client("dynamodb")
+    ledger = ledger_module.UploadLedger(dynamodb, args["ledger_table"], form=args["pipeline_form"], ttl_days=int(args["ledger_ttl_days"]))
+    counts = {
+        "rows_in": result.rows_in,
+        "rows_out": result.rows_out,
+        "rows_quarantined": result.rows_quarantined,
+        "duplicates_dropped": result.duplicates_dropped,
+        "lines_read": result.lines_read,
+        "lines_quarantined": result.lines_quarantined,
+        "quarantine_uri": result.quarantine_path if result.lines_quarantined else None,
+    }
+    record = ledger.counts(upload, run_id=args["run_id"], counts=counts)
+    if result.rejected_files:
+        record = ledger.finish(upload, run_id=args["run_id"], outcome=ledger_module.REJECTED)
+    return record  # type: ignore[no-any-return]
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
     spark: SparkSession | None = None,
     cloudwatch: Any = None,
     read_from: Callable[[str], str] | None = None,
+    dynamodb: Any = None,
 ) -> CleanResult | None:
     """Run the job. Raises CleanRunFailed (the job run fails) after writing and publishing when the run failed.
 
@@ -355,6 +404,7 @@ def main(
             rejected["source_uri"] = reading.get(rejected["source_uri"], rejected["source_uri"])
         result.errors[:] = [_named_upload(e, reading) for e in result.errors]
         settle_workflow_run(args, result, claimed)
+    record_counts_in_ledger(args, result, dynamodb)
     if args["metrics_namespace"]:
         if cloudwatch is None:
             import boto3

@@ -8,8 +8,8 @@ Standard library only, Python 3.9 compatible: the DAG folder, the Glue jobs and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Dict, Mapping, Tuple
 
 CRAWL, CLEAN, LOAD = "crawl", "clean", "load"
 ALWAYS = "always"
@@ -41,19 +41,29 @@ class PipelineStep:
     timing: StepTiming
 
 
-DEFAULT_TIMINGS: Dict[str, StepTiming] = {
+DEFAULT_TIMINGS: dict[str, StepTiming] = {
     CRAWL: StepTiming(timeout_seconds=1_800, retries=2, retry_delay_seconds=60, max_retry_delay_seconds=300),
     CLEAN: StepTiming(timeout_seconds=4_500, retries=2, retry_delay_seconds=60, max_retry_delay_seconds=300),
     LOAD: StepTiming(timeout_seconds=1_800, retries=2, retry_delay_seconds=60, max_retry_delay_seconds=300),
 }
 
 
-def describe_pipeline(timings: Mapping[str, StepTiming] = DEFAULT_TIMINGS) -> Tuple[PipelineStep, ...]:
+def describe_pipeline(timings: Mapping[str, StepTiming] = DEFAULT_TIMINGS) -> tuple[PipelineStep, ...]:
     """crawl -> clean -> load, with the given timings (KeyError naming a step without one)."""
     return (
-        PipelineStep(CRAWL, "Crawl", "Refresh the raw table's schema from the upload (a crawl that began after it counts).", ALWAYS, timings[CRAWL]),
-        PipelineStep(CLEAN, "Clean", "Run the Glue clean job: every line to a curated row or to quarantine; counts to the ledger.", ALWAYS, timings[CLEAN]),
-        PipelineStep(LOAD, "Load", "MERGE the run's curated rows into the target on the natural key (idempotent).", ROWS_CURATED, timings[LOAD]),
+        PipelineStep(
+            CRAWL, "Crawl", "Refresh the raw table's schema from the upload (a crawl that began after it counts).", ALWAYS, timings[CRAWL]
+        ),
+        PipelineStep(
+            CLEAN,
+            "Clean",
+            "Run the Glue clean job: every line to a curated row or to quarantine; counts to the ledger.",
+            ALWAYS,
+            timings[CLEAN],
+        ),
+        PipelineStep(
+            LOAD, "Load", "MERGE the run's curated rows into the target on the natural key (idempotent).", ROWS_CURATED, timings[LOAD]
+        ),
     )
 
 
@@ -65,7 +75,7 @@ def outcome_without_load(rows_quarantined: int) -> str:
 
 # What the ledger holds after each write of a run, as (state, step), for the four kinds of upload every form's local
 # execution shows. The same sequence in every form.
-LEDGER_TRANSITIONS: Dict[str, Tuple[Tuple[str, str], ...]] = {
+LEDGER_TRANSITIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "good": ((RUNNING, CRAWL), (RUNNING, CLEAN), (RUNNING, LOAD), (LOADED, LOAD)),
     "empty": ((RUNNING, CRAWL), (RUNNING, CLEAN), (SKIPPED_EMPTY, CLEAN)),
     "quarantined": ((RUNNING, CRAWL), (RUNNING, CLEAN), (QUARANTINED, CLEAN)),

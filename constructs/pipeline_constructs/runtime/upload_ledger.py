@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from datetime import UTC, datetime
+from typing import Any
 
 RECEIVED, RUNNING, LOADED, QUARANTINED, REJECTED, SKIPPED_EMPTY, FAILED = (
     "received",
@@ -61,8 +62,8 @@ class Upload:
 
     bucket: str
     key: str
-    version_id: Optional[str] = None
-    etag: Optional[str] = None
+    version_id: str | None = None
+    etag: str | None = None
 
     @property
     def uri(self) -> str:
@@ -72,11 +73,11 @@ class Upload:
     def version(self) -> str:
         return version_of(self.version_id, self.etag)
 
-    def item_key(self) -> Dict[str, Dict[str, str]]:
+    def item_key(self) -> dict[str, dict[str, str]]:
         return {PARTITION_KEY: {"S": self.uri}, SORT_KEY: {"S": self.version}}
 
 
-def version_of(version_id: Optional[str], etag: Optional[str]) -> str:
+def version_of(version_id: str | None, etag: str | None) -> str:
     """The ledger's sort key: the version id; 'etag:<etag>' for an unversioned object; 'null' when neither is known."""
     if version_id and version_id != "null":
         return version_id
@@ -86,7 +87,7 @@ def version_of(version_id: Optional[str], etag: Optional[str]) -> str:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run_attribute(run_id: str) -> str:
@@ -99,13 +100,13 @@ def run_attribute(run_id: str) -> str:
 _NAME = re.compile(r"#([A-Za-z_]+)")
 
 
-def attribute_names(expression: Mapping[str, str], run_id: str = "<run id>") -> Dict[str, str]:
+def attribute_names(expression: Mapping[str, str], run_id: str = "<run id>") -> dict[str, str]:
     """ExpressionAttributeNames of an expression: #name -> name, #run -> run:<run id>."""
     found = _NAME.findall(" ".join(expression.values()))
     return {f"#{name}": run_attribute(run_id) if name == "run" else name for name in dict.fromkeys(found)}
 
 
-def received_expression() -> Dict[str, str]:
+def received_expression() -> dict[str, str]:
     """Record an upload a trigger accepted and no run holds yet. Values: :received, :now, :form, :bucket, :key, :etag."""
     return {
         "UpdateExpression": "SET #state = :received, #form = :form, #bucket = :bucket, #key = :key, #etag = :etag, "
@@ -114,7 +115,7 @@ def received_expression() -> Dict[str, str]:
     }
 
 
-def start_expression(*, force: bool = False) -> Dict[str, str]:
+def start_expression(*, force: bool = False) -> dict[str, str]:
     """A run takes the upload. Values: :running, :received, :failed (and the final states with force), :now, :form,
     :bucket, :key, :etag, :run_id, :step, :run (the run's map). Idempotent for the same run."""
     startable = "#state IN (:received, :failed" + (", :loaded, :quarantined, :rejected, :skipped_empty" if force else "") + ")"
@@ -129,43 +130,52 @@ def start_expression(*, force: bool = False) -> Dict[str, str]:
 _OWNED = "#state = :running AND #owner = :run_id"
 
 
-def step_expression() -> Dict[str, str]:
+def step_expression() -> dict[str, str]:
     """The run reached `:step`. Values: :step, :now, :running, :run_id."""
     return {"UpdateExpression": "SET #step = :step, #updated_at = :now", "ConditionExpression": _OWNED}
 
 
-def counts_expression(fields: Iterable[str]) -> Dict[str, str]:
-    """The clean job's counts (and where its quarantined rows are). Values: one :<field> each, :now, :running, :run_id."""
+def counts_expression(fields: Iterable[str]) -> dict[str, str]:
+    """The clean job's counts (and where its quarantined rows are, and `expires_at`). Values: one :<field> each, :now,
+    :running, :run_id."""
     sets = ", ".join(f"#{name} = :{name}" for name in fields)
     return {"UpdateExpression": f"SET {sets}, #updated_at = :now", "ConditionExpression": _OWNED}
 
 
-def finish_expression() -> Dict[str, str]:
-    """The run ended the upload in `:outcome` (a final state). Values: :outcome, :now, :expires, :running, :run_id."""
+def finish_expression(*, expires: bool = True) -> dict[str, str]:
+    """The run ended the upload in `:outcome` (a final state). Values: :outcome, :now, :running, :run_id, and :expires
+    unless `expires` is False (Step Functions has no intrinsic for epoch seconds: there the clean job's counts write
+    sets `expires_at`, and only uploads that reached the clean job finish)."""
+    expiry = "#expires_at = :expires, " if expires else ""
     return {
-        "UpdateExpression": "SET #state = :outcome, #updated_at = :now, #finished_at = :now, #expires_at = :expires, "
+        "UpdateExpression": f"SET #state = :outcome, #updated_at = :now, #finished_at = :now, {expiry}"
         "#run.#ended_at = :now, #run.#outcome = :outcome REMOVE #owner",
         "ConditionExpression": _OWNED,
     }
 
 
-def fail_expression() -> Dict[str, str]:
+def fail_expression() -> dict[str, str]:
     """The run failed at its last step. Values: :failed, :error, :cause, :now, :running, :run_id."""
     return {
         "UpdateExpression": "SET #state = :failed, #error = :error, #cause = :cause, #updated_at = :now, "
-        "#run.#ended_at = :now, #run.#outcome = :failed REMOVE #owner",
+        "#run.#ended_at = :now, #run.#outcome = :failed REMOVE #owner, #expires_at",
         "ConditionExpression": _OWNED,
     }
 
 
-def state_values() -> Dict[str, Dict[str, str]]:
+def state_values() -> dict[str, dict[str, str]]:
     """Every state as an expression value (:received, :running, ...); DynamoDB refuses values an expression does not use,
     so callers pick the ones theirs names."""
     return {f":{state}": {"S": state} for state in STATES}
 
 
-def _pick(values: Mapping[str, Any], expression: Mapping[str, str]) -> Dict[str, Any]:
-    used = set(re.findall(r":[A-Za-z_]+", " ".join(expression.values())))
+def expression_values(expression: Mapping[str, str]) -> list[str]:
+    """The :values an expression uses, in order of first use."""
+    return list(dict.fromkeys(re.findall(r":[A-Za-z_]+", " ".join(expression.values()))))
+
+
+def _pick(values: Mapping[str, Any], expression: Mapping[str, str]) -> dict[str, Any]:
+    used = set(expression_values(expression))
     return {name: value for name, value in values.items() if name in used}
 
 
@@ -179,7 +189,7 @@ class UploadLedger:
         self.form = form
         self.ttl_days = ttl_days
 
-    def _update(self, upload: Upload, expression: Dict[str, str], values: Dict[str, Any], run_id: Optional[str] = None) -> Dict[str, Any]:
+    def _update(self, upload: Upload, expression: dict[str, str], values: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
         names = attribute_names(expression, run_id or "")
         chosen = _pick({**state_values(), **values}, expression)
         try:
@@ -202,7 +212,7 @@ class UploadLedger:
             ) from error
         return from_item(answer.get("Attributes", {}))
 
-    def _object_values(self, upload: Upload) -> Dict[str, Any]:
+    def _object_values(self, upload: Upload) -> dict[str, Any]:
         return {
             ":now": {"S": now_iso()},
             ":form": {"S": self.form},
@@ -219,35 +229,41 @@ class UploadLedger:
             return False
         return True
 
-    def start(self, upload: Upload, *, run_id: str, execution: str, step: str, force: bool = False) -> Dict[str, Any]:
+    def start(self, upload: Upload, *, run_id: str, execution: str, step: str, force: bool = False) -> dict[str, Any]:
         """Take the upload for `run_id`; LedgerConflict when another run holds it or it already ended (without force)."""
         run = {"M": {"run_id": {"S": run_id}, "execution": {"S": execution}, "started_at": {"S": now_iso()}, "form": {"S": self.form}}}
         values = {**self._object_values(upload), ":run_id": {"S": run_id}, ":step": {"S": step}, ":run": run}
         return self._update(upload, start_expression(force=force), values, run_id)
 
-    def step(self, upload: Upload, *, run_id: str, step: str) -> Dict[str, Any]:
+    def step(self, upload: Upload, *, run_id: str, step: str) -> dict[str, Any]:
         return self._update(upload, step_expression(), {":step": {"S": step}, ":now": {"S": now_iso()}, ":run_id": {"S": run_id}})
 
-    def counts(self, upload: Upload, *, run_id: str, counts: Mapping[str, Any]) -> Dict[str, Any]:
+    def counts(self, upload: Upload, *, run_id: str, counts: Mapping[str, Any]) -> dict[str, Any]:
         """Row and line counts (COUNT_FIELDS, numbers) and quarantine_uri (text) of this upload in the run."""
-        values: Dict[str, Any] = {":now": {"S": now_iso()}, ":run_id": {"S": run_id}}
+        values: dict[str, Any] = {":now": {"S": now_iso()}, ":run_id": {"S": run_id}}
         for name, value in counts.items():
             if name not in COUNT_FIELDS and name != "quarantine_uri":
                 raise ValueError(f"counts[{name!r}]: the ledger records {', '.join(COUNT_FIELDS)} and quarantine_uri")
             if value is None:
                 continue
             values[f":{name}"] = {"S": str(value)} if name == "quarantine_uri" else {"N": str(int(value))}
+        values[":expires_at"] = {"N": str(self.expires_at())}
         fields = [name[1:] for name in values if name not in (":now", ":run_id")]
         return self._update(upload, counts_expression(fields), values)
 
-    def finish(self, upload: Upload, *, run_id: str, outcome: str) -> Dict[str, Any]:
+    def finish(self, upload: Upload, *, run_id: str, outcome: str) -> dict[str, Any]:
         if outcome not in FINAL_STATES:
             raise ValueError(f"outcome={outcome!r}: use one of {', '.join(FINAL_STATES)}")
         values = {":outcome": {"S": outcome}, ":now": {"S": now_iso()}, ":run_id": {"S": run_id}, ":expires": {"N": str(self.expires_at())}}
         return self._update(upload, finish_expression(), values, run_id)
 
-    def fail(self, upload: Upload, *, run_id: str, error: str, cause: str) -> Dict[str, Any]:
-        values = {":error": {"S": error or "Error"}, ":cause": {"S": (cause or "")[:10_000]}, ":now": {"S": now_iso()}, ":run_id": {"S": run_id}}
+    def fail(self, upload: Upload, *, run_id: str, error: str, cause: str) -> dict[str, Any]:
+        values = {
+            ":error": {"S": error or "Error"},
+            ":cause": {"S": (cause or "")[:10_000]},
+            ":now": {"S": now_iso()},
+            ":run_id": {"S": run_id},
+        }
         return self._update(upload, fail_expression(), values, run_id)
 
     def expires_at(self) -> int:
@@ -255,14 +271,14 @@ class UploadLedger:
         days = self.ttl_days if self.ttl_days > 0 else 36_500
         return int(time.time()) + days * 86_400
 
-    def get(self, upload: Upload) -> Optional[Dict[str, Any]]:
+    def get(self, upload: Upload) -> dict[str, Any] | None:
         answer = self.client.get_item(TableName=self.table_name, Key=upload.item_key(), ConsistentRead=True)
         return from_item(answer["Item"]) if "Item" in answer else None
 
 
 # --- reading ---------------------------------------------------------------------------------------------------------
 def _plain(value: Mapping[str, Any]) -> Any:
-    (kind, inner), = value.items()
+    ((kind, inner),) = value.items()
     if kind == "S":
         return inner
     if kind == "N":
@@ -281,10 +297,10 @@ def _plain(value: Mapping[str, Any]) -> Any:
     raise ValueError(f"attribute type {kind!r} is not one the ledger writes")
 
 
-def from_item(item: Mapping[str, Any]) -> Dict[str, Any]:
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     """A DynamoDB item as plain values, with its runs gathered under `runs` (oldest first)."""
-    record: Dict[str, Any] = {}
-    runs: List[Dict[str, Any]] = []
+    record: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
     for name, value in item.items():
         plain = _plain(value)
         if name.startswith(RUN_ATTRIBUTE_PREFIX):
@@ -295,7 +311,7 @@ def from_item(item: Mapping[str, Any]) -> Dict[str, Any]:
     return record
 
 
-def split_uri(uri: str) -> Tuple[str, str]:
+def split_uri(uri: str) -> tuple[str, str]:
     """('bucket', 'key') of s3://bucket/key; ValueError naming the value otherwise."""
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         raise ValueError(f"{uri!r} is not an s3://bucket/key URI")
