@@ -19,6 +19,7 @@ from sqlglot import exp
 
 from pipeline_constructs.contract import DatasetContract
 from pipeline_constructs.forms.step_functions import StepFunctionsPipeline
+from pipeline_constructs.runtime.pipeline_plan import CRAWL, DEFAULT_TIMINGS
 from pipeline_constructs.validation import PipelinePropsError
 from stacks.config import parse_app_config
 from stacks.stateful_stack import CONTRACT_PATH, StatefulStack
@@ -411,9 +412,9 @@ def crawler_poll_cap(definition: dict[str, Any]) -> int:
     return rule["NumericGreaterThanEquals"]
 
 
-def test_poll_cap_is_the_construct_default(definition: dict[str, Any]) -> None:
-    default = inspect.signature(StepFunctionsPipeline.__init__).parameters["crawler_max_polls"].default
-    assert crawler_poll_cap(definition) == default
+def test_poll_cap_is_the_step_descriptions_crawl_timeout_over_the_poll_interval(definition: dict[str, Any]) -> None:
+    assert inspect.signature(StepFunctionsPipeline.__init__).parameters["crawler_max_polls"].default is None
+    assert crawler_poll_cap(definition) * definition["States"]["Wait For Crawler"]["Seconds"] == DEFAULT_TIMINGS[CRAWL].timeout_seconds
 
 
 def test_crawler_that_never_finishes_fails_after_the_poll_cap(

@@ -26,7 +26,7 @@ from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
 from ..keys import allow_cloudwatch_logs
 from ..ledger import UploadLedger
-from ..runtime.pipeline_plan import CLEAN, LOAD, QUARANTINED, SKIPPED_EMPTY
+from ..runtime.pipeline_plan import CLEAN, CRAWL, DEFAULT_TIMINGS, LOAD, QUARANTINED, SKIPPED_EMPTY
 from ..storage import PipelineStorage
 from ..targets.athena import AthenaTarget
 from ..targets.load_target import LoadTarget, check_load_target
@@ -104,10 +104,10 @@ class StepFunctionsPipeline(Construct):
         ledger: UploadLedger | None = None,
         landing_prefix: str | None = None,
         crawler_poll_interval: Duration | None = None,
-        crawler_max_polls: int = 60,
+        crawler_max_polls: int | None = None,
         job_timeout: Duration | None = None,
         load_poll_interval: Duration | None = None,
-        load_max_polls: int = 120,
+        load_max_polls: int | None = None,
         load_conflict_retries: int = 10,
         load_conflict_interval: Duration | None = None,
         execution_timeout: Duration | None = None,
@@ -124,11 +124,12 @@ class StepFunctionsPipeline(Construct):
             outcome, the failure; the clean job writes its counts). Default: none (no ledger writes).
         :param landing_prefix: uploads under this prefix start this form. Default: '<storage prefix>step_functions/'.
         :param crawler_poll_interval: wait between crawler status checks. Default: 30 seconds.
-        :param crawler_max_polls: checks before the crawl counts as stuck and the run fails. Default: 60.
-        :param job_timeout: the clean job task's timeout. Default: the job's timeout plus 10 minutes (75 minutes).
+        :param crawler_max_polls: checks before the crawl counts as stuck and the run fails. Default: the step
+            description's crawl timeout over the poll interval (60 at the defaults).
+        :param job_timeout: the clean job task's timeout. Default: the step description's clean timeout (75 minutes).
         :param load_poll_interval: wait between load status checks (Athena query, Redshift statement). Default: 15 seconds.
         :param load_max_polls: checks before the load counts as stuck (it is then cancelled and the run fails).
-            Default: 120 (30 minutes at the default interval).
+            Default: the step description's load timeout over the poll interval (120 at the defaults).
         :param load_conflict_retries: Athena only: loads retried after a concurrent MERGE committed first
             (ICEBERG_COMMIT_ERROR); no other error is retried this way. Default: 10.
         :param load_conflict_interval: Athena only: the first conflict retry waits up to this long (full jitter), each
@@ -139,12 +140,17 @@ class StepFunctionsPipeline(Construct):
         """
         super().__init__(scope, construct_id)
         check_load_target(target)
-        check_positive("load_max_polls", load_max_polls)
         self._load_poll = load_poll_interval if load_poll_interval is not None else Duration.seconds(15)
         check_positive("load_poll_interval (seconds)", self._load_poll.to_seconds())
-        check_positive("crawler_max_polls", crawler_max_polls)
         self._crawler_poll = crawler_poll_interval if crawler_poll_interval is not None else Duration.seconds(30)
         check_positive("crawler_poll_interval (seconds)", self._crawler_poll.to_seconds())
+        # The steps' timeouts come from the one step description (runtime/pipeline_plan.py), as in every form.
+        if crawler_max_polls is None:
+            crawler_max_polls = max(1, DEFAULT_TIMINGS[CRAWL].timeout_seconds // int(self._crawler_poll.to_seconds()))
+        if load_max_polls is None:
+            load_max_polls = max(1, DEFAULT_TIMINGS[LOAD].timeout_seconds // int(self._load_poll.to_seconds()))
+        check_positive("load_max_polls", load_max_polls)
+        check_positive("crawler_max_polls", crawler_max_polls)
         check_positive("load_conflict_retries", load_conflict_retries)
         self._conflict_interval = load_conflict_interval if load_conflict_interval is not None else Duration.seconds(10)
         check_positive("load_conflict_interval (seconds)", self._conflict_interval.to_seconds())
@@ -163,7 +169,7 @@ class StepFunctionsPipeline(Construct):
             clean_job=clean_job,
             target=target,
             crawler_max_polls=crawler_max_polls,
-            job_timeout=job_timeout if job_timeout is not None else Duration.minutes(75),
+            job_timeout=job_timeout if job_timeout is not None else Duration.seconds(DEFAULT_TIMINGS[CLEAN].timeout_seconds),
             load_max_polls=load_max_polls,
             load_conflict_retries=load_conflict_retries,
         )

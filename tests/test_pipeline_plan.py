@@ -1,0 +1,86 @@
+"""The step description (runtime/pipeline_plan.py) read back out of each form's synthesized artifact: the same steps,
+in the same order, with the same timeouts and ledger writes. The Airflow forms' DAG and YAML are checked as Airflow
+parses them in tests/airflow/."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pipeline_constructs.runtime.pipeline_plan import CLEAN, CRAWL, LOAD, ROWS_CURATED, describe_pipeline
+from tests.asl_runner import definition_from_template
+
+PLAN = {step.name: step for step in describe_pipeline()}
+
+
+def _states(definition: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def walk(machine: dict[str, Any]) -> None:
+        for name, state in machine["States"].items():
+            found[name] = state
+            for branch in state.get("Branches", []):
+                walk(branch)
+
+    walk(definition)
+    return found
+
+
+def _cap_seconds(states: dict[str, Any], choice: str, wait: str) -> int:
+    """A poll loop's allowance: the checks its Choice allows times its Wait."""
+    [rule] = [r for r in states[choice]["Choices"] if "NumericGreaterThanEquals" in r]
+    return int(rule["NumericGreaterThanEquals"]) * int(states[wait]["Seconds"])
+
+
+@pytest.mark.parametrize(("stage", "target"), [("dev", "athena"), ("staging", "redshift")])
+def test_the_state_machine_renders_the_steps_their_order_timeouts_and_ledger_writes(
+    templates: dict[tuple[str, str], dict[str, Any]], stage: str, target: str
+) -> None:
+    definition = definition_from_template(templates[(stage, "StepFunctions")])
+    states = _states(definition)
+    # Each step is announced to the ledger before it runs, in the description's order.
+    recorded = [
+        states[name]["Parameters"]["ExpressionAttributeValues"][":step"]["S"]
+        for name in ("Record Start", "Record Clean Step", "Record Load Step")
+    ]
+    assert recorded == [CRAWL, CLEAN, LOAD] == [step.name for step in describe_pipeline()]
+    assert states["Record Start"]["Next"] == "Get Crawler"
+    assert states["Record Clean Step"]["Next"] == "Run Clean Job"
+    # Timeouts: the crawl's and the load's poll caps, the clean job task's own timeout.
+    assert _cap_seconds(states, "Poll Again?", "Wait For Crawler") == PLAN[CRAWL].timing.timeout_seconds
+    assert states["Run Clean Job"]["Parameters"]["Timeout"] * 60 == PLAN[CLEAN].timing.timeout_seconds  # the job run's own timeout
+    assert _cap_seconds(states, "Poll Load Again?", "Wait For Load") == PLAN[LOAD].timing.timeout_seconds
+    # The load runs only when rows were curated: the check sits between clean and the load's ledger write.
+    assert PLAN[LOAD].runs_when == ROWS_CURATED
+    rows = states["Rows To Load?"]
+    assert rows["Default"] == "Record Load Step" and rows["Choices"][0]["NumericEquals"] == 0
+    assert json.dumps(states["Run Clean Job"]["Parameters"]["Arguments"]).count("--ledger_table") == 1
+
+
+def test_the_glue_workflow_renders_the_steps_in_order_with_the_load_timeout(templates: dict[tuple[str, str], dict[str, Any]]) -> None:
+    resources = templates[("dev", "GlueWorkflow")]["Resources"]
+    triggers = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Glue::Trigger"]
+    jobs = {logical_id: r["Properties"] for logical_id, r in resources.items() if r["Type"] == "AWS::Glue::Job"}
+    crawler = next(logical_id for logical_id, r in resources.items() if r["Type"] == "AWS::Glue::Crawler")
+
+    def started_by(predicate: dict[str, Any] | None) -> list[str]:
+        return [
+            a.get("CrawlerName", a.get("JobName", {})).get("Ref") for t in triggers if t.get("Predicate") == predicate for a in t["Actions"]
+        ]
+
+    [start] = [t for t in triggers if t["Type"] == "EVENT"]
+    assert [a["CrawlerName"]["Ref"] for a in start["Actions"]] == [crawler]  # crawl first
+    after_crawl = [
+        t for t in triggers if any(c.get("CrawlerName", {}).get("Ref") == crawler for c in (t.get("Predicate") or {}).get("Conditions", []))
+    ]
+    [clean_job] = [a["JobName"]["Ref"] for t in after_crawl for a in t["Actions"]]
+    after_clean = [
+        t for t in triggers if any(c.get("JobName", {}).get("Ref") == clean_job for c in (t.get("Predicate") or {}).get("Conditions", []))
+    ]
+    [load_job] = [a["JobName"]["Ref"] for t in after_clean for a in t["Actions"]]
+    assert jobs[clean_job]["Command"]["Name"] == "glueetl" and jobs[load_job]["Command"]["Name"] == "pythonshell"
+    assert jobs[load_job]["Timeout"] * 60 == PLAN[LOAD].timing.timeout_seconds
+    assert jobs[clean_job]["Timeout"] * 60 <= PLAN[CLEAN].timing.timeout_seconds
+    assert started_by(None) == [crawler]
