@@ -8,7 +8,7 @@ from constructs import Construct
 from pipeline_constructs.forms.mwaa_serverless import MwaaServerlessPipeline
 
 from .config import EnvironmentConfig
-from .operations_outputs import publish_form_outputs
+from .operations_outputs import publish_form_outputs, queue_trigger_dead_letters
 from .stateful_stack import StatefulStack
 from .step_functions_stack import _retention
 
@@ -36,10 +36,6 @@ class MwaaServerlessStack(Stack):
             form="mwaa_serverless",
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=int(pipeline.workflow_config["dagrun_timeout_seconds"]),
-            dead_letter_queues=[
-                (pipeline.trigger.dead_letter_queue, "sqs", pipeline.trigger.queue),
-                (pipeline.trigger.undelivered_queue, "eventbridge", None),
-                (pipeline.report_dead_letter_queue, "eventbridge", None),
-            ],
+            dead_letter_queues=queue_trigger_dead_letters(pipeline.trigger) + [(pipeline.report_dead_letter_queue, "eventbridge", None)],
             WorkflowArn=pipeline.workflow_arn,
         )

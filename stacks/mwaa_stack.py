@@ -9,7 +9,7 @@ from pipeline_constructs.forms.mwaa import MwaaPipeline
 from pipeline_constructs.network import PipelineNetwork
 
 from .config import EnvironmentConfig
-from .operations_outputs import publish_form_outputs
+from .operations_outputs import publish_form_outputs, queue_trigger_dead_letters
 from .stateful_stack import StatefulStack
 from .step_functions_stack import _retention
 
@@ -57,10 +57,7 @@ class MwaaStack(Stack):
             form="mwaa",
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=int(pipeline.dag_config["dagrun_timeout_seconds"]),
-            dead_letter_queues=[
-                (pipeline.trigger.dead_letter_queue, "sqs", pipeline.trigger.queue),
-                (pipeline.trigger.undelivered_queue, "eventbridge", None),
-            ],
+            dead_letter_queues=queue_trigger_dead_letters(pipeline.trigger),
             MwaaEnvironmentName=pipeline.environment_name,
             DagId=pipeline.dag_id,
         )

@@ -7,6 +7,15 @@ from collections.abc import Sequence
 
 from aws_cdk import CfnOutput, Stack, aws_sqs as sqs
 
+from pipeline_constructs.queue_trigger import QueueTrigger
+
+DeadLetterQueue = tuple[sqs.IQueue, str, sqs.IQueue | None]
+
+
+def queue_trigger_dead_letters(trigger: QueueTrigger) -> list[DeadLetterQueue]:
+    """A queue trigger's two dead-letter queues: its SQS queue's (moved back with the message-move task) and its rule's."""
+    return [(trigger.dead_letter_queue, "sqs", trigger.queue), (trigger.undelivered_queue, "eventbridge", None)]
+
 
 def publish_form_outputs(
     stack: Stack,
@@ -14,7 +23,7 @@ def publish_form_outputs(
     form: str,
     landing_prefix: str,
     run_timeout_seconds: int,
-    dead_letter_queues: Sequence[tuple[sqs.IQueue, str, sqs.IQueue | None]],
+    dead_letter_queues: Sequence[DeadLetterQueue],
     **form_values: str,
 ) -> None:
     """CfnOutputs PipelineForm, LandingPrefix, RunTimeoutSeconds, DeadLetterQueues (JSON: url, arn, kind and, for a

@@ -45,11 +45,11 @@ _COMMON_VALUES: dict[str, Any] = {
 def _values(expression: dict[str, str], chosen: dict[str, Any]) -> dict[str, Any]:
     """The expression values the expression names: states as literals, the rest from the state input."""
     pool = {**records.state_values(), **_COMMON_VALUES, **chosen}
-    text = " ".join(expression.values())
-    missing = [name for name in records.expression_values(expression) if name not in pool]
+    used = records.expression_values(expression)
+    missing = [name for name in used if name not in pool]
     if missing:
-        raise ValueError(f"no Step Functions value for {missing} in {text!r}")
-    return {name: pool[name] for name in records.expression_values(expression)}
+        raise ValueError(f"no Step Functions value for {missing} in {' '.join(expression.values())!r}")
+    return {name: pool[name] for name in used}
 
 
 class LedgerStates:
@@ -58,7 +58,6 @@ class LedgerStates:
     def __init__(self, scope: Construct, ledger: UploadLedger) -> None:
         self.scope = scope
         self.ledger = ledger
-        self.table_arn = ledger.table_arn
 
     def _task(self, state_id: str, action: str, parameters: dict[str, Any], *, comment: str, result_path: str) -> sfn.CustomState:
         state: dict[str, Any] = {

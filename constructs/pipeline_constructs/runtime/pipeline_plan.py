@@ -3,7 +3,8 @@ retries, and what each writes into the upload ledger. Each form renders this des
 builder, the Glue triggers and jobs, the Airflow DAG, the MWAA Serverless YAML), and one test reads it back out of
 every synthesized artifact, so the forms cannot drift apart.
 
-Standard library only, Python 3.9 compatible: the DAG folder, the Glue jobs and the construct library all import it.
+Standard library only (and upload_ledger, which is too), Python 3.9 compatible: the DAG folder, the Glue jobs and the
+construct library all import it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ ALWAYS = "always"
 ROWS_CURATED = "rows_curated"
 """`runs_when` of the load: only when the clean job curated at least one row (a header-only upload loads nothing)."""
 
-# Ledger states (the same names as runtime/upload_ledger.py, which needs boto3; this module must not).
-RUNNING, LOADED, QUARANTINED, REJECTED, SKIPPED_EMPTY, FAILED = "running", "loaded", "quarantined", "rejected", "skipped_empty", "failed"
+try:
+    from pipeline_constructs.runtime.upload_ledger import FAILED, LOADED, QUARANTINED, REJECTED, RUNNING, SKIPPED_EMPTY
+except ImportError:  # beside the DAG or the Glue job, shipped as a top-level module
+    from upload_ledger import FAILED, LOADED, QUARANTINED, REJECTED, RUNNING, SKIPPED_EMPTY  # type: ignore[import-not-found,no-redef]
+
+__all__ = ["FAILED", "LOADED", "QUARANTINED", "REJECTED", "RUNNING", "SKIPPED_EMPTY"]
 
 
 @dataclass(frozen=True)

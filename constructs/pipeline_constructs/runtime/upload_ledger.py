@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 RECEIVED, RUNNING, LOADED, QUARANTINED, REJECTED, SKIPPED_EMPTY, FAILED = (
@@ -44,12 +44,12 @@ STATES = (RECEIVED, RUNNING, LOADED, QUARANTINED, REJECTED, SKIPPED_EMPTY, FAILE
 FINAL_STATES = (LOADED, QUARANTINED, REJECTED, SKIPPED_EMPTY)
 """States a run ends an upload in when nothing failed; `failed` is final too until a re-run takes it."""
 STARTABLE_STATES = (RECEIVED, FAILED)
+"""States a new run may take an upload from (with force, the final states too)."""
 PARTITION_KEY, SORT_KEY = "object", "version"
 STATE_INDEX = "by_state"
 """Global secondary index: partition key `state`, sort key `updated_at` (what `pipeline-ops status` queries)."""
 RUN_ATTRIBUTE_PREFIX = "run:"
 COUNT_FIELDS = ("rows_in", "rows_out", "rows_quarantined", "duplicates_dropped", "lines_read", "lines_quarantined")
-CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
 
 
 class LedgerConflict(RuntimeError):
@@ -87,7 +87,8 @@ def version_of(version_id: str | None, etag: str | None) -> str:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # timezone.utc, not datetime.UTC (Python 3.11+): the Glue Python shell load job runs Python 3.9.
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: UP017
 
 
 def run_attribute(run_id: str) -> str:
@@ -118,7 +119,7 @@ def received_expression() -> dict[str, str]:
 def start_expression(*, force: bool = False) -> dict[str, str]:
     """A run takes the upload. Values: :running, :received, :failed (and the final states with force), :now, :form,
     :bucket, :key, :etag, :run_id, :step, :run (the run's map). Idempotent for the same run."""
-    startable = "#state IN (:received, :failed" + (", :loaded, :quarantined, :rejected, :skipped_empty" if force else "") + ")"
+    startable = "#state IN (" + ", ".join(f":{state}" for state in STARTABLE_STATES + (FINAL_STATES if force else ())) + ")"
     return {
         "UpdateExpression": "SET #state = :running, #step = :step, #owner = :run_id, #form = :form, #bucket = :bucket, "
         "#key = :key, #etag = :etag, #received_at = if_not_exists(#received_at, :now), #updated_at = :now, "
