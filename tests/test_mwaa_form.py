@@ -203,11 +203,11 @@ def test_deployed_dag_config_drives_the_step_description(synthesized: Any) -> No
     pipeline = stage.orchestration["mwaa"].pipeline
     config = deployed(cdk.Stack.of(pipeline).resolve(pipeline.dag_config))
     steps = describe_steps(config)
-    assert [s.task_id for s in steps] == ["crawl", "clean", "load"]
+    assert [s.task_id for s in steps] == ["crawl", "clean", "find_curated_rows", "load"]
     assert steps[0].operator.endswith("GlueCrawlerRunOperator") and steps[0].arguments["fail_on_already_running"] is False
     assert steps[1].arguments["script_args"]["--run_id"] == RUN_ID_TEMPLATE
-    load = steps[2].arguments
-    assert steps[2].operator.endswith("RedshiftDataOperator") and isinstance(load["sql"], list)
+    load = steps[3].arguments
+    assert steps[3].operator.endswith("RedshiftDataOperator") and isinstance(load["sql"], list)
     assert any(RUN_ID_TEMPLATE in sql for sql in load["sql"]) and not any(RUN_ID_MARKER in sql for sql in load["sql"])
     assert config["airflow_version"] == "3.3.1" and config["max_active_runs"] == 4
     assert all(step.retries == 3 and step.execution_timeout_seconds > 0 for step in steps)

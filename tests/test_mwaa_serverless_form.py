@@ -176,7 +176,7 @@ def test_deployed_definition_is_the_yaml_the_library_writes(synthesized: Any) ->
     document = yaml.safe_load(pipeline.definition_yaml)
     assert document == workflow_definition(pipeline.workflow_config)
     (dag,) = document.values()
-    assert list(dag["tasks"]) == ["crawl", "clean", "load"]
+    assert list(dag["tasks"]) == ["crawl", "clean", "find_curated_rows", "load"]
     assert dag["tasks"]["clean"]["execution_timeout"] == {"__type__": "datetime.timedelta", "seconds": 3600}
     assert dag["params"] == {"bucket": "", "key": "", "version_id": ""}
     assert "dag_run" not in pipeline.definition_yaml

@@ -84,3 +84,58 @@ def test_the_glue_workflow_renders_the_steps_in_order_with_the_load_timeout(temp
     assert jobs[load_job]["Timeout"] * 60 == PLAN[LOAD].timing.timeout_seconds
     assert jobs[clean_job]["Timeout"] * 60 <= PLAN[CLEAN].timing.timeout_seconds
     assert started_by(None) == [crawler]
+
+
+def _airflow_pipelines(synthesized: Any) -> dict[str, Any]:
+    stages = {stage.stage_name: stage for stage in synthesized.stages}
+    return {
+        "mwaa": stages["staging"].orchestration["mwaa"].pipeline,
+        "mwaa_serverless": stages["dev"].orchestration["mwaa_serverless"].pipeline,
+    }
+
+
+@pytest.mark.parametrize("form", ["mwaa", "mwaa_serverless"])
+def test_the_airflow_forms_render_the_steps_their_order_timeouts_and_the_zero_row_skip(synthesized: Any, form: str) -> None:
+    """The MWAA DAG's deployed configuration (the DAG calls describe_steps on it) and the MWAA Serverless YAML as
+    deployed. tests/airflow checks that Airflow parses both into these tasks."""
+    import aws_cdk as cdk
+    import yaml
+
+    from pipeline_constructs.runtime.mwaa.pipeline_steps import ROWS_CHECK_TASK_ID, describe_steps
+    from tests.test_mwaa_form import deployed
+
+    pipeline = _airflow_pipelines(synthesized)[form]
+    if form == "mwaa":
+        config = deployed(cdk.Stack.of(pipeline).resolve(pipeline.dag_config))
+        tasks = {
+            s.task_id: (s.execution_timeout_seconds, s.retry_delay_seconds, s.max_retry_delay_seconds, s.upstream, s.operator)
+            for s in describe_steps(config)
+        }
+        cap = None
+    else:
+        (dag,) = yaml.safe_load(pipeline.definition_yaml).values()
+        tasks = {
+            name: (
+                task["execution_timeout"]["seconds"],
+                task["retry_delay"]["seconds"],
+                task["max_retry_delay"]["seconds"],
+                tuple(task.get("dependencies", ())),
+                task["operator"],
+            )
+            for name, task in dag["tasks"].items()
+        }
+        cap = 3600  # MWAA Serverless runs a task at most an hour
+    # The plan's steps, in its order; a step that runs only when rows were curated has the rows check before it.
+    expected_order: list[str] = []
+    for step in describe_pipeline():
+        if step.runs_when == ROWS_CURATED:
+            expected_order.append(ROWS_CHECK_TASK_ID)
+        expected_order.append(step.name)
+    assert list(tasks) == expected_order == ["crawl", "clean", ROWS_CHECK_TASK_ID, "load"]
+    for before, after in zip(expected_order, expected_order[1:], strict=False):
+        assert tasks[after][3] == (before,), (after, tasks[after][3])
+    assert tasks[ROWS_CHECK_TASK_ID][4].endswith("S3KeySensor")
+    for name, step in PLAN.items():
+        timeout, delay, max_delay, _, _ = tasks[name]
+        plan_timeout = step.timing.timeout_seconds if cap is None else min(step.timing.timeout_seconds, cap)
+        assert (timeout, delay, max_delay) == (plan_timeout, step.timing.retry_delay_seconds, step.timing.max_retry_delay_seconds), name

@@ -20,6 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_SOURCE = REPO / "constructs" / "pipeline_constructs" / "runtime" / "mwaa"
+SHARED_STEP_MODULES = [REPO / "constructs" / "pipeline_constructs" / "runtime" / name for name in ("pipeline_plan.py", "upload_ledger.py")]
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 
@@ -72,6 +73,7 @@ def deployed_config(target: str) -> dict[str, Any]:
         "clean_job_name": "sales-clean",
         "topic_arn": f"arn:aws:sns:{REGION}:{ACCOUNT}:alerts",
         "load": load,
+        "curated_rows": {"bucket": "curated-bucket", "prefix": "sales/runs/run_id=", "partition": "sale_date"},
         "max_active_runs": 3,
         "retries": 0,
         "retry_delay_seconds": 1,
@@ -89,6 +91,8 @@ def _write_dag_folder() -> None:
         folder.mkdir(parents=True)
         for name in ("pipeline_dag.py", "pipeline_steps.py"):
             shutil.copy(DAG_SOURCE / name, folder / name)
+        for module in SHARED_STEP_MODULES:  # what the construct ships beside the DAG
+            shutil.copy(module, folder / module.name)
         (folder / "pipeline_dag_config.json").write_text(json.dumps(deployed_config(target)), encoding="utf-8")
     # Airflow puts the DAG folder on sys.path; the DAG imports its sibling pipeline_steps from there.
     sys.path.insert(0, str(DAGS_FOLDER / "athena"))

@@ -105,7 +105,7 @@ def test_yaml_and_python_dag_define_the_same_tasks_order_operators_arguments_ret
     yaml_dag = yaml_dagbag.dags[f"sales_{target}_serverless"]
     python_tasks, yaml_tasks = python_dag.topological_sort(), yaml_dag.topological_sort()
 
-    assert [t.task_id for t in yaml_tasks] == [t.task_id for t in python_tasks] == ["crawl", "clean", "load"]
+    assert [t.task_id for t in yaml_tasks] == [t.task_id for t in python_tasks] == ["crawl", "clean", "find_curated_rows", "load"]
     assert [t.downstream_task_ids for t in yaml_tasks] == [t.downstream_task_ids for t in python_tasks]
     assert [type(t) for t in yaml_tasks] == [type(t) for t in python_tasks]
     assert yaml_dag.max_active_runs == python_dag.max_active_runs
@@ -159,6 +159,16 @@ def test_redshift_workflow_run_sends_the_load_as_one_batch(yaml_dagbag: Any, fak
     assert batch["StatementName"] == f"load-{run_id}"
 
 
+def test_header_only_upload_skips_the_redshift_load_and_the_run_succeeds(yaml_dagbag: Any, fake_aws: FakeAws) -> None:
+    fake_aws.curated_rows = False  # the clean job curated no row
+
+    dag_run = yaml_dagbag.dags["sales_redshift_serverless"].test(run_conf=CONF)
+
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert task_states(dag_run)["find_curated_rows"] == task_states(dag_run)["load"] == "skipped"
+    assert fake_aws.redshift_batches == []
+
+
 def test_failed_clean_job_fails_the_run_without_loading_and_without_a_callback(
     yaml_dagbag: Any, fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,7 +180,12 @@ def test_failed_clean_job_fails_the_run_without_loading_and_without_a_callback(
     dag_run = yaml_dagbag.dags["sales_athena_serverless"].test(run_conf=CONF)
 
     assert str(dag_run.state) == "failed"
-    assert task_states(dag_run) == {"crawl": "success", "clean": "failed", "load": "upstream_failed"}
+    assert task_states(dag_run) == {
+        "crawl": "success",
+        "clean": "failed",
+        "find_curated_rows": "upstream_failed",
+        "load": "upstream_failed",
+    }
     assert fake_aws.athena_queries() == []
     # No DAG callback (the service ignores them): the run-failed event and the report Lambda send the message.
     assert fake_aws.alert_messages() == []

@@ -7,7 +7,9 @@ goes through boto3 into moto):
 - Redshift Data `BatchExecuteStatement` is not implemented, and statements never leave STARTED. For the Redshift
   load, `fake_aws` adds BatchExecuteStatement to moto's responses: it records the statements and stores a FINISHED
   statement in moto's backend, which moto's own DescribeStatement then returns.
-- Glue job runs in moto always succeed. The failure test marks moto's job run FAILED, as Glue does when the
+- Glue job runs in moto always succeed and run nothing. `fake_aws` stands in for the clean job's output: each job
+  run writes one curated Parquet object under its run's partition folder (`FakeAws.curated_rows`), or nothing, as the
+  clean job does for a header-only upload. The failure test marks moto's job run FAILED, as Glue does when the
   script raises.
 """
 
@@ -26,6 +28,7 @@ from moto import mock_aws
 from moto.moto_api import state_manager
 
 LANDING = "landing-bucket"
+CURATED = "curated-bucket"
 KEY = "incoming/mwaa/2026/sales, store 7.csv"
 CONF = {"bucket": LANDING, "key": KEY, "version_id": "v1"}
 
@@ -37,9 +40,12 @@ class FakeAws:
         self.glue = boto3.client("glue", region_name=REGION)
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.redshift_batches: list[dict[str, Any]] = []
+        self.curated_rows = True
         config = deployed_config("athena")
         s3 = boto3.client("s3", region_name=REGION)
+        self.s3 = s3
         s3.create_bucket(Bucket=LANDING, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.create_bucket(Bucket=CURATED, CreateBucketConfiguration={"LocationConstraint": REGION})
         s3.put_object(Bucket=LANDING, Key=KEY, Body=b"id,amount\n1,2.50\n")
         self.glue.create_database(DatabaseInput={"Name": "sales_db"})
         self.glue.create_crawler(
@@ -66,6 +72,12 @@ class FakeAws:
         """The failure messages published to the topic, read back from the subscribed queue."""
         messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
         return [json.loads(json.loads(m["Body"])["Message"]) for m in messages]
+
+    def write_curated_rows(self, run_id: str) -> None:
+        """What a clean job run that curated rows leaves: Parquet under its run's partition folder."""
+        if self.curated_rows:
+            key = f"sales/runs/run_id={run_id}/sale_date=2026-12-04/part-00000.snappy.parquet"
+            self.s3.put_object(Bucket=CURATED, Key=key, Body=b"PAR1")
 
     def job_runs(self) -> list[dict[str, Any]]:
         return self.glue.get_job_runs(JobName="sales-clean")["JobRuns"]
@@ -98,6 +110,12 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
         return json.dumps({"CrawlerMetricsList": metrics})
 
     fake: FakeAws
+    moto_start_job_run = GlueResponse.start_job_run
+
+    def start_job_run(self: GlueResponse) -> Any:  # the clean job's output, written when the run starts
+        result = moto_start_job_run(self)
+        fake.write_curated_rows(self._get_param("Arguments")["--run_id"])
+        return result
 
     def batch_execute_statement(self: RedshiftDataAPIServiceResponse) -> tuple[int, dict, str]:  # moto lacks it
         params = {name: self._get_param(name) for name in ("WorkgroupName", "Database", "Sqls", "StatementName")}
@@ -108,6 +126,7 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
         return 200, {}, json.dumps({"Id": statement.id, "Database": params["Database"], "WorkgroupName": params["WorkgroupName"]})
 
     monkeypatch.setattr(GlueResponse, "get_crawler_metrics", get_crawler_metrics, raising=False)
+    monkeypatch.setattr(GlueResponse, "start_job_run", start_job_run)
     monkeypatch.setattr(RedshiftDataAPIServiceResponse, "batch_execute_statement", batch_execute_statement, raising=False)
     # moto keeps a crawl RUNNING until told otherwise; here a crawl completes when it is first looked at.
     state_manager.set_transition("glue::crawl", {"progression": "immediate"})
@@ -132,13 +151,14 @@ def test_dagbag_has_both_dags_without_import_errors(dagbag: Any) -> None:
 
 
 @pytest.mark.parametrize("target, load_operator", [("athena", "AthenaOperator"), ("redshift", "RedshiftDataOperator")])
-def test_dag_chains_crawl_clean_load_with_retries_timeouts_and_callbacks(dagbag: Any, target: str, load_operator: str) -> None:
+def test_dag_chains_crawl_clean_rows_check_load_with_retries_timeouts_and_callbacks(dagbag: Any, target: str, load_operator: str) -> None:
     dag = dagbag.dags[f"sales_{target}_pipeline"]
     config = deployed_config(target)
-    assert [t.task_id for t in dag.topological_sort()] == ["crawl", "clean", "load"]
+    assert [t.task_id for t in dag.topological_sort()] == ["crawl", "clean", "find_curated_rows", "load"]
     assert dag.get_task("crawl").downstream_task_ids == {"clean"}
-    assert dag.get_task("clean").downstream_task_ids == {"load"}
-    assert [type(t).__name__ for t in dag.topological_sort()] == ["GlueCrawlerRunOperator", "GlueJobOperator", load_operator]
+    assert dag.get_task("clean").downstream_task_ids == {"find_curated_rows"}
+    assert dag.get_task("find_curated_rows").downstream_task_ids == {"load"}
+    assert [type(t).__name__ for t in dag.topological_sort()] == ["GlueCrawlerRunOperator", "GlueJobOperator", "S3KeySensor", load_operator]
     assert dag.catchup is False
     assert dag.is_paused_upon_creation is False
     assert dag.max_active_runs == config["max_active_runs"]
@@ -147,12 +167,17 @@ def test_dag_chains_crawl_clean_load_with_retries_timeouts_and_callbacks(dagbag:
         assert task.retries == config["retries"]
         assert task.retry_exponential_backoff
         assert task.max_retry_delay == timedelta(seconds=config["max_retry_delay_seconds"])
-        assert task.execution_timeout == timedelta(seconds=config["timeouts_seconds"][task.task_id])
         assert [cb.__name__ for cb in task.on_failure_callback] == ["notify_failure"]
         assert task.deferrable is False  # moto does not intercept aiobotocore; MWAA runs them on workers either way
+    for step in ("crawl", "clean", "load"):
+        assert dag.get_task(step).execution_timeout == timedelta(seconds=config["timeouts_seconds"][step])
     crawl = dag.get_task("crawl")
     assert crawl.crawler_name == config["crawler_name"] and crawl.fail_on_already_running is False
     assert dag.get_task("clean").job_name == config["clean_job_name"]
+    rows_check = dag.get_task("find_curated_rows")
+    # It skips (never fails) only when its one listing finds nothing; an S3 error still fails it.
+    assert rows_check.soft_fail is True and rows_check.timeout == 0 and rows_check.mode == "poke"
+    assert rows_check.bucket_name == "curated-bucket" and rows_check.wildcard_match is True
 
 
 def test_dag_file_parses_quickly(dagbag: Any) -> None:
@@ -192,6 +217,35 @@ def test_redshift_run_sends_the_load_statements_as_one_batch(dagbag: Any, fake_a
     assert fake_aws.alert_messages() == []
 
 
+@pytest.mark.parametrize("target", ["athena", "redshift"])
+def test_header_only_upload_skips_the_load_and_the_run_succeeds_without_an_alert(dagbag: Any, fake_aws: FakeAws, target: str) -> None:
+    """The clean job curated no row (a header-only file): nothing to load. On Redshift a COPY of the empty run
+    prefix fails ("no files found"), so running the load would fail, retry and alert for an upload that is fine."""
+    fake_aws.curated_rows = False
+
+    dag_run = run_dag(dagbag, target)
+
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert task_states(dag_run)["find_curated_rows"] == task_states(dag_run)["load"] == "skipped"
+    assert fake_aws.redshift_batches == []
+    assert fake_aws.athena_queries() == []
+    assert len(fake_aws.job_runs()) == 1
+    assert fake_aws.alert_messages() == []
+
+
+def test_rows_check_that_cannot_list_fails_the_run_instead_of_skipping_the_load(dagbag: Any, fake_aws: FakeAws) -> None:
+    """Only "no partition folder found" skips the load; an S3 error (here the curated bucket is gone) fails and alerts."""
+    fake_aws.curated_rows = False
+    fake_aws.s3.delete_bucket(Bucket=CURATED)
+
+    dag_run = run_dag(dagbag, "redshift")
+
+    assert str(dag_run.state) == "failed"
+    assert task_states(dag_run)["find_curated_rows"] == "failed" and task_states(dag_run)["load"] == "upstream_failed"
+    (message,) = fake_aws.alert_messages()
+    assert message["failed_step"] == "find_curated_rows" and "NoSuchBucket" in message["cause"]
+
+
 def test_failed_clean_job_publishes_one_message_and_stops_the_run(dagbag: Any, fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch) -> None:
     from moto.glue.models import FakeJobRun
 
@@ -201,7 +255,12 @@ def test_failed_clean_job_publishes_one_message_and_stops_the_run(dagbag: Any, f
     dag_run = run_dag(dagbag, "athena")
 
     assert str(dag_run.state) == "failed"
-    assert task_states(dag_run) == {"crawl": "success", "clean": "failed", "load": "upstream_failed"}
+    assert task_states(dag_run) == {
+        "crawl": "success",
+        "clean": "failed",
+        "find_curated_rows": "upstream_failed",
+        "load": "upstream_failed",
+    }
     (message,) = fake_aws.alert_messages()
     assert message["pipeline"] == "mwaa"
     assert message["object"] == f"s3://{LANDING}/{KEY}"

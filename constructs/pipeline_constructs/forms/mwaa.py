@@ -37,11 +37,11 @@ from ..clean_job import CleanJob
 from ..deployments import review_bucket_deployment
 from ..keys import allow_cloudwatch_logs
 from ..queue_trigger import QueueTrigger
-from ..runtime.mwaa.pipeline_steps import CONFIG_FILE_NAME, RUN_ID_MARKER
+from ..runtime.mwaa.pipeline_steps import CONFIG_FILE_NAME
 from ..storage import PipelineStorage
 from ..targets.load_target import LoadTarget, check_load_target
-from ..targets.redshift import RedshiftTarget
 from ..validation import PipelinePropsError, check_positive
+from .airflow_steps import SHARED_STEP_MODULES, airflow_step_settings, grant_rows_check
 
 FORM_NAME = "mwaa"
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
@@ -179,12 +179,25 @@ class MwaaPipeline(Construct):
         self.key = self._build_key(removal_policy)
         self.dag_bucket = self._build_dag_bucket(storage, removal_policy)
         self.execution_role = self._build_execution_role(catalog, clean_job, target)
-        self.dag_config = self._dag_config(catalog, clean_job, target, max_active_runs, task_retries)
+        grant_rows_check(self.execution_role, storage, clean_job)
+        self.dag_config = airflow_step_settings(
+            self,
+            dag_id=self.dag_id,
+            airflow_version=self.airflow_version,
+            storage=storage,
+            catalog=catalog,
+            clean_job=clean_job,
+            target=target,
+            topic_arn=self.alerting.topic.topic_arn,
+            max_active_runs=max_active_runs,
+            task_retries=task_retries,
+        )
         self.dag_deployment = s3deploy.BucketDeployment(
             self,
             "DeployDag",
             sources=[
                 s3deploy.Source.asset(str(DAG_FOLDER), exclude=["__pycache__", "*.pyc", "__init__.py"]),
+                *[s3deploy.Source.data(module.name, module.read_text(encoding="utf-8")) for module in SHARED_STEP_MODULES],
                 s3deploy.Source.json_data(CONFIG_FILE_NAME, self.dag_config),
             ],
             destination_bucket=self.dag_bucket,
@@ -400,31 +413,6 @@ class MwaaPipeline(Construct):
             self, "DagDeploymentLogs", log_group_name=name, encryption_key=self.key, retention=retention, removal_policy=removal_policy
         )
 
-    def _dag_config(
-        self, catalog: PipelineCatalog, clean_job: CleanJob, target: LoadTarget, max_active_runs: int, task_retries: int
-    ) -> dict[str, Any]:
-        """What the DAG reads at parse time (deployed as pipeline_dag_config.json beside it): names, SQL, timeouts."""
-        stack = Stack.of(self)
-        load = airflow_load_settings(target)
-        return {
-            "dag_id": self.dag_id,
-            "dataset": clean_job.contract.name,
-            "airflow_version": self.airflow_version,
-            "region": stack.region,
-            "crawler_name": catalog.crawler_name,
-            "clean_job_name": clean_job.job_name,
-            "topic_arn": self.alerting.topic.topic_arn,
-            "load": load,
-            "max_active_runs": max_active_runs,
-            "retries": task_retries,
-            "retry_delay_seconds": 60,
-            "max_retry_delay_seconds": 900,
-            "poll_interval_seconds": 30,
-            # The clean job's own timeout is 60 minutes by default; the task waits a little longer.
-            "timeouts_seconds": {"crawl": 1800, "clean": 4500, "load": 1800},
-            "dagrun_timeout_seconds": 4 * 3600,
-        }
-
     def _build_environment(
         self,
         subnet_ids: list[str],
@@ -502,22 +490,4 @@ def _selection_kwargs(subnets: ec2.SubnetSelection | None) -> dict[str, Any]:
         "availability_zones": subnets.availability_zones,
         "one_per_az": subnets.one_per_az,
         "subnets": subnets.subnets,
-    }
-
-
-def airflow_load_settings(target: LoadTarget) -> dict[str, Any]:
-    """The `load` part of the Airflow forms' step configuration (runtime/mwaa/pipeline_steps.py reads it): the
-    target's kind, workgroup, database and its SQL with the run id left as RUN_ID_MARKER."""
-    if isinstance(target, RedshiftTarget):
-        return {
-            "target": "redshift",
-            "workgroup": target.workgroup_name,
-            "database": target.database_name,
-            "sqls": target.load_statements(RUN_ID_MARKER),
-        }
-    return {
-        "target": "athena",
-        "workgroup": target.workgroup_name,
-        "database": target.database_name,
-        "sql": target.merge_sql(RUN_ID_MARKER),
     }

@@ -10,7 +10,6 @@ callbacks and has no event trigger yet; the trigger Lambda and the failure event
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from aws_cdk import (
     Duration,
@@ -41,7 +40,7 @@ from ..runtime.mwaa_serverless.workflow_yaml import MAX_EXECUTION_TIMEOUT_SECOND
 from ..storage import PipelineStorage
 from ..targets.load_target import LoadTarget, check_load_target
 from ..validation import PipelinePropsError, check_positive
-from .mwaa import airflow_load_settings
+from .airflow_steps import airflow_step_settings, grant_rows_check
 
 FORM_NAME = "mwaa_serverless"
 LAMBDA_CODE = Path(__file__).resolve().parent.parent / "runtime" / "upload_lambdas"
@@ -110,7 +109,19 @@ class MwaaServerlessPipeline(Construct):
         self.key = storage.key
 
         # --- the definition -----------------------------------------------------------------------------------------
-        self.workflow_config = self._workflow_config(catalog, clean_job, target, max_active_runs, task_retries, airflow_version)
+        self.workflow_config = airflow_step_settings(
+            self,
+            dag_id=self.dag_id,
+            airflow_version=airflow_version,
+            storage=storage,
+            catalog=catalog,
+            clean_job=clean_job,
+            target=target,
+            topic_arn=self.alerting.topic.topic_arn,
+            max_active_runs=max_active_runs,
+            task_retries=task_retries,
+            max_timeout_seconds=MAX_EXECUTION_TIMEOUT_SECONDS,  # a task runs at most an hour on MWAA Serverless
+        )
         self.definition_yaml = workflow_yaml(self.workflow_config)
         self.definition_bucket = storage.new_bucket(
             self, "DefinitionBucket", log_prefix="mwaa-serverless-definitions/", removal_policy=removal_policy
@@ -128,6 +139,7 @@ class MwaaServerlessPipeline(Construct):
 
         # --- the workflow ---------------------------------------------------------------------------------------------
         self.role = self._build_role(catalog, clean_job, target)
+        grant_rows_check(self.role, storage, clean_job)
         self.workflow = mwaaserverless.CfnWorkflow(
             self,
             "Workflow",
@@ -187,37 +199,6 @@ class MwaaServerlessPipeline(Construct):
         self.alarms: list[cloudwatch.Alarm] = [self.runs_failed_alarm, self.report_failures_alarm, *self.trigger.alarms]
 
     # --- builders -------------------------------------------------------------------------------------------------------
-
-    def _workflow_config(
-        self,
-        catalog: PipelineCatalog,
-        clean_job: CleanJob,
-        target: LoadTarget,
-        max_active_runs: int,
-        task_retries: int,
-        airflow_version: str,
-    ) -> dict[str, Any]:
-        """The step description's configuration (the MWAA DAG reads the same keys), within the service's limits."""
-        stack = Stack.of(self)
-        load = airflow_load_settings(target)
-        return {
-            "dag_id": self.dag_id,
-            "dataset": clean_job.contract.name,
-            "airflow_version": airflow_version,
-            "region": stack.region,
-            "crawler_name": catalog.crawler_name,
-            "clean_job_name": clean_job.job_name,
-            "topic_arn": self.alerting.topic.topic_arn,
-            "load": load,
-            "max_active_runs": max_active_runs,
-            "retries": task_retries,
-            "retry_delay_seconds": 60,
-            "max_retry_delay_seconds": 300,
-            "poll_interval_seconds": 30,
-            # A task runs at most an hour on MWAA Serverless; the clean job's own timeout is 60 minutes by default.
-            "timeouts_seconds": {"crawl": 1800, "clean": MAX_EXECUTION_TIMEOUT_SECONDS, "load": 1800},
-            "dagrun_timeout_seconds": 4 * 3600,
-        }
 
     def _build_role(self, catalog: PipelineCatalog, clean_job: CleanJob, target: LoadTarget) -> iam.Role:
         """The workflow's execution role: exactly the crawler, the clean job, the load target, the topic and the key."""

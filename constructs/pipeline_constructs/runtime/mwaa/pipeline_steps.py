@@ -1,10 +1,13 @@
-"""The pipeline's steps for Airflow, described once as data: the Python DAG builds its operators from this description
-(and a dag-factory YAML workflow can be written from the same description).
+"""The pipeline's steps for Airflow: `pipeline_plan.describe_pipeline()` rendered as operators. The Python DAG builds
+its operators from this list, and the MWAA Serverless YAML is written from the same list.
+
+Each step of the plan becomes one task with the same name; a step that runs only when rows were curated (the load)
+gets a guard task before it (`find_curated_rows`), which skips it, and only it, when the clean job curated no row.
 
 Standard library only: Airflow's DAG processor imports this module beside the DAG file (the DAG folder is on
-`sys.path`), and the construct library imports it without Airflow installed. Everything deployment-specific (resource
-names, the load SQL, timeouts) comes from the JSON configuration the construct deploys beside the DAG
-(`CONFIG_FILE_NAME`); nothing here names a resource.
+`sys.path`, with pipeline_plan.py and upload_ledger.py beside it), and the construct library imports it without
+Airflow installed. Everything deployment-specific (resource names, the load SQL, timeouts) comes from the JSON
+configuration the construct deploys beside the DAG (`CONFIG_FILE_NAME`); nothing here names a resource.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+try:
+    from pipeline_constructs.runtime.pipeline_plan import CLEAN, CRAWL, LOAD, ROWS_CURATED, PipelineStep, describe_pipeline
+except ImportError:  # beside the DAG, shipped as a top-level module
+    from pipeline_plan import CLEAN, CRAWL, LOAD, ROWS_CURATED, PipelineStep, describe_pipeline  # type: ignore[import-not-found,no-redef]
 
 CONFIG_FILE_NAME = "pipeline_dag_config.json"
 FORM_NAME = "mwaa"
@@ -28,6 +36,12 @@ SOURCE_URIS_TEMPLATE = "{{ ['s3://' ~ dag_run.conf['bucket'] ~ '/' ~ dag_run.con
 RUN_ID_MARKER = "__pipeline_run_id__"
 
 _UNSAFE_RUN_ID_CHARS = re.compile(r"[~:+]")
+
+ROWS_CHECK_TASK_ID = "find_curated_rows"
+# The guard skips the load when its one listing finds no partition folder (sensor timeout 0, soft_fail). soft_fail
+# also skips on the task's own execution timeout, so that timeout sits far above botocore's connect and read timeouts
+# and retries (a few minutes at worst): an S3 call that hangs fails the task, it never passes for "no rows".
+ROWS_CHECK_TIMEOUT_SECONDS = 1_800
 
 
 @dataclass(frozen=True)
@@ -51,99 +65,117 @@ def pipeline_run_id(airflow_run_id: str) -> str:
 
 
 def describe_steps(config: Mapping[str, Any]) -> list[Step]:
-    """crawl -> clean -> load, from the deployed configuration. Raises KeyError naming a missing setting."""
-    region = config["region"]
-    retries = int(config["retries"])
-    delay = int(config["retry_delay_seconds"])
-    max_delay = int(config["max_retry_delay_seconds"])
-    timeouts = config["timeouts_seconds"]
+    """The plan's steps (crawl -> clean -> [find_curated_rows] -> load) as operators, from the deployed configuration.
+    Raises KeyError naming a missing setting."""
+    common = {"aws_conn_id": None, "region_name": config["region"]}
     poll = int(config["poll_interval_seconds"])
-    common = {"aws_conn_id": None, "region_name": region}
+    steps: list[Step] = []
+    for planned in describe_pipeline():
+        upstream = (steps[-1].task_id,) if steps else ()
+        if planned.runs_when == ROWS_CURATED:
+            guard = _rows_check(config, planned, common, upstream)
+            steps.append(guard)
+            upstream = (guard.task_id,)
+        operator, arguments = _OPERATORS[planned.name](config, common, poll)
+        steps.append(_task(config, planned.name, operator, arguments, int(config["timeouts_seconds"][planned.name]), planned.doc, upstream))
+    return steps
 
+
+def _task(
+    config: Mapping[str, Any], task_id: str, operator: str, arguments: dict[str, Any], timeout: int, doc: str, upstream: tuple[str, ...]
+) -> Step:
+    return Step(
+        task_id=task_id,
+        operator=operator,
+        arguments=arguments,
+        retries=int(config["retries"]),
+        retry_delay_seconds=int(config["retry_delay_seconds"]),
+        max_retry_delay_seconds=int(config["max_retry_delay_seconds"]),
+        execution_timeout_seconds=timeout,
+        doc=doc,
+        upstream=upstream,
+    )
+
+
+def _crawl(config: Mapping[str, Any], common: dict[str, Any], poll: int) -> tuple[str, dict[str, Any]]:
     # Airflow 3.3.1 ships provider 9.34, whose GlueCrawlerRunOperator waits for a crawl another upload started
     # (fail_on_already_running=False); 3.2.1's provider lacks it: the deprecated GlueCrawlerOperator fails on a
     # running crawler there, and the task's retries (with backoff) start a crawl once it has finished.
     if str(config["airflow_version"]).startswith("3.2."):
-        crawl_operator = "airflow.providers.amazon.aws.operators.glue_crawler.GlueCrawlerOperator"
-        crawl_arguments: dict[str, Any] = {"config": {"Name": config["crawler_name"]}, "poll_interval": poll, **common}
+        operator = "airflow.providers.amazon.aws.operators.glue_crawler.GlueCrawlerOperator"
+        arguments: dict[str, Any] = {"config": {"Name": config["crawler_name"]}, "poll_interval": poll, **common}
     else:
-        crawl_operator = "airflow.providers.amazon.aws.operators.glue_crawler.GlueCrawlerRunOperator"
-        crawl_arguments = {"crawler_name": config["crawler_name"], "fail_on_already_running": False, "poll_interval": poll, **common}
-    crawl = Step(
-        task_id="crawl",
-        operator=crawl_operator,
-        arguments={**crawl_arguments, "deferrable": False, "wait_for_completion": True},
-        retries=retries,
-        retry_delay_seconds=delay,
-        max_retry_delay_seconds=max_delay,
-        execution_timeout_seconds=int(timeouts["crawl"]),
-        doc="Refresh the raw table's schema; waits for a crawl another upload started instead of failing.",
-    )
-    clean = Step(
-        task_id="clean",
-        operator="airflow.providers.amazon.aws.operators.glue.GlueJobOperator",
-        arguments={
-            "job_name": config["clean_job_name"],
-            # The same arguments the Step Functions form passes: the object as a JSON array of one URI, the run id.
-            "script_args": {"--source_uris": SOURCE_URIS_TEMPLATE, "--run_id": RUN_ID_TEMPLATE},
-            "wait_for_completion": True,
-            "deferrable": False,
-            "job_poll_interval": poll,
-            "stop_job_run_on_kill": True,
-            **common,
-        },
-        retries=retries,
-        retry_delay_seconds=delay,
-        max_retry_delay_seconds=max_delay,
-        execution_timeout_seconds=int(timeouts["clean"]),
-        doc="Run the Glue clean job on the uploaded object.",
-        upstream=("crawl",),
-    )
+        operator = "airflow.providers.amazon.aws.operators.glue_crawler.GlueCrawlerRunOperator"
+        arguments = {"crawler_name": config["crawler_name"], "fail_on_already_running": False, "poll_interval": poll, **common}
+    return operator, {**arguments, "deferrable": False, "wait_for_completion": True}
+
+
+def _clean(config: Mapping[str, Any], common: dict[str, Any], poll: int) -> tuple[str, dict[str, Any]]:
+    return "airflow.providers.amazon.aws.operators.glue.GlueJobOperator", {
+        "job_name": config["clean_job_name"],
+        # The same arguments the Step Functions form passes: the object as a JSON array of one URI, the run id.
+        "script_args": {"--source_uris": SOURCE_URIS_TEMPLATE, "--run_id": RUN_ID_TEMPLATE},
+        "wait_for_completion": True,
+        "deferrable": False,
+        "job_poll_interval": poll,
+        "stop_job_run_on_kill": True,
+        **common,
+    }
+
+
+def _load(config: Mapping[str, Any], common: dict[str, Any], poll: int) -> tuple[str, dict[str, Any]]:
     load_config = config["load"]
     if load_config["target"] == "athena":
-        load = Step(
-            task_id="load",
-            operator="airflow.providers.amazon.aws.operators.athena.AthenaOperator",
-            arguments={
-                "query": load_config["sql"].replace(RUN_ID_MARKER, RUN_ID_TEMPLATE),
-                "database": load_config["database"],
-                "workgroup": load_config["workgroup"],
-                "sleep_time": poll,
-                "deferrable": False,
-                **common,
-            },
-            retries=retries,
-            retry_delay_seconds=delay,
-            max_retry_delay_seconds=max_delay,
-            execution_timeout_seconds=int(timeouts["load"]),
-            doc="MERGE the run's curated rows into the Iceberg table (idempotent: a retry loads nothing twice).",
-            upstream=("clean",),
-        )
-    elif load_config["target"] == "redshift":
-        load = Step(
-            task_id="load",
-            operator="airflow.providers.amazon.aws.operators.redshift_data.RedshiftDataOperator",
-            arguments={
-                # A list is sent as one BatchExecuteStatement: one transaction (COPY into staging, then MERGE).
-                "sql": [statement.replace(RUN_ID_MARKER, RUN_ID_TEMPLATE) for statement in load_config["sqls"]],
-                "database": load_config["database"],
-                "workgroup_name": load_config["workgroup"],
-                "statement_name": "load-" + RUN_ID_TEMPLATE,
-                "poll_interval": poll,
-                "wait_for_completion": True,
-                "deferrable": False,
-                **common,
-            },
-            retries=retries,
-            retry_delay_seconds=delay,
-            max_retry_delay_seconds=max_delay,
-            execution_timeout_seconds=int(timeouts["load"]),
-            doc="COPY the run into staging and MERGE it on the natural key, in one transaction.",
-            upstream=("clean",),
-        )
-    else:
-        raise ValueError(f"load.target={load_config['target']!r}: use 'athena' or 'redshift'")
-    return [crawl, clean, load]
+        return "airflow.providers.amazon.aws.operators.athena.AthenaOperator", {
+            "query": load_config["sql"].replace(RUN_ID_MARKER, RUN_ID_TEMPLATE),
+            "database": load_config["database"],
+            "workgroup": load_config["workgroup"],
+            "sleep_time": poll,
+            "deferrable": False,
+            **common,
+        }
+    if load_config["target"] == "redshift":
+        return "airflow.providers.amazon.aws.operators.redshift_data.RedshiftDataOperator", {
+            # A list is sent as one BatchExecuteStatement: one transaction (COPY into staging, then MERGE).
+            "sql": [statement.replace(RUN_ID_MARKER, RUN_ID_TEMPLATE) for statement in load_config["sqls"]],
+            "database": load_config["database"],
+            "workgroup_name": load_config["workgroup"],
+            "statement_name": "load-" + RUN_ID_TEMPLATE,
+            "poll_interval": poll,
+            "wait_for_completion": True,
+            "deferrable": False,
+            **common,
+        }
+    raise ValueError(f"load.target={load_config['target']!r}: use 'athena' or 'redshift'")
+
+
+_OPERATORS = {CRAWL: _crawl, CLEAN: _clean, LOAD: _load}
+
+
+def _rows_check(config: Mapping[str, Any], guarded: PipelineStep, common: dict[str, Any], upstream: tuple[str, ...]) -> Step:
+    """The guard before a step that runs only when rows were curated: one listing of the run's partition folders.
+    None found -> the guard and the guarded step end `skipped`, the run succeeds. The same check as the Step
+    Functions form's Find Curated Rows (a Redshift COPY of an empty prefix fails with "no files found")."""
+    rows = config["curated_rows"]
+    return _task(
+        config,
+        ROWS_CHECK_TASK_ID,
+        "airflow.providers.amazon.aws.sensors.s3.S3KeySensor",
+        {
+            "bucket_name": rows["bucket"],
+            "bucket_key": f"{rows['prefix']}{RUN_ID_TEMPLATE}/{rows['partition']}=*",
+            "wildcard_match": True,
+            "mode": "poke",
+            "timeout": 0,
+            "poke_interval": 1,
+            "soft_fail": True,
+            "deferrable": False,
+            **common,
+        },
+        ROWS_CHECK_TIMEOUT_SECONDS,
+        f"Did the clean job curate any row? If not, skip {guarded.name} (nothing to load, nothing failed).",
+        upstream,
+    )
 
 
 def failure_message(
