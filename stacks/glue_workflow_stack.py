@@ -35,6 +35,7 @@ class GlueWorkflowStack(Stack):
             form="glue_workflow",
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=pipeline.run_timeout_seconds,
+            writes_ledger=False,
             dead_letter_queues=[(pipeline.dead_letter_queue, "eventbridge", None)],
             WorkflowName=pipeline.workflow.workflow_name,
         )

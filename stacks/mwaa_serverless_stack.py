@@ -36,6 +36,7 @@ class MwaaServerlessStack(Stack):
             form="mwaa_serverless",
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=int(pipeline.workflow_config["dagrun_timeout_seconds"]),
-            dead_letter_queues=queue_trigger_dead_letters(pipeline.trigger) + [(pipeline.report_dead_letter_queue, "eventbridge", None)],
+            writes_ledger=False,
+            dead_letter_queues=queue_trigger_dead_letters(pipeline.trigger) + [(pipeline.report_dead_letter_queue, "lambda", None)],
             WorkflowArn=pipeline.workflow_arn,
         )

@@ -57,6 +57,7 @@ class MwaaStack(Stack):
             form="mwaa",
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=int(pipeline.dag_config["dagrun_timeout_seconds"]),
+            writes_ledger=False,
             dead_letter_queues=queue_trigger_dead_letters(pipeline.trigger),
             MwaaEnvironmentName=pipeline.environment_name,
             DagId=pipeline.dag_id,

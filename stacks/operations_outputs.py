@@ -13,8 +13,9 @@ DeadLetterQueue = tuple[sqs.IQueue, str, sqs.IQueue | None]
 
 
 def queue_trigger_dead_letters(trigger: QueueTrigger) -> list[DeadLetterQueue]:
-    """A queue trigger's two dead-letter queues: its SQS queue's (moved back with the message-move task) and its rule's."""
-    return [(trigger.dead_letter_queue, "sqs", trigger.queue), (trigger.undelivered_queue, "eventbridge", None)]
+    """A queue trigger's two dead-letter queues: its SQS queue's (moved back to the queue with the message-move task) and
+    its rule's (events the rule could not deliver to the queue: re-sent to it)."""
+    return [(trigger.dead_letter_queue, "sqs", trigger.queue), (trigger.undelivered_queue, "eventbridge", trigger.queue)]
 
 
 def publish_form_outputs(
@@ -23,21 +24,27 @@ def publish_form_outputs(
     form: str,
     landing_prefix: str,
     run_timeout_seconds: int,
+    writes_ledger: bool,
     dead_letter_queues: Sequence[DeadLetterQueue],
     **form_values: str,
 ) -> None:
-    """CfnOutputs PipelineForm, LandingPrefix, RunTimeoutSeconds, DeadLetterQueues (JSON: url, arn, kind and, for a
-    queue that catches an SQS queue's failures, source_arn) and one output per `form_values` entry (e.g. StateMachineArn)."""
+    """CfnOutputs PipelineForm, LandingPrefix, RunTimeoutSeconds, WritesLedger ('true' when the form's runs keep the
+    upload ledger, so `pipeline-ops reconcile` checks its prefix), DeadLetterQueues (JSON: url, arn, kind, and the
+    related queue: `source_arn` of the queue whose failures an `sqs` queue keeps, `target_url` of the queue an
+    `eventbridge` rule delivers to) and one output per `form_values` entry (e.g. StateMachineArn)."""
     queues = []
     for queue, kind, source in dead_letter_queues:
         entry = {"url": queue.queue_url, "arn": queue.queue_arn, "kind": kind}
-        if source is not None:
+        if source is not None and kind == "sqs":
             entry["source_arn"] = source.queue_arn
+        elif source is not None:
+            entry["target_url"] = source.queue_url
         queues.append(entry)
     values = {
         "PipelineForm": form,
         "LandingPrefix": landing_prefix,
         "RunTimeoutSeconds": str(run_timeout_seconds),
+        "WritesLedger": "true" if writes_ledger else "false",
         "DeadLetterQueues": stack.to_json_string(queues),
         **form_values,
     }

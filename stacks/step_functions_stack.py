@@ -35,6 +35,7 @@ class StepFunctionsStack(Stack):
             form="step_functions",
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=int(pipeline.state_machine_timeout.to_seconds()),
+            writes_ledger=True,
             dead_letter_queues=[(pipeline.dead_letter_queue, "eventbridge", None)],
             StateMachineArn=pipeline.state_machine.state_machine_arn,
         )

@@ -4,11 +4,13 @@ conditions are DynamoDB's own. Every kind of upload ends with the transitions th
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import boto3
 import pytest
 
+from pipeline_constructs.operations.runs import object_created_event
 from pipeline_constructs.runtime.pipeline_plan import LEDGER_TRANSITIONS
 from pipeline_constructs.runtime.upload_ledger import FAILED, Upload, UploadLedger
 from tests.asl_runner import ExecutionResult, definition_from_template, ledger_answers, replay_ledger_writes, run_state_machine
@@ -93,3 +95,19 @@ def test_the_start_write_is_refused_by_dynamodb_while_another_run_holds_the_uplo
     other["ExpressionAttributeNames"] = {**start["ExpressionAttributeNames"], "#run": "run:another-execution"}
     with pytest.raises(client.exceptions.ConditionalCheckFailedException):
         client.update_item(**{**other, "TableName": table})
+
+
+@pytest.mark.parametrize("versioned", [True, False], ids=["versioned", "unversioned"])
+def test_the_run_pipeline_ops_starts_takes_the_same_object_version(definition: dict[str, Any], versioned: bool) -> None:
+    """`rerun` and `reconcile --start` start the state machine with the event they build (operations/runs.py)."""
+    etag = UPLOAD_EVENT["detail"]["object"]["etag"]
+    upload = Upload(BUCKET, KEY, version_id=VERSION if versioned else None, etag=etag)
+    event = object_created_event(upload, datetime.fromisoformat(UPLOAD_EVENT["time"].replace("Z", "+00:00")))
+    result = run_state_machine(definition, event, scripts(), context=CONTEXT)
+    assert result.status == "SUCCEEDED", result
+    client = boto3.client("dynamodb")
+    table = create_ledger_table(client)
+    assert tuple(replay_ledger_writes(result, client, table, clean_counts=COUNTS)) == LEDGER_TRANSITIONS["good"]
+    record = UploadLedger(client, table, form="step_functions").get(upload)
+    assert record is not None and record["state"] == "loaded"
+    assert record["version"] == (VERSION if versioned else f"etag:{etag}") and record["etag"] == etag

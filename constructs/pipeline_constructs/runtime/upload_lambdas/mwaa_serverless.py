@@ -16,7 +16,6 @@ Environment: WORKFLOW_ARN; TOPIC_ARN and DATASET for `report_failure`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,8 @@ try:
         MalformedEvent,
         SqsEvent,
         UploadedObject,
+        client_token,
+        run_parameters,
         uploaded_object,
     )
 except ImportError:  # in Lambda: the asset folder is the top level
@@ -41,6 +42,8 @@ except ImportError:  # in Lambda: the asset folder is the top level
         MalformedEvent,
         SqsEvent,
         UploadedObject,
+        client_token,
+        run_parameters,
         uploaded_object,
     )
 
@@ -52,16 +55,6 @@ sns = boto3.client("sns")
 
 FORM_NAME = "mwaa_serverless"
 FAILED_TASK_STATES = ("FAILED", "TIMEOUT")
-
-
-def client_token(obj: UploadedObject) -> str:
-    """The same token for the same object version (printable ASCII, at most 128 characters, as the API requires)."""
-    return "upload-" + hashlib.sha256("\n".join([obj["bucket"], obj["key"], obj["version_id"] or ""]).encode()).hexdigest()
-
-
-def run_parameters(obj: UploadedObject) -> dict[str, str]:
-    """The run's parameters (the workflow's `params`); the version id is '' for an unversioned object."""
-    return {"bucket": obj["bucket"], "key": obj["key"], "version_id": obj["version_id"] or ""}
 
 
 def start_run(workflow_arn: str, obj: UploadedObject) -> str:

@@ -10,10 +10,8 @@ Environment: MWAA_ENVIRONMENT_NAME, DAG_ID.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 from typing import Any
 
 import boto3
@@ -26,6 +24,7 @@ try:
         MalformedEvent,
         SqsEvent,
         UploadedObject,
+        dag_run_id,
         uploaded_object,
     )
 except ImportError:  # in Lambda: the asset folder is the top level
@@ -35,6 +34,7 @@ except ImportError:  # in Lambda: the asset folder is the top level
         MalformedEvent,
         SqsEvent,
         UploadedObject,
+        dag_run_id,
         uploaded_object,
     )
 
@@ -42,17 +42,6 @@ logger = logging.getLogger()
 logger.setLevel(logging.INFO)
 
 mwaa = boto3.client("mwaa")
-
-_RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_STEM_CHARS = 40
-
-
-def dag_run_id(obj: UploadedObject) -> str:
-    """A run id unique per object version, in the characters Airflow, S3 paths and the load SQL all accept:
-    `upload-<readable file name>-<hash of bucket, key, version>`."""
-    digest = hashlib.sha256("\n".join([obj["bucket"], obj["key"], obj["version_id"] or ""]).encode()).hexdigest()[:32]
-    stem = _RUN_ID_SAFE.sub("-", obj["key"].rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("-.")[:_STEM_CHARS]
-    return f"upload-{stem}-{digest}" if stem else f"upload-{digest}"
 
 
 def start_run(environment: str, dag_id: str, obj: UploadedObject) -> str:

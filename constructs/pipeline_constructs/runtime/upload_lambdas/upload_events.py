@@ -3,7 +3,9 @@ each message names. Standard library only: it ships in the same asset folder as 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import TypedDict
 
 
@@ -46,3 +48,30 @@ def uploaded_object(body: str) -> UploadedObject:
         raise MalformedEvent(f"bucket {bucket!r} or key {key!r} is not a non-empty string")
     version = detail["object"].get("version-id")
     return {"bucket": bucket, "key": key, "version_id": version if isinstance(version, str) else None}
+
+
+_RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_STEM_CHARS = 40
+
+
+def _object_digest(obj: UploadedObject) -> str:
+    return hashlib.sha256("\n".join([obj["bucket"], obj["key"], obj["version_id"] or ""]).encode()).hexdigest()
+
+
+def dag_run_id(obj: UploadedObject) -> str:
+    """The MWAA form's DAG run id of an object version, in the characters Airflow, S3 paths and the load SQL all
+    accept: `upload-<readable file name>-<hash of bucket, key, version>` (the same object, the same run)."""
+    digest = _object_digest(obj)[:32]
+    stem = _RUN_ID_SAFE.sub("-", obj["key"].rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("-.")[:_STEM_CHARS]
+    return f"upload-{stem}-{digest}" if stem else f"upload-{digest}"
+
+
+def client_token(obj: UploadedObject) -> str:
+    """The MWAA Serverless form's StartWorkflowRun ClientToken of an object version (printable ASCII, at most 128
+    characters, as the API requires): the same token for the same object version."""
+    return "upload-" + _object_digest(obj)
+
+
+def run_parameters(obj: UploadedObject) -> dict[str, str]:
+    """The MWAA Serverless run's parameters (the workflow's `params`); the version id is '' for an unversioned object."""
+    return {"bucket": obj["bucket"], "key": obj["key"], "version_id": obj["version_id"] or ""}
