@@ -26,7 +26,7 @@ from tests.fake_aws import FAKE_AWS_REGION
 
 pytestmark = pytest.mark.timeout(120)
 SFN_PREFIX = "incoming/step_functions/"
-HEADER = b"order_id,store_id,order_ts,amount"
+HEADER = b"transaction_id,store_id,sku,quantity,unit_price,discount,currency,sold_at,channel"
 
 
 @pytest.fixture
@@ -55,7 +55,9 @@ def run_json(deployment: FakeDeployment, *argv: str, now: datetime | None = None
     return code, document
 
 
-def upload(deployment: FakeDeployment, key: str, body: bytes = HEADER + b"\n1,7,2026-12-04T10:00:00Z,9.99\n") -> Upload:
+def upload(
+    deployment: FakeDeployment, key: str, body: bytes = HEADER + b"\nT1,17,SKU-1,2,4.50,0,EUR,2026-12-04T10:00:00Z,store\n"
+) -> Upload:
     bucket = deployment.output("Stateful", "LandingBucketName")
     answer = boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
     return Upload(bucket, key, answer.get("VersionId"), answer["ETag"].strip('"'))
@@ -492,19 +494,29 @@ def test_replay_moves_an_sqs_dead_letter_queue_back_with_the_message_move_task(d
 
 # --- quarantine ---------------------------------------------------------------------------------------------------
 def test_quarantine_counts_by_reason_and_exports_the_original_records_with_the_header(dev: FakeDeployment, tmp_path: Path) -> None:
-    source = upload(dev, f"{SFN_PREFIX}store-17.csv", HEADER + b"\r\n1,7,x,9.99\r\n")
+    source = upload(dev, f"{SFN_PREFIX}store-17.csv", HEADER + b"\r\nT1,17,SKU-1,2,4.50,0,EUR,x,store\r\n")
     bucket, dataset = dev.output("Stateful", "QuarantineBucketName"), dev.output("Stateful", "DatasetName")
-    undecodable = b"3,7,2026-12-04T10:00:00Z,\xff\xfe"
+    undecodable = b"T3,17,SKU-\xff\xfe,1,4.50,0,EUR,2026-12-04T10:00:00Z,store"
     rows = [
         {
             "source_uri": source.uri,
             "line_number": 4,
             "reasons": ["invalid_utf8"],
-            "raw_line": "3,7,2026-12-04T10:00:00Z,\ufffd\ufffd",
+            "raw_line": "T3,17,SKU-\ufffd\ufffd,1,4.50,0,EUR,2026-12-04T10:00:00Z,store",
             "raw_line_base64": base64.b64encode(undecodable).decode(),
         },
-        {"source_uri": source.uri, "line_number": 2, "reasons": ["cast_failed:order_ts", "null_in_required:amount"], "raw_line": "1,7,x,"},
-        {"source_uri": source.uri, "line_number": 5, "reasons": ["malformed_row"], "raw_line": '2,"Store\nseven'},
+        {
+            "source_uri": source.uri,
+            "line_number": 2,
+            "reasons": ["cast_failed:sold_at", "null_in_required:quantity"],
+            "raw_line": "T1,17,SKU-1,,4.50,0,EUR,x,store",
+        },
+        {
+            "source_uri": source.uri,
+            "line_number": 5,
+            "reasons": ["malformed_row"],
+            "raw_line": 'T2,17,"SKU\n2,1,4.50,0,EUR,2026-12-04T10:00:00Z,store',
+        },
     ]
     body = "\n".join(json.dumps(row) for row in rows).encode()
     boto3.client("s3").put_object(Bucket=bucket, Key=f"{dataset}/run_id=run-9/rows/part-00000.json", Body=body)
@@ -513,8 +525,11 @@ def test_quarantine_counts_by_reason_and_exports_the_original_records_with_the_h
     code, text = run(dev, "quarantine", "run-9", "--export", str(export))
     assert code == 1
     assert f"run run-9: 3 quarantined row(s) under s3://{bucket}/{dataset}/run_id=run-9/rows/" in text
-    assert "       1  cast_failed:order_ts" in text and "       1  malformed_row" in text
-    assert export.read_bytes() == HEADER + b"\n1,7,x,\n" + undecodable + b'\n2,"Store\nseven\n'
+    assert "       1  cast_failed:sold_at" in text and "       1  malformed_row" in text
+    assert (
+        export.read_bytes()
+        == HEADER + b"\nT1,17,SKU-1,,4.50,0,EUR,x,store\n" + undecodable + b'\nT2,17,"SKU\n2,1,4.50,0,EUR,2026-12-04T10:00:00Z,store\n'
+    )
     code, document = run_json(dev, "quarantine", "run-10")
     assert code == 0 and document["rows"] == 0
 
@@ -547,3 +562,14 @@ def test_reconcile_finds_the_upload_no_run_took_and_starts_it(dev: FakeDeploymen
     assert [started["object"] for started in document["started"]] == [lost.uri]
     executions = boto3.client("stepfunctions").list_executions(stateMachineArn=dev.output("StepFunctions", "StateMachineArn"))["executions"]
     assert len(executions) == 1
+
+
+def test_rerun_starts_a_new_execution_when_the_last_one_left_the_service_history(dev: FakeDeployment) -> None:
+    item = upload(dev, f"{SFN_PREFIX}store-40.csv")
+    failed_at_load(dev, item, "run-old")  # moto holds no such execution, as the service after 90 days
+    code, text = run(dev, "rerun", item.uri)
+    assert code == 0 and "(its last execution is no longer in the service's history)" in text
+    (execution,) = boto3.client("stepfunctions").list_executions(stateMachineArn=dev.output("StepFunctions", "StateMachineArn"))[
+        "executions"
+    ]
+    assert execution["name"].startswith("ops-") and execution["executionArn"] in text

@@ -158,8 +158,8 @@ class Runs:
         sfn = self.clients["stepfunctions"]
         runs = record.get("runs", []) if record else []
         execution = str(runs[-1].get("execution", "")) if runs else ""
-        if execution.startswith("arn:"):
-            described = sfn.describe_execution(executionArn=execution)
+        described = self._described(execution) if execution.startswith("arn:") else None
+        if described is not None:
             status = described.get("status")
             if status == "RUNNING":
                 raise Refused(f"{upload.uri}: execution {execution} is still running; wait for it to end")
@@ -175,8 +175,22 @@ class Runs:
                     stack.form, "redriven", execution, f"resumes at the step that failed ({record.get('step') if record else '?'})"
                 )
         action = self.start_new_run(stack, upload, now)
-        note = "its last execution cannot be resumed at the failed step" if execution else "no execution of it is on record"
+        if described is not None:
+            note = "its last execution cannot be resumed at the failed step"
+        elif execution:
+            note = "its last execution is no longer in the service's history"
+        else:
+            note = "no execution of it is on record"
         return RunAction(action.form, action.how, action.run, note)
+
+    def _described(self, execution: str) -> dict[str, Any] | None:
+        """The execution, or None when the service no longer holds it (its history is kept 90 days)."""
+        try:
+            return dict(self.clients["stepfunctions"].describe_execution(executionArn=execution))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+                return None
+            raise
 
     def _ended_in_fail_state(self, execution: str) -> bool:
         """True when the execution ended in a Fail state: a redrive would enter it again and fail at once."""
