@@ -32,9 +32,8 @@ from ..targets.athena import AthenaTarget
 from ..targets.load_target import LoadTarget, check_load_target
 from ..targets.redshift import RedshiftTarget
 from ..validation import check_positive
-from .step_functions_ledger import LedgerStates
+from .step_functions_ledger import FORM_NAME, LedgerStates
 
-FORM_NAME = "step_functions"
 _COLON = ArnFormat.COLON_RESOURCE_NAME
 CONFLICT_ERROR = "Load.IcebergCommitConflict"
 """The error a load attempt ends with when Athena reports ICEBERG_COMMIT_ERROR (another MERGE committed first)."""
