@@ -255,16 +255,23 @@ def _described(arn: str, status: str, redrive: str) -> dict[str, Any]:
     }
 
 
-def test_rerun_redrives_an_execution_that_failed_at_its_step_and_gives_it_the_upload_back(
-    dev: FakeDeployment, state_machine: tuple[Any, Stubber]
-) -> None:
-    client, stubber = state_machine
+def _failed_execution(dev: FakeDeployment, stubber: Stubber, *, last_event: str) -> tuple[Upload, str]:
+    """An upload failed at the load whose execution the service describes as FAILED and REDRIVABLE, its history
+    ending with `last_event`."""
     item = upload(dev, f"{SFN_PREFIX}store-17.csv")
     failed_at_load(dev, item, "run-1")
     arn = execution_arn(dev, "run-1")
     stubber.add_response("describe_execution", _described(arn, "FAILED", "REDRIVABLE"), {"executionArn": arn})
-    history = {"events": [{"timestamp": datetime(2026, 12, 4, tzinfo=UTC), "type": "ExecutionFailed", "id": 40}]}
+    history = {"events": [{"timestamp": datetime(2026, 12, 4, tzinfo=UTC), "type": last_event, "id": 40}]}
     stubber.add_response("get_execution_history", history, {"executionArn": arn, "reverseOrder": True, "maxResults": 5})
+    return item, arn
+
+
+def test_rerun_redrives_an_execution_that_failed_at_its_step_and_gives_it_the_upload_back(
+    dev: FakeDeployment, state_machine: tuple[Any, Stubber]
+) -> None:
+    client, stubber = state_machine
+    item, arn = _failed_execution(dev, stubber, last_event="ExecutionFailed")
     stubber.add_response("redrive_execution", {"redriveDate": datetime(2026, 12, 5, tzinfo=UTC)}, {"executionArn": arn})
     code, text = run(dev, "rerun", item.uri, stepfunctions=client)
     assert code == 0, text
@@ -277,12 +284,7 @@ def test_rerun_starts_a_new_execution_with_the_event_the_state_machine_reads_whe
     dev: FakeDeployment, state_machine: tuple[Any, Stubber]
 ) -> None:
     client, stubber = state_machine
-    item = upload(dev, f"{SFN_PREFIX}store-17.csv")
-    failed_at_load(dev, item, "run-1")
-    arn = execution_arn(dev, "run-1")
-    stubber.add_response("describe_execution", _described(arn, "FAILED", "REDRIVABLE"), {"executionArn": arn})
-    history = {"events": [{"timestamp": datetime(2026, 12, 4, tzinfo=UTC), "type": "FailStateEntered", "id": 39}]}
-    stubber.add_response("get_execution_history", history, {"executionArn": arn, "reverseOrder": True, "maxResults": 5})
+    item, arn = _failed_execution(dev, stubber, last_event="FailStateEntered")
     started = {"executionArn": execution_arn(dev, "ops-1"), "startDate": datetime(2026, 12, 5, tzinfo=UTC)}
     expected_input = JsonEqual(
         {"detail": {"bucket": {"name": item.bucket}, "object": {"key": item.key, "etag": item.etag, "version-id": item.version_id}}}
