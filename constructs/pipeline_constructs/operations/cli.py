@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError, PartialCredentialsError
 
-from ..runtime.upload_ledger import STATES, UploadLedger, split_uri
+from ..runtime.upload_ledger import FAILED, STATES, UploadLedger, split_uri
 from .dead_letters import replay_dead_letters
 from .environment import Environment, OperationsError, load_environment
 from .quarantine import count_quarantine, export_quarantine
@@ -71,7 +71,6 @@ class Printer:
 
     def __init__(self, out: TextIO, as_json: bool) -> None:
         self.out, self.as_json = out, as_json
-        self.document: dict[str, Any] = {}
 
     def line(self, text: str = "") -> None:
         if not self.as_json:
@@ -140,8 +139,8 @@ def cmd_show(args: argparse.Namespace, clients: dict[str, Any], environment: Env
                 f"  run {run['run_id']}: {run.get('started_at', '?')} -> {run.get('ended_at', '...')} {run.get('outcome', 'running')}"
             )
             printer.line(f"    {run['console']}")
-    attention = any(record.get("state") == "failed" for record in records[-1:])
-    return printer.finish(ATTENTION if attention else OK, object=args.uri, records=records)
+    latest_failed = records[-1].get("state") == FAILED
+    return printer.finish(ATTENTION if latest_failed else OK, object=args.uri, records=records)
 
 
 def cmd_rerun(args: argparse.Namespace, clients: dict[str, Any], environment: Environment, printer: Printer, now: datetime) -> int:

@@ -92,7 +92,7 @@ def _resend(clients: Mapping[str, Any], environment: Environment, runs: Runs, qu
             clients["sqs"].send_message(QueueUrl=queue.target_url, MessageBody=body)
             return
         stack = environment.forms[str(queue.form)]
-        runs.start_new_run(stack, upload_of_event(json.loads(body)), now)
+        runs.start_new_run(stack, upload_of_event(body), now)
         return
     if queue.kind == "lambda":
         record = json.loads(body)

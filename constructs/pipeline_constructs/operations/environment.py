@@ -51,12 +51,7 @@ class FormStack:
     dead_letter_queues: tuple[DeadLetterQueue, ...] = ()
 
     def output(self, key: str) -> str:
-        try:
-            return self.outputs[key]
-        except KeyError:
-            raise OperationsError(
-                f"stack {self.stack_name} has no output {key!r}: deploy it again with this version of the library"
-            ) from None
+        return _required(self.outputs, self.stack_name, key)
 
 
 @dataclass(frozen=True)

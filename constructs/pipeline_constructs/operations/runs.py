@@ -23,11 +23,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..runtime.upload_lambdas.upload_events import UploadedObject, dag_run_id, run_parameters
-from ..runtime.upload_ledger import FAILED, FINAL_STATES, RUNNING, Upload, UploadLedger
+from ..runtime.upload_lambdas.upload_events import (
+    UploadedObject,
+    dag_run_id,
+    dag_run_request,
+    rest_api_status,
+    run_parameters,
+    uploaded_object as parsed_event,
+)
+from ..runtime.upload_ledger import FAILED, FINAL_STATES, RUNNING, Upload, UploadLedger, iso_utc
 from ..runtime.workflow_inputs import CLAIMED_PROPERTY
 from .environment import Environment, FormStack, OperationsError
-from .uploads import iso, stuck_reason
+from .uploads import stuck_reason
 
 REDRIVABLE_END_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
 GLUE_FAILED_STATES = ("FAILED", "TIMEOUT", "ERROR", "STOPPED")
@@ -62,20 +69,18 @@ def object_created_event(upload: Upload, now: datetime) -> dict[str, Any]:
         "version": "0",
         "detail-type": "Object Created",
         "source": "aws.s3",
-        "time": iso(now),
+        "time": iso_utc(now),
         "resources": [f"arn:aws:s3:::{upload.bucket}"],
         "detail": {"version": "0", "bucket": {"name": upload.bucket}, "object": obj, "reason": "pipeline-ops"},
     }
 
 
-def upload_of_event(event: Mapping[str, Any]) -> Upload:
-    """The upload an S3 `Object Created` event names; ValueError otherwise."""
-    try:
-        detail = event["detail"]
-        obj = detail["object"]
-        return Upload(detail["bucket"]["name"], obj["key"], obj.get("version-id"), obj.get("etag"))
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"not an S3 Object Created event: {error!r}") from None
+def upload_of_event(body: str) -> Upload:
+    """The upload an S3 `Object Created` event names, checked as the trigger Lambdas check it (MalformedEvent, a
+    ValueError, otherwise); with the event's ETag, the ledger's key for an unversioned object."""
+    obj = parsed_event(body)
+    etag = json.loads(body)["detail"]["object"].get("etag")
+    return Upload(obj["bucket"], obj["key"], obj["version_id"], etag if isinstance(etag, str) else None)
 
 
 class Runs:
@@ -113,11 +118,9 @@ class Runs:
         obj = uploaded_object(upload)
         run_id = dag_run_id(obj)
         try:
-            self._airflow(
-                stack, "POST", f"/dags/{stack.output('DagId')}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": dict(obj)}
-            )
+            self._airflow(stack, "POST", f"/dags/{stack.output('DagId')}/dagRuns", dag_run_request(obj))
         except ClientError as error:
-            if _rest_status(error) == 409:
+            if rest_api_status(error) == 409:
                 return RunAction("mwaa", "exists", run_id, "a DAG run for this object version exists already")
             raise
         return RunAction("mwaa", "started", run_id)
@@ -220,7 +223,7 @@ class Runs:
         try:
             answer = self._airflow(stack, "GET", f"/dags/{dag}/dagRuns/{run_id}")
         except ClientError as error:
-            if _rest_status(error) == 404:
+            if rest_api_status(error) == 404:
                 return self._start_dag_run(stack, upload)
             raise
         state = answer.get("RestApiResponse", {}).get("state")
@@ -246,8 +249,3 @@ def _failed_nodes(graph: Mapping[str, Any]) -> list[str]:
         ):
             failed.append(node["UniqueId"])
     return failed
-
-
-def _rest_status(error: ClientError) -> int | None:
-    status = error.response.get("RestApiStatusCode")
-    return int(status) if status is not None else None

@@ -19,20 +19,15 @@ from ..runtime.upload_ledger import (
     STATES,
     Upload,
     from_item,
+    iso_utc,
 )
+from ..runtime.workflow_inputs import DEFAULT_SUFFIX
 from .environment import Environment, FormStack
-
-UPLOAD_SUFFIX = ".csv"
-"""What the upload rules match under a landing prefix (with a size above zero)."""
 
 
 def parse_time(text: str) -> datetime:
     """An ISO 8601 UTC timestamp as the ledger writes it (also with fractional seconds, as Step Functions does)."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def console_link(environment: Environment, form: str, run: dict[str, Any]) -> str:
@@ -110,7 +105,7 @@ def upload_status(dynamodb: Any, environment: Environment, *, since: datetime, n
     counts: dict[str, int] = {}
     failed: list[dict[str, Any]] = []
     for name in states:
-        records = list(_query_state(dynamodb, environment.ledger_table, name, iso(since)))
+        records = list(_query_state(dynamodb, environment.ledger_table, name, iso_utc(since)))
         counts[name] = len(records)
         if name == FAILED:
             failed = sorted(records, key=lambda record: str(record.get("updated_at", "")))
@@ -122,7 +117,7 @@ def upload_status(dynamodb: Any, environment: Environment, *, since: datetime, n
             reason = stuck_reason(environment, record, now)
             if reason:
                 stuck.append({**record, "stuck": reason})
-    return StatusReport(since=iso(since), counts=counts, failed=failed, stuck=stuck)
+    return StatusReport(since=iso_utc(since), counts=counts, failed=failed, stuck=stuck)
 
 
 # --- show ---------------------------------------------------------------------------------------------------------
@@ -175,7 +170,7 @@ def landing_objects(s3: Any, bucket: str, prefix: str, since: datetime) -> Itera
     """The current version of every upload under `prefix` (`*.csv`, size above zero) modified since `since`."""
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
         for version in page.get("Versions", []):
-            if not version.get("IsLatest") or not version["Key"].endswith(UPLOAD_SUFFIX) or not version.get("Size"):
+            if not version.get("IsLatest") or not version["Key"].endswith(DEFAULT_SUFFIX) or not version.get("Size"):
                 continue
             modified = version["LastModified"]
             if modified < since:
@@ -204,7 +199,7 @@ def _records(dynamodb: Any, table: str, uploads: list[Upload]) -> dict[tuple[str
 def reconcile(s3: Any, dynamodb: Any, environment: Environment, *, since: datetime, now: datetime) -> ReconcileReport:
     """Every upload under each ledger-writing form's prefix: loaded, quarantined, rejected or skipped (final), in
     flight (younger than the form's run timeout), or a finding."""
-    report = ReconcileReport(since=iso(since))
+    report = ReconcileReport(since=iso_utc(since))
     for stack in environment.forms.values():
         if not stack.writes_ledger:
             report.unchecked_forms.append(stack.form)

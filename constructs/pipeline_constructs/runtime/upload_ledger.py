@@ -86,9 +86,14 @@ def version_of(version_id: str | None, etag: str | None) -> str:
     return "null"
 
 
+def iso_utc(moment: datetime) -> str:
+    """The ledger's timestamp form: ISO 8601, whole seconds, UTC ('Z')."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: UP017
+
+
 def now_iso() -> str:
     # timezone.utc, not datetime.UTC (Python 3.11+): the Glue Python shell load job runs Python 3.9.
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: UP017
+    return iso_utc(datetime.now(timezone.utc))  # noqa: UP017
 
 
 def run_attribute(run_id: str) -> str:

@@ -25,6 +25,8 @@ try:
         SqsEvent,
         UploadedObject,
         dag_run_id,
+        dag_run_request,
+        rest_api_status,
         uploaded_object,
     )
 except ImportError:  # in Lambda: the asset folder is the top level
@@ -35,6 +37,8 @@ except ImportError:  # in Lambda: the asset folder is the top level
         SqsEvent,
         UploadedObject,
         dag_run_id,
+        dag_run_request,
+        rest_api_status,
         uploaded_object,
     )
 
@@ -52,10 +56,10 @@ def start_run(environment: str, dag_id: str, obj: UploadedObject) -> str:
             Name=environment,
             Path=f"/dags/{dag_id}/dagRuns",
             Method="POST",
-            Body={"dag_run_id": run_id, "logical_date": None, "conf": dict(obj)},
+            Body=dag_run_request(obj),
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "RestApiClientException" and error.response.get("RestApiStatusCode") == 409:
+        if error.response.get("Error", {}).get("Code") == "RestApiClientException" and rest_api_status(error) == 409:
             logger.info("run %s of %s already exists: duplicate event for s3://%s/%s", run_id, dag_id, obj["bucket"], obj["key"])
             return "duplicate"
         raise

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import TypedDict
+from typing import Any, TypedDict
 
 
 class SqsRecord(TypedDict):
@@ -64,6 +64,17 @@ def dag_run_id(obj: UploadedObject) -> str:
     digest = _object_digest(obj)[:32]
     stem = _RUN_ID_SAFE.sub("-", obj["key"].rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("-.")[:_STEM_CHARS]
     return f"upload-{stem}-{digest}" if stem else f"upload-{digest}"
+
+
+def dag_run_request(obj: UploadedObject) -> dict[str, Any]:
+    """The body of the MWAA REST API's POST /dags/{dag_id}/dagRuns for the object (its run id, the object as conf)."""
+    return {"dag_run_id": dag_run_id(obj), "logical_date": None, "conf": dict(obj)}
+
+
+def rest_api_status(error: Any) -> int | None:
+    """The HTTP status Airflow answered an MWAA InvokeRestApi call with, from the botocore ClientError."""
+    status = error.response.get("RestApiStatusCode")
+    return int(status) if status is not None else None
 
 
 def client_token(obj: UploadedObject) -> str:
