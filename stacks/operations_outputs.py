@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import CfnOutput, Stack, aws_sqs as sqs
+from aws_cdk import CfnOutput, Stack, aws_sqs as sqs, aws_stepfunctions as sfn
 
 from pipeline_constructs.queue_trigger import QueueTrigger
 
-DeadLetterQueue = tuple[sqs.IQueue, str, sqs.IQueue | None]
+DeadLetterQueue = tuple[sqs.IQueue, str, "sqs.IQueue | sfn.StateMachine | None"]
 
 
 def queue_trigger_dead_letters(trigger: QueueTrigger) -> list[DeadLetterQueue]:
@@ -31,11 +31,14 @@ def publish_form_outputs(
     """CfnOutputs PipelineForm, LandingPrefix, RunTimeoutSeconds, WritesLedger ('true' when the form's runs keep the
     upload ledger, so `pipeline-ops reconcile` checks its prefix), DeadLetterQueues (JSON: url, arn, kind, and the
     related queue: `source_arn` of the queue whose failures an `sqs` queue keeps, `target_url` of the queue an
-    `eventbridge` rule delivers to) and one output per `form_values` entry (e.g. StateMachineArn)."""
+    `eventbridge` rule delivers to, `target_arn` of the state machine a `failure_report` rule starts) and one output per
+    `form_values` entry (e.g. StateMachineArn)."""
     queues = []
     for queue, kind, source in dead_letter_queues:
         entry = {"url": queue.queue_url, "arn": queue.queue_arn, "kind": kind}
-        if source is not None and kind == "sqs":
+        if isinstance(source, sfn.StateMachine):
+            entry["target_arn"] = source.state_machine_arn
+        elif source is not None and kind == "sqs":
             entry["source_arn"] = source.queue_arn
         elif source is not None:
             entry["target_url"] = source.queue_url

@@ -36,7 +36,10 @@ class StepFunctionsStack(Stack):
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=int(pipeline.state_machine_timeout.to_seconds()),
             writes_ledger=True,
-            dead_letter_queues=[(pipeline.dead_letter_queue, "eventbridge", None)],
+            dead_letter_queues=[
+                (pipeline.dead_letter_queue, "eventbridge", None),
+                (pipeline.failure_reporter.dead_letter_queue, "failure_report", pipeline.failure_reporter.state_machine),
+            ],
             StateMachineArn=pipeline.state_machine.state_machine_arn,
         )
 

@@ -263,7 +263,8 @@ def _find_state_machine(template: dict[str, Any], logical_id_hint: str | None) -
         for logical_id, resource in template.get("Resources", {}).items()
         if resource.get("Type") == "AWS::StepFunctions::StateMachine"
     }
-    candidates = machines
+    # Without a hint: the Standard state machine (a form's Express failure reporter sits beside it).
+    candidates = {k: v for k, v in machines.items() if v.get("StateMachineType", "STANDARD") == "STANDARD"}
     if logical_id_hint is not None:
         candidates = {k: v for k, v in machines.items() if logical_id_hint.lower() in k.lower()}
         exact = {k: v for k, v in machines.items() if k == logical_id_hint}
@@ -478,10 +479,10 @@ LEDGER_UPDATE_STATES = (
 
 
 def ledger_answers(*, rows_quarantined: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """Scripts that accept every ledger write (UpdateItem answers with no attributes, as with ReturnValues NONE) and
+    """Scripts that accept every ledger write of the pipeline's state machine (the failure is the reporter's write) (UpdateItem answers with no attributes, as with ReturnValues NONE) and
     give the clean job's count of quarantined rows to Read Clean Counts. What DynamoDB's conditions decide is tested
     by replaying the writes on moto (`replay_ledger_writes`)."""
-    answers: dict[str, list[dict[str, Any]]] = {name: [{"result": {}}] for name in LEDGER_UPDATE_STATES}
+    answers: dict[str, list[dict[str, Any]]] = {name: [{"result": {}}] for name in LEDGER_UPDATE_STATES if name != "Record Failure"}
     answers["Read Clean Counts"] = [{"result": {"Item": {"rows_quarantined": {"N": str(rows_quarantined)}}}}]
     return answers
 
@@ -512,3 +513,75 @@ def replay_ledger_writes(
         record = from_item(answer["Attributes"])
         seen.append((record["state"], record["step"]))
     return seen
+
+
+# --- the failure reporter (forms/step_functions_failures.py) ------------------------------------------------------------
+def status_change_event(result: ExecutionResult, execution_input: Any, *, name: str, execution_arn: str) -> dict[str, Any]:
+    """The `Step Functions Execution Status Change` event EventBridge sends for an execution that ended as `result`."""
+    state_machine_arn = execution_arn.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
+    return {
+        "version": "0",
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": "123456789012",
+        "time": "2026-11-25T09:30:00Z",
+        "region": "eu-west-1",
+        "resources": [execution_arn],
+        "detail": {
+            "executionArn": execution_arn,
+            "stateMachineArn": state_machine_arn,
+            "name": name,
+            "status": result.status,
+            "startDate": 1795597964000,
+            "stopDate": 1795599000000,
+            "input": json.dumps(execution_input),
+            "inputDetails": {"included": True},
+            "output": None,
+            "outputDetails": None,
+            "error": result.error,
+            "cause": result.cause,
+            "redriveCount": 0,
+        },
+    }
+
+
+def history_answer(result: ExecutionResult) -> dict[str, Any]:
+    """GetExecutionHistory's answer (ReverseOrder, IncludeExecutionData false) for the execution `result` ran: its
+    states' entered events, newest first, after the execution's own end event."""
+    ended = {"FAILED": "ExecutionFailed", "TIMED_OUT": "ExecutionTimedOut", "ABORTED": "ExecutionAborted"}.get(
+        result.status, "ExecutionSucceeded"
+    )
+    events: list[dict[str, Any]] = [{"Id": len(result.states_entered) + 1, "Type": ended}]
+    for number, name in reversed(list(enumerate(result.states_entered, start=1))):
+        events.append({"Id": number, "Type": "StateEntered", "StateEnteredEventDetails": {"Name": name}})
+    return {"result": {"Events": events}}
+
+
+def run_failure_report(
+    reporter: dict[str, Any],
+    result: ExecutionResult,
+    execution_input: Any,
+    *,
+    name: str,
+    execution_arn: str,
+    answers: dict[str, list[dict[str, Any]]] | None = None,
+) -> ExecutionResult:
+    """The failure reporter run on the status-change event of the execution `result` ran (its history read from that
+    run); its ledger accepts the failure and the topic accepts the message unless `answers` says otherwise."""
+    event = status_change_event(result, execution_input, name=name, execution_arn=execution_arn)
+    scripts = {
+        "Read Execution History": [history_answer(result)],
+        "Record Failure": [{"result": {}}],
+        "Read Upload State": [{"result": {"Item": {"state": {"S": "running"}}}}],
+        "Notify Failure": [{"result": {"MessageId": "5b6c9a8e-1f1e-5d4e-9a3b-1a2b3c4d5e6f"}}],
+        **(answers or {}),
+    }
+    context = {"Execution": {"Name": "report-1", "Id": "arn:aws:states:eu-west-1:123456789012:express:reporter:report-1:1"}}
+    return run_state_machine(reporter, event, scripts, context=context)
+
+
+def published_message(report: ExecutionResult) -> tuple[dict[str, Any], str]:
+    """The one message a successful report published: (message, subject)."""
+    assert report.status == "SUCCEEDED", report
+    [published] = report.inputs_to("Notify Failure")
+    return published["Message"], published["Subject"]

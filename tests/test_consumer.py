@@ -260,7 +260,7 @@ def test_consumer_template_uses_the_consumers_contract_and_names(
     columns = [{"Name": name, "Type": hive_type} for name, hive_type in contract.output_columns()]
     partition_name, partition_type = contract.partition_column()
 
-    template.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    template.resource_properties_count_is("AWS::StepFunctions::StateMachine", {"StateMachineType": "STANDARD"}, 1)
     template.has_resource_properties(
         "AWS::MWAA::Environment",
         {"Name": "web-orders", "AirflowVersion": "3.3.1", "EnvironmentClass": "mw1.micro", "WebserverAccessMode": "PRIVATE_ONLY"},
@@ -313,7 +313,7 @@ def test_split_stacks_with_an_existing_bucket_and_an_imported_key_synthesize_nag
     manifest = json.loads((consumer.outdir / "manifest.json").read_text())
     warehouse = Template.from_json(json.loads((consumer.outdir / "FleetTripsWarehouse.template.json").read_text()))
     warehouse.resource_count_is("AWS::RedshiftServerless::Workgroup", 1)
-    warehouse.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    warehouse.resource_properties_count_is("AWS::StepFunctions::StateMachine", {"StateMachineType": "STANDARD"}, 1)
     data = json.loads((consumer.outdir / "FleetTripsData.template.json").read_text())
     assert not [r for r in data["Resources"].values() if r["Type"] == "AWS::S3::Bucket" and "fleet-telematics-drop" in json.dumps(r)]
     artifact = manifest["artifacts"]["FleetTripsData"]

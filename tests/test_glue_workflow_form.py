@@ -241,7 +241,9 @@ def test_a_step_functions_run_cannot_fire_this_forms_failure_rules(templates: di
     """Issue 11: with both forms in dev, the jobs and crawler a Step Functions run calls must not be in any of this
     form's failure rules, which name only this form's own crawler, clean job definition and load job."""
     sfn = templates[(ENV, "StepFunctions")]
-    [machine] = resources(sfn, "AWS::StepFunctions::StateMachine").values()
+    [machine] = [
+        m for m in resources(sfn, "AWS::StepFunctions::StateMachine").values() if m["Properties"]["StateMachineType"] == "STANDARD"
+    ]
     called = _glue_resources_referenced(machine["Properties"]["DefinitionString"], "StepFunctions", templates)
     assert {templates[(ENV, s)]["Resources"][lid]["Type"] for s, lid in called} == {"AWS::Glue::Job", "AWS::Glue::Crawler"}
 

@@ -86,7 +86,7 @@ def test_every_stack_publishes_what_pipeline_ops_reads(templates: dict[tuple[str
             assert int(outputs["RunTimeoutSeconds"]["Value"]) > 0
             seen_forms.add(outputs["PipelineForm"]["Value"])
             queues = json.loads(_joined(outputs["DeadLetterQueues"]["Value"]))
-            assert queues and {queue["kind"] for queue in queues} <= {"eventbridge", "sqs", "lambda"}
+            assert queues and {queue["kind"] for queue in queues} <= {"eventbridge", "sqs", "lambda", "failure_report"}
             assert all(queue["url"] and queue["arn"] for queue in queues)
             assert all("source_arn" in queue for queue in queues if queue["kind"] == "sqs")
     assert seen_forms == {"step_functions", "glue_workflow", "mwaa", "mwaa_serverless"}

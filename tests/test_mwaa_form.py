@@ -139,7 +139,11 @@ def test_trigger_lambda_may_invoke_the_rest_api_as_the_user_role_only(template: 
 def test_each_form_listens_on_its_own_prefix(templates: dict[tuple[str, str], dict[str, Any]]) -> None:
     prefixes = {}
     for stack in ("Mwaa", "StepFunctions"):
-        [rule] = resources(templates[(ENV, stack)], "AWS::Events::Rule").values()
+        [rule] = [
+            r
+            for r in resources(templates[(ENV, stack)], "AWS::Events::Rule").values()
+            if r["Properties"]["EventPattern"]["source"] == ["aws.s3"]
+        ]
         prefixes[stack] = rule["Properties"]["EventPattern"]["detail"]["object"]["key"]
     assert prefixes == {"Mwaa": [{"wildcard": "incoming/mwaa/*.csv"}], "StepFunctions": [{"wildcard": "incoming/step_functions/*.csv"}]}
 

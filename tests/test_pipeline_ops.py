@@ -98,6 +98,7 @@ def test_the_environment_is_read_from_the_outputs_the_app_publishes(dev: FakeDep
     kinds = {(queue.form, queue.kind) for queue in environment.dead_letter_queues()}
     assert kinds == {
         ("step_functions", "eventbridge"),
+        ("step_functions", "failure_report"),
         ("glue_workflow", "eventbridge"),
         ("mwaa_serverless", "sqs"),
         ("mwaa_serverless", "eventbridge"),
@@ -472,6 +473,19 @@ def test_replay_starts_runs_resends_events_and_deletes_only_what_went_back(dev: 
     (execution,) = executions
     given = json.loads(boto3.client("stepfunctions").describe_execution(executionArn=execution["executionArn"])["input"])
     assert given["detail"]["object"] == {"key": lost.key, "etag": lost.etag, "version-id": lost.version_id}
+
+
+def test_replay_starts_the_failure_reporter_with_an_undelivered_status_change_event(dev: FakeDeployment) -> None:
+    queue = _queue(dev, "step_functions", "failure_report")
+    event = json.dumps({"source": "aws.states", "detail-type": "Step Functions Execution Status Change", "detail": {"status": "FAILED"}})
+    boto3.client("sqs").send_message(QueueUrl=queue.url, MessageBody=event)
+
+    code, document = run_json(dev, "replay-dead-letters")
+    assert code == 0, document
+    sfn = boto3.client("stepfunctions")
+    (execution,) = sfn.list_executions(stateMachineArn=str(queue.target_arn))["executions"]
+    assert sfn.describe_execution(executionArn=execution["executionArn"])["input"] == event
+    assert queue.target_arn != dev.output("StepFunctions", "StateMachineArn") and _waiting(queue.url) == 0
 
 
 def test_replay_moves_an_sqs_dead_letter_queue_back_with_the_message_move_task(dev: FakeDeployment) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline_constructs.operations.cli import main
 from pipeline_constructs.runtime.upload_ledger import Upload
-from tests.asl_runner import ExecutionResult, definition_from_template, replay_ledger_writes, run_state_machine
+from tests.asl_runner import ExecutionResult, definition_from_template, replay_ledger_writes, run_failure_report, run_state_machine
 from tests.deployed_environment import FakeDeployment, FakeSession
 from tests.test_pipeline_ops import SFN_PREFIX, execution_arn, upload
 from tests.test_step_functions_form import query, scripts
@@ -55,14 +55,26 @@ def ops(deployment: FakeDeployment, *argv: str, now: datetime) -> tuple[int, dic
 
 
 def execute(
-    definition: dict[str, Any], deployment: FakeDeployment, event: dict[str, Any], name: str, arn: str, **overrides: Any
+    machines: tuple[dict[str, Any], dict[str, Any]],
+    deployment: FakeDeployment,
+    event: dict[str, Any],
+    name: str,
+    arn: str,
+    **overrides: Any,
 ) -> ExecutionResult:
-    """One execution in the interpreter, its ledger writes replayed on the deployment's ledger table."""
+    """One execution in the interpreter, its ledger writes replayed on the deployment's ledger table; a failed one is
+    then reported by the failure reporter (also in the interpreter), whose write is replayed too."""
+    definition, reporter = machines
     result = run_state_machine(
         definition, event, scripts(**overrides), context={"Execution": {"Name": name, "Id": arn}}, validation_options={"checkArn": False}
     )
     client = boto3.client("dynamodb")
-    replay_ledger_writes(result, client, deployment.output("Stateful", "LedgerTableName"), clean_counts=COUNTS)
+    table = deployment.output("Stateful", "LedgerTableName")
+    replay_ledger_writes(result, client, table, clean_counts=COUNTS)
+    if result.status != "SUCCEEDED":
+        report = run_failure_report(reporter, result, event, name=name, execution_arn=arn)
+        assert report.status == "SUCCEEDED" and len(report.calls_to("Notify Failure")) == 1, report
+        replay_ledger_writes(report, client, table)
     return result
 
 
@@ -84,7 +96,8 @@ def test_twenty_uploads_three_failures_one_lost_event_all_recovered_with_pipelin
     fake_aws: None, templates: dict[tuple[str, str], dict[str, Any]]
 ) -> None:
     dev = FakeDeployment(templates, "dev")
-    definition = definition_from_template(templates[("dev", "StepFunctions")])
+    template = templates[("dev", "StepFunctions")]
+    definition = (definition_from_template(template), definition_from_template(template, "FailureReporter"))
     time = "2026-12-04T10:00:00Z"
     results: list[tuple[str, ExecutionResult]] = []
     items = {}

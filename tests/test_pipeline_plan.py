@@ -46,7 +46,7 @@ def test_the_state_machine_renders_the_steps_their_order_timeouts_and_ledger_wri
         for name in ("Record Start", "Record Clean Step", "Record Load Step")
     ]
     assert recorded == [CRAWL, CLEAN, LOAD] == [step.name for step in describe_pipeline()]
-    assert states["Record Start"]["Next"] == "Get Crawler"
+    assert states["Record Start"]["Next"] == "Crawl" and states["Crawl"]["Branches"][0]["StartAt"] == "Get Crawler"
     assert states["Record Clean Step"]["Next"] == "Run Clean Job"
     # Timeouts: the crawl's and the load's poll caps, the clean job task's own timeout.
     assert _cap_seconds(states, "Poll Again?", "Wait For Crawler") == PLAN[CRAWL].timing.timeout_seconds

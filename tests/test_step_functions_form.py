@@ -27,6 +27,8 @@ from tests.asl_runner import (
     ExecutionResult,
     definition_from_template,
     ledger_answers,
+    published_message,
+    run_failure_report,
     run_state_machine,
 )
 from tests.cdk_app import cdk_context
@@ -131,7 +133,6 @@ HAPPY_SCRIPTS: dict[str, list[dict[str, Any]]] = {
     "Find Curated Rows": [CURATED_ROWS],
     "Start Load Query": [QUERY_STARTED],
     "Get Load Query": [QUERY_RUNNING, QUERY_SUCCEEDED],
-    "Notify Failure": [NOTIFIED],
 }
 
 
@@ -163,10 +164,27 @@ def execute(definition: dict[str, Any], task_scripts: dict[str, list[dict[str, A
     return run_state_machine(definition, UPLOAD_EVENT, task_scripts, context=CONTEXT)
 
 
-def only_notification(result: ExecutionResult) -> tuple[dict[str, Any], str]:
-    """The single failure notification's (message, subject)."""
-    [published] = result.inputs_to("Notify Failure")
-    return published["Message"], published["Subject"]
+@pytest.fixture(scope="module")
+def reporter(template: dict[str, Any]) -> dict[str, Any]:
+    """The failure reporter's (Express) definition from the same template."""
+    return definition_from_template(template, "FailureReporter")
+
+
+def report(reporter: dict[str, Any], result: ExecutionResult, **overrides: list[dict[str, Any]]) -> ExecutionResult:
+    """The reporter run on the status-change event of the execution `result` ran (keyword = state, '_' for ' ')."""
+    answers = {name.replace("_", " "): outcomes for name, outcomes in overrides.items()}
+    return run_failure_report(reporter, result, UPLOAD_EVENT, name=RUN_ID, execution_arn=EXECUTION_ARN, answers=answers)
+
+
+def failed_at(definition: dict[str, Any], result: ExecutionResult) -> str:
+    """The top-level state the execution ended failed at (the last one it entered)."""
+    assert result.status == "FAILED", result
+    return [name for name in result.states_entered if name in definition["States"]][-1]
+
+
+def only_notification(reporter: dict[str, Any], result: ExecutionResult) -> tuple[dict[str, Any], str]:
+    """The single failure notification the reporter sends for `result`: (message, subject)."""
+    return published_message(report(reporter, result))
 
 
 # --- executions -------------------------------------------------------------------------------------------------------
@@ -178,7 +196,6 @@ def test_happy_path_crawls_cleans_and_merges_the_run(
     assert result.status == "SUCCEEDED", result
     assert len(result.calls_to("Start Crawler")) == 1  # the last crawl began before the upload
     assert len(result.calls_to("Get Crawler")) == 3  # before starting, one RUNNING poll, then READY
-    assert result.calls_to("Notify Failure") == []
 
     [job_input] = result.inputs_to("Run Clean Job")
     assert job_input["Arguments"]["--run_id"] == RUN_ID
@@ -232,11 +249,10 @@ def test_crawler_already_running_means_another_run_started_it_so_this_run_waits_
     assert result.status == "SUCCEEDED", result
     assert [call["attempt"] for call in result.calls_to("Start Crawler")] == [1]  # not retried: waited for
     assert len(result.calls_to("Run Clean Job")) == 1
-    assert result.calls_to("Notify Failure") == []
 
 
-def test_failed_crawl_that_began_after_the_upload_notifies_and_fails_before_the_job(
-    definition: dict[str, Any],
+def test_failed_crawl_that_began_after_the_upload_fails_at_crawl_before_the_job_and_is_reported(
+    definition: dict[str, Any], reporter: dict[str, Any]
 ) -> None:
     crawl_error = "Internal Service Exception while crawling s3 path"
     failed_crawl = {
@@ -255,15 +271,15 @@ def test_failed_crawl_that_began_after_the_upload_notifies_and_fails_before_the_
     }
     result = execute(definition, scripts(Get_Crawler=[CRAWLED_BEFORE_UPLOAD, CRAWLER_RUNNING, failed_crawl]))
 
-    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert (failed_at(definition, result), result.error) == ("Crawl", "CrawlerFailed"), result
     assert result.calls_to("Run Clean Job") == []
-    message, subject = only_notification(result)
+    assert crawl_error in result.cause
+    message, subject = only_notification(reporter, result)
     assert message["object"] == OBJECT_URI
-    assert message["failed_step"] == "Crawler"
+    assert message["failed_step"] == "Crawler Failed"
     assert message["error"] == "CrawlerFailed"
     assert crawl_error in message["cause"]
-    assert subject == "retail_sales pipeline failed at Crawler"
-    assert crawl_error in result.cause
+    assert subject == "retail_sales pipeline failed at Crawler Failed"
 
 
 def test_a_crawler_that_never_ran_is_started(definition: dict[str, Any]) -> None:
@@ -274,8 +290,8 @@ def test_a_crawler_that_never_ran_is_started(definition: dict[str, Any]) -> None
     assert len(result.calls_to("Start Crawler")) == 1
 
 
-def test_failed_job_is_caught_notified_with_run_and_execution_then_fails(
-    definition: dict[str, Any],
+def test_failed_job_ends_the_execution_at_run_clean_job_and_is_reported_with_run_and_execution(
+    definition: dict[str, Any], reporter: dict[str, Any]
 ) -> None:
     job_error = "Quarantine ratio 0.12 above limit 0.05"
     job_run = {
@@ -289,10 +305,11 @@ def test_failed_job_is_caught_notified_with_run_and_execution_then_fails(
     failed_job = {"error": "States.TaskFailed", "cause": json.dumps(job_run)}
     result = execute(definition, scripts(Run_Clean_Job=[failed_job]))
 
-    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert (failed_at(definition, result), result.error) == ("Run Clean Job", "States.TaskFailed"), result
+    assert result.states_entered[-1] == "Run Clean Job"  # no state after it: a redrive resumes here
     assert result.calls_to("Start Load Query") == []
     assert len(result.calls_to("Run Clean Job")) == 1  # a failed run is not retried
-    message, subject = only_notification(result)
+    message, subject = only_notification(reporter, result)
     assert message == {
         "pipeline": "step_functions",
         "object": OBJECT_URI,
@@ -313,16 +330,15 @@ def test_a_run_with_no_curated_row_succeeds_without_loading(definition: dict[str
 
     assert result.status == "SUCCEEDED", result
     assert result.calls_to("Start Load Query") == []
-    assert result.calls_to("Notify Failure") == []
     assert result.states_entered[-1] == "No Rows To Load"
 
 
-def test_a_failed_listing_of_the_run_output_is_reported(definition: dict[str, Any]) -> None:
+def test_a_failed_listing_of_the_run_output_is_reported(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     denied = {"error": "S3.AccessDeniedException", "cause": "Access Denied"}
     result = execute(definition, scripts(Find_Curated_Rows=[denied]))
 
-    assert result.status == "FAILED"
-    message, _ = only_notification(result)
+    assert failed_at(definition, result) == "Find Curated Rows"
+    message, _ = only_notification(reporter, result)
     assert (message["failed_step"], message["error"]) == ("Find Curated Rows", "S3.AccessDeniedException")
 
 
@@ -336,7 +352,6 @@ def test_a_merge_that_lost_a_commit_race_is_retried_then_loads(definition: dict[
 
     assert result.status == "SUCCEEDED", result
     assert len(result.calls_to("Start Load Query")) == 3
-    assert result.calls_to("Notify Failure") == []
 
 
 def test_the_conflict_retry_uses_jittered_exponential_backoff_on_the_conflict_only(definition: dict[str, Any]) -> None:
@@ -347,51 +362,51 @@ def test_the_conflict_retry_uses_jittered_exponential_backoff_on_the_conflict_on
     assert retrier["MaxDelaySeconds"] <= 300
 
 
-def test_a_run_fails_when_the_conflict_retries_are_used_up(definition: dict[str, Any]) -> None:
+def test_a_run_fails_when_the_conflict_retries_are_used_up(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     result = execute(definition, scripts(Get_Load_Query=[COMMIT_CONFLICT]))
 
-    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert (failed_at(definition, result), result.error) == ("Load Into Athena", "Load.IcebergCommitConflict"), result
     assert len(result.calls_to("Start Load Query")) == conflict_retries(definition) + 1
-    message, _ = only_notification(result)
-    assert message["failed_step"] == "Load"
+    message, _ = only_notification(reporter, result)
+    assert message["failed_step"] == "Load Commit Conflict"
     assert message["error"] == "Load.IcebergCommitConflict"
     assert "ICEBERG_COMMIT_ERROR" in message["cause"]
 
 
-def test_a_failed_query_that_is_not_a_conflict_is_not_retried(definition: dict[str, Any]) -> None:
+def test_a_failed_query_that_is_not_a_conflict_is_not_retried(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     syntax = query("FAILED", "COLUMN_NOT_FOUND: line 1:8: Column 'store' cannot be resolved")
     result = execute(definition, scripts(Get_Load_Query=[syntax]))
 
-    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert (failed_at(definition, result), result.error) == ("Load Into Athena", "LoadFailed"), result
     assert len(result.calls_to("Start Load Query")) == 1
-    message, _ = only_notification(result)
-    assert message["failed_step"] == "Load"
+    message, _ = only_notification(reporter, result)
+    assert message["failed_step"] == "Load Query Failed"
     assert message["error"] == "LoadFailed"
     assert "COLUMN_NOT_FOUND" in message["cause"]
 
 
-def test_a_query_still_running_at_the_poll_cap_is_stopped_and_the_run_fails(definition: dict[str, Any]) -> None:
+def test_a_query_still_running_at_the_poll_cap_is_stopped_and_the_run_fails(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     [rule] = definition["States"]["Load Into Athena"]["Branches"][0]["States"]["Poll Load Again?"]["Choices"]
     cap = int(rule["NumericGreaterThanEquals"])
     result = execute(definition, scripts(Get_Load_Query=[QUERY_RUNNING], Stop_Load_Query=[STARTED]))
 
-    assert result.status == "FAILED"
+    assert failed_at(definition, result) == "Load Into Athena"
     assert len(result.calls_to("Get Load Query")) == cap
     assert result.inputs_to("Stop Load Query") == [{"QueryExecutionId": QUERY_ID}]
     assert len(result.calls_to("Start Load Query")) == 1  # a stuck query is not a conflict
-    message, _ = only_notification(result)
+    message, _ = only_notification(reporter, result)
     assert message["error"] == "LoadTimeout"
     assert message["cause"] == f"query {QUERY_ID} was still running after {cap} checks; stopped"
 
 
-def test_a_load_submission_error_goes_to_the_failure_path(definition: dict[str, Any]) -> None:
+def test_a_load_submission_error_fails_the_load_and_is_reported(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     refused = {"error": "Athena.InvalidRequestException", "cause": "WorkGroup is disabled"}
     result = execute(definition, scripts(Start_Load_Query=[refused]))
 
-    assert result.status == "FAILED"
+    assert failed_at(definition, result) == "Load Into Athena"
     assert len(result.calls_to("Start Load Query")) == 1
-    message, _ = only_notification(result)
-    assert (message["failed_step"], message["error"]) == ("Load", "Athena.InvalidRequestException")
+    message, _ = only_notification(reporter, result)
+    assert (message["failed_step"], message["error"]) == ("Start Load Query", "Athena.InvalidRequestException")
 
 
 def test_concurrent_runs_exceeded_is_retried(definition: dict[str, Any]) -> None:
@@ -403,33 +418,32 @@ def test_concurrent_runs_exceeded_is_retried(definition: dict[str, Any]) -> None
 
     assert result.status == "SUCCEEDED", result
     assert [call["attempt"] for call in result.calls_to("Run Clean Job")] == [1, 2]
-    assert result.calls_to("Notify Failure") == []
 
 
 def crawler_poll_cap(definition: dict[str, Any]) -> int:
     """The threshold of 'Poll Again?' on the poll counter."""
-    [rule] = [rule for rule in definition["States"]["Poll Again?"]["Choices"] if rule.get("Variable") == "$.crawler_poll.iteration"]
+    crawl = definition["States"]["Crawl"]["Branches"][0]["States"]
+    [rule] = [rule for rule in crawl["Poll Again?"]["Choices"] if rule.get("Variable") == "$.crawler_poll.iteration"]
     return rule["NumericGreaterThanEquals"]
 
 
 def test_poll_cap_is_the_step_descriptions_crawl_timeout_over_the_poll_interval(definition: dict[str, Any]) -> None:
     assert inspect.signature(StepFunctionsPipeline.__init__).parameters["crawler_max_polls"].default is None
-    assert crawler_poll_cap(definition) * definition["States"]["Wait For Crawler"]["Seconds"] == DEFAULT_TIMINGS[CRAWL].timeout_seconds
+    wait = definition["States"]["Crawl"]["Branches"][0]["States"]["Wait For Crawler"]
+    assert crawler_poll_cap(definition) * wait["Seconds"] == DEFAULT_TIMINGS[CRAWL].timeout_seconds
 
 
-def test_crawler_that_never_finishes_fails_after_the_poll_cap(
-    definition: dict[str, Any],
-) -> None:
+def test_crawler_that_never_finishes_fails_after_the_poll_cap(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     cap = crawler_poll_cap(definition)
     result = execute(definition, scripts(Get_Crawler=[CRAWLER_RUNNING]))
 
-    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
+    assert (failed_at(definition, result), result.error) == ("Crawl", "CrawlerTimeout"), result
     assert len(result.calls_to("Get Crawler")) == cap
     assert result.states_entered.count("Wait For Crawler") == cap - 1
     assert result.calls_to("Run Clean Job") == []
-    message, _ = only_notification(result)
+    message, _ = only_notification(reporter, result)
     assert message["error"] == "CrawlerTimeout"
-    assert message["failed_step"] == "Crawler"
+    assert message["failed_step"] == "Crawler Poll Cap Reached"
     assert str(cap) in message["cause"]
 
 
@@ -446,27 +460,56 @@ def test_crawler_finishing_on_the_last_allowed_poll_still_runs_the_job(
 @pytest.mark.parametrize(
     ("publish_error", "expected_attempts"),
     [
-        ("SNS.AuthorizationErrorException", 1),  # not transient: caught at once
-        ("SNS.ThrottledException", 6),  # transient: 5 retries, then caught
+        ("SNS.AuthorizationErrorException", 1),  # not transient: fails at once
+        ("SNS.ThrottledException", 6),  # transient: 5 retries, then fails
     ],
 )
-def test_failed_notification_still_fails_the_execution(definition: dict[str, Any], publish_error: str, expected_attempts: int) -> None:
-    job_failed = {
-        "error": "States.TaskFailed",
-        "cause": json.dumps({"JobRunState": "FAILED", "ErrorMessage": "boom"}),
-    }
-    result = execute(
-        definition,
-        scripts(
-            Run_Clean_Job=[job_failed],
-            Notify_Failure=[{"error": publish_error, "cause": "publish failed"}],
-        ),
-    )
+def test_a_report_that_cannot_be_published_fails_the_reporter(
+    definition: dict[str, Any], reporter: dict[str, Any], publish_error: str, expected_attempts: int
+) -> None:
+    job_failed = {"error": "States.TaskFailed", "cause": json.dumps({"JobRunState": "FAILED", "ErrorMessage": "boom"})}
+    result = execute(definition, scripts(Run_Clean_Job=[job_failed]))
+    reported = report(reporter, result, Notify_Failure=[{"error": publish_error, "cause": "publish failed"}])
 
-    assert (result.status, result.error) == ("FAILED", "PipelineFailed"), result
-    assert len(result.calls_to("Notify Failure")) == expected_attempts
-    assert "boom" in result.cause  # the pipeline's error, not the notification's
-    assert result.states_entered[-1] == "Pipeline Failed"
+    assert (reported.status, reported.error) == ("FAILED", publish_error), reported  # the reporter's alarm tells
+    assert len(reported.calls_to("Notify Failure")) == expected_attempts
+    assert "boom" in result.cause  # the pipeline's own execution keeps its error
+
+
+def test_no_step_of_the_state_machine_ends_at_a_fail_state_so_every_failure_can_be_redriven(definition: dict[str, Any]) -> None:
+    """Fail states live only inside the Crawl and Load branches; the top level ends at Succeed states or fails at the
+    state whose work failed (no Catch takes a step's error anywhere else)."""
+    top = definition["States"]
+    assert [name for name, state in top.items() if state["Type"] == "Fail"] == []
+    for name, state in top.items():
+        for catch in state.get("Catch", []):
+            assert "States.ALL" not in catch["ErrorEquals"], (name, catch)
+    assert {name for name, state in top.items() if state["Type"] == "Parallel"} == {"Crawl", "Load Into Athena"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "state", "error"),
+    [
+        ({"Get_Crawler": [{"error": "Glue.AccessDeniedException", "cause": "denied"}]}, "Crawl", "Glue.AccessDeniedException"),
+        ({"Record_Clean_Step": [{"error": "DynamoDB.ResourceNotFoundException", "cause": "no table"}]}, "Record Clean Step", None),
+        ({"Run_Clean_Job": [{"error": "States.TaskFailed", "cause": "{}"}]}, "Run Clean Job", "States.TaskFailed"),
+        (
+            {"Read_Clean_Counts": [{"error": "DynamoDB.AccessDeniedException", "cause": "denied"}], "Find_Curated_Rows": [NO_CURATED_ROWS]},
+            "Read Clean Counts",
+            None,
+        ),
+        ({"Get_Load_Query": [query("FAILED", "TABLE_NOT_FOUND")]}, "Load Into Athena", "LoadFailed"),
+        ({"Record_Loaded": [{"error": "DynamoDB.ConditionalCheckFailedException", "cause": "moved on"}]}, "Record Loaded", None),
+    ],
+)
+def test_each_failing_step_ends_the_execution_at_its_own_state(
+    definition: dict[str, Any], overrides: dict[str, list[dict[str, Any]]], state: str, error: str | None
+) -> None:
+    result = execute(definition, scripts(**overrides))
+
+    assert failed_at(definition, result) == state
+    assert definition["States"][state]["Type"] in ("Task", "Parallel")
+    assert result.error == (error or next(iter(overrides.values()))[0]["error"])
 
 
 # --- template ---------------------------------------------------------------------------------------------------------
@@ -486,8 +529,12 @@ def is_reference(value: Any) -> bool:
 
 
 def published_topic(template: dict[str, Any]) -> Any:
-    """The raw TopicArn reference the state machine's definition publishes failures to."""
-    [machine] = Template.from_json(template).find_resources("AWS::StepFunctions::StateMachine").values()
+    """The raw TopicArn reference the failure reporter's definition publishes failures to."""
+    [machine] = (
+        Template.from_json(template)
+        .find_resources("AWS::StepFunctions::StateMachine", {"Properties": {"StateMachineType": "EXPRESS"}})
+        .values()
+    )
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
     [index] = [i for i, part in enumerate(parts) if isinstance(part, str) and part.endswith('"TopicArn":"')]
     return parts[index + 1]
@@ -497,7 +544,7 @@ def test_upload_rule_matches_non_empty_csv_uploads_with_dlq_and_retries(
     template: dict[str, Any],
 ) -> None:
     assertions = Template.from_json(template)
-    assertions.resource_count_is("AWS::Events::Rule", 1)
+    assertions.resource_count_is("AWS::Events::Rule", 2)  # the uploads', and the failure reporter's
     assertions.has_resource_properties(
         "AWS::Events::Rule",
         {
@@ -526,7 +573,7 @@ def test_upload_rule_matches_non_empty_csv_uploads_with_dlq_and_retries(
             ],
         },
     )
-    [rule] = assertions.find_resources("AWS::Events::Rule").values()
+    [rule] = [r for r in assertions.find_resources("AWS::Events::Rule").values() if r["Properties"]["EventPattern"]["source"] == ["aws.s3"]]
     [bucket] = rule["Properties"]["EventPattern"]["detail"]["bucket"]["name"]
     assert is_reference(bucket), bucket  # the landing bucket itself, not a hard-coded name
     [target] = rule["Properties"]["Targets"]
@@ -549,15 +596,14 @@ def test_dead_letter_queue_uses_a_customer_managed_key(
         assert is_reference(key), key  # not absent, not 'alias/aws/sqs'
 
 
-def test_state_machine_is_standard_traced_and_logs_everything_encrypted(
-    template: dict[str, Any],
-) -> None:
+@pytest.mark.parametrize("kind", ["STANDARD", "EXPRESS"])
+def test_the_pipeline_and_its_failure_reporter_are_traced_and_log_everything_encrypted(template: dict[str, Any], kind: str) -> None:
     assertions = Template.from_json(template)
-    assertions.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    assertions.resource_count_is("AWS::StepFunctions::StateMachine", 2)
     assertions.has_resource_properties(
         "AWS::StepFunctions::StateMachine",
         {
-            "StateMachineType": "STANDARD",
+            "StateMachineType": kind,
             "TracingConfiguration": {"Enabled": True},
             "LoggingConfiguration": {
                 "Level": "ALL",
@@ -566,11 +612,40 @@ def test_state_machine_is_standard_traced_and_logs_everything_encrypted(
             },
         },
     )
-    [machine] = assertions.find_resources("AWS::StepFunctions::StateMachine").values()
+    [machine] = [
+        m for m in assertions.find_resources("AWS::StepFunctions::StateMachine").values() if m["Properties"]["StateMachineType"] == kind
+    ]
     log_group_arn = machine["Properties"]["LoggingConfiguration"]["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]
     [log_group_id, _] = log_group_arn["Fn::GetAtt"]
     log_group = assertions.find_resources("AWS::Logs::LogGroup")[log_group_id]
     assert is_reference(log_group["Properties"].get("KmsKeyId")), log_group
+
+
+def test_the_status_change_rule_sends_failed_timed_out_and_aborted_executions_to_the_reporter(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    [rule] = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Events::Rule" and r["Properties"]["EventPattern"]["source"] == ["aws.states"]
+    ]
+    pattern = rule["EventPattern"]
+    assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
+    assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
+    [pipeline_id] = [
+        k
+        for k, r in resources.items()
+        if r["Type"] == "AWS::StepFunctions::StateMachine" and r["Properties"]["StateMachineType"] == "STANDARD"
+    ]
+    [reporter_id] = [
+        k
+        for k, r in resources.items()
+        if r["Type"] == "AWS::StepFunctions::StateMachine" and r["Properties"]["StateMachineType"] == "EXPRESS"
+    ]
+    assert pattern["detail"]["stateMachineArn"] == [{"Ref": pipeline_id}]  # only this pipeline's executions
+    [target] = rule["Targets"]
+    assert target["Arn"] == {"Ref": reporter_id}
+    assert target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0] in {k for k, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
 
 
 def test_alarms_on_failed_timed_out_aborted_executions_and_dlq_depth_notify_the_topic(
@@ -579,7 +654,7 @@ def test_alarms_on_failed_timed_out_aborted_executions_and_dlq_depth_notify_the_
     assertions = Template.from_json(template)
     topic = published_topic(template)
     assert is_reference(topic), topic
-    for metric in ("ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"):
+    for metric in ("ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"):  # of the pipeline and of its reporter
         assertions.has_resource_properties(
             "AWS::CloudWatch::Alarm",
             {
@@ -610,23 +685,17 @@ def _tasks_within(states: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def test_every_task_retries_with_jitter_has_a_timeout_and_is_caught(
-    definition: dict[str, Any],
-) -> None:
+def test_every_task_retries_with_jitter_and_has_a_timeout(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     states = definition["States"]
     tasks = {name: state for name, state in states.items() if state["Type"] in ("Task", "Parallel")}
-    assert {
-        "Get Crawler",
-        "Start Crawler",
-        "Run Clean Job",
-        "Find Curated Rows",
-        "Load Into Athena",
-        "Notify Failure",
-    } <= set(tasks)
+    assert {"Crawl", "Run Clean Job", "Find Curated Rows", "Load Into Athena"} <= set(tasks)
     nested = _tasks_within(states)
-    assert {"Start Load Query", "Get Load Query", "Stop Load Query"} <= set(nested)
-    [fail_state] = [name for name, state in states.items() if state["Type"] == "Fail"]
-    for name, task in {**tasks, **nested}.items():
+    assert {"Get Crawler", "Start Crawler", "Start Load Query", "Get Load Query", "Stop Load Query"} <= set(nested)
+    reporting = {name: state for name, state in reporter["States"].items() if state["Type"] == "Task"}
+    assert {"Read Execution History", "Record Failure", "Read Upload State", "Notify Failure"} == set(reporting)
+    for name, task in {**tasks, **nested, **reporting}.items():
+        if name == "Crawl":
+            continue  # its tasks retry; a crawl that failed is not retried within the run
         assert task.get("Retry"), name
         for retrier in task["Retry"]:
             assert retrier.get("JitterStrategy") == "FULL", (name, retrier)
@@ -635,14 +704,6 @@ def test_every_task_retries_with_jitter_has_a_timeout_and_is_caught(
             sync_glue = task["Resource"].endswith(":glue:startJobRun.sync")
             glue_timeout = task["Parameters"].get("Timeout") if sync_glue else None
             assert task.get("TimeoutSeconds") or glue_timeout, f"{name} has no timeout"
-        if name in nested:
-            continue
-        catchers = task.get("Catch") or []
-        assert any("States.ALL" in c["ErrorEquals"] for c in catchers), f"{name} does not catch States.ALL"
-        if name == "Notify Failure":
-            assert [c["Next"] for c in catchers] == [fail_state]
-        else:
-            assert all(c["Next"] != fail_state for c in catchers), f"{name} fails without notifying"
 
 
 # --- construct validation ---------------------------------------------------------------------------------------------
@@ -704,7 +765,7 @@ def test_invalid_props_raise_naming_the_argument_and_value(
 def test_valid_props_build(stateful: StatefulStack) -> None:
     pipeline = pipeline_in(stateful, "Good", crawler_max_polls=3, landing_prefix="incoming/custom/")
     assert pipeline.landing_prefix == "incoming/custom/"
-    assert len(pipeline.alarms) == 4
+    assert len(pipeline.alarms) == 6  # failed, timed out, aborted, undelivered uploads; reports failed, undelivered
     assert pipeline.trigger_rule.node.id == "UploadRule"
     assert pipeline.dead_letter_queue.node.id == "TriggerDeadLetterQueue"
     assert pipeline.metric_runs_failed().metric_name == "ExecutionsFailed"
@@ -712,12 +773,12 @@ def test_valid_props_build(stateful: StatefulStack) -> None:
     assert not hasattr(pipeline, "rule")
 
 
-def test_a_run_id_with_a_quote_never_reaches_the_load_sql(definition: dict[str, Any]) -> None:
+def test_a_run_id_with_a_quote_never_reaches_the_load_sql(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     """Execution names may contain a quote; the MERGE splices the run id into a string literal, so such runs fail."""
     result = run_state_machine(definition, UPLOAD_EVENT, scripts(), context={"Execution": {"Name": "x'; DROP TABLE t; --"}})
-    assert result.status == "FAILED"
+    assert failed_at(definition, result) == "Load Into Athena"
     assert result.calls_to("Start Load Query") == []
-    message, _ = only_notification(result)
+    message, _ = only_notification(reporter, result)
     assert message["error"] == "InvalidRunId"
 
 

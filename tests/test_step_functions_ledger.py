@@ -13,9 +13,17 @@ import pytest
 from pipeline_constructs.operations.runs import object_created_event
 from pipeline_constructs.runtime.pipeline_plan import LEDGER_TRANSITIONS
 from pipeline_constructs.runtime.upload_ledger import FAILED, Upload, UploadLedger
-from tests.asl_runner import ExecutionResult, definition_from_template, ledger_answers, replay_ledger_writes, run_state_machine
+from tests.asl_runner import (
+    ExecutionResult,
+    definition_from_template,
+    ledger_answers,
+    published_message,
+    replay_ledger_writes,
+    run_failure_report,
+    run_state_machine,
+)
 from tests.ledger_table import create_ledger_table
-from tests.test_step_functions_form import BUCKET, CONTEXT, KEY, NO_CURATED_ROWS, UPLOAD_EVENT, query, scripts
+from tests.test_step_functions_form import BUCKET, CONTEXT, EXECUTION_ARN, KEY, NO_CURATED_ROWS, RUN_ID, UPLOAD_EVENT, query, scripts
 
 pytestmark = pytest.mark.usefixtures("fake_aws")
 VERSION = UPLOAD_EVENT["detail"]["object"]["version-id"]
@@ -28,13 +36,25 @@ def definition(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, An
     return definition_from_template(templates[("dev", "StepFunctions")])
 
 
-def replay(result: ExecutionResult, counts: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+@pytest.fixture(scope="module")
+def reporter(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    return definition_from_template(templates[("dev", "StepFunctions")], "FailureReporter")
+
+
+def replay(result: ExecutionResult, counts: dict[str, Any], *reports: ExecutionResult) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The execution's writes, then each failure report's, replayed in order on one moto table."""
     client = boto3.client("dynamodb")
     table = create_ledger_table(client)
     seen = replay_ledger_writes(result, client, table, clean_counts=counts)
+    for report in reports:
+        seen += replay_ledger_writes(report, client, table)
     record = UploadLedger(client, table, form="step_functions").get(Upload(BUCKET, KEY, version_id=VERSION))
     assert record is not None
     return seen, record
+
+
+def report(reporter: dict[str, Any], result: ExecutionResult, **answers: list[dict[str, Any]]) -> ExecutionResult:
+    return run_failure_report(reporter, result, UPLOAD_EVENT, name=RUN_ID, execution_arn=EXECUTION_ARN, answers=answers)
 
 
 def test_a_good_upload_is_recorded_running_at_each_step_then_loaded_with_its_counts(definition: dict[str, Any]) -> None:
@@ -66,14 +86,85 @@ def test_an_upload_whose_every_row_was_quarantined_is_recorded_quarantined(defin
     assert tuple(seen) == LEDGER_TRANSITIONS["quarantined"]
 
 
-def test_a_failed_load_is_recorded_failed_at_load_with_its_error(definition: dict[str, Any]) -> None:
+def failed_load(definition: dict[str, Any]) -> ExecutionResult:
     failed = query("FAILED", "TABLE_NOT_FOUND: line 1:12: Table 'retail_sales' does not exist")
     result = run_state_machine(definition, UPLOAD_EVENT, scripts(Get_Load_Query=[failed]), context=CONTEXT)
     assert result.status == "FAILED", result
-    seen, record = replay(result, COUNTS)
+    return result
+
+
+def test_a_failed_load_is_recorded_failed_at_load_with_its_error_by_the_failure_reporter(
+    definition: dict[str, Any], reporter: dict[str, Any]
+) -> None:
+    result = failed_load(definition)
+    reported = report(reporter, result)
+    seen, record = replay(result, COUNTS, reported)
     assert tuple(seen) == LEDGER_TRANSITIONS["failed_at_load"]
     assert record["state"] == FAILED and record["error"] == "LoadFailed" and "TABLE_NOT_FOUND" in record["cause"]
-    assert record["runs"][0]["outcome"] == FAILED
+    assert record["runs"][0]["outcome"] == FAILED and "owner" not in record
+    message, _ = published_message(reported)
+    assert (message["object"], message["run_id"], message["execution"]) == (f"s3://{BUCKET}/{KEY}", RUN_ID, EXECUTION_ARN)
+
+
+def test_a_repeated_status_change_event_is_not_reported_twice(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
+    """The second delivery's failure write is refused by DynamoDB (the record is no longer this run's running one), and
+    the record it then reads says failed: nothing is published. Both answers come from moto."""
+    result = failed_load(definition)
+    first = report(reporter, result)
+    client = boto3.client("dynamodb")
+    table = create_ledger_table(client)
+    replay_ledger_writes(result, client, table, clean_counts=COUNTS)
+    replay_ledger_writes(first, client, table)
+    [write] = first.inputs_to("Record Failure")
+    with pytest.raises(client.exceptions.ConditionalCheckFailedException):
+        client.update_item(**{**write, "TableName": table})
+    refused = {"error": "DynamoDB.ConditionalCheckFailedException", "cause": "The conditional request failed"}
+    [read] = report(reporter, result, **{"Record Failure": [refused]}).inputs_to("Read Upload State")
+    current = client.get_item(**{**read, "TableName": table})
+    again = report(reporter, result, **{"Record Failure": [refused], "Read Upload State": [{"result": current}]})
+    assert again.status == "SUCCEEDED" and again.states_entered[-1] == "Already Reported"
+    assert again.calls_to("Notify Failure") == [] and len(first.calls_to("Notify Failure")) == 1
+
+
+def test_a_run_that_never_took_its_record_is_still_reported(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
+    outage = {"error": "DynamoDB.InternalServerErrorException", "cause": "Internal server error"}
+    result = run_state_machine(definition, UPLOAD_EVENT, scripts(Record_Start=[outage]), context=CONTEXT)
+    assert result.status == "FAILED" and result.states_entered[-1] == "Record Start"
+    client = boto3.client("dynamodb")
+    table = create_ledger_table(client)
+    refused = {"error": "DynamoDB.ConditionalCheckFailedException", "cause": "The conditional request failed"}
+    [read] = report(reporter, result, **{"Record Failure": [refused]}).inputs_to("Read Upload State")
+    current = client.get_item(**{**read, "TableName": table})  # no record: the run never took it
+    reported = report(reporter, result, **{"Record Failure": [refused], "Read Upload State": [{"result": current}]})
+    message, _ = published_message(reported)
+    assert (message["failed_step"], message["error"]) == ("Record Start", "DynamoDB.InternalServerErrorException")
+
+
+@pytest.mark.parametrize(("status", "error"), [("TIMED_OUT", "States.Timeout"), ("ABORTED", "ExecutionABORTED")])
+def test_a_timed_out_or_aborted_execution_is_recorded_failed_and_reported_once(
+    definition: dict[str, Any], reporter: dict[str, Any], status: str, error: str
+) -> None:
+    """The execution stopped while its clean job ran (the interpreter cannot time out or stop a run: its result is
+    rewritten to what EventBridge reports for one, which carries no error)."""
+    running = run_state_machine(
+        definition, UPLOAD_EVENT, scripts(Run_Clean_Job=[{"error": "States.TaskFailed", "cause": "{}"}]), context=CONTEXT
+    )
+    stopped = ExecutionResult(
+        status=status, output=None, error=None, cause=None, calls=running.calls, states_entered=running.states_entered
+    )
+    reported = report(reporter, stopped)
+    seen, record = replay(running, COUNTS, reported)
+    assert seen[-1] == (FAILED, "clean") and record["error"] == error
+    message, subject = published_message(reported)
+    assert (message["failed_step"], message["error"]) == ("Run Clean Job", error)
+    assert subject == "retail_sales pipeline failed at Run Clean Job"
+
+
+def test_a_history_that_cannot_be_read_still_sends_the_message(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
+    result = failed_load(definition)
+    denied = {"error": "Sfn.AccessDeniedException", "cause": "not authorized"}
+    message, _ = published_message(report(reporter, result, **{"Read Execution History": [denied]}))
+    assert message["failed_step"].startswith("unknown") and message["error"] == "LoadFailed"
 
 
 def test_a_repeated_event_for_an_upload_another_run_holds_ends_without_running_a_step(definition: dict[str, Any]) -> None:

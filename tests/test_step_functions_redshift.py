@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 import sqlglot
 
-from tests.asl_runner import ExecutionResult, definition_from_template, ledger_answers, run_state_machine
+from tests.asl_runner import (
+    ExecutionResult,
+    definition_from_template,
+    ledger_answers,
+    published_message,
+    run_failure_report,
+    run_state_machine,
+)
 
 RUN_ID = "3f0c2a9e-run-7"
 BUCKET = "landing-bucket"
@@ -35,13 +42,17 @@ RUNNING = {"result": {"Id": "stmt-1", "Status": "STARTED", "HasResultSet": False
 FINISHED = {"result": {"Id": "stmt-1", "Status": "FINISHED", "HasResultSet": False, "ResultRows": -1}}
 COPY_ERROR = "ERROR: Spectrum Scan Error. File 's3://curated/retail_sales/runs/run_id=x/part-0.parquet' has an incompatible Parquet schema"
 FAILED = {"result": {"Id": "stmt-1", "Status": "FAILED", "Error": COPY_ERROR}}
-PUBLISHED = {"result": {"MessageId": "m-1"}}
 
 
 @pytest.fixture(scope="module")
 def definition(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
     """staging's state machine (cdk.json makes staging load into Redshift, so this path is always synthesized)."""
     return definition_from_template(templates[("staging", "StepFunctions")])
+
+
+@pytest.fixture(scope="module")
+def reporter(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    return definition_from_template(templates[("staging", "StepFunctions")], "FailureReporter")
 
 
 def run(
@@ -53,24 +64,28 @@ def run(
         "Get Crawler": [CRAWLER_DONE],
         "Run Clean Job": [JOB_DONE],
         "Find Curated Rows": [CURATED_ROWS],
-        "Load Into Redshift": [SUBMITTED],
+        "Start Load Statements": [SUBMITTED],
         "Describe Load": describe,
-        "Notify Failure": [PUBLISHED],
         **extra,
     }
     return run_state_machine(definition, EVENT, scripts, context=context, timeout=120)
 
 
-def notification(result: ExecutionResult) -> dict[str, Any]:
-    [call] = result.inputs_to("Notify Failure")
-    return json.loads(call["Message"]) if isinstance(call["Message"], str) else call["Message"]
+def failed_load(definition: dict[str, Any], reporter: dict[str, Any], result: ExecutionResult) -> dict[str, Any]:
+    """The run ended failed at Load Into Redshift (its own state); the reporter's one message about it."""
+    assert result.status == "FAILED", result
+    assert [name for name in result.states_entered if name in definition["States"]][-1] == "Load Into Redshift"
+    name = CONTEXT["Execution"]["Name"]
+    report = run_failure_report(reporter, result, EVENT, name=name, execution_arn=CONTEXT["Execution"]["Id"])
+    message, _ = published_message(report)
+    return message
 
 
 def test_load_submits_one_batch_that_copies_this_run_and_merges(definition: dict[str, Any]) -> None:
     result = run(definition, [RUNNING, RUNNING, FINISHED])
 
     assert result.status == "SUCCEEDED", result
-    [submit] = result.inputs_to("Load Into Redshift")
+    [submit] = result.inputs_to("Start Load Statements")
     assert submit["WorkgroupName"] == "retail-staging"
     assert submit["Database"] == "retail_staging"
     assert "SecretArn" not in submit and "DbUser" not in submit  # IAM authentication, no admin secret
@@ -83,7 +98,6 @@ def test_load_submits_one_batch_that_copies_this_run_and_merges(definition: dict
         sqlglot.parse_one(sql, read="redshift")
     assert [c["Id"] for c in result.inputs_to("Describe Load")] == ["stmt-1"] * 3
     assert result.states_entered[-1] == "Loaded"
-    assert not result.calls_to("Notify Failure")
 
 
 def test_a_header_only_upload_succeeds_without_a_copy(definition: dict[str, Any]) -> None:
@@ -94,18 +108,18 @@ def test_a_header_only_upload_succeeds_without_a_copy(definition: dict[str, Any]
     assert result.status == "SUCCEEDED", result
     [listing] = result.inputs_to("Find Curated Rows")
     assert listing["Prefix"] == f"retail_sales/runs/run_id={RUN_ID}/sale_date="
-    assert not result.calls_to("Load Into Redshift")
-    assert not result.calls_to("Notify Failure")
+    assert not result.calls_to("Start Load Statements")
     assert result.states_entered[-1] == "No Rows To Load"
 
 
-def test_failed_statement_notifies_with_the_statements_error(definition: dict[str, Any]) -> None:
+def test_failed_statement_fails_the_load_and_is_reported_with_the_statements_error(
+    definition: dict[str, Any], reporter: dict[str, Any]
+) -> None:
     result = run(definition, [RUNNING, FAILED])
 
-    assert result.status == "FAILED"
-    assert result.error == "PipelineFailed"
-    message = notification(result)
-    assert message["failed_step"] == "Load"
+    assert result.error == "LoadFailed"
+    message = failed_load(definition, reporter, result)
+    assert message["failed_step"] == "Load Statement Failed"
     assert message["error"] == "LoadFailed"
     assert message["cause"] == COPY_ERROR
     assert message["run_id"] == RUN_ID
@@ -113,29 +127,29 @@ def test_failed_statement_notifies_with_the_statements_error(definition: dict[st
     assert COPY_ERROR in result.cause
 
 
-def test_aborted_statement_without_error_fails_naming_the_statement(definition: dict[str, Any]) -> None:
+def test_aborted_statement_without_error_fails_naming_the_statement(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     result = run(definition, [{"result": {"Id": "stmt-1", "Status": "ABORTED"}}])
 
-    assert result.status == "FAILED"
-    message = notification(result)
+    message = failed_load(definition, reporter, result)
     assert message["error"] == "LoadAborted"
     assert message["cause"] == "statement stmt-1 was ABORTED"
 
 
-def test_statement_still_running_at_the_poll_cap_is_cancelled_and_the_run_fails(definition: dict[str, Any]) -> None:
+def test_statement_still_running_at_the_poll_cap_is_cancelled_and_the_run_fails(
+    definition: dict[str, Any], reporter: dict[str, Any]
+) -> None:
     cap = _poll_cap(definition)
     result = run(definition, [RUNNING], **{"Cancel Load": [{"result": {}}]})
 
-    assert result.status == "FAILED"
     assert len(result.calls_to("Describe Load")) == cap
     [cancel] = result.inputs_to("Cancel Load")
     assert cancel == {"Id": "stmt-1"}
-    message = notification(result)
+    message = failed_load(definition, reporter, result)
     assert message["error"] == "LoadTimeout"
     assert message["cause"] == f"statement stmt-1 was still running after {cap} checks; cancelled"
 
 
-def test_cap_is_reported_even_when_the_cancel_fails(definition: dict[str, Any]) -> None:
+def test_cap_is_reported_even_when_the_cancel_fails(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     result = run(
         definition,
         [RUNNING],
@@ -146,56 +160,53 @@ def test_cap_is_reported_even_when_the_cancel_fails(definition: dict[str, Any]) 
         },
     )
 
-    assert result.status == "FAILED"
-    assert notification(result)["error"] == "LoadTimeout"
+    assert failed_load(definition, reporter, result)["error"] == "LoadTimeout"
 
 
 def test_data_api_throttling_is_retried_then_the_load_succeeds(definition: dict[str, Any]) -> None:
     result = run(
         definition,
         [FINISHED],
-        **{"Load Into Redshift": [{"error": "RedshiftData.ActiveStatementsExceededException", "cause": "too many"}, SUBMITTED]},
+        **{"Start Load Statements": [{"error": "RedshiftData.ActiveStatementsExceededException", "cause": "too many"}, SUBMITTED]},
     )
 
     assert result.status == "SUCCEEDED", result
-    assert [c["attempt"] for c in result.calls_to("Load Into Redshift")] == [1, 2]
+    assert [c["attempt"] for c in result.calls_to("Start Load Statements")] == [1, 2]
 
 
-def test_submit_error_goes_to_the_failure_path(definition: dict[str, Any]) -> None:
+def test_a_submit_error_fails_the_load_and_is_reported(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     result = run(
         definition,
         [FINISHED],
-        **{"Load Into Redshift": [{"error": "RedshiftData.ValidationException", "cause": "Workgroup retail-staging not found"}]},
+        **{"Start Load Statements": [{"error": "RedshiftData.ValidationException", "cause": "Workgroup retail-staging not found"}]},
     )
 
-    assert result.status == "FAILED"
-    message = notification(result)
-    assert message["failed_step"] == "Load"
+    message = failed_load(definition, reporter, result)
+    assert message["failed_step"] == "Start Load Statements"
     assert message["error"] == "RedshiftData.ValidationException"
     assert not result.calls_to("Describe Load")
 
 
-def test_run_id_with_a_quote_never_reaches_the_copy(definition: dict[str, Any]) -> None:
+def test_run_id_with_a_quote_never_reaches_the_copy(definition: dict[str, Any], reporter: dict[str, Any]) -> None:
     context = {"Execution": {"Name": "o'hara", "Id": "arn:aws:states:eu-west-1:123456789012:execution:retail:o'hara"}}
     result = run(definition, [FINISHED], context=context)
 
-    assert result.status == "FAILED"
-    assert not result.calls_to("Load Into Redshift")
-    assert notification(result)["error"] == "InvalidRunId"
+    assert not result.calls_to("Start Load Statements")
+    assert failed_load(definition, reporter, result)["error"] == "InvalidRunId"
 
 
-def test_every_data_api_task_has_retry_timeout_and_catch(definition: dict[str, Any]) -> None:
-    states = definition["States"]
-    for name in ("Load Into Redshift", "Describe Load", "Cancel Load"):
+def test_every_data_api_task_has_retry_and_timeout_inside_the_load(definition: dict[str, Any]) -> None:
+    assert "Catch" not in definition["States"]["Load Into Redshift"]  # a failed load ends the execution there
+    states = definition["States"]["Load Into Redshift"]["Branches"][0]["States"]
+    for name in ("Start Load Statements", "Describe Load", "Cancel Load"):
         state = states[name]
         assert state["Resource"].startswith("arn:aws:states:::aws-sdk:redshiftdata:"), name
         assert state["TimeoutSeconds"] <= 120, name
         assert all(r["JitterStrategy"] == "FULL" and r["BackoffRate"] == 2 for r in state["Retry"]), name
-        assert state["Catch"], name
-    assert "States.Timeout" not in json.dumps(states["Load Into Redshift"]["Retry"])  # a timed-out submit may have started
+    assert "States.Timeout" not in json.dumps(states["Start Load Statements"]["Retry"])  # a timed-out submit may have started
 
 
 def _poll_cap(definition: dict[str, Any]) -> int:
-    choice = definition["States"]["Poll Load Again?"]
+    choice = definition["States"]["Load Into Redshift"]["Branches"][0]["States"]["Poll Load Again?"]
     [rule] = choice["Choices"]
     return int(rule["NumericGreaterThanEquals"])

@@ -32,49 +32,19 @@ from ..targets.athena import AthenaTarget
 from ..targets.load_target import LoadTarget, check_load_target
 from ..targets.redshift import RedshiftTarget
 from ..validation import check_positive
+from .step_functions_failures import FailureReporter
 from .step_functions_ledger import FORM_NAME, LedgerStates
+from .step_functions_states import TRACING_AND_LOG_DELIVERY_ACTIONS, format_literal, name_object_version, retry_transient
 
 _COLON = ArnFormat.COLON_RESOURCE_NAME
 CONFLICT_ERROR = "Load.IcebergCommitConflict"
 """The error a load attempt ends with when Athena reports ICEBERG_COMMIT_ERROR (another MERGE committed first)."""
 
-# What Step Functions needs on '*' for tracing and for delivering execution logs (AWS grants these on no narrower resource).
-TRACING_AND_LOG_DELIVERY_ACTIONS = (
-    "xray:PutTraceSegments",
-    "xray:PutTelemetryRecords",
-    "xray:GetSamplingRules",
-    "xray:GetSamplingTargets",
-    "logs:CreateLogDelivery",
-    "logs:GetLogDelivery",
-    "logs:UpdateLogDelivery",
-    "logs:DeleteLogDelivery",
-    "logs:ListLogDeliveries",
-    "logs:PutResourcePolicy",
-    "logs:DescribeResourcePolicies",
-    "logs:DescribeLogGroups",
-)
 _GLUE_TRANSIENT = ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"]
 
 
-def retry_transient(task: sfn.TaskStateBase | sfn.CustomState, errors: list[str], *, interval: Duration, max_attempts: int) -> None:
-    """Retry named transient errors with exponential backoff and full jitter, capped at five minutes per wait."""
-    task.add_retry(
-        errors=errors,
-        interval=interval,
-        max_attempts=max_attempts,
-        backoff_rate=2,
-        jitter_strategy=sfn.JitterType.FULL,
-        max_delay=Duration.minutes(5),
-    )
-
-
-def _format_literal(text: str) -> str:
-    """`text` as a literal inside a States.Format template (quotes, braces and backslashes escaped)."""
-    return "".join("\\" + c if c in "'{}\\" else c for c in text)
-
-
 class StepFunctionsPipeline(Construct):
-    """Upload -> EventBridge -> Standard state machine: crawl, clean (Glue .sync), load; failures -> SNS -> Fail.
+    """Upload -> EventBridge -> Standard state machine: Crawl, Run Clean Job (Glue .sync), Load; failures -> SNS.
 
     - Trigger: an EventBridge rule on `Object Created` for `<prefix>*.csv` with a size above zero; delivery is retried
       and undeliverable events wait in an encrypted dead-letter queue (alarmed, so nothing is lost silently).
@@ -85,9 +55,12 @@ class StepFunctionsPipeline(Construct):
     - Clean: the Glue job (.sync). A run whose curated output holds no rows (a header-only file) succeeds without a load.
     - Load: Athena (an Iceberg MERGE, retried with jittered exponential backoff when a concurrent MERGE committed
       first, and only then) or Redshift (COPY + MERGE in one Data API transaction). Both are polled up to a cap.
-    - Failure: every task retries its transient errors and has a timeout; any other error is caught, published to the
-      alert topic (pipeline, object, run id, failed step, error, cause) and the execution fails; alarms report failed,
-      timed-out and aborted executions and the dead-letter queue.
+    - Failure: every task retries its transient errors and has a timeout; nothing catches the rest, so a step that
+      fails ends the execution failed at the step's own state (Crawl, Run Clean Job, Load Into ...), which is where
+      `RedriveExecution` resumes it. The execution's status-change event reaches `failure_reporter`
+      (forms/step_functions_failures.py), which records the failure in the ledger and sends one message (pipeline,
+      object, run id, failed step, error, cause, execution) to the alert topic, for timeouts and aborts too; alarms
+      report failed, timed-out and aborted executions and the dead-letter queues.
     """
 
     def __init__(
@@ -161,7 +134,6 @@ class StepFunctionsPipeline(Construct):
         self.ledger = ledger
         self._ledger = LedgerStates(self, ledger) if ledger is not None else None
 
-        self._notify = self._build_failure_path(alerting)
         definition = self._build_steps(
             storage=storage,
             catalog=catalog,
@@ -181,60 +153,28 @@ class StepFunctionsPipeline(Construct):
             removal_policy=removal_policy,
         )
         self._grant(storage, clean_job, target)
+        self.failure_reporter = FailureReporter(
+            self,
+            "FailureReporter",
+            pipeline=self.state_machine,
+            dataset=self.dataset,
+            alerting=alerting,
+            ledger=ledger,
+            log_key=self.log_key,
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
         self.dead_letter_queue, self.trigger_rule = self._build_trigger(storage, alerting, removal_policy)
         self.alarms = self._build_alarms(alerting)
 
-    # --- failure path ------------------------------------------------------------------------------------------------
-    def _build_failure_path(self, alerting: PipelineAlerting) -> sfn.TaskStateBase | sfn.CustomState:
-        """Notify Failure (SNS, the form's message fields) -> Pipeline Failed. A failed publish still fails the run."""
-        notify = tasks.SnsPublish(
-            self,
-            "Notify Failure",
-            topic=alerting.topic,
-            subject=sfn.JsonPath.format(
-                f"{_format_literal(self.dataset)} pipeline failed at {{}}", sfn.JsonPath.string_at("$.failed_step")
-            ),
-            message=sfn.TaskInput.from_object(
-                {
-                    "pipeline": FORM_NAME,
-                    "object": sfn.JsonPath.string_at("$.upload.source_uri"),
-                    "run_id": sfn.JsonPath.string_at("$.upload.run_id"),
-                    "failed_step": sfn.JsonPath.string_at("$.failed_step"),
-                    "error": sfn.JsonPath.string_at("$.error.Error"),
-                    "cause": sfn.JsonPath.string_at("$.error.Cause"),
-                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
-        )
-        retry_transient(
-            notify, ["SNS.ThrottledException", "SNS.InternalErrorException", "States.Timeout"], interval=Duration.seconds(2), max_attempts=5
-        )
-        failed = sfn.Fail(self, "Pipeline Failed", error="PipelineFailed", cause_path="$.error.Cause")
-        notify.add_catch(failed, errors=["States.ALL"], result_path="$.notify_error")
-        notify.next(failed)
-        if self._ledger is None:
-            return notify
-        # The ledger first; a refused or failed write (the run never took the upload) still reports the failure.
-        record = self._ledger.fail()
-        record.add_catch(notify, errors=["States.ALL"], result_path="$.ledger_error")
-        record.next(notify)
-        return record
-
-    def _on_failure(self, state: sfn.TaskStateBase | sfn.CustomState | sfn.Parallel, step: str) -> None:
-        """Any error of `state` (after its retries) is recorded as `step`'s and reported."""
-        record = sfn.Pass(self, f"Record {step} Failure", result=sfn.Result.from_string(step), result_path="$.failed_step")
-        record.next(self._notify)
-        state.add_catch(record, errors=["States.ALL"], result_path="$.error")
-
-    def _fail_with(self, state_id: str, step: str, error: str, cause: dict) -> sfn.Pass:
-        """A Pass that sets the run's error (`error` and `cause`, which may hold a 'Cause.$' path) and reports it."""
-        state = sfn.Pass(self, state_id, parameters={"Error": error, **cause}, result_path="$.error")
-        record = sfn.Pass(self, f"Record {state_id}", result=sfn.Result.from_string(step), result_path="$.failed_step")
-        state.next(record)
-        record.next(self._notify)
-        return state
+    # --- failures ----------------------------------------------------------------------------------------------------
+    def _fail(self, state_id: str, error: str, cause: str) -> sfn.IChainable:
+        """End the step's branch with `error`; `cause` is plain text, or an intrinsic ('States.…') computed first (a Fail
+        state's CausePath takes a path, not an intrinsic)."""
+        if not cause.startswith("States."):
+            return sfn.Fail(self, state_id, error=error, cause=cause)
+        describe = sfn.Pass(self, f"Describe {state_id}", parameters={"Cause.$": cause}, result_path="$.branch_failure")
+        return describe.next(sfn.Fail(self, state_id, error=error, cause_path="$.branch_failure.Cause"))
 
     # --- steps -------------------------------------------------------------------------------------------------------
     def _build_steps(
@@ -249,35 +189,28 @@ class StepFunctionsPipeline(Construct):
         load_max_polls: int,
         load_conflict_retries: int,
     ) -> sfn.IChainable:
-        """Describe Upload -> crawl -> clean -> rows? -> load -> Loaded (built back to front)."""
+        """Describe Upload -> Crawl -> Run Clean Job -> rows? -> Load Into ... -> Loaded (built back to front).
+
+        Each step is one state the execution fails at (the crawl and the load are Parallel states of one branch, so
+        their polling and their verdicts stay inside them): nothing catches a step's failure."""
         loaded: sfn.IChainable = sfn.Succeed(self, "Loaded")
         if self._ledger is not None:
-            loaded = self._ledger_write(self._ledger.finish("Record Loaded", "loaded"), "Record Loaded").next(loaded)
+            loaded = self._ledger.finish("Record Loaded", "loaded").next(loaded)
         load: sfn.IChainable
         if isinstance(target, RedshiftTarget):
             load = self._build_redshift_load(target, loaded=loaded, max_polls=load_max_polls)
         else:
             load = self._build_athena_load(target, loaded=loaded, max_polls=load_max_polls, conflict_retries=load_conflict_retries)
-        # The run id is spliced into the load's SQL (the MERGE's literal, the COPY's S3 URI); execution names may
-        # contain a quote, so such a run fails here instead of reaching the database.
-        bad_run_id = self._fail_with(
-            "Run Id Not Loadable",
-            "Load",
-            "InvalidRunId",
-            {"Cause.$": "States.Format('run id {} contains a quote and cannot be used in the load SQL', $.upload.run_id)"},
-        )
-        loadable: sfn.IChainable = (
-            sfn.Choice(self, "Run Id Loadable?").when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad_run_id).otherwise(load)
-        )
         if self._ledger is not None:
-            loadable = self._ledger_write(self._ledger.step(LOAD), "Record Load Step").next(loadable)
-        rows = self._build_rows_check(storage, clean_job, then=loadable)
+            load = self._ledger.step(LOAD).next(load)
+        rows = self._build_rows_check(storage, clean_job, then=load)
         run_job = self._build_clean_step(clean_job, job_timeout)
         run_job.next(rows)
         clean: sfn.IChainable = run_job
         if self._ledger is not None:
-            clean = self._ledger_write(self._ledger.step(CLEAN), "Record Clean Step").next(run_job)
-        crawl = self._build_crawl_steps(catalog, max_polls=crawler_max_polls, then=clean)
+            clean = self._ledger.step(CLEAN).next(run_job)
+        crawl = self._build_crawl_steps(catalog, max_polls=crawler_max_polls)
+        crawl.next(clean)
         start = sfn.Pass(
             self,
             "Describe Upload",
@@ -296,35 +229,15 @@ class StepFunctionsPipeline(Construct):
         )
         if self._ledger is None:
             return start.next(crawl)
-        record = self._ledger_write(self._ledger.start(), "Record Start")
+        record = self._ledger.start()
         taken = sfn.Succeed(self, "Upload Already Taken", comment="Another run holds this upload, or it already ended: a repeated event")
         record.add_catch(taken, errors=["DynamoDB.ConditionalCheckFailedException"], result_path="$.ledger_refused")
-        self._on_failure(record, "Record Start")
         start.next(record).next(crawl)
-        # The ledger's sort key: the event's version id, or 'etag:<etag>' for an unversioned bucket (upload_ledger.version_of).
-        versioned = sfn.Pass(self, "Name Version", parameters={"id.$": "$.detail.object.version-id"}, result_path="$.object_version")
-        unversioned = sfn.Pass(
-            self,
-            "Name Unversioned Object",
-            parameters={"id.$": "States.Format('etag:{}', $.detail.object.etag)"},
-            result_path="$.object_version",
-        )
-        versioned.next(start)
-        unversioned.next(start)
-        return (
-            sfn.Choice(self, "Versioned Upload?")
-            .when(sfn.Condition.is_present("$.detail.object.version-id"), versioned)
-            .otherwise(unversioned)
-        )
+        return name_object_version(self, "$", then=start)
 
-    def _ledger_write(self, state: sfn.CustomState, step: str) -> sfn.CustomState:
-        """A ledger write whose refusal or error (after its retries) fails the run like any step's."""
-        if step != "Record Start":
-            self._on_failure(state, step)
-        return state
-
-    def _build_crawl_steps(self, catalog: PipelineCatalog, *, max_polls: int, then: sfn.IChainable) -> sfn.IChainable:
-        """Get Crawler -> Crawl Covers Upload? -> `then` | Start Crawler | wait and look again (at most `max_polls` times).
+    def _build_crawl_steps(self, catalog: PipelineCatalog, *, max_polls: int) -> sfn.Parallel:
+        """Crawl: Get Crawler -> Crawl Covers Upload? -> Upload Crawled | Start Crawler | wait and look again (at most
+        `max_polls` times), as the one branch of a Parallel, so every crawl failure ends the execution at Crawl.
 
         A crawl covers the upload when it began at or after the upload's event time (EventBridge gives whole seconds,
         so a crawl started in the same second counts) and succeeded; one that began after the upload and failed fails
@@ -342,7 +255,6 @@ class StepFunctionsPipeline(Construct):
             task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
         )
         retry_transient(get_crawler, _GLUE_TRANSIENT, interval=Duration.seconds(5), max_attempts=5)
-        self._on_failure(get_crawler, "Get Crawler")
 
         count = sfn.Pass(
             self,
@@ -363,18 +275,10 @@ class StepFunctionsPipeline(Construct):
         )
         retry_transient(start_crawler, _GLUE_TRANSIENT, interval=Duration.seconds(5), max_attempts=5)
         start_crawler.add_catch(count, errors=["Glue.CrawlerRunningException"], result_path=sfn.JsonPath.DISCARD)
-        self._on_failure(start_crawler, "Start Crawler")
         start_crawler.next(count)
 
-        crawler_failed = self._fail_with(
-            "Crawler Failed", "Crawler", "CrawlerFailed", {"Cause.$": "States.JsonToString($.crawler.Crawler.LastCrawl)"}
-        )
-        crawler_stuck = self._fail_with(
-            "Crawler Poll Cap Reached",
-            "Crawler",
-            "CrawlerTimeout",
-            {"Cause": f"the crawler was still running after {max_polls} checks"},
-        )
+        crawler_failed = self._fail("Crawler Failed", "CrawlerFailed", "States.JsonToString($.crawler.Crawler.LastCrawl)")
+        crawler_stuck = self._fail("Crawler Poll Cap Reached", "CrawlerTimeout", f"the crawler was still running after {max_polls} checks")
         last_start = "$.crawler.Crawler.LastCrawl.StartTime"
         began_after_upload = sfn.Condition.and_(
             sfn.Condition.is_timestamp(last_start),
@@ -387,7 +291,7 @@ class StepFunctionsPipeline(Construct):
             .when(sfn.Condition.not_(sfn.Condition.is_present(last_start)), start_crawler)
             .when(
                 sfn.Condition.and_(began_after_upload, sfn.Condition.string_equals("$.crawler.Crawler.LastCrawl.Status", "SUCCEEDED")),
-                then,
+                sfn.Succeed(self, "Upload Crawled"),
             )
             .when(began_after_upload, crawler_failed)
             .otherwise(start_crawler)
@@ -401,7 +305,13 @@ class StepFunctionsPipeline(Construct):
         count.next(below_cap)
         wait.next(get_crawler)
         get_crawler.next(covers)
-        return get_crawler
+        crawl = sfn.Parallel(
+            self,
+            "Crawl",
+            comment="A successful crawl that began after the upload: found, waited for, or started. Fails here otherwise.",
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        return crawl.branch(get_crawler)
 
     def _build_clean_step(self, clean_job: CleanJob, timeout: Duration) -> tasks.GlueStartJobRun:
         run_job = tasks.GlueStartJobRun(
@@ -440,7 +350,6 @@ class StepFunctionsPipeline(Construct):
             interval=Duration.seconds(60),
             max_attempts=20,
         )
-        self._on_failure(run_job, "Run Clean Job")
         return run_job
 
     def _build_rows_check(self, storage: PipelineStorage, clean_job: CleanJob, *, then: sfn.IChainable) -> sfn.IChainable:
@@ -452,7 +361,7 @@ class StepFunctionsPipeline(Construct):
         """
         partition_name, _ = clean_job.contract.partition_column()
         self._rows_prefix = f"{clean_job.curated_prefix}run_id="
-        template = _format_literal(f"{self._rows_prefix}") + "{}" + _format_literal(f"/{partition_name}=")
+        template = format_literal(f"{self._rows_prefix}") + "{}" + format_literal(f"/{partition_name}=")
         find = sfn.CustomState(
             self,
             "Find Curated Rows",
@@ -471,7 +380,6 @@ class StepFunctionsPipeline(Construct):
             },
         )
         retry_transient(find, ["S3.S3Exception", "States.Timeout"], interval=Duration.seconds(2), max_attempts=4)
-        self._on_failure(find, "Find Curated Rows")
         nothing: sfn.IChainable = sfn.Succeed(
             self, "No Rows To Load", comment="The run curated no row: nothing to load, and nothing failed."
         )
@@ -484,9 +392,9 @@ class StepFunctionsPipeline(Construct):
     def _build_outcome_without_load(self, then: sfn.IChainable) -> sfn.IChainable:
         """Read Clean Counts -> Record Quarantined | Record Skipped Empty -> `then` (pipeline_plan.outcome_without_load)."""
         assert self._ledger is not None
-        counts = self._ledger_write(self._ledger.read_counts(), "Read Clean Counts")
-        quarantined = self._ledger_write(self._ledger.finish("Record Quarantined", QUARANTINED), "Record Quarantined")
-        empty = self._ledger_write(self._ledger.finish("Record Skipped Empty", SKIPPED_EMPTY), "Record Skipped Empty")
+        counts = self._ledger.read_counts()
+        quarantined = self._ledger.finish("Record Quarantined", QUARANTINED)
+        empty = self._ledger.finish("Record Skipped Empty", SKIPPED_EMPTY)
         quarantined.next(then)
         empty.next(then)
         rows_quarantined = "$.ledger.Item.rows_quarantined.N"
@@ -558,7 +466,7 @@ class StepFunctionsPipeline(Construct):
             parameters={"QueryExecutionId.$": "$.load.QueryExecutionId", "polls.$": "States.MathAdd($.load.polls, 1)"},
             result_path="$.load",
         )
-        stuck = self._branch_failure(
+        stuck = self._fail(
             "Load Query Poll Cap Reached",
             "LoadTimeout",
             f"States.Format('query {{}} was still running after {max_polls} checks; stopped', $.load.QueryExecutionId)",
@@ -589,7 +497,7 @@ class StepFunctionsPipeline(Construct):
             .otherwise(wait)
         )
         count.next(below_cap)
-        failed = self._branch_failure("Load Query Failed", "LoadFailed", "States.JsonToString($.load_status.Status)")
+        failed = self._fail("Load Query Failed", "LoadFailed", "States.JsonToString($.load_status.Status)")
         conflict = sfn.Fail(self, "Load Commit Conflict", error=CONFLICT_ERROR, cause_path="$.load_status.Status.StateChangeReason")
         reason = "$.load_status.Status.StateChangeReason"
         why = (
@@ -623,7 +531,8 @@ class StepFunctionsPipeline(Construct):
             result_selector={"QueryExecutionId.$": "$[0].load.QueryExecutionId", "State.$": "$[0].load_status.Status.State"},
             result_path="$.load",
         )
-        load.branch(start_query.next(wait).next(get_query).next(finished))
+        load.branch(self._check_run_id(then=start_query))
+        start_query.next(wait).next(get_query).next(finished)
         load.add_retry(
             errors=[CONFLICT_ERROR],
             interval=self._conflict_interval,
@@ -632,12 +541,12 @@ class StepFunctionsPipeline(Construct):
             jitter_strategy=sfn.JitterType.FULL,
             max_delay=Duration.minutes(2),
         )
-        self._on_failure(load, "Load")
         load.next(loaded)
         return load
 
     def _build_redshift_load(self, target: RedshiftTarget, *, loaded: sfn.IChainable, max_polls: int) -> sfn.IChainable:
-        """batchExecuteStatement (one transaction) -> Wait -> describeStatement -> Choice.
+        """Load Into Redshift: a Parallel of one branch: batchExecuteStatement (one transaction) -> Wait ->
+        describeStatement -> Choice.
 
         FINISHED succeeds; FAILED or ABORTED goes to the failure path with the statement's error; still running loops,
         and at `max_polls` checks the statement is cancelled (so it cannot commit after the run was reported failed)
@@ -646,7 +555,7 @@ class StepFunctionsPipeline(Construct):
         """
         submit = tasks.CallAwsService(
             self,
-            "Load Into Redshift",
+            "Start Load Statements",
             comment="COPY the run into a staging table and MERGE it on the natural key, as one transaction",
             service="redshiftdata",
             action="batchExecuteStatement",
@@ -669,7 +578,6 @@ class StepFunctionsPipeline(Construct):
             interval=Duration.seconds(10),
             max_attempts=6,
         )
-        self._on_failure(submit, "Load")
         wait = sfn.Wait(self, "Wait For Load", time=sfn.WaitTime.duration(self._load_poll))
         # Describe and Cancel are authorized by the target's load policy (no resource-level permissions exist for
         # them; an owner condition limits them to this role's statements); the task's own statement names the workgroup.
@@ -690,25 +598,20 @@ class StepFunctionsPipeline(Construct):
             interval=Duration.seconds(5),
             max_attempts=5,
         )
-        self._on_failure(describe, "Describe Load")
         count = sfn.Pass(
             self,
             "Count Load Poll",
             parameters={"Id.$": "$.load.Id", "polls.$": "States.MathAdd($.load.polls, 1)"},
             result_path="$.load",
         )
-        statement_failed = self._fail_with("Load Statement Failed", "Load", "LoadFailed", {"Cause.$": "$.load_status.Error"})
-        statement_aborted = self._fail_with(
-            "Load Statement Aborted",
-            "Load",
-            "LoadAborted",
-            {"Cause.$": "States.Format('statement {} was {}', $.load.Id, $.load_status.Status)"},
+        statement_failed = sfn.Fail(self, "Load Statement Failed", error="LoadFailed", cause_path="$.load_status.Error")
+        statement_aborted = self._fail(
+            "Load Statement Aborted", "LoadAborted", "States.Format('statement {} was {}', $.load.Id, $.load_status.Status)"
         )
-        stuck = self._fail_with(
+        stuck = self._fail(
             "Load Poll Cap Reached",
-            "Load",
             "LoadTimeout",
-            {"Cause.$": f"States.Format('statement {{}} was still running after {max_polls} checks; cancelled', $.load.Id)"},
+            f"States.Format('statement {{}} was still running after {max_polls} checks; cancelled', $.load.Id)",
         )
         cancel = tasks.CallAwsService(
             self,
@@ -738,7 +641,7 @@ class StepFunctionsPipeline(Construct):
         count.next(below_cap)
         finished = (
             sfn.Choice(self, "Load Finished?")
-            .when(sfn.Condition.string_equals("$.load_status.Status", "FINISHED"), loaded)
+            .when(sfn.Condition.string_equals("$.load_status.Status", "FINISHED"), sfn.Succeed(self, "Load Statements Finished"))
             .when(
                 sfn.Condition.and_(
                     sfn.Condition.or_(
@@ -759,13 +662,26 @@ class StepFunctionsPipeline(Construct):
             .otherwise(count)
         )
         submit.next(wait).next(describe).next(finished)
-        return submit
+        load = sfn.Parallel(
+            self,
+            "Load Into Redshift",
+            comment="COPY + MERGE of the run as one transaction, polled to its end. Fails here otherwise.",
+            result_selector={"Id.$": "$[0].load.Id", "Status.$": "$[0].load_status.Status"},
+            result_path="$.load",
+        )
+        load.branch(self._check_run_id(then=submit))
+        load.next(loaded)
+        return load
 
-    def _branch_failure(self, state_id: str, error: str, cause: str) -> sfn.IChainable:
-        """Inside a Parallel branch: end with `error` and the cause an intrinsic computes (Pass, then Fail with a plain
-        CausePath), which the Parallel's Catch takes to the failure path."""
-        describe = sfn.Pass(self, f"Describe {state_id}", parameters={"Cause.$": cause}, result_path="$.branch_failure")
-        return describe.next(sfn.Fail(self, state_id, error=error, cause_path="$.branch_failure.Cause"))
+    def _check_run_id(self, *, then: sfn.IChainable) -> sfn.IChainable:
+        """The run id is spliced into the load's SQL (the MERGE's literal, the COPY's S3 URI); execution names may
+        contain a quote, so such a run fails before the database sees it."""
+        bad = self._fail(
+            "Run Id Not Loadable",
+            "InvalidRunId",
+            "States.Format('run id {} contains a quote and cannot be used in the load SQL', $.upload.run_id)",
+        )
+        return sfn.Choice(self, "Run Id Loadable?").when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad).otherwise(then)
 
     # --- state machine, permissions ----------------------------------------------------------------------------------
     def _build_state_machine(
@@ -864,7 +780,13 @@ class StepFunctionsPipeline(Construct):
             self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
             "An upload event could not start the state machine; it waits in the dead-letter queue",
         )
-        return [self.executions_failed_alarm, self.executions_timed_out_alarm, self.executions_aborted_alarm, self.dead_letter_alarm]
+        return [
+            self.executions_failed_alarm,
+            self.executions_timed_out_alarm,
+            self.executions_aborted_alarm,
+            self.dead_letter_alarm,
+            *self.failure_reporter.alarms,
+        ]
 
     # --- metrics -----------------------------------------------------------------------------------------------------
     def metric_runs_failed(self, period: Duration | None = None) -> cloudwatch.Metric:

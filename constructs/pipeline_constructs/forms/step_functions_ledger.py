@@ -114,6 +114,15 @@ class LedgerStates:
     def fail(self) -> sfn.CustomState:
         return self.update("Record Failure", records.fail_expression(), comment="The run failed at its last step: error and cause")
 
+    def read_state(self) -> sfn.CustomState:
+        return self._task(
+            "Read Upload State",
+            "getItem",
+            {"ProjectionExpression": "#state", "ExpressionAttributeNames": {"#state": "state"}, "ConsistentRead": True},
+            comment="The ledger refused the failure: already recorded by this run (a repeated event), or never taken?",
+            result_path="$.ledger",
+        )
+
     def read_counts(self) -> sfn.CustomState:
         return self._task(
             "Read Clean Counts",

@@ -6,6 +6,8 @@ Kinds (the `kind` of each entry of a form stack's DeadLetterQueues output):
   eventbridge   events an EventBridge rule could not deliver: re-sent to the rule's target queue (`target_url`), or,
                 for a rule whose target is the form itself (the Glue workflow), a new run of the form for the event's upload
   lambda        asynchronous invocations that failed after Lambda's retries: invoked again with the same payload
+  failure_report  status-change events of failed executions the rule could not deliver to the Step Functions
+                form's failure reporter: the reporter (`target_arn`) is started with each (it reports a failure once)
   notification  failure messages SNS could not deliver to a subscriber: published to the alert topic again (every
                 subscriber receives them again)
 """
@@ -93,6 +95,9 @@ def _resend(clients: Mapping[str, Any], environment: Environment, runs: Runs, qu
             return
         stack = environment.forms[str(queue.form)]
         runs.start_new_run(stack, upload_of_event(body), now)
+        return
+    if queue.kind == "failure_report" and queue.target_arn:
+        clients["stepfunctions"].start_execution(stateMachineArn=queue.target_arn, input=body)
         return
     if queue.kind == "lambda":
         record = json.loads(body)

@@ -36,6 +36,7 @@ class DeadLetterQueue:
     form: str | None = None
     source_arn: str | None = None
     target_url: str | None = None
+    target_arn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def _form_stack(form: str, stack_name: str, outputs: Mapping[str, str]) -> FormS
                 form=form,
                 source_arn=entry.get("source_arn"),
                 target_url=entry.get("target_url"),
+                target_arn=entry.get("target_arn"),
             )
             for entry in entries
         )
