@@ -138,6 +138,8 @@ class EnvironmentConfig:
     removal: str
     data_retention_days: int = 365
     ledger_retention_days: int = 400
+    reconcile_every_hours: int = 1
+    reconcile_window_hours: int = 24
     athena_bytes_scanned_cutoff: int = 10 * 1024**3
     max_quarantine_ratio: float = 0.05
     availability_zones: tuple[str, ...] = ()
@@ -182,6 +184,8 @@ _KEYS = {
     "removal",
     "data_retention_days",
     "ledger_retention_days",
+    "reconcile_every_hours",
+    "reconcile_window_hours",
     "athena_bytes_scanned_cutoff",
     "max_quarantine_ratio",
     "availability_zones",
@@ -312,6 +316,18 @@ def parse_environment(
         raw.get("ledger_retention_days", _DEFAULTS.ledger_retention_days),
         maximum=MAX_DATA_RETENTION_DAYS,
     )
+    reconcile_every = _positive_int(
+        f"{prefix}.reconcile_every_hours", raw.get("reconcile_every_hours", _DEFAULTS.reconcile_every_hours), maximum=24
+    )
+    reconcile_window = _positive_int(
+        f"{prefix}.reconcile_window_hours", raw.get("reconcile_window_hours", _DEFAULTS.reconcile_window_hours), maximum=168
+    )
+    if reconcile_window < reconcile_every:
+        raise _fail(
+            f"{prefix}.reconcile_window_hours",
+            reconcile_window,
+            f"must cover at least reconcile_every_hours ({reconcile_every}), or uploads between two checks go unchecked",
+        )
 
     removal = raw.get("removal", _DEFAULTS.removal)
     if removal not in REMOVAL_POLICIES:
@@ -391,6 +407,8 @@ def parse_environment(
         removal=removal,
         data_retention_days=data_retention,
         ledger_retention_days=ledger_retention,
+        reconcile_every_hours=reconcile_every,
+        reconcile_window_hours=reconcile_window,
         athena_bytes_scanned_cutoff=cutoff,
         max_quarantine_ratio=float(ratio),
         availability_zones=azs,

@@ -19,6 +19,9 @@ from pipeline_constructs.targets.load_target import LoadTarget
 from pipeline_constructs.targets.redshift import RedshiftTarget
 
 from .config import EnvironmentConfig
+from .reconcile_check import ReconcileCheck
+
+METRICS_NAMESPACE = "RetailPipeline"
 
 CONTRACT_PATH = Path(__file__).resolve().parent.parent / "contracts" / "retail_sales.yaml"
 _WORKER_TYPES = {
@@ -79,7 +82,7 @@ class StatefulStack(Stack):
             worker_type=_WORKER_TYPES[config.glue_worker_type],
             worker_count=config.glue_worker_count,
             max_quarantine_ratio=config.max_quarantine_ratio,
-            metrics_namespace="RetailPipeline",
+            metrics_namespace=METRICS_NAMESPACE,
         )
         self.ledger.grant_write(self.clean_job.role)
         self.target: LoadTarget
@@ -111,6 +114,19 @@ class StatefulStack(Stack):
                 workgroup_name=f"retail-sales-{config.name}",
                 removal_policy=removal,
             )
+        self.reconcile_check = ReconcileCheck(
+            self,
+            "ReconcileCheck",
+            environment_name=config.name,
+            storage=self.storage,
+            ledger=self.ledger,
+            alerting=self.alerting,
+            metrics_namespace=METRICS_NAMESPACE,
+            every=Duration.hours(config.reconcile_every_hours),
+            window=Duration.hours(config.reconcile_window_hours),
+            log_retention=_retention(config.log_retention_days),
+            removal_policy=removal,
+        )
         self._publish_operations_outputs(contract)
 
     def _publish_operations_outputs(self, contract: DatasetContract) -> None:
