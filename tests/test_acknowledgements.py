@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 import pytest
@@ -82,12 +83,14 @@ def test_a_declaration_written_against_an_arn_matches_in_any_environment(env: cd
     assert apply_acknowledgements(app) == 1
 
 
-def _split_app(*, plugin: bool) -> cdk.App:
-    """Storage and clean job in one environment-agnostic stack, Redshift and the Step Functions form in another,
-    with weak cross-stack references (`Fn::GetStackOutput` in the finding ids), as another team may lay it out."""
+def _split_app(*, plugin: bool, target_kind: str = "redshift", references: str = "weak", datasets: int = 1) -> cdk.App:
+    """Storage and clean job(s) in one environment-agnostic stack, each target and its Step Functions form in another,
+    with `references` cross-stack references (weak: `Fn::GetStackOutput` in the finding ids; strong:
+    `Fn::ImportValue`), as another team may lay it out; `datasets` clean jobs share the one storage."""
     from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
     from pipeline_constructs import (
+        AthenaTarget,
         CleanJob,
         DatasetContract,
         PipelineAlerting,
@@ -100,16 +103,33 @@ def _split_app(*, plugin: bool) -> cdk.App:
     from pipeline_constructs.acknowledgements import AcknowledgementsPlugin
     from tests.test_constructs import feature_flags
 
-    app = cdk.App(context=feature_flags())
-    data, warehouse = cdk.Stack(app, "Data"), cdk.Stack(app, "Warehouse")
-    contract = DatasetContract.from_file(ROOT / "tests" / "consumer_app" / "fleet_trips.yaml")
+    app = cdk.App(context={**feature_flags(), "@aws-cdk/core:defaultCrossStackReferences": references})
+    data = cdk.Stack(app, "Data")
     storage = PipelineStorage(data, "Storage")
     alerting = PipelineAlerting(data, "Alerts", emails=["fleet@example.com"])
     catalog = PipelineCatalog(data, "Catalog", storage=storage, database_name="fleet_db")
-    clean = CleanJob(data, "Clean", storage=storage, catalog=catalog, contract=contract)
-    network = PipelineNetwork(warehouse, "Network", availability_zones=["us-east-2a", "us-east-2b", "us-east-2c"], min_availability_zones=3)
-    target = RedshiftTarget(warehouse, "Redshift", storage=storage, clean_job=clean, vpc=network.vpc)
-    StepFunctionsPipeline(warehouse, "Trips", storage=storage, catalog=catalog, clean_job=clean, target=target, alerting=alerting)
+    contracts = [ROOT / "tests" / "consumer_app" / "fleet_trips.yaml", ROOT / "tests" / "consumer_app" / "web_orders.yaml"][:datasets]
+    for number, path in enumerate(contracts):
+        clean = CleanJob(data, f"Clean{number}", storage=storage, catalog=catalog, contract=DatasetContract.from_file(path))
+        warehouse = cdk.Stack(app, f"Warehouse{number}")
+        target: Any
+        if target_kind == "redshift":
+            network = PipelineNetwork(
+                warehouse, "Network", availability_zones=["us-east-2a", "us-east-2b", "us-east-2c"], min_availability_zones=3
+            )
+            target = RedshiftTarget(warehouse, "Redshift", storage=storage, clean_job=clean, vpc=network.vpc)
+        else:
+            target = AthenaTarget(warehouse, "Athena", storage=storage, catalog=catalog, clean_job=clean)
+        StepFunctionsPipeline(
+            warehouse,
+            "Trips",
+            storage=storage,
+            catalog=catalog,
+            clean_job=clean,
+            target=target,
+            alerting=alerting,
+            landing_prefix=f"incoming/{clean.contract.name}/",
+        )
     if plugin:
         cdk.Validations.of(app).add_plugins(AcknowledgementsPlugin(), AwsSolutionsChecks(app), ServerlessChecks(app))
     else:
@@ -123,6 +143,22 @@ def test_acknowledgements_match_when_the_target_lives_in_another_stack() -> None
     with pytest.raises(RuntimeError, match=r"Fn::GetStackOutput.*runs/\*"):
         _split_app(plugin=False).synth()
     _split_app(plugin=True).synth()
+
+
+@pytest.mark.parametrize("references", ["weak", "strong"])
+@pytest.mark.parametrize(("target_kind", "datasets"), [("redshift", 1), ("athena", 1), ("redshift", 2)])
+def test_every_target_in_its_own_stack_synthesizes_nag_clean_under_both_reference_styles(
+    target_kind: str, datasets: int, references: str
+) -> None:
+    """Each form of the curated bucket's ARN the plugins see (`Fn::GetStackOutput`, `Fn::ImportValue`) is matched;
+    the synthesized template shows the reference was in that form, so the test cannot pass on a same-stack layout."""
+    import json
+
+    assembly = _split_app(plugin=True, target_kind=target_kind, references=references, datasets=datasets).synth()
+    function = "Fn::GetStackOutput" if references == "weak" else "Fn::ImportValue"
+    for number in range(datasets):
+        template = json.dumps(assembly.get_stack_by_name(f"Warehouse{number}").template)
+        assert function in template and "/runs/*" in template
 
 
 def test_the_plugin_reports_a_smuggled_action_and_stops_synth() -> None:
