@@ -25,6 +25,7 @@ class GlueWorkflowStack(Stack):
             clean_job=stateful.clean_job,
             target=stateful.target,
             alerting=stateful.alerting,
+            ledger=stateful.ledger,
             batch_size=config.workflow_batch_size,
             batch_window=Duration.seconds(config.workflow_batch_window_seconds),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
@@ -35,7 +36,8 @@ class GlueWorkflowStack(Stack):
             form="glue_workflow",
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=pipeline.run_timeout_seconds,
-            writes_ledger=False,
+            writes_ledger=True,
             dead_letter_queues=[(pipeline.dead_letter_queue, "eventbridge", None)],
             WorkflowName=pipeline.workflow.workflow_name,
+            CleanJobName=pipeline.clean_job_name,
         )

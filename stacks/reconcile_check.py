@@ -140,6 +140,7 @@ class ReconcileCheck(Construct):
                 environment_encryption=self.log_key,
                 log_group=self.log_group,
                 retry_attempts=0,
+                reserved_concurrent_executions=1,  # two checks never overlap
             )
         for finding, reason in {
             "AwsSolutions-L1": "Python 3.12, the runtime the project's Lambdas are tested on.",

@@ -349,6 +349,7 @@ def test_glue_job_script_and_extra_files_are_assets(consumer: Consumer) -> None:
             "runtime/spark_settings.py",
             "runtime/workflow_inputs.py",
             "runtime/upload_ledger.py",
+            "runtime/pipeline_plan.py",
         )
     )
     (contract_file,) = asset_files(job["DefaultArguments"]["--extra-files"])

@@ -2,7 +2,7 @@
 
 moto runs Athena queries to SUCCEEDED and has no way to make one fail, so the failed-query cases use botocore's
 Stubber with the real service model (the responses are validated against it). moto's redshift-data never finishes
-a statement, so the Redshift Data API path is Stubber only. The workflow state commit runs against moto S3 + Glue.
+a statement, so the Redshift Data API path is Stubber only. The ledger writes run against moto DynamoDB + Glue.
 """
 
 from __future__ import annotations
@@ -24,13 +24,10 @@ from pipeline_constructs.runtime.glue_load_job import (
     run_load,
     run_redshift_statements,
 )
-from pipeline_constructs.runtime.workflow_inputs import (
-    CLAIMED_PROPERTY,
-    WorkflowInputsError,
-    read_processed,
-    record_curated_rows,
-)
+from pipeline_constructs.runtime.upload_ledger import Upload, UploadLedger
+from pipeline_constructs.runtime.workflow_inputs import LOADING_PROPERTY, WorkflowInputsError, put_uploads
 from tests.fake_aws import FAKE_AWS_REGION
+from tests.ledger_table import create_ledger_table
 
 REGION = FAKE_AWS_REGION
 RUN_ID = "wr_0123456789abcdef"
@@ -215,42 +212,65 @@ def test_resolve_args_rejects_incomplete_arguments(argv: list[str], message: str
         resolve_args(argv)
 
 
-def _workflow_with_claim(glue: Any, claimed: dict[str, str]) -> tuple[str, str]:
-    glue.create_workflow(Name="wf")
-    run_id = glue.start_workflow_run(Name="wf")["RunId"]
-    glue.put_workflow_run_properties(Name="wf", RunId=run_id, RunProperties={CLAIMED_PROPERTY: json.dumps(claimed)})
-    return "wf", run_id
+class Workflow:
+    """A workflow run whose clean job claimed `uploads` in the ledger and handed them to the load (moto Glue and
+    DynamoDB)."""
+
+    def __init__(self, uploads: list[Upload]) -> None:
+        self.glue = boto3.client("glue", region_name=REGION)
+        self.dynamodb = boto3.client("dynamodb", region_name=REGION)
+        self.ledger = UploadLedger(self.dynamodb, create_ledger_table(self.dynamodb), form="glue_workflow")
+        self.glue.create_workflow(Name="wf")
+        self.run_id = self.glue.start_workflow_run(Name="wf")["RunId"]
+        for upload in uploads:
+            self.ledger.start(upload, run_id=self.run_id, execution=f"wf/{self.run_id}", step="crawl")
+            self.ledger.step(upload, run_id=self.run_id, step="clean")
+        put_uploads(self.glue, workflow_name="wf", run_id=self.run_id, name=LOADING_PROPERTY, uploads=uploads)
+
+    def args(self, *target: str) -> list[str]:
+        return [
+            *(target or ("--athena_sql_template", MERGE_TEMPLATE, "--athena_workgroup", "pipeline", "--athena_database", "db")),
+            *("--ledger_table", self.ledger.table_name, "--WORKFLOW_NAME", "wf", "--WORKFLOW_RUN_ID", self.run_id),
+        ]
+
+    def clients(self, **more: Any) -> dict[str, Any]:
+        return {"glue": self.glue, "dynamodb": self.dynamodb, **more}
+
+    def state(self, upload: Upload) -> tuple[str, str]:
+        record = self.ledger.get(upload)
+        assert record is not None
+        return record["state"], record["step"]
 
 
-def test_main_loads_then_commits_the_claimed_uploads(
+UPLOAD = Upload("landing", "incoming/glue_workflow/a.csv", "v1", "etag-a")
+
+
+def test_main_records_step_load_then_loaded_after_the_merge(
     fake_aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    athena, s3, glue = (boto3.client(n, region_name=REGION) for n in ("athena", "s3", "glue"))
-    s3.create_bucket(Bucket="curated", CreateBucketConfiguration={"LocationConstraint": REGION})
-    workflow, run_id = _workflow_with_claim(glue, {"incoming/glue_workflow/a.csv": "etag-a"})
+    athena = boto3.client("athena", region_name=REGION)
+    workflow = Workflow([UPLOAD])
     monkeypatch.setattr(glue_load_job.time, "sleep", lambda _seconds: None)
+    seen: list[tuple[str, str]] = []
+    step = UploadLedger.step
+    monkeypatch.setattr(UploadLedger, "step", lambda self, *a, **k: seen.append((r := step(self, *a, **k))["state"]) or r)
     summary = glue_load_job.main(
         [
-            "--athena_sql_template", MERGE_TEMPLATE,
-            "--athena_workgroup", _athena_workgroup(athena),
-            "--athena_database", "db",
-            "--workflow_state_uri", "s3://curated/sales/_workflow_state/glue_workflow/processed.json",
-            "--WORKFLOW_NAME", workflow,
-            "--WORKFLOW_RUN_ID", run_id,
+            "--athena_sql_template", MERGE_TEMPLATE, "--athena_workgroup", _athena_workgroup(athena), "--athena_database", "db",
+            "--ledger_table", workflow.ledger.table_name, "--WORKFLOW_NAME", "wf", "--WORKFLOW_RUN_ID", workflow.run_id,
         ]
     )  # fmt: skip
-    assert summary["committed_sources"] == 1
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"] == run_id
-    processed, _ = read_processed(s3, state_bucket="curated", state_key="sales/_workflow_state/glue_workflow/processed.json")
-    assert processed == {"incoming/glue_workflow/a.csv": "etag-a"}
+    assert summary["loaded_uploads"] == 1 and seen == ["running"]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"] == workflow.run_id
+    assert workflow.state(UPLOAD) == ("loaded", "load")
+    record = workflow.ledger.get(UPLOAD)
+    assert record is not None and "owner" not in record and record["runs"][0]["outcome"] == "loaded"
     query = athena.get_query_execution(QueryExecutionId=summary["athena_query_id"])["QueryExecution"]["Query"]
-    assert f"'{run_id}'" in query
+    assert f"'{workflow.run_id}'" in query
 
 
-def test_a_failed_load_commits_nothing_so_the_next_run_takes_the_uploads_again(fake_aws: None) -> None:
-    s3, glue = (boto3.client(n, region_name=REGION) for n in ("s3", "glue"))
-    s3.create_bucket(Bucket="curated", CreateBucketConfiguration={"LocationConstraint": REGION})
-    workflow, run_id = _workflow_with_claim(glue, {"incoming/glue_workflow/a.csv": "etag-a"})
+def test_a_failed_load_is_recorded_failed_at_step_load_with_the_error_and_raised(fake_aws: None) -> None:
+    workflow = Workflow([UPLOAD])
     athena, stub = _stubbed("athena")
     stub.add_response(
         "start_query_execution",
@@ -266,57 +286,29 @@ def test_a_failed_load_commits_nothing_so_the_next_run_takes_the_uploads_again(f
             }
         },
     )
-    args = resolve_args(
-        [
-            "--athena_sql_template", MERGE_TEMPLATE, "--athena_workgroup", "pipeline", "--athena_database", "db",
-            "--workflow_state_uri", "s3://curated/state/processed.json", "--WORKFLOW_NAME", workflow, "--WORKFLOW_RUN_ID", run_id,
-        ]
-    )  # fmt: skip
     with stub, pytest.raises(LoadFailed, match="TABLE_NOT_FOUND: retail_sales_runs"):
-        run_load(args, {"athena": athena, "s3": s3, "glue": glue}, sleep=lambda _s: None)
-    assert read_processed(s3, state_bucket="curated", state_key="state/processed.json") == ({}, None)
+        run_load(resolve_args(workflow.args()), workflow.clients(athena=athena), sleep=lambda _s: None)
+    assert workflow.state(UPLOAD) == ("failed", "load")
+    record = workflow.ledger.get(UPLOAD)
+    assert record is not None and record["error"] == "LoadFailed" and "TABLE_NOT_FOUND" in record["cause"]
 
 
-def test_commit_fails_loudly_when_the_clean_job_claimed_nothing(fake_aws: None) -> None:
-    s3, glue, athena = (boto3.client(n, region_name=REGION) for n in ("s3", "glue", "athena"))
-    s3.create_bucket(Bucket="curated", CreateBucketConfiguration={"LocationConstraint": REGION})
-    glue.create_workflow(Name="wf")
-    run_id = glue.start_workflow_run(Name="wf")["RunId"]
-    args = resolve_args(
-        [
-            "--athena_sql_template", MERGE_TEMPLATE, "--athena_workgroup", _athena_workgroup(athena), "--athena_database", "db",
-            "--workflow_state_uri", "s3://curated/state/processed.json", "--WORKFLOW_NAME", "wf", "--WORKFLOW_RUN_ID", run_id,
-        ]
-    )  # fmt: skip
-    with pytest.raises(WorkflowInputsError, match="did not claim its sources"):
-        run_load(args, {"athena": athena, "s3": s3, "glue": glue}, sleep=lambda _s: None)
-
-
-def test_a_run_that_claimed_no_new_upload_loads_nothing(fake_aws: None) -> None:
-    s3, glue = (boto3.client(n, region_name=REGION) for n in ("s3", "glue"))
-    workflow, run_id = _workflow_with_claim(glue, {})
-    athena, stub = _stubbed("athena")  # no responses queued: any Athena call would fail the test
-    args = resolve_args(
-        [
-            "--athena_sql_template", MERGE_TEMPLATE, "--athena_workgroup", "pipeline", "--athena_database", "db",
-            "--workflow_state_uri", "s3://curated/state/processed.json", "--WORKFLOW_NAME", workflow, "--WORKFLOW_RUN_ID", run_id,
-        ]
-    )  # fmt: skip
-    with stub:
-        summary = run_load(args, {"athena": athena, "s3": s3, "glue": glue}, sleep=lambda _s: None)
-    assert summary == {"run_id": run_id, "committed_sources": 0}
-
-
-# --- zero curated rows: the run succeeds and skips the load ------------------------------------------------------
+def test_a_run_whose_clean_job_handed_over_nothing_fails_naming_the_property(fake_aws: None) -> None:
+    workflow = Workflow([])
+    workflow.glue.put_workflow_run_properties(Name="wf", RunId=workflow.run_id, RunProperties={LOADING_PROPERTY: "not json"})
+    with pytest.raises(WorkflowInputsError, match=f"run property {LOADING_PROPERTY}"):
+        run_load(resolve_args(workflow.args()), workflow.clients(), sleep=lambda _s: None)
+    other = workflow.glue.start_workflow_run(Name="wf")["RunId"]
+    args = resolve_args([*workflow.args()[:-1], other])
+    with pytest.raises(WorkflowInputsError, match="resume at the clean job"):
+        run_load(args, workflow.clients(), sleep=lambda _s: None)
 
 
 @pytest.mark.parametrize("target", ["athena", "redshift"])
-def test_a_run_with_zero_curated_rows_succeeds_without_loading_and_commits_its_uploads(fake_aws: None, target: str) -> None:
-    """A header-only CSV cleans to zero rows: no MERGE (Athena) and no COPY, which fails on an empty prefix (Redshift)."""
-    s3, glue = (boto3.client(n, region_name=REGION) for n in ("s3", "glue"))
-    s3.create_bucket(Bucket="curated", CreateBucketConfiguration={"LocationConstraint": REGION})
-    workflow, run_id = _workflow_with_claim(glue, {"incoming/glue_workflow/header_only.csv": "etag-h"})
-    record_curated_rows(glue, workflow_name=workflow, run_id=run_id, rows=0)
+def test_a_run_with_no_upload_to_load_succeeds_without_loading(fake_aws: None, target: str) -> None:
+    """Nothing claimed, or every upload ended by the clean job (header-only, quarantined, rejected): no MERGE
+    (Athena) and no COPY, which fails on an empty prefix (Redshift)."""
+    workflow = Workflow([])
     service = "athena" if target == "athena" else "redshift-data"
     client, stub = _stubbed(service)  # no responses queued: any load call would fail the test
     target_args = (
@@ -324,31 +316,40 @@ def test_a_run_with_zero_curated_rows_succeeds_without_loading_and_commits_its_u
         if target == "athena"
         else ["--redshift_sql_templates", json.dumps(STATEMENTS), "--redshift_workgroup", "wg", "--redshift_database", "db"]
     )
-    args = resolve_args(
-        [
-            *target_args,
-            "--workflow_state_uri", "s3://curated/state/processed.json", "--WORKFLOW_NAME", workflow, "--WORKFLOW_RUN_ID", run_id,
-        ]
-    )  # fmt: skip
     with stub:
-        summary = run_load(args, {service: client, "s3": s3, "glue": glue}, sleep=lambda _s: None)
+        summary = run_load(resolve_args(workflow.args(*target_args)), workflow.clients(**{service: client}), sleep=lambda _s: None)
     stub.assert_no_pending_responses()
-    assert summary == {"run_id": run_id, "curated_rows": 0, "load_skipped": "zero curated rows", "committed_sources": 1}
-    assert read_processed(s3, state_bucket="curated", state_key="state/processed.json")[0] == {
-        "incoming/glue_workflow/header_only.csv": "etag-h"
-    }, "the header-only upload is done: the next run must not take it again"
+    assert summary == {"run_id": workflow.run_id, "loaded_uploads": 0, "load_skipped": "no upload with curated rows"}
 
 
-def test_a_run_with_curated_rows_loads_them(fake_aws: None) -> None:
-    athena, s3, glue = (boto3.client(n, region_name=REGION) for n in ("athena", "s3", "glue"))
-    s3.create_bucket(Bucket="curated", CreateBucketConfiguration={"LocationConstraint": REGION})
-    workflow, run_id = _workflow_with_claim(glue, {"incoming/glue_workflow/a.csv": "etag-a"})
-    record_curated_rows(glue, workflow_name=workflow, run_id=run_id, rows=3)
+def test_an_upload_the_run_no_longer_holds_is_not_recorded_loaded_by_it(fake_aws: None) -> None:
+    athena = boto3.client("athena", region_name=REGION)
+    other = Upload("landing", "incoming/glue_workflow/b.csv", "v1", "etag-b")
+    workflow = Workflow([UPLOAD, other])
+    workflow.ledger.fail(other, run_id=workflow.run_id, error="Timeout", cause="taken by another run since")
+    workflow.ledger.start(other, run_id="wr_other", execution="wf/wr_other", step="crawl")
+    args = resolve_args(
+        workflow.args("--athena_sql_template", MERGE_TEMPLATE, "--athena_workgroup", _athena_workgroup(athena), "--athena_database", "db")
+    )
+    summary = run_load(args, workflow.clients(athena=athena), sleep=lambda _s: None)
+    assert summary["loaded_uploads"] == 1
+    assert workflow.state(UPLOAD) == ("loaded", "load") and workflow.state(other) == ("running", "crawl")
+
+
+def test_the_ledger_needs_the_workflow(fake_aws: None) -> None:
     args = resolve_args(
         [
-            "--athena_sql_template", MERGE_TEMPLATE, "--athena_workgroup", _athena_workgroup(athena), "--athena_database", "db",
-            "--workflow_state_uri", "s3://curated/state/processed.json", "--WORKFLOW_NAME", workflow, "--WORKFLOW_RUN_ID", run_id,
+            "--athena_sql_template",
+            MERGE_TEMPLATE,
+            "--athena_workgroup",
+            "w",
+            "--athena_database",
+            "db",
+            "--ledger_table",
+            "t",
+            "--run_id",
+            "r1",
         ]
-    )  # fmt: skip
-    summary = run_load(args, {"athena": athena, "s3": s3, "glue": glue}, sleep=lambda _s: None)
-    assert summary["curated_rows"] == 3 and summary["athena_query_id"] and summary["committed_sources"] == 1
+    )
+    with pytest.raises(SystemExit, match="--ledger_table needs Glue's --WORKFLOW_NAME"):
+        run_load(args, {}, sleep=lambda _s: None)

@@ -61,6 +61,13 @@ def clean_job(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return lid, job
 
 
+def queues(template: dict[str, Any]) -> tuple[str, str]:
+    """(dead-letter queue, inbox) logical ids."""
+    [dead_letters] = [lid for lid in resources(template, "AWS::SQS::Queue") if "DeadLetterQueue" in lid]
+    [inbox] = [lid for lid in resources(template, "AWS::SQS::Queue") if "Inbox" in lid]
+    return dead_letters, inbox
+
+
 def failure_rules(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The Glue state-change rules that send a message (the success-counting rule has no target)."""
     return {
@@ -303,7 +310,7 @@ def test_the_runs_failed_alarm_counts_every_failure_rule_and_one_alarm_watches_t
             [dimension] = stat["Metric"]["Dimensions"]
             counted.add(dimension["Value"]["Ref"])
     assert counted == rules
-    [queue] = resources(template, "AWS::SQS::Queue")
+    queue, _ = queues(template)
     assertions.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
@@ -321,7 +328,7 @@ def test_uploads_under_the_form_prefix_notify_the_workflow_with_retries_and_a_de
     template: dict[str, Any], assertions: Template
 ) -> None:
     [workflow] = resources(template, "AWS::Glue::Workflow")
-    [queue] = resources(template, "AWS::SQS::Queue")
+    queue, inbox = queues(template)
     [upload] = [
         r["Properties"]
         for r in resources(template, "AWS::Events::Rule").values()
@@ -333,10 +340,12 @@ def test_uploads_under_the_form_prefix_notify_the_workflow_with_retries_and_a_de
         "key": [{"wildcard": "incoming/glue_workflow/*.csv"}],
         "size": [{"numeric": [">", 0]}],
     }
-    [target] = upload["Targets"]
+    [target, to_inbox] = upload["Targets"]
     assert key({"Ref": workflow}) in key(target["Arn"]) and ":workflow/" in key(target["Arn"])
-    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}
-    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 8, "MaximumEventAgeInSeconds": 21600}
+    assert to_inbox["Arn"] == {"Fn::GetAtt": [inbox, "Arn"]} and "RoleArn" not in to_inbox
+    for each in (target, to_inbox):
+        assert each["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}
+        assert each["RetryPolicy"] == {"MaximumRetryAttempts": 8, "MaximumEventAgeInSeconds": 21600}
     role = target["RoleArn"]["Fn::GetAtt"][0]
     assertions.has_resource_properties(
         "AWS::IAM::Role",
@@ -378,27 +387,43 @@ def test_the_event_trigger_batches_uploads_as_configured(template: dict[str, Any
     assert all(t["StartOnCreation"] is True for t in conditional), "conditional triggers must be activated"
 
 
-def test_the_clean_job_gets_the_listing_prefix_the_state_file_and_the_alert_topic(
+def ledger_arguments_are_set(arguments: dict[str, Any]) -> None:
+    assert "LedgerTable" in key(arguments["--ledger_table"])
+    assert arguments["--ledger_ttl_days"] == "400" and arguments["--pipeline_form"] == "glue_workflow"
+    assert "--workflow_state_uri" not in arguments
+
+
+def test_the_clean_job_gets_the_prefix_the_inbox_the_ledger_and_the_alert_topic(
     template: dict[str, Any], clean_job: tuple[str, dict[str, Any]]
 ) -> None:
     arguments = clean_job[1]["Properties"]["DefaultArguments"]
     assert key(arguments["--source_listing_prefix"]).endswith('/incoming/glue_workflow/"]]}')
-    assert arguments["--pipeline_form"] == "glue_workflow"
     assert "PublishOutputRefAlertingTopic" in key(arguments["--alert_topic_arn"])
-    assert key(arguments["--workflow_state_uri"]).endswith('/retail_sales/_workflow_state/glue_workflow/processed.json"]]}')
+    _, inbox = queues(template)
+    assert arguments["--inbox_queue_url"] == {"Ref": inbox}
+    ledger_arguments_are_set(arguments)
     [workflow] = resources(template, "AWS::Glue::Workflow")
     [policy] = [p["Properties"] for p in resources(template, "AWS::IAM::ManagedPolicy").values()]
-    actions = {a for s in policy["PolicyDocument"]["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    statements = policy["PolicyDocument"]["Statement"]
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert actions == {
-        "s3:GetObject",
-        "s3:PutObject",
-        "s3:ListBucket",
+        "dynamodb:UpdateItem",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
         "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:Encrypt",
         "kms:GenerateDataKey",
+        "glue:GetWorkflowRunProperties",
         "glue:PutWorkflowRunProperties",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
         "sns:Publish",
     }
-    assert "*" not in key([s["Resource"] for s in policy["PolicyDocument"]["Statement"]]).replace("${AWS::", "")
+    [query] = [s for s in statements if s["Action"] == "dynamodb:Query"]
+    assert key(query["Resource"]).endswith('/index/by_state"]]}'), "the state index only, not the table"
+    assert not [s for s in statements if str(s["Action"]).startswith("s3:")], "no state file any more"
+    assert "*" not in key([s["Resource"] for s in statements]).replace("${AWS::", "")
     assert workflow in key(policy["PolicyDocument"])
 
 
@@ -420,14 +445,18 @@ def test_the_load_job_is_a_python_shell_job_running_the_athena_merge_of_the_work
     assert int(args["--max_wait_seconds"]) < props["Timeout"] * 60
 
 
-def test_the_load_role_gets_the_target_load_policy_and_the_state_file_only(template: dict[str, Any], load_job: tuple[str, Any]) -> None:
+def test_the_load_role_gets_the_target_load_policy_the_ledger_writes_and_the_run_properties(
+    template: dict[str, Any], load_job: tuple[str, Any]
+) -> None:
+    ledger_arguments_are_set(load_job[1]["Properties"]["DefaultArguments"])
     role_id = load_job[1]["Properties"]["Role"]["Fn::GetAtt"][0]
     role = template["Resources"][role_id]["Properties"]
     assert "AthenaTargetLoadPolicy" in key(role["ManagedPolicyArns"])
     [policy] = [p["Properties"] for p in resources(template, "AWS::IAM::Policy").values() if p["Properties"]["Roles"] == [{"Ref": role_id}]]
     statements = policy["PolicyDocument"]["Statement"]
-    [state] = [s for s in statements if s["Action"] == ["s3:GetObject", "s3:PutObject"]]
-    assert key(state["Resource"]).endswith('/retail_sales/_workflow_state/glue_workflow/processed.json"]]}')
+    [ledger] = [s for s in statements if sorted(s["Action"]) == ["dynamodb:GetItem", "dynamodb:UpdateItem"]]
+    assert "LedgerTable" in key(ledger["Resource"])
+    assert not [s for s in statements if "s3:PutObject" in str(s["Action"])], "no state file any more"
     [run_properties] = [s for s in statements if s["Action"] == "glue:GetWorkflowRunProperties"]
     assert ":workflow/" in key(run_properties["Resource"])
 
@@ -469,6 +498,7 @@ def test_the_redshift_variant_passes_cfn_lint(redshift_template: dict[str, Any])
         ({"batch_window": cdk.Duration.minutes(16)}, "batch_window=960"),
         ({"landing_prefix": "/incoming"}, "landing_prefix='/incoming'"),
         ({"target": "athena"}, "target=str"),
+        ({"ledger": None}, "ledger=None: the Glue Workflow form claims its uploads in the upload ledger"),
     ],
 )
 def test_invalid_arguments_are_rejected_naming_the_argument(synthesized: Any, overrides: dict[str, Any], message: str) -> None:
@@ -481,17 +511,21 @@ def test_invalid_arguments_are_rejected_naming_the_argument(synthesized: Any, ov
         "clean_job": stateful.clean_job,
         "target": stateful.target,
         "alerting": stateful.alerting,
+        "ledger": stateful.ledger,
         **overrides,
     }
     with pytest.raises(PipelinePropsError, match=message.replace("(", r"\(")):
         GlueWorkflowPipeline(stack, "Pipeline", **props)
 
 
-def test_the_dead_letter_queue_is_kept_when_the_environment_retains_its_data(template: dict[str, Any]) -> None:
-    """dev retains its data (cdk.json), so undelivered upload events must outlive a stack deletion or replacement."""
-    [queue] = resources(template, "AWS::SQS::Queue").values()
-    assert queue["DeletionPolicy"] == "Retain"
-    assert queue["UpdateReplacePolicy"] == "Retain"
+def test_the_dead_letter_queue_and_the_inbox_are_kept_when_the_environment_retains_its_data(template: dict[str, Any]) -> None:
+    """dev retains its data (cdk.json), so undelivered and unclaimed upload events must outlive a stack deletion or
+    replacement."""
+    for queue in queues(template):
+        assert template["Resources"][queue]["DeletionPolicy"] == "Retain"
+        assert template["Resources"][queue]["UpdateReplacePolicy"] == "Retain"
+    inbox = template["Resources"][queues(template)[1]]["Properties"]
+    assert inbox["KmsMasterKeyId"] and inbox["MessageRetentionPeriod"] == 1209600 and inbox["VisibilityTimeout"] == 300
 
 
 # --- one vocabulary across forms (issue 13), in another app's dataset ------------------------------------------
@@ -503,6 +537,7 @@ def web_orders() -> tuple[GlueWorkflowPipeline, dict[str, Any]]:
     from pathlib import Path
 
     from pipeline_constructs import AthenaTarget, CleanJob, DatasetContract, PipelineAlerting, PipelineCatalog, PipelineStorage
+    from pipeline_constructs.ledger import UploadLedger
 
     stack = cdk.Stack(cdk.App(), "WebOrders")
     contract = DatasetContract.from_file(Path(__file__).parent / "consumer_app" / "web_orders.yaml")
@@ -511,7 +546,10 @@ def web_orders() -> tuple[GlueWorkflowPipeline, dict[str, Any]]:
     catalog = PipelineCatalog(stack, "Catalog", storage=storage, database_name="orders_db")
     clean = CleanJob(stack, "Clean", storage=storage, catalog=catalog, contract=contract, metrics_namespace="WebShop/Orders")
     athena = AthenaTarget(stack, "Athena", storage=storage, catalog=catalog, clean_job=clean)
-    form = GlueWorkflowPipeline(stack, "Workflow", storage=storage, catalog=catalog, clean_job=clean, target=athena, alerting=alerting)
+    ledger = UploadLedger(stack, "Ledger", encryption_key=storage.key)
+    form = GlueWorkflowPipeline(
+        stack, "Workflow", storage=storage, catalog=catalog, clean_job=clean, target=athena, alerting=alerting, ledger=ledger
+    )
     return form, Template.from_stack(stack).to_json()
 
 

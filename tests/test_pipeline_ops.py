@@ -21,6 +21,7 @@ from pipeline_constructs.operations.cli import main
 from pipeline_constructs.operations.environment import load_environment
 from pipeline_constructs.runtime.upload_lambdas.upload_events import dag_run_id
 from pipeline_constructs.runtime.upload_ledger import Upload, UploadLedger
+from pipeline_constructs.runtime.workflow_inputs import REQUESTED_PROPERTY, uploads_to_json
 from tests.deployed_environment import FakeDeployment, FakeSession
 from tests.fake_aws import FAKE_AWS_REGION
 
@@ -92,7 +93,7 @@ def test_the_environment_is_read_from_the_outputs_the_app_publishes(dev: FakeDep
     assert environment.ledger_table == dev.output("Stateful", "LedgerTableName")
     assert {form: stack.writes_ledger for form, stack in environment.forms.items()} == {
         "step_functions": True,
-        "glue_workflow": False,
+        "glue_workflow": True,
         "mwaa_serverless": False,
     }
     kinds = {(queue.form, queue.kind) for queue in environment.dead_letter_queues()}
@@ -214,8 +215,8 @@ def test_show_of_an_upload_the_ledger_does_not_hold_exits_1_and_says_why(dev: Fa
     landing = dev.output("Stateful", "LandingBucketName")
     code, text = run(dev, "show", f"s3://{landing}/{SFN_PREFIX}never.csv")
     assert code == 1 and "not in the ledger; no run recorded it: `pipeline-ops --env dev reconcile`" in text
-    code, text = run(dev, "show", f"s3://{landing}/incoming/glue_workflow/x.csv")
-    assert code == 1 and "its form (glue_workflow) does not write the ledger yet" in text
+    code, text = run(dev, "show", f"s3://{landing}/incoming/mwaa_serverless/x.csv")
+    assert code == 1 and "its form (mwaa_serverless) does not write the ledger yet" in text
 
 
 # --- rerun --------------------------------------------------------------------------------------------------------
@@ -371,32 +372,84 @@ def test_rerun_on_mwaa_starts_the_dag_run_the_event_never_started(staging: FakeD
     assert code == 0 and f"[mwaa]: started {run_id}" in text
 
 
-def test_rerun_on_the_glue_workflow_resumes_the_failed_nodes_of_the_run_that_claimed_it(dev: FakeDeployment) -> None:
-    item = upload(dev, "incoming/glue_workflow/store-4.csv")
-    name = dev.output("GlueWorkflow", "WorkflowName")
-    client = boto3.client("glue", region_name=FAKE_AWS_REGION)
-    run_record = {
-        "Name": name,
-        "WorkflowRunId": "wr_2",
+def glue_run(dev: FakeDeployment, run_id: str, load_state: str) -> dict[str, Any]:
+    """A finished workflow run as GetWorkflowRun returns it: crawl and clean succeeded, the load ended `load_state`."""
+    return {
+        "Name": dev.output("GlueWorkflow", "WorkflowName"),
+        "WorkflowRunId": run_id,
         "StartedOn": datetime(2026, 12, 4, tzinfo=UTC),
         "Status": "COMPLETED",
-        "WorkflowRunProperties": {"pipeline_claimed_sources": json.dumps({item.key: item.etag})},
         "Graph": {
             "Nodes": [
-                {"UniqueId": "crawl-node", "Type": "CRAWLER", "CrawlerDetails": {"Crawls": [{"State": "SUCCEEDED"}]}},
-                {"UniqueId": "load-node", "Type": "JOB", "JobDetails": {"JobRuns": [{"JobRunState": "FAILED"}]}},
+                {"UniqueId": "crawl-node", "Type": "CRAWLER", "Name": "crawler", "CrawlerDetails": {"Crawls": [{"State": "SUCCEEDED"}]}},
+                {
+                    "UniqueId": "clean-node",
+                    "Type": "JOB",
+                    "Name": dev.output("GlueWorkflow", "CleanJobName"),
+                    "JobDetails": {"JobRuns": [{"JobRunState": "SUCCEEDED"}]},
+                },
+                {"UniqueId": "load-node", "Type": "JOB", "Name": "load", "JobDetails": {"JobRuns": [{"JobRunState": load_state}]}},
             ]
         },
     }
-    older = {**run_record, "WorkflowRunId": "wr_1", "StartedOn": datetime(2026, 12, 3, tzinfo=UTC), "WorkflowRunProperties": {}}
+
+
+def test_rerun_on_the_glue_workflow_resumes_the_run_the_ledger_names_at_its_clean_job_when_its_load_failed(dev: FakeDeployment) -> None:
+    """A resumed run has a new run id: the load alone would MERGE that id's empty output, so the clean job runs again,
+    told to take the upload (a failed record is startable)."""
+    item = upload(dev, "incoming/glue_workflow/store-4.csv")
+    book = ledger(dev, "glue_workflow")
+    name = dev.output("GlueWorkflow", "WorkflowName")
+    book.start(item, run_id="wr_2", execution=f"{name}/wr_2", step="crawl")
+    book.step(item, run_id="wr_2", step="load")
+    book.fail(item, run_id="wr_2", error="LoadFailed", cause="the warehouse refused the MERGE")
+    client = boto3.client("glue", region_name=FAKE_AWS_REGION)
     with Stubber(client) as stubber:
-        stubber.add_response("get_workflow_runs", {"Runs": [older, run_record]}, {"Name": name, "IncludeGraph": True, "MaxResults": 50})
         stubber.add_response(
-            "resume_workflow_run", {"RunId": "wr_2", "NodeIds": ["load-node"]}, {"Name": name, "RunId": "wr_2", "NodeIds": ["load-node"]}
+            "get_workflow_run", {"Run": glue_run(dev, "wr_2", "FAILED")}, {"Name": name, "RunId": "wr_2", "IncludeGraph": True}
+        )
+        stubber.add_response(
+            "resume_workflow_run", {"RunId": "wr_3", "NodeIds": ["clean-node"]}, {"Name": name, "RunId": "wr_2", "NodeIds": ["clean-node"]}
+        )
+        stubber.add_response(
+            "put_workflow_run_properties",
+            {},
+            {"Name": name, "RunId": "wr_3", "RunProperties": {REQUESTED_PROPERTY: uploads_to_json([item])}},
         )
         code, text = run(dev, "rerun", item.uri, glue=client)
         stubber.assert_no_pending_responses()
-    assert code == 0 and "[glue_workflow]: resumed wr_2 (its failed nodes again: load-node)" in text
+    assert code == 0 and "[glue_workflow]: resumed wr_3 (run wr_2 again from clean-node)" in text
+
+
+def test_rerun_on_the_glue_workflow_starts_a_run_naming_the_upload_when_its_run_is_gone_or_had_no_failure(dev: FakeDeployment) -> None:
+    item = upload(dev, "incoming/glue_workflow/store-5.csv")
+    book = ledger(dev, "glue_workflow")
+    name = dev.output("GlueWorkflow", "WorkflowName")
+    book.start(item, run_id="wr_7", execution=f"{name}/wr_7", step="crawl")  # the run timed out holding it
+    later = datetime.now(UTC) + timedelta(hours=5)
+    client = boto3.client("glue", region_name=FAKE_AWS_REGION)
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "get_workflow_run", {"Run": glue_run(dev, "wr_7", "SUCCEEDED")}, {"Name": name, "RunId": "wr_7", "IncludeGraph": True}
+        )
+        stubber.add_response(
+            "start_workflow_run", {"RunId": "wr_8"}, {"Name": name, "RunProperties": {REQUESTED_PROPERTY: uploads_to_json([item])}}
+        )
+        code, text = run(dev, "rerun", item.uri, glue=client, now=later)
+        stubber.assert_no_pending_responses()
+    assert code == 0 and "[glue_workflow]: started wr_8" in text
+    record = book.get(item)
+    assert record is not None and record["state"] == "failed" and record["error"] == "RunTimedOut", "startable by wr_8"
+    with Stubber(client) as stubber:
+        stubber.add_client_error(
+            "get_workflow_run", "EntityNotFoundException", expected_params={"Name": name, "RunId": "wr_7", "IncludeGraph": True}
+        )
+        stubber.add_response(
+            "start_workflow_run", {"RunId": "wr_9"}, {"Name": name, "RunProperties": {REQUESTED_PROPERTY: uploads_to_json([item])}}
+        )
+        code, text = run(dev, "rerun", item.uri, glue=client, now=later)
+        stubber.assert_no_pending_responses()
+    assert code == 0 and "[glue_workflow]: started wr_9" in text
 
 
 def test_rerun_on_mwaa_serverless_starts_a_run_with_a_new_client_token(dev: FakeDeployment) -> None:
@@ -558,12 +611,12 @@ def test_reconcile_finds_the_upload_no_run_took_and_starts_it(dev: FakeDeploymen
     failed_at_load(dev, broken, "run-2")
     lost = upload(dev, f"{SFN_PREFIX}lost.csv")
     upload(dev, f"{SFN_PREFIX}notes.txt")  # not an upload the rule matches
-    upload(dev, "incoming/glue_workflow/any.csv")
+    upload(dev, "incoming/mwaa_serverless/any.csv")
 
     code, text = run(dev, "reconcile")
     assert code == 1, text  # the failed one; the lost one is younger than the run timeout: in flight
     assert ": 1 accounted for, 1 in flight, 1 not accounted for" in text and text.startswith("3 upload(s) since ")
-    assert "not checked: glue_workflow (its runs do not write the ledger yet)" in text
+    assert "not checked: mwaa_serverless (its runs do not write the ledger yet)" in text
 
     later = datetime.now(UTC) + timedelta(hours=5)
     code, document = run_json(dev, "reconcile", "--since", "7d", now=later)

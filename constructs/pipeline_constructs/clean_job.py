@@ -27,6 +27,7 @@ CLEAN_JOB_MODULES = (
     RUNTIME_DIR / "spark_settings.py",
     RUNTIME_DIR / "workflow_inputs.py",
     RUNTIME_DIR / "upload_ledger.py",
+    RUNTIME_DIR / "pipeline_plan.py",
 )
 CONTRACT_FILE_NAME = "contract.json"
 

@@ -202,52 +202,87 @@ def test_source_uris_as_a_json_array_keep_commas_inside_keys() -> None:
         parse_source_uris('["s3://b/a.csv", 3]')
 
 
-# --- the Glue Workflow form: a poisoned batch, and a header-only file --------------------------------------------
+# --- the Glue Workflow form: claims, counts and outcomes in the upload ledger -------------------------------------
 
 LANDING = "landing"
 PREFIX = "incoming/glue_workflow/"
-STATE_URI = "s3://curated/retail_sales/_workflow_state/glue_workflow/processed.json"
 WORKFLOW = "retail-sales-workflow"
 
 
+class RecordingLedgerClient:
+    """A DynamoDB client that notes each upload's (state, step) after every ledger write, as the write returned it."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.exceptions = client.exceptions
+        self.seen: dict[str, list[tuple[str, str]]] = {}
+
+    def update_item(self, **request):
+        answer = self.client.update_item(**request)
+        item = answer["Attributes"]
+        pairs = self.seen.setdefault(item["object"]["S"], [])
+        pair = (item["state"]["S"], item["step"]["S"])
+        if not pairs or pairs[-1] != pair:  # a counts write changes neither
+            pairs.append(pair)
+        return answer
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
 class WorkflowWorld:
-    """moto S3, Glue, SNS (with an SQS queue subscribed, to read what was sent) and a local mirror of the landing
-    bucket that Spark reads from (a local Spark cannot read moto's S3)."""
+    """moto S3 (versioned landing bucket), Glue, SNS (an SQS queue subscribed, to read what was sent), the form's
+    inbox queue, the ledger table, and a local mirror of the landing bucket that Spark reads from (a local Spark
+    cannot read moto's S3)."""
 
     def __init__(self, tmp_path) -> None:
+        from pipeline_constructs.runtime.upload_ledger import UploadLedger
+        from tests.ledger_table import create_ledger_table
+
         self.tmp_path = tmp_path
         self.s3, self.glue, self.sns, self.sqs, self.athena = (
             boto3.client(n, region_name=FAKE_AWS_REGION) for n in ("s3", "glue", "sns", "sqs", "athena")
         )
-        for bucket in (LANDING, "curated"):
-            self.s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": FAKE_AWS_REGION})
+        self.s3.create_bucket(Bucket=LANDING, CreateBucketConfiguration={"LocationConstraint": FAKE_AWS_REGION})
+        self.s3.put_bucket_versioning(Bucket=LANDING, VersioningConfiguration={"Status": "Enabled"})
         self.glue.create_workflow(Name=WORKFLOW, MaxConcurrentRuns=1)
         self.topic = self.sns.create_topic(Name="alerts")["TopicArn"]
-        self.queue = self.sqs.create_queue(QueueName="inbox")["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.alert_queue = self.sqs.create_queue(QueueName="alert-reader")["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.alert_queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.sns.subscribe(TopicArn=self.topic, Protocol="sqs", Endpoint=queue_arn)
+        self.inbox = self.sqs.create_queue(QueueName="inbox")["QueueUrl"]
         self.athena.create_work_group(
             Name="pipeline",
             Configuration={"ResultConfiguration": {"OutputLocation": "s3://curated/athena/"}, "EnforceWorkGroupConfiguration": True},
         )
+        self.dynamodb = RecordingLedgerClient(boto3.client("dynamodb", region_name=FAKE_AWS_REGION))
+        self.table = create_ledger_table(self.dynamodb.client)
+        self.ledger = UploadLedger(self.dynamodb.client, self.table, form="glue_workflow")
 
-    def upload(self, name: str, text: str) -> str:
-        self.s3.put_object(Bucket=LANDING, Key=PREFIX + name, Body=text.encode())
+    def upload(self, name: str, text: str):
+        """Upload a file and deliver its event to the inbox, as the upload rule does; returns the Upload."""
+        from pipeline_constructs.runtime.upload_ledger import Upload
+
+        answer = self.s3.put_object(Bucket=LANDING, Key=PREFIX + name, Body=text.encode())
+        upload = Upload(LANDING, PREFIX + name, answer["VersionId"], answer["ETag"].strip('"'))
+        obj = {"key": upload.key, "size": len(text), "etag": upload.etag, "version-id": upload.version_id}
+        self.sqs.send_message(QueueUrl=self.inbox, MessageBody=json.dumps({"detail": {"bucket": {"name": LANDING}, "object": obj}}))
         local = self.tmp_path / LANDING / PREFIX / name
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_text(text)
-        return f"s3://{LANDING}/{PREFIX}{name}"
+        return upload
 
     def read_from(self, uri: str) -> str:
         assert uri.startswith(f"s3://{LANDING}/")
         return str(self.tmp_path / LANDING / uri[len(f"s3://{LANDING}/") :])
 
-    def clean(self, spark, contract_path, run_id: str):
-        argv = [
-            "--contract_path", str(contract_path),
+    def args(self, run_id: str, *more: str) -> list[str]:
+        return [
+            "--contract_path", "contract.json",
             "--source_uris", f"s3://{LANDING}/{PREFIX}",
             "--source_listing_prefix", f"s3://{LANDING}/{PREFIX}",
-            "--workflow_state_uri", STATE_URI,
+            "--inbox_queue_url", self.inbox,
+            "--ledger_table", self.table,
             "--alert_topic_arn", self.topic,
             "--WORKFLOW_NAME", WORKFLOW,
             "--WORKFLOW_RUN_ID", run_id,
@@ -255,8 +290,12 @@ class WorkflowWorld:
             "--curated_root", str(self.tmp_path / "curated"),
             "--quarantine_root", str(self.tmp_path / "quarantine"),
             "--metrics_namespace", "",
+            *more,
         ]  # fmt: skip
-        return job.main(argv, spark=spark, read_from=self.read_from)
+
+    def clean(self, spark, run_id: str, *more: str):
+        clients = {"sqs": self.sqs, "glue": self.glue, "sns": self.sns}
+        return job.main(self.args(run_id, *more), spark=spark, read_from=self.read_from, dynamodb=self.dynamodb, clients=clients)
 
     def load(self, run_id: str, clients: dict | None = None) -> dict:
         from pipeline_constructs.runtime.glue_load_job import RUN_ID_TOKEN, resolve_args, run_load
@@ -265,19 +304,25 @@ class WorkflowWorld:
             [
                 "--athena_sql_template", f"MERGE INTO t USING (SELECT * FROM r WHERE run_id = '{RUN_ID_TOKEN}') s ON t.k = s.k",
                 "--athena_workgroup", "pipeline", "--athena_database", "db",
-                "--workflow_state_uri", STATE_URI, "--WORKFLOW_NAME", WORKFLOW, "--WORKFLOW_RUN_ID", run_id,
+                "--ledger_table", self.table, "--WORKFLOW_NAME", WORKFLOW, "--WORKFLOW_RUN_ID", run_id,
             ]
         )  # fmt: skip
-        return run_load(args, {"athena": self.athena, "s3": self.s3, "glue": self.glue, **(clients or {})}, sleep=lambda _s: None)
+        every = {"athena": self.athena, "glue": self.glue, "dynamodb": self.dynamodb, **(clients or {})}
+        return run_load(args, every, sleep=lambda _s: None)
 
     def alerts(self) -> list[dict]:
-        received = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        received = self.sqs.receive_message(QueueUrl=self.alert_queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
         for message in received:
-            self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"])
+            self.sqs.delete_message(QueueUrl=self.alert_queue, ReceiptHandle=message["ReceiptHandle"])
         return [json.loads(m["Body"]) for m in received]
 
     def new_run(self) -> str:
         return self.glue.start_workflow_run(Name=WORKFLOW)["RunId"]
+
+    def record(self, upload) -> dict:
+        record = self.ledger.get(upload)
+        assert record is not None, upload
+        return record
 
 
 @pytest.fixture
@@ -288,125 +333,162 @@ def world(fake_aws: None, tmp_path, contract, monkeypatch):
 
 
 @pytest.mark.spark
-def test_a_poisoned_file_is_quarantined_alerted_once_and_skipped_while_the_good_files_of_its_batch_load(
+def test_a_poisoned_file_is_rejected_alerted_once_and_never_taken_again_while_its_batch_loads(
     spark, world: WorkflowWorld, header, make_row
 ) -> None:
-    from pipeline_constructs.runtime.workflow_inputs import read_processed, read_rejected
-
     good = [world.upload(f"store-{n}.csv", f"{header}\n{make_row(n)}\n{make_row(n + 10)}\n") for n in (1, 2)]
     bad = world.upload("store-9.csv", "store_id,sku\nS009,SKU-1\n")  # no transaction_id, quantity, ...
 
     first = world.new_run()
-    result = world.clean(spark, "contract.json", first)
+    result = world.clean(spark, first)
     assert result.ok, result.errors
     assert (result.rows_in, result.rows_out, len(result.rejected_files)) == (4, 4, 1)
-    assert [r["source_uri"] for r in result.rejected_files] == [bad]
-    assert any("quarantined and skipped from now on" in w for w in result.warnings)
-    [copy] = [r["copy"] for r in result.rejected_files]
-    assert copy and (world.tmp_path / "quarantine" / f"run_id={first}" / "files" / "rejected_files.jsonl").is_file()
+    assert [r["source_uri"] for r in result.rejected_files] == [bad.uri]
+    assert any("quarantined and not taken again" in w for w in result.warnings)
+    rejected = world.record(bad)
+    assert (rejected["state"], rejected["step"]) == ("rejected", "clean") and rejected["quarantine_uri"].endswith("store-9.csv")
+    assert [(world.record(u)["state"], world.record(u)["step"]) for u in good] == [("running", "clean")] * 2
 
     [alert] = world.alerts()
     assert alert["Subject"] == "retail_sales pipeline: 1 file quarantined (glue_workflow)"
     message = json.loads(alert["Message"])
     assert {k: message[k] for k in ("pipeline", "object", "run_id", "failed_step", "error")} == {
         "pipeline": "glue_workflow",
-        "object": bad,
+        "object": bad.uri,
         "run_id": first,
         "failed_step": "Clean",
         "error": "FileRejected",
     }
-    assert message["cause"].startswith(f"{bad}: ") and "transaction_id" in message["cause"]
-
-    state_bucket, state_key = "curated", STATE_URI[len("s3://curated/") :]
-    [(key, entry)] = read_rejected(world.s3, state_bucket=state_bucket, state_key=state_key).items()
-    assert key == PREFIX + "store-9.csv" and entry["run_id"] == first and "transaction_id" in entry["reason"]
+    assert message["cause"].startswith(f"{bad.uri}: ") and "transaction_id" in message["cause"]
 
     summary = world.load(first)
-    assert summary["curated_rows"] == 4 and summary["athena_query_id"] and summary["committed_sources"] == 3
-    assert set(read_processed(world.s3, state_bucket=state_bucket, state_key=state_key)[0]) >= {
-        PREFIX + "store-1.csv",
-        PREFIX + "store-2.csv",
-    }
+    assert summary["loaded_uploads"] == 2 and summary["athena_query_id"]
+    assert [world.record(u)["state"] for u in good] == ["loaded", "loaded"]
+    assert "rows_in" not in world.record(good[0]), "a run of several uploads records no per-upload row counts"
 
     # The next upload's run takes only the new file: the bad one is neither cleaned nor alerted again.
     later = world.upload("store-3.csv", f"{header}\n{make_row(3)}\n")
+    world.sqs.send_message(
+        QueueUrl=world.inbox,
+        MessageBody=json.dumps({"detail": {"bucket": {"name": LANDING}, "object": {"key": bad.key, "version-id": bad.version_id}}}),
+    )
     second = world.new_run()
-    result = world.clean(spark, "contract.json", second)
+    result = world.clean(spark, second)
     assert result.ok and result.files_in == 1 and result.rejected_files == [] and result.rows_out == 1
     assert world.alerts() == []
-    assert world.load(second)["committed_sources"] == 1
-    assert later not in good and world.clean(spark, "contract.json", world.new_run()) is None, "nothing left to take"
+    assert world.load(second)["loaded_uploads"] == 1
+    assert (world.record(later)["rows_in"], world.record(later)["rows_out"]) == (1, 1), "a run of one upload records its counts"
+    assert world.clean(spark, world.new_run()) is None, "nothing left to take"
 
 
 @pytest.mark.spark
-def test_a_failed_load_after_a_rejection_does_not_alert_again_on_the_next_run(spark, world: WorkflowWorld, header, make_row) -> None:
-    world.upload("good.csv", f"{header}\n{make_row(1)}\n")
-    world.upload("bad.csv", "store_id\nS001\n")
-    first = world.new_run()
-    world.clean(spark, "contract.json", first)
-    assert len(world.alerts()) == 1
-    # The load fails (nothing committed): the next run takes the good file again, and only the good file.
-    second = world.new_run()
-    result = world.clean(spark, "contract.json", second)
-    assert result.files_in == 1 and result.rejected_files == [] and result.ok
-    assert world.alerts() == []
-
-
-@pytest.mark.spark
-def test_a_header_only_upload_succeeds_and_its_run_skips_the_load(spark, world: WorkflowWorld, header) -> None:
+def test_each_kind_of_upload_goes_through_the_ledger_transitions_of_the_step_description(
+    spark, world: WorkflowWorld, header, make_row
+) -> None:
     from botocore.stub import Stubber
 
-    world.upload("header-only.csv", header + "\n")
-    run_id = world.new_run()
-    result = world.clean(spark, "contract.json", run_id)
-    assert result.ok and (result.rows_in, result.rows_out) == (0, 0)
+    from pipeline_constructs.runtime.glue_load_job import LoadFailed
+    from pipeline_constructs.runtime.pipeline_plan import LEDGER_TRANSITIONS
+
+    def one_run(upload, *more: str, load: dict | None = None):
+        run_id = world.new_run()
+        world.clean(spark, run_id, *more)
+        return run_id, world.load(run_id, load) if load is not None else None
+
+    good = world.upload("good.csv", f"{header}\n{make_row(1)}\n")
+    one_run(good, load={})
+    empty = world.upload("empty.csv", header + "\n")
     athena = boto3.client("athena", region_name=FAKE_AWS_REGION)
     with Stubber(athena):  # no response queued: a load query would fail the test
-        summary = world.load(run_id, {"athena": athena})
-    assert summary["load_skipped"] == "zero curated rows" and summary["committed_sources"] == 1
-    assert world.clean(spark, "contract.json", world.new_run()) is None, "the header-only upload is done"
+        one_run(empty, load={"athena": athena})
+    quarantined = world.upload("quarantined.csv", f"{header}\n{make_row(3, quantity='many')}\n")
+    with Stubber(athena):
+        one_run(quarantined, "--max_quarantine_ratio", "1.0", load={"athena": athena})
+    broken = world.upload("broken.csv", f"{header}\n{make_row(4)}\n")
+    failing = boto3.client("athena", region_name=FAKE_AWS_REGION)
+    with Stubber(failing) as stub:
+        stub.add_response("start_query_execution", {"QueryExecutionId": "q-9"})
+        stub.add_response(
+            "get_query_execution",
+            {"QueryExecution": {"QueryExecutionId": "q-9", "Status": {"State": "FAILED", "StateChangeReason": "ICEBERG_COMMIT_ERROR"}}},
+        )
+        with pytest.raises(LoadFailed):
+            one_run(broken, load={"athena": failing})
+
+    seen = world.dynamodb.seen
+    assert tuple(seen[good.uri]) == LEDGER_TRANSITIONS["good"]
+    assert tuple(seen[empty.uri]) == LEDGER_TRANSITIONS["empty"]
+    assert tuple(seen[quarantined.uri]) == LEDGER_TRANSITIONS["quarantined"]
+    assert tuple(seen[broken.uri]) == LEDGER_TRANSITIONS["failed_at_load"]
+    record = world.record(quarantined)
+    assert (record["rows_in"], record["rows_out"], record["rows_quarantined"]) == (1, 0, 1) and record["quarantine_uri"]
+    failed = world.record(broken)
+    assert failed["error"] == "LoadFailed" and "ICEBERG_COMMIT_ERROR" in failed["cause"] and "owner" not in failed
 
 
-def test_settling_a_run_records_and_alerts_a_rejection_once_and_keeps_other_errors(world: WorkflowWorld) -> None:
+@pytest.mark.spark
+def test_a_run_failing_at_clean_records_it_and_the_next_run_takes_its_uploads_again(spark, world: WorkflowWorld, header, make_row) -> None:
+    upload = world.upload("mostly-bad.csv", f"{header}\n{make_row(1)}\n{make_row(2, quantity='x')}\n")
+    first = world.new_run()
+    with pytest.raises(CleanRunFailed):
+        world.clean(spark, first)  # half the lines quarantined: above the 5 % limit
+    record = world.record(upload)
+    assert (record["state"], record["step"], record["error"]) == ("failed", "clean", "CleanRunFailed")
+    assert "quarantine ratio" in record["cause"] and record["rows_quarantined"] == 1, "its counts are recorded too"
+    second = world.new_run()
+    result = world.clean(spark, second, "--max_quarantine_ratio", "0.6")  # the limit was raised
+    assert result.ok and result.files_in == 1
+    assert world.record(upload)["owner"] == second and [run["run_id"] for run in world.record(upload)["runs"]] == [first, second]
+
+
+@pytest.mark.spark
+def test_a_re_uploaded_key_is_a_new_version_and_is_processed_again(spark, world: WorkflowWorld, header, make_row) -> None:
+    first = world.upload("store.csv", f"{header}\n{make_row(1)}\n")
+    run_id = world.new_run()
+    world.clean(spark, run_id)
+    world.load(run_id)
+    second = world.upload("store.csv", f"{header}\n{make_row(1, quantity='3')}\n")
+    assert second.version_id != first.version_id
+    run_id = world.new_run()
+    assert world.clean(spark, run_id).files_in == 1
+    world.load(run_id)
+    assert world.record(first)["state"] == world.record(second)["state"] == "loaded"
+
+
+def test_settling_a_run_ends_a_rejection_alerts_it_and_keeps_other_errors(world: WorkflowWorld) -> None:
     """The fast layer's view of the same rule, without Spark: the transform's result as it returns it."""
     from pipeline_constructs.runtime.clean_transform import CleanResult
-    from pipeline_constructs.runtime.workflow_inputs import CURATED_ROWS_PROPERTY, read_rejected
+    from pipeline_constructs.runtime.workflow_inputs import LOADING_PROPERTY
 
     bad = world.upload("bad.csv", "store_id\nS001\n")
     run_id = world.new_run()
-    args = job.resolve_args(
-        [
-            "--contract_path", "contract.json", "--source_uris", f"s3://{LANDING}/{PREFIX}", "--curated_root", "c", "--quarantine_root", "q",
-            "--source_listing_prefix", f"s3://{LANDING}/{PREFIX}", "--workflow_state_uri", STATE_URI,
-            "--alert_topic_arn", world.topic, "--WORKFLOW_NAME", WORKFLOW, "--WORKFLOW_RUN_ID", run_id,
-        ]
-    )  # fmt: skip
-    claimed = job.claim_workflow_sources(args)
-    assert list(claimed) == [bad]
+    args = job.resolve_args(world.args(run_id))
+    ledger = job.open_ledger(args, world.dynamodb.client)
+    claimed = job.claim_workflow_sources(args, ledger, {"sqs": world.sqs, "glue": world.glue})
+    assert list(claimed) == [bad.uri]
 
-    def result() -> CleanResult:
-        return CleanResult(
-            dataset="retail_sales",
-            run_id=run_id,
-            rows_in=10,
-            rows_out=3,
-            rows_quarantined=7,
-            rejected_files=[{"source_uri": bad, "reason": "missing_required_columns: sku", "header": "store_id", "copy": "q/bad.csv"}],
-            errors=[
-                f"file rejected: {bad}: missing_required_columns: sku",
-                "quarantine ratio 0.7000 is above the limit 0.05 (7 of 10 rows)",
-            ],
-        )
-
-    first = result()
-    assert [r["source_uri"] for r in job.settle_workflow_run(args, first, claimed)] == [bad]
-    assert first.errors == ["quarantine ratio 0.7000 is above the limit 0.05 (7 of 10 rows)"], "other errors still fail the run"
+    result = CleanResult(
+        dataset="retail_sales",
+        run_id=run_id,
+        rows_in=10,
+        rows_out=3,
+        rows_quarantined=7,
+        rejected_files=[{"source_uri": bad.uri, "reason": "missing_required_columns: sku", "header": "store_id", "copy": "q/bad.csv"}],
+        errors=[
+            f"file rejected: {bad.uri}: missing_required_columns: sku",
+            "quarantine ratio 0.7000 is above the limit 0.05 (7 of 10 rows)",
+        ],
+    )
+    assert [r["source_uri"] for r in job.settle_workflow_run(args, result, claimed, ledger, sns=world.sns, glue=world.glue)] == [bad.uri]
+    assert result.errors == ["quarantine ratio 0.7000 is above the limit 0.05 (7 of 10 rows)"], "other errors still fail the run"
     [alert] = world.alerts()
-    assert json.loads(alert["Message"])["cause"] == f"{bad}: missing_required_columns: sku"
-    assert list(read_rejected(world.s3, state_bucket="curated", state_key=STATE_URI[len("s3://curated/") :])) == [PREFIX + "bad.csv"]
+    assert json.loads(alert["Message"])["cause"] == f"{bad.uri}: missing_required_columns: sku"
+    assert world.record(bad)["state"] == "rejected"
     properties = world.glue.get_workflow_run_properties(Name=WORKFLOW, RunId=run_id)["RunProperties"]
-    assert properties[CURATED_ROWS_PROPERTY] == "3"
+    assert json.loads(properties[LOADING_PROPERTY]) == []
 
-    # The same job run retried: recorded already, so nobody is told twice.
-    assert job.settle_workflow_run(args, result(), claimed) == []
-    assert world.alerts() == []
+
+def test_the_workflow_form_needs_the_ledger_and_the_inbox(world: WorkflowWorld) -> None:
+    argv = [a for a in world.args("wr_1") if a not in ("--inbox_queue_url", world.inbox)]
+    with pytest.raises(SystemExit, match="--source_listing_prefix needs --inbox_queue_url"):
+        job.main(argv)

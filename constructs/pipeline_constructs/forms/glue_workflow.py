@@ -13,6 +13,7 @@ from aws_cdk import (
     aws_events as events,
     aws_glue as glue,
     aws_iam as iam,
+    aws_sqs as sqs,
 )
 
 from constructs import Construct
@@ -21,13 +22,15 @@ from ..acknowledgements import acknowledge, acknowledge_findings
 from ..alerting import PipelineAlerting, metric_rule_matches
 from ..catalog import GLUE_ASSET_READ_ACTIONS, PipelineCatalog, review_glue_logs
 from ..clean_job import CleanJob
+from ..ledger import KEY_WRITE_ACTIONS, WRITE_ACTIONS, UploadLedger
 from ..runtime.glue_load_job import RUN_ID_TOKEN
 from ..runtime.pipeline_plan import CRAWL, DEFAULT_TIMINGS, LOAD
+from ..runtime.upload_ledger import STATE_INDEX
 from ..storage import PipelineStorage
 from ..targets.athena import AthenaTarget
 from ..targets.load_target import LoadTarget, check_load_target
 from ..validation import PipelinePropsError, check_positive
-from .glue_workflow_target import GlueWorkflowTarget
+from .glue_workflow_target import GlueWorkflowTarget, RuleQueueTarget
 
 FORM_NAME = "glue_workflow"
 RUNTIME_DIR = Path(__file__).parent.parent / "runtime"
@@ -42,8 +45,9 @@ class GlueWorkflowPipeline(Construct):
     """Upload -> EventBridge -> Glue workflow: EVENT trigger (batched) -> crawler -> clean job -> load job.
 
     - An EventBridge rule (`trigger_rule`) matches `Object Created` for `<prefix>*.csv` with a size above zero and
-      notifies the workflow (`glue:notifyEvent`, a role allowed nothing else), retrying delivery and keeping
-      undeliverable events in an encrypted, alarmed dead-letter queue (`dead_letter_queue`).
+      notifies the workflow (`glue:notifyEvent`, a role allowed nothing else) and sends the event to the form's
+      inbox queue (`inbox`), retrying delivery and keeping undeliverable events in an encrypted, alarmed
+      dead-letter queue (`dead_letter_queue`).
     - The workflow (one run at a time) batches those events (`batch_size` events or `batch_window`, whichever comes
       first) and starts the crawler; the crawler's SUCCEEDED starts the clean job, the clean job's SUCCEEDED the
       load job. Nothing runs after a failed step.
@@ -52,10 +56,11 @@ class GlueWorkflowPipeline(Construct):
       (`CleanJob.add_job_definition`: same script, role, size and arguments). Glue's state-change events name the
       job or crawler but not who started it, so with shared ones a failure of another form's run (Step Functions
       runs the shared clean job and crawler) would also be reported here. Idle definitions cost nothing.
-    - Which uploads a run processes: every CSV under the prefix not yet loaded nor rejected
-      (`runtime/workflow_inputs.py`). A file the clean job rejects as a whole is quarantined, recorded so later
-      runs skip it, and alerted once by the clean job; the run's other files still load. A run with zero curated
-      rows skips the load.
+    - Which uploads a run processes: the clean job claims them in the upload ledger (`ledger`): the inbox's
+      uploads, the failed ones a few runs tried, the ones `pipeline-ops` names (`runtime/workflow_inputs.py`). Every
+      upload's record goes running (crawl, clean, load) to loaded, rejected (a file the clean job rejects as a whole:
+      quarantined and alerted once; the run's other files still load), skipped_empty or quarantined (nothing
+      curated: no load), or failed at the step with its error (recorded by the failing job itself).
     - The load job (Glue Python shell, `runtime/glue_load_job.py`) runs the target's SQL for the workflow run id and
       fails with the engine's error. Athena: the MERGE; Redshift: COPY + MERGE in one Data API transaction.
     - Failures: one EventBridge rule per step (Crawl, Clean, Load) on its own resource's failure states sends one
@@ -73,6 +78,7 @@ class GlueWorkflowPipeline(Construct):
         clean_job: CleanJob,
         target: LoadTarget,
         alerting: PipelineAlerting,
+        ledger: UploadLedger | None = None,
         landing_prefix: str | None = None,
         batch_size: int = 10,
         batch_window: Duration | None = None,
@@ -85,11 +91,13 @@ class GlueWorkflowPipeline(Construct):
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         """
-        :param storage: the landing bucket whose uploads start runs; the curated bucket holds the workflow's state.
+        :param storage: the landing bucket whose uploads start runs.
         :param catalog: the database, crawler role and security configuration of this form's crawler and load job.
         :param clean_job: the clean job this form runs a job definition of (same script, role and arguments).
         :param target: where a successful run is loaded (AthenaTarget or RedshiftTarget).
-        :param alerting: the topic for failure messages and alarms; its key encrypts the dead-letter queue.
+        :param alerting: the topic for failure messages and alarms; its key encrypts the dead-letter and inbox queues.
+        :param ledger: the upload ledger the jobs claim and record every upload in. Required: it is how this form
+            knows which uploads a run takes (None is refused, naming this setting).
         :param landing_prefix: uploads under this prefix start this form; it must lie under the storage's landing
             prefix. Default: '<storage prefix>glue_workflow/'.
         :param batch_size: events that start a run at once, 1 to 100. Default: 10.
@@ -101,9 +109,16 @@ class GlueWorkflowPipeline(Construct):
         :param workflow_name: Default: generated by CloudFormation.
         :param delivery_retry_attempts: EventBridge retries of an undelivered event, 0 to 185. Default: 8.
         :param max_event_age: how long EventBridge retries delivery. Default: 6 hours.
-        :param removal_policy: for the dead-letter queue, so undelivered events outlive a stack replacement. Default: RETAIN.
+        :param removal_policy: for the dead-letter queue and the inbox, so undelivered and unclaimed events outlive a
+            stack replacement. Default: RETAIN.
         """
         super().__init__(scope, construct_id)
+        if not isinstance(ledger, UploadLedger):
+            raise PipelinePropsError(
+                f"ledger={ledger!r}: the Glue Workflow form claims its uploads in the upload ledger; pass ledger=UploadLedger(...) "
+                "(the stateful stack's `ledger`)"
+            )
+        self.ledger = ledger
         check_load_target(target)
         check_positive("batch_size", batch_size)
         if not isinstance(batch_size, bool) and batch_size > 100:
@@ -122,10 +137,6 @@ class GlueWorkflowPipeline(Construct):
         self.dataset = clean_job.contract.name
         self.metrics_namespace = clean_job.metrics_namespace
 
-        # Where the workflow remembers which uploads were loaded or rejected (see runtime/workflow_inputs.py).
-        self.state_prefix = f"{self.dataset}/_workflow_state/{FORM_NAME}/"
-        self.state_key = f"{self.state_prefix}processed.json"
-        self.state_uri = f"s3://{storage.curated_bucket.bucket_name}/{self.state_key}"
         self.source_listing_uri = f"s3://{storage.landing_bucket.bucket_name}/{self.landing_prefix}"
         self.workflow = glue.Workflow(
             self,
@@ -135,6 +146,7 @@ class GlueWorkflowPipeline(Construct):
             max_concurrent_runs=1,
         )
         self.dead_letter_queue = alerting.new_dead_letter_queue(self, "DeadLetterQueue", removal_policy=removal_policy)
+        self.inbox = self._inbox(removal_policy)
         self.delivery_retry_attempts = delivery_retry_attempts
         self.max_event_age = max_event_age if max_event_age is not None else Duration.hours(6)
 
@@ -173,9 +185,9 @@ class GlueWorkflowPipeline(Construct):
             default_arguments={
                 "--source_uris": self.source_listing_uri,
                 "--source_listing_prefix": self.source_listing_uri,
-                "--workflow_state_uri": self.state_uri,
+                "--inbox_queue_url": self.inbox.queue_url,
                 "--alert_topic_arn": self.alerting.topic.topic_arn,
-                "--pipeline_form": FORM_NAME,
+                **self._ledger_arguments(),
             },
             max_concurrent_runs=1,
         )
@@ -183,11 +195,15 @@ class GlueWorkflowPipeline(Construct):
         self.clean_job_policy = iam.ManagedPolicy(
             self,
             "CleanJobStatePolicy",
-            description=f"The {FORM_NAME} clean job claims a run's uploads, records rejected ones and alerts about them once",
+            description=f"The {FORM_NAME} clean job claims a run's uploads in the ledger, records their counts and alerts about rejected ones once",
             roles=[clean_job.role],
         )
-        self._grant_state(self.clean_job_policy, storage, "glue:PutWorkflowRunProperties")
         self.clean_job_policy.add_statements(
+            *self._ledger_statements(query=True),
+            iam.PolicyStatement(
+                actions=["glue:GetWorkflowRunProperties", "glue:PutWorkflowRunProperties"], resources=[self.workflow.workflow_arn]
+            ),
+            iam.PolicyStatement(actions=["sqs:ReceiveMessage", "sqs:DeleteMessage"], resources=[self.inbox.queue_arn]),
             iam.PolicyStatement(actions=["sns:Publish"], resources=[self.alerting.topic.topic_arn]),
             iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[self.alerting.key.key_arn]),
         )
@@ -196,10 +212,14 @@ class GlueWorkflowPipeline(Construct):
             self,
             "LoadJobRole",
             assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
-            description=f"Load job of the {FORM_NAME} form: runs the load SQL of a run, commits its uploads",
+            description=f"Load job of the {FORM_NAME} form: runs the load SQL of a run, records its uploads loaded or failed",
         )
         target.grant_load(self.load_role)
-        self._grant_state(self.load_role, storage, "glue:GetWorkflowRunProperties")
+        for statement in (
+            *self._ledger_statements(query=False),
+            iam.PolicyStatement(actions=["glue:GetWorkflowRunProperties"], resources=[self.workflow.workflow_arn]),
+        ):
+            self.load_role.add_to_principal_policy(statement)
         for kind in ("python-jobs", "jobs"):
             catalog.grant_glue_logs(self.load_role, kind)
             review_glue_logs(self.load_role, kind)
@@ -218,14 +238,16 @@ class GlueWorkflowPipeline(Construct):
             description=f"Loads one {FORM_NAME} run of {self.dataset} into {type(target).__name__} (idempotent MERGE)",
             python_version=glue.PythonVersion.THREE_NINE,
             script=glue.Code.from_asset(str(RUNTIME_DIR / "glue_load_job.py")),
-            extra_python_files=[glue.Code.from_asset(str(RUNTIME_DIR / "workflow_inputs.py"))],
+            extra_python_files=[
+                glue.Code.from_asset(str(RUNTIME_DIR / name)) for name in ("workflow_inputs.py", "upload_ledger.py", "pipeline_plan.py")
+            ],
             security_configuration=catalog.security_configuration,
             max_retries=0,
             max_concurrent_runs=load_max_concurrent_runs,
             timeout=load_timeout,
             default_arguments={
                 **self._load_arguments(target),
-                "--workflow_state_uri": self.state_uri,
+                **self._ledger_arguments(),
                 "--max_wait_seconds": str(int(max(load_timeout.to_seconds() - 120, 60))),
             },
         )
@@ -245,6 +267,45 @@ class GlueWorkflowPipeline(Construct):
                     f"The {kind} uses the pipeline's security configuration (catalog.security_configuration), which "
                     f"encrypts {findings[finding]} with the pipeline key; it lives in another stack, where cdk-nag cannot resolve it.",
                 )
+
+    def _inbox(self, removal_policy: RemovalPolicy) -> sqs.Queue:
+        """The queue every upload event also goes to, from which the clean job claims a run's uploads."""
+        inbox = sqs.Queue(
+            self,
+            "Inbox",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.alerting.key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            visibility_timeout=Duration.minutes(5),
+            removal_policy=removal_policy,
+        )
+        for finding in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
+            acknowledge(
+                inbox,
+                finding,
+                "The inbox is read by the clean job, which deletes a message once its upload is claimed in the ledger: no "
+                "message is processed and fails, so none would move to a dead-letter queue; reconcile finds any upload left behind.",
+            )
+        return inbox
+
+    def _ledger_arguments(self) -> dict[str, str]:
+        return {
+            "--ledger_table": self.ledger.table_name,
+            "--ledger_ttl_days": str(self.ledger.retention_days),
+            "--pipeline_form": FORM_NAME,
+        }
+
+    def _ledger_statements(self, *, query: bool) -> list[iam.PolicyStatement]:
+        """The ledger writes (and, for the clean job, the query of failed uploads on the state index) under its key."""
+        table = self.ledger.table_arn
+        statements = [
+            iam.PolicyStatement(actions=list(WRITE_ACTIONS), resources=[table]),
+            iam.PolicyStatement(actions=list(KEY_WRITE_ACTIONS), resources=[self.ledger.encryption_key.key_arn]),
+        ]
+        if query:
+            statements.append(iam.PolicyStatement(actions=["dynamodb:Query"], resources=[f"{table}/index/{STATE_INDEX}"]))
+        return statements
 
     def _load_arguments(self, target: LoadTarget) -> dict[str, str]:
         """The load job's target arguments: the SQL rendered with RUN_ID_TOKEN, the workgroup and database."""
@@ -296,7 +357,15 @@ class GlueWorkflowPipeline(Construct):
             "UploadRule",
             description=f"CSV uploads under {self.landing_prefix} notify the {self.dataset} pipeline's Glue workflow",
             event_pattern=storage.upload_event_pattern(self.landing_prefix),
-            targets=[self.workflow_target],
+            targets=[
+                self.workflow_target,
+                RuleQueueTarget(
+                    self.inbox,
+                    dead_letter_queue=self.dead_letter_queue,
+                    retry_attempts=self.delivery_retry_attempts,
+                    max_event_age=self.max_event_age,
+                ),
+            ],
         )
 
     # --- failures of this form's own steps -> one message each ----------------------------------------------------
@@ -372,27 +441,6 @@ class GlueWorkflowPipeline(Construct):
             "An upload could not notify the Glue workflow, or a failure could not reach the topic; it waits in the dead-letter queue",
         )
         self.alarms: list[cloudwatch.Alarm] = [self.runs_failed_alarm, self.dead_letter_alarm]
-
-    def _grant_state(self, grantee: iam.IGrantable | iam.ManagedPolicy, storage: PipelineStorage, run_properties_action: str) -> None:
-        """Read and write the one state file (no wildcard), and read or write this workflow's run properties."""
-        statements = [
-            iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject"], resources=[storage.curated_bucket.arn_for_objects(self.state_key)]
-            ),
-            # Without ListBucket a missing state file (before the first commit) reads as AccessDenied, not NoSuchKey.
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[storage.curated_bucket.bucket_arn],
-                conditions={"StringEquals": {"s3:prefix": [self.state_key]}},
-            ),
-            iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[storage.key.key_arn]),
-            iam.PolicyStatement(actions=[run_properties_action], resources=[self.workflow.workflow_arn]),
-        ]
-        for statement in statements:
-            if isinstance(grantee, iam.ManagedPolicy):
-                grantee.add_statements(statement)
-            else:
-                grantee.grant_principal.add_to_principal_policy(statement)
 
     # --- metrics --------------------------------------------------------------------------------------------------
     def metric_runs_failed(self, period: Duration | None = None) -> cloudwatch.IMetric:

@@ -1,4 +1,6 @@
-"""An EventBridge rule target that notifies a Glue workflow (its EVENT trigger), which aws-cdk-lib does not offer."""
+"""EventBridge rule targets of the Glue Workflow form: one that notifies a Glue workflow (its EVENT trigger), which
+aws-cdk-lib does not offer, and one that sends to an encrypted queue from this rule only (aws-cdk-lib's SqsQueue
+target drops the rule condition when the queue is encrypted)."""
 
 from __future__ import annotations
 
@@ -38,11 +40,7 @@ class GlueWorkflowTarget:
         :param max_event_age: how long EventBridge keeps retrying, 1 minute to 24 hours. Default: 6 hours.
         :param role: the role EventBridge assumes. Default: a new role allowed only `glue:notifyEvent` on the workflow.
         """
-        if isinstance(retry_attempts, bool) or not 0 <= retry_attempts <= 185:
-            raise PipelinePropsError(f"retry_attempts={retry_attempts!r}: must be between 0 and 185")
-        age = max_event_age if max_event_age is not None else Duration.hours(6)
-        if not 60 <= age.to_seconds() <= 86400:
-            raise PipelinePropsError(f"max_event_age={age.to_seconds()} s: must be between 60 s and 24 hours")
+        age = _check_delivery(retry_attempts, max_event_age)
         self.workflow = workflow
         self.dead_letter_queue = dead_letter_queue
         self.retry_attempts = retry_attempts
@@ -51,7 +49,6 @@ class GlueWorkflowTarget:
 
     def bind(self, rule: IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
         """Called by `Rule.add_target`: create the role (once per rule), allow the rule to use the queue."""
-        rule_arn = rule.rule_ref.rule_arn
         role = self.role
         if role is None:
             role_id = "GlueWorkflowTargetRole"
@@ -68,21 +65,62 @@ class GlueWorkflowTarget:
             )
             self.role = role
         iam.Grant.add_to_principal(grantee=role, actions=["glue:notifyEvent"], resource_arns=[self.workflow.workflow_arn])
-        self.dead_letter_queue.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid=f"AllowEventRule{rule.node.addr[:16]}",
-                principals=[iam.ServicePrincipal("events.amazonaws.com")],
-                actions=["sqs:SendMessage"],
-                resources=[self.dead_letter_queue.queue_arn],
-                conditions={"ArnEquals": {"aws:SourceArn": rule_arn}},
-            )
-        )
+        allow_rule_to_send(rule, self.dead_letter_queue)
         return events.RuleTargetConfig(
             arn=self.workflow.workflow_arn,
             role=role,
             dead_letter_config=events.CfnRule.DeadLetterConfigProperty(arn=self.dead_letter_queue.queue_arn),
-            retry_policy=events.CfnRule.RetryPolicyProperty(
-                maximum_retry_attempts=self.retry_attempts,
-                maximum_event_age_in_seconds=int(self.max_event_age.to_seconds()),
-            ),
+            retry_policy=_retry_policy(self.retry_attempts, self.max_event_age),
+        )
+
+
+def _retry_policy(retry_attempts: int, max_event_age: Duration) -> events.CfnRule.RetryPolicyProperty:
+    return events.CfnRule.RetryPolicyProperty(
+        maximum_retry_attempts=retry_attempts, maximum_event_age_in_seconds=int(max_event_age.to_seconds())
+    )
+
+
+def _check_delivery(retry_attempts: int, max_event_age: Duration | None) -> Duration:
+    if isinstance(retry_attempts, bool) or not 0 <= retry_attempts <= 185:
+        raise PipelinePropsError(f"retry_attempts={retry_attempts!r}: must be between 0 and 185")
+    age = max_event_age if max_event_age is not None else Duration.hours(6)
+    if not 60 <= age.to_seconds() <= 86400:
+        raise PipelinePropsError(f"max_event_age={age.to_seconds()} s: must be between 60 s and 24 hours")
+    return age
+
+
+def allow_rule_to_send(rule: IRuleRef, queue: sqs.IQueue) -> None:
+    """Let EventBridge send to `queue` for this rule only (aws:SourceArn)."""
+    queue.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid=f"AllowEventRule{rule.node.addr[:16]}",
+            principals=[iam.ServicePrincipal("events.amazonaws.com")],
+            actions=["sqs:SendMessage"],
+            resources=[queue.queue_arn],
+            conditions={"ArnEquals": {"aws:SourceArn": rule.rule_ref.rule_arn}},
+        )
+    )
+
+
+@jsii.implements(events.IRuleTarget)
+class RuleQueueTarget:
+    """Send matched events to `queue` (encrypted with a key EventBridge may use), allowed for this rule only;
+    delivery is retried (`retry_attempts`, up to `max_event_age`) and what cannot be delivered goes to
+    `dead_letter_queue`."""
+
+    def __init__(
+        self, queue: sqs.IQueue, *, dead_letter_queue: sqs.IQueue, retry_attempts: int = 8, max_event_age: Duration | None = None
+    ) -> None:
+        self.max_event_age = _check_delivery(retry_attempts, max_event_age)
+        self.queue = queue
+        self.dead_letter_queue = dead_letter_queue
+        self.retry_attempts = retry_attempts
+
+    def bind(self, rule: IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
+        allow_rule_to_send(rule, self.queue)
+        allow_rule_to_send(rule, self.dead_letter_queue)
+        return events.RuleTargetConfig(
+            arn=self.queue.queue_arn,
+            dead_letter_config=events.CfnRule.DeadLetterConfigProperty(arn=self.dead_letter_queue.queue_arn),
+            retry_policy=_retry_policy(self.retry_attempts, self.max_event_age),
         )

@@ -4,8 +4,11 @@ cheapest correct recovery of a failed one (`rerun`).
 - Step Functions: redrive the upload's last execution when it can be resumed at the step that failed (it ended
   failed at that step, not in a Fail state, and the service says REDRIVABLE); otherwise a new execution with the
   input an S3 `Object Created` event gives the state machine.
-- Glue Workflow: resume the failed nodes of the workflow run that claimed the upload; otherwise a new workflow run
-  (which takes every upload under the prefix that no run loaded, this one included).
+- Glue Workflow: resume the workflow run that last took the upload (the ledger record's last run) at its failed
+  crawler, or at its clean job when the clean or the load job failed: a resumed run has a new run id, so a resumed
+  load alone would MERGE that id's empty output. Otherwise a new workflow run. Either way the upload is named in the
+  run's `REQUESTED_PROPERTY`, so its clean job takes it (a record a timed-out run still holds is recorded failed
+  first, for its owner).
 - MWAA: clear the failed tasks of the upload's DAG run (its run id derives from the object, as the trigger's does),
   with `dry_run` false: the REST API clears nothing unless told so; a new DAG run when there is none.
 - MWAA Serverless: a new workflow run with the object as its parameters and a new ClientToken (the trigger's token
@@ -32,14 +35,12 @@ from ..runtime.upload_lambdas.upload_events import (
     uploaded_object as parsed_event,
 )
 from ..runtime.upload_ledger import FAILED, FINAL_STATES, RUNNING, Upload, UploadLedger, iso_utc
-from ..runtime.workflow_inputs import CLAIMED_PROPERTY
+from ..runtime.workflow_inputs import REQUESTED_PROPERTY, uploads_to_json
 from .environment import Environment, FormStack, OperationsError
 from .uploads import stuck_reason
 
 REDRIVABLE_END_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
 GLUE_FAILED_STATES = ("FAILED", "TIMEOUT", "ERROR", "STOPPED")
-WORKFLOW_RUNS_SEARCHED = 50
-"""How many of the Glue workflow's latest runs `rerun` searches for the one that claimed the upload."""
 
 
 class Refused(Exception):
@@ -101,8 +102,10 @@ class Runs:
             )
             return RunAction(form, "started", answer["executionArn"])
         if form == "glue_workflow":
-            answer = self.clients["glue"].start_workflow_run(Name=stack.output("WorkflowName"))
-            return RunAction(form, "started", answer["RunId"], "the run takes every upload under the prefix that no run loaded")
+            answer = self.clients["glue"].start_workflow_run(
+                Name=stack.output("WorkflowName"), RunProperties={REQUESTED_PROPERTY: uploads_to_json([upload])}
+            )
+            return RunAction(form, "started", answer["RunId"], "the run takes this upload and the ones waiting in the inbox")
         if form == "mwaa":
             return self._start_dag_run(stack, upload)
         if form == "mwaa_serverless":
@@ -147,7 +150,7 @@ class Runs:
         if form == "step_functions":
             return self._rerun_execution(stack, upload, record, force=force, now=now)
         if form == "glue_workflow":
-            return self._rerun_workflow(stack, upload, now)
+            return self._rerun_workflow(stack, upload, record, now)
         if form == "mwaa":
             return self._rerun_dag_run(stack, upload, force=force)
         return self.start_new_run(stack, upload, now)
@@ -200,22 +203,38 @@ class Runs:
         history = self.clients["stepfunctions"].get_execution_history(executionArn=execution, reverseOrder=True, maxResults=5)
         return any(event.get("type") == "FailStateEntered" for event in history.get("events", []))
 
-    def _rerun_workflow(self, stack: FormStack, upload: Upload, now: datetime) -> RunAction:
+    def _rerun_workflow(self, stack: FormStack, upload: Upload, record: dict[str, Any] | None, now: datetime) -> RunAction:
         glue = self.clients["glue"]
         name = stack.output("WorkflowName")
-        runs = glue.get_workflow_runs(Name=name, IncludeGraph=True, MaxResults=WORKFLOW_RUNS_SEARCHED).get("Runs", [])
-        for run in sorted(runs, key=lambda run: run.get("StartedOn", datetime.min.replace(tzinfo=now.tzinfo)), reverse=True):
-            claimed = json.loads(run.get("WorkflowRunProperties", {}).get(CLAIMED_PROPERTY) or "{}")
-            if upload.key not in claimed:
-                continue
+        if record is not None and record.get("state") == RUNNING:  # stuck: its run timed out without recording it
+            UploadLedger(self.clients["dynamodb"], self.environment.ledger_table, form=stack.form).fail(
+                upload,
+                run_id=str(record.get("owner", "")),
+                error="RunTimedOut",
+                cause=f"pipeline-ops rerun: the run held it at {record.get('step', '?')} past the form's run timeout",
+            )
+        runs = record.get("runs", []) if record else []
+        run_id = str(runs[-1]["run_id"]) if runs else ""
+        run = self._workflow_run(name, run_id) if run_id else None
+        if run is not None:
             if run.get("Status") == "RUNNING":
-                raise Refused(f"{upload.uri}: workflow run {run['WorkflowRunId']} holds it and is still running; wait for it to end")
-            failed = _failed_nodes(run.get("Graph", {}))
-            if failed:
-                glue.resume_workflow_run(Name=name, RunId=run["WorkflowRunId"], NodeIds=failed)
-                return RunAction(stack.form, "resumed", run["WorkflowRunId"], f"its failed nodes again: {', '.join(failed)}")
-            break
+                raise Refused(f"{upload.uri}: workflow run {run_id} holds it and is still running; wait for it to end")
+            nodes = _resume_nodes(run.get("Graph", {}), stack.output("CleanJobName"))
+            if nodes:
+                answer = glue.resume_workflow_run(Name=name, RunId=run_id, NodeIds=nodes)
+                resumed = str(answer["RunId"])
+                glue.put_workflow_run_properties(Name=name, RunId=resumed, RunProperties={REQUESTED_PROPERTY: uploads_to_json([upload])})
+                return RunAction(stack.form, "resumed", resumed, f"run {run_id} again from {', '.join(nodes)}")
         return self.start_new_run(stack, upload, now)
+
+    def _workflow_run(self, name: str, run_id: str) -> dict[str, Any] | None:
+        """The workflow run with its graph, or None when Glue no longer holds it (its history is kept 90 days)."""
+        try:
+            return dict(self.clients["glue"].get_workflow_run(Name=name, RunId=run_id, IncludeGraph=True)["Run"])
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "EntityNotFoundException":
+                return None
+            raise
 
     def _rerun_dag_run(self, stack: FormStack, upload: Upload, *, force: bool) -> RunAction:
         run_id = dag_run_id(uploaded_object(upload))
@@ -238,14 +257,17 @@ class Runs:
         return RunAction(stack.form, "cleared", run_id, f"tasks cleared: {', '.join(map(str, tasks)) or 'none'}")
 
 
-def _failed_nodes(graph: Mapping[str, Any]) -> list[str]:
-    """The ids of a workflow run's job and crawler nodes whose last run failed."""
-    failed = []
+def _resume_nodes(graph: Mapping[str, Any], clean_job_name: str) -> list[str]:
+    """Where to resume a workflow run: its crawler node when the crawl failed, its clean job node when the clean or
+    the load job failed (the load reads the output the clean job writes under the run's id), else nowhere."""
+    failed_crawl, failed_job, clean = [], False, []
     for node in graph.get("Nodes", []):
         job_runs = node.get("JobDetails", {}).get("JobRuns", [])
         crawls = node.get("CrawlerDetails", {}).get("Crawls", [])
-        if (job_runs and job_runs[-1].get("JobRunState") in GLUE_FAILED_STATES) or (
-            crawls and crawls[-1].get("State") in GLUE_FAILED_STATES
-        ):
-            failed.append(node["UniqueId"])
-    return failed
+        if crawls and crawls[-1].get("State") in GLUE_FAILED_STATES:
+            failed_crawl.append(node["UniqueId"])
+        if job_runs and job_runs[-1].get("JobRunState") in GLUE_FAILED_STATES:
+            failed_job = True
+        if node.get("Type") == "JOB" and node.get("Name") == clean_job_name:
+            clean.append(node["UniqueId"])
+    return failed_crawl or (clean if failed_job else [])

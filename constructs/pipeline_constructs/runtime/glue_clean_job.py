@@ -18,14 +18,15 @@ Job arguments:
   --JOB_NAME               set by Glue: adds a second copy of each metric with dimensions Dataset + JobName
 
 Glue Workflow form (all set by the form's own job definition, Glue adds --WORKFLOW_NAME and --WORKFLOW_RUN_ID):
-  --source_listing_prefix  s3:// prefix to list: the run cleans the uploads no earlier run loaded or rejected
-                           (runtime/workflow_inputs.py), instead of --source_uris
-  --workflow_state_uri     s3:// URI of the workflow's state file
+  --source_listing_prefix  s3:// landing prefix of the form: the run cleans the uploads it claims under it through
+                           the ledger (runtime/workflow_inputs.py), instead of --source_uris
+  --inbox_queue_url        the form's inbox queue (the upload events); with --ledger_table, required
   --alert_topic_arn        optional: SNS topic told once about files rejected as a whole
-  --pipeline_form          optional, default glue_workflow: the `pipeline` field of that message
-In this form a file rejected as a whole does not fail the run: it is quarantined by the transform, recorded in the
-state file (later runs skip it), alerted once, and the run's other files go on to the load. The curated row count
-goes to the run's properties, so the load job skips a run with zero rows. Any other error still fails the run.
+  --pipeline_form          optional, default glue_workflow: the `pipeline` field of that message and the ledger's form
+In this form a file rejected as a whole does not fail the run: it is quarantined by the transform, ends `rejected` in
+the ledger (no later run takes it), is alerted once, and the run's other files go on to the load. Uploads with
+nothing to load end `skipped_empty` or `quarantined` here; the rest are handed to the load job (run property
+`LOADING_PROPERTY`). Any other error fails the run and is recorded `failed` at step clean on its uploads.
 
 Upload ledger (every form that passes them): --ledger_table, --source_versions (a JSON array, one version per
 --source_uris entry), --ledger_ttl_days; the counts of a run of one upload go into its record (`record_counts_in_ledger`).
@@ -67,7 +68,7 @@ OPTIONAL_ARGS: dict[str, str | None] = {
     "WORKFLOW_RUN_ID": None,
     # Glue Workflow form: list the form's landing prefix and claim the files no earlier run has loaded.
     "source_listing_prefix": None,
-    "workflow_state_uri": None,
+    "inbox_queue_url": None,
     "WORKFLOW_NAME": None,
     "alert_topic_arn": None,
     "pipeline_form": "glue_workflow",
@@ -246,24 +247,50 @@ def _workflow_inputs() -> Any:
     return workflow_inputs
 
 
-def claim_workflow_sources(args: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """In the Glue Workflow form: {s3 URI: (key, etag)} of the uploads no earlier run has loaded or rejected."""
+def _upload_ledger() -> Any:
+    try:
+        from pipeline_constructs.runtime import upload_ledger
+    except ImportError:  # on Glue, shipped as a top-level module
+        import upload_ledger  # type: ignore[import-not-found,no-redef]
+    return upload_ledger
+
+
+def _pipeline_plan() -> Any:
+    try:
+        from pipeline_constructs.runtime import pipeline_plan
+    except ImportError:  # on Glue, shipped as a top-level module
+        import pipeline_plan  # type: ignore[import-not-found,no-redef]
+    return pipeline_plan
+
+
+def open_ledger(args: dict[str, Any], dynamodb: Any = None) -> Any:
+    """The job's UploadLedger (--ledger_table, --pipeline_form, --ledger_ttl_days)."""
+    if dynamodb is None:
+        import boto3
+
+        dynamodb = boto3.client("dynamodb")
+    return _upload_ledger().UploadLedger(dynamodb, args["ledger_table"], form=args["pipeline_form"], ttl_days=int(args["ledger_ttl_days"]))
+
+
+def claim_workflow_sources(args: dict[str, Any], ledger: Any, clients: dict[str, Any] | None = None) -> dict[str, Any]:
+    """In the Glue Workflow form: {s3 URI: Upload} of the uploads this run takes through the ledger
+    (runtime/workflow_inputs.py)."""
     import boto3
 
+    clients = clients or {}
     inputs = _workflow_inputs()
     landing_bucket, landing_prefix = inputs.parse_s3_uri(args["source_listing_prefix"])
-    state_bucket, state_key = inputs.parse_s3_uri(args["workflow_state_uri"])
-    claimed = inputs.claim_objects(
-        boto3.client("s3"),
-        boto3.client("glue"),
-        landing_bucket=landing_bucket,
-        landing_prefix=landing_prefix,
-        state_bucket=state_bucket,
-        state_key=state_key,
+    claimed = inputs.claim_uploads(
+        ledger,
+        sqs=clients.get("sqs") or boto3.client("sqs"),
+        glue=clients.get("glue") or boto3.client("glue"),
+        inbox_url=args["inbox_queue_url"],
         workflow_name=args["WORKFLOW_NAME"],
         run_id=args["run_id"],
+        landing_bucket=landing_bucket,
+        landing_prefix=landing_prefix,
     )
-    return {f"s3://{landing_bucket}/{o.key}": (o.key, o.etag) for o in claimed}
+    return {upload.uri: upload for upload in claimed}
 
 
 def rejection_alert(args: dict[str, Any], dataset: str, rejected: list[dict[str, str]]) -> tuple[str, str]:
@@ -283,71 +310,8 @@ def rejection_alert(args: dict[str, Any], dataset: str, rejected: list[dict[str,
     return subject[:100], json.dumps(message, sort_keys=True)
 
 
-def settle_workflow_run(
-    args: dict[str, Any], result: CleanResult, claimed: dict[str, tuple[str, str]], sns: Any = None
-) -> list[dict[str, str]]:
-    """After the transform, in the Glue Workflow form: record the rejected files (later runs skip them), alert about
-    the ones recorded for the first time (once), hand the curated row count to the load job, and take the
-    rejections out of `result.errors` (into `warnings`), so they alone do not fail the run. Returns the rejections
-    alerted about.
-
-    Recording comes before the alert: if the alert cannot be sent, the job fails and the form's failure rule
-    reports that instead; the file is never alerted twice.
-    """
-    import boto3
-
-    inputs = _workflow_inputs()
-    by_uri = {r["source_uri"]: r for r in result.rejected_files}
-    unknown = sorted(set(by_uri) - set(claimed))
-    if unknown:
-        raise RuntimeError(f"rejected files that this run did not claim: {unknown}")
-    newly = inputs.record_rejected_from_uri(
-        boto3.client("s3"),
-        state_uri=args["workflow_state_uri"],
-        rejected={claimed[uri][0]: (claimed[uri][1], r["reason"]) for uri, r in by_uri.items()},
-        run_id=args["run_id"],
-    )
-    alerted = [r for uri, r in by_uri.items() if claimed[uri][0] in newly]
-    if alerted and args["alert_topic_arn"]:
-        subject, message = rejection_alert(args, result.dataset, alerted)
-        (sns or boto3.client("sns")).publish(TopicArn=args["alert_topic_arn"], Subject=subject, Message=message)
-    elif alerted:
-        LOG.warning("no --alert_topic_arn: nobody was told about %d rejected files", len(alerted))
-    inputs.record_curated_rows(boto3.client("glue"), workflow_name=args["WORKFLOW_NAME"], run_id=args["run_id"], rows=result.rows_out)
-    rejections = tuple(f"file rejected: {uri}: " for uri in by_uri)
-    kept = [e for e in result.errors if not e.startswith(rejections)]
-    result.warnings.extend(f"quarantined and skipped from now on: {e}" for e in result.errors if e.startswith(rejections))
-    result.errors[:] = kept
-    return alerted
-
-
-def _upload_ledger() -> Any:
-    try:
-        from pipeline_constructs.runtime import upload_ledger
-    except ImportError:  # on Glue, shipped as a top-level module
-        import upload_ledger  # type: ignore[import-not-found,no-redef]
-    return upload_ledger
-
-
-def record_counts_in_ledger(args: dict[str, Any], result: CleanResult, dynamodb: Any = None) -> dict[str, Any] | None:
-    """With --ledger_table, on a run of one upload: write its row and line counts (and where its quarantined rows are)
-    into the upload's ledger record, owned by this run; a file rejected as a whole ends there as `rejected`.
-    Returns the record, or None when there is nothing to write (no table, or a run of several uploads, whose per-upload
-    counts this job does not split). A refused write (the run does not hold the upload) fails the job, naming it."""
-    if not args["ledger_table"] or len(args["source_uris"]) != 1:
-        return None
-    ledger_module = _upload_ledger()
-    versions = parse_source_uris(args["source_versions"]) if args["source_versions"] else [""]
-    if len(versions) != 1:
-        raise SystemExit(f"--source_versions={args['source_versions']!r}: give one version per --source_uris entry")
-    bucket, key = ledger_module.split_uri(args["source_uris"][0])
-    upload = ledger_module.Upload(bucket, key, version_id=versions[0] or None)
-    if dynamodb is None:
-        import boto3
-
-        dynamodb = boto3.client("dynamodb")
-    ledger = ledger_module.UploadLedger(dynamodb, args["ledger_table"], form=args["pipeline_form"], ttl_days=int(args["ledger_ttl_days"]))
-    counts = {
+def _counts(result: CleanResult) -> dict[str, Any]:
+    return {
         "rows_in": result.rows_in,
         "rows_out": result.rows_out,
         "rows_quarantined": result.rows_quarantined,
@@ -356,7 +320,76 @@ def record_counts_in_ledger(args: dict[str, Any], result: CleanResult, dynamodb:
         "lines_quarantined": result.lines_quarantined,
         "quarantine_uri": result.quarantine_path if result.lines_quarantined else None,
     }
-    record = ledger.counts(upload, run_id=args["run_id"], counts=counts)
+
+
+def settle_workflow_run(
+    args: dict[str, Any], result: CleanResult, claimed: dict[str, Any], ledger: Any, sns: Any = None, glue: Any = None
+) -> list[dict[str, str]]:
+    """After the transform, in the Glue Workflow form: end the rejected files `rejected` in the ledger and alert
+    about them (once: a later attempt cannot take a rejected upload again), record the other uploads' counts, end
+    them `skipped_empty` or `quarantined` when the run curated no row (there is nothing to load), hand the rest to
+    the load job (`LOADING_PROPERTY`), and take the rejections out of `result.errors` (into `warnings`), so they
+    alone do not fail the run. Returns the rejections alerted about.
+
+    Per-upload counts: the transform counts a run, not each file, so a run of several uploads records each one's
+    quarantine location only, and a run of several that curated no row ends them `quarantined` when any row of the
+    run was quarantined. A run of one upload (the usual batch at a slow hour) records its exact counts.
+    """
+    import boto3
+
+    inputs = _workflow_inputs()
+    by_uri = {r["source_uri"]: r for r in result.rejected_files}
+    unknown = sorted(set(by_uri) - set(claimed))
+    if unknown:
+        raise RuntimeError(f"rejected files that this run did not claim: {unknown}")
+    rejections = tuple(f"file rejected: {uri}: " for uri in by_uri)
+    result.warnings.extend(f"quarantined and not taken again: {e}" for e in result.errors if e.startswith(rejections))
+    result.errors[:] = [e for e in result.errors if not e.startswith(rejections)]
+    alerted = []
+    for uri, rejected in by_uri.items():
+        ledger.counts(claimed[uri], run_id=args["run_id"], counts={"rows_out": 0, "quarantine_uri": rejected.get("copy") or None})
+        ledger.finish(claimed[uri], run_id=args["run_id"], outcome=_upload_ledger().REJECTED)
+        alerted.append(rejected)
+    kept = [upload for uri, upload in claimed.items() if uri not in by_uri]
+    loading = []
+    if len(claimed) == 1 and kept:
+        ledger.counts(kept[0], run_id=args["run_id"], counts=_counts(result))
+    elif result.lines_quarantined:
+        for upload in kept:
+            ledger.counts(upload, run_id=args["run_id"], counts={"quarantine_uri": result.quarantine_path})
+    if result.ok:
+        if result.rows_out == 0:
+            outcome = _pipeline_plan().outcome_without_load(result.rows_quarantined)
+            for upload in kept:
+                ledger.finish(upload, run_id=args["run_id"], outcome=outcome)
+        else:
+            loading = kept
+    glue = glue or boto3.client("glue")
+    inputs.put_uploads(glue, workflow_name=args["WORKFLOW_NAME"], run_id=args["run_id"], name=inputs.LOADING_PROPERTY, uploads=loading)
+    if alerted and args["alert_topic_arn"]:
+        subject, message = rejection_alert(args, result.dataset, alerted)
+        (sns or boto3.client("sns")).publish(TopicArn=args["alert_topic_arn"], Subject=subject, Message=message)
+    elif alerted:
+        LOG.warning("no --alert_topic_arn: nobody was told about %d rejected files", len(alerted))
+    return alerted
+
+
+def record_counts_in_ledger(args: dict[str, Any], result: CleanResult, dynamodb: Any = None) -> dict[str, Any] | None:
+    """With --ledger_table, on a run of one upload named by --source_uris (the forms that run one upload per run):
+    write its row and line counts (and where its quarantined rows are) into the upload's ledger record, owned by this
+    run; a file rejected as a whole ends there as `rejected`. Returns the record, or None when there is nothing to
+    write (no table, or several uploads: the Glue Workflow form's runs are settled by `settle_workflow_run`). A
+    refused write (the run does not hold the upload) fails the job, naming it."""
+    if not args["ledger_table"] or len(args["source_uris"]) != 1:
+        return None
+    ledger_module = _upload_ledger()
+    versions = parse_source_uris(args["source_versions"]) if args["source_versions"] else [""]
+    if len(versions) != 1:
+        raise SystemExit(f"--source_versions={args['source_versions']!r}: give one version per --source_uris entry")
+    bucket, key = ledger_module.split_uri(args["source_uris"][0])
+    upload = ledger_module.Upload(bucket, key, version_id=versions[0] or None)
+    ledger = open_ledger(args, dynamodb)
+    record = ledger.counts(upload, run_id=args["run_id"], counts=_counts(result))
     if result.rejected_files:
         record = ledger.finish(upload, run_id=args["run_id"], outcome=ledger_module.REJECTED)
     return record  # type: ignore[no-any-return]
@@ -369,22 +402,65 @@ def main(
     cloudwatch: Any = None,
     read_from: Callable[[str], str] | None = None,
     dynamodb: Any = None,
+    clients: dict[str, Any] | None = None,
 ) -> CleanResult | None:
     """Run the job. Raises CleanRunFailed (the job run fails) after writing and publishing when the run failed.
 
+    In the Glue Workflow form, any failure after the claim is recorded `failed` (step clean, with the error and its
+    cause) on every upload the run still holds, then raised: the form's failure rule sends the message.
+
     :param read_from: where Spark reads a claimed upload of the Glue Workflow form. Default: its s3:// URI (tests
         point it at a local copy, since a local Spark cannot read an in-memory S3).
+    :param clients: boto3 clients by service name (sqs, glue, sns) for the Glue Workflow form. Default: new ones.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = resolve_args(sys.argv[1:] if argv is None else argv)
-    claimed: dict[str, tuple[str, str]] | None = None
-    if args["source_listing_prefix"]:
-        if not args["workflow_state_uri"] or not args["WORKFLOW_NAME"]:
-            raise SystemExit("--source_listing_prefix needs --workflow_state_uri and Glue's --WORKFLOW_NAME: run the job from its workflow")
-        claimed = claim_workflow_sources(args)
-        if not claimed:
-            LOG.info("no new uploads under %s; nothing to clean", args["source_listing_prefix"])
-            return None
+    if not args["source_listing_prefix"]:
+        return _clean(args, spark=spark, cloudwatch=cloudwatch, dynamodb=dynamodb)
+    missing = [f"--{name}" for name in ("ledger_table", "inbox_queue_url", "WORKFLOW_NAME") if not args[name]]
+    if missing:
+        raise SystemExit(f"--source_listing_prefix needs {', '.join(missing)}: run the job from its Glue workflow")
+    ledger = open_ledger(args, dynamodb)
+    claimed = claim_workflow_sources(args, ledger, clients)
+    if not claimed:
+        LOG.info("no uploads for this run under %s; nothing to clean", args["source_listing_prefix"])
+        _workflow_inputs().put_uploads(
+            (clients or {}).get("glue") or _boto3_client("glue"),
+            workflow_name=args["WORKFLOW_NAME"],
+            run_id=args["run_id"],
+            name=_workflow_inputs().LOADING_PROPERTY,
+            uploads=[],
+        )
+        return None
+    try:
+        return _clean(args, spark=spark, cloudwatch=cloudwatch, claimed=claimed, read_from=read_from, ledger=ledger, clients=clients)
+    except BaseException as error:
+        failed = _workflow_inputs().fail_uploads(
+            ledger, claimed.values(), run_id=args["run_id"], error=type(error).__name__, cause=str(error) or repr(error)
+        )
+        LOG.error("run %s failed at clean: recorded on %d of its %d uploads", args["run_id"], failed, len(claimed))
+        raise
+
+
+def _boto3_client(name: str) -> Any:
+    import boto3
+
+    return boto3.client(name)
+
+
+def _clean(
+    args: dict[str, Any],
+    *,
+    spark: SparkSession | None,
+    cloudwatch: Any,
+    dynamodb: Any = None,
+    claimed: dict[str, Any] | None = None,
+    read_from: Callable[[str], str] | None = None,
+    ledger: Any = None,
+    clients: dict[str, Any] | None = None,
+) -> CleanResult:
+    reading: dict[str, str] = {}
+    if claimed is not None:
         reading = {(read_from(uri) if read_from else uri): uri for uri in claimed}
         args["source_uris"] = list(reading)
     spark = spark or SparkSession.builder.getOrCreate()
@@ -403,14 +479,14 @@ def main(
         for rejected in result.rejected_files:  # name the upload, not where it was read from
             rejected["source_uri"] = reading.get(rejected["source_uri"], rejected["source_uri"])
         result.errors[:] = [_named_upload(e, reading) for e in result.errors]
-        settle_workflow_run(args, result, claimed)
-    record_counts_in_ledger(args, result, dynamodb)
+        clients = clients or {}
+        settle_workflow_run(args, result, claimed, ledger, sns=clients.get("sns"), glue=clients.get("glue"))
+    else:
+        record_counts_in_ledger(args, result, dynamodb)
     if args["metrics_namespace"]:
-        if cloudwatch is None:
-            import boto3
-
-            cloudwatch = boto3.client("cloudwatch")
-        publish_metrics(cloudwatch, args["metrics_namespace"], metric_data(result, dataset, args["JOB_NAME"]))
+        publish_metrics(
+            cloudwatch or _boto3_client("cloudwatch"), args["metrics_namespace"], metric_data(result, dataset, args["JOB_NAME"])
+        )
     for warning in result.warnings:
         LOG.warning("%s", warning)
     print(result.summary_json(), flush=True)

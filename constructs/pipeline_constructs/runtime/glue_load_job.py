@@ -1,7 +1,7 @@
 """Glue Python shell entrypoint of the load step: run the load SQL of one run and fail loudly with the query's error.
 
-Deployed as the script of the Glue workflow form's load job (Python 3.9, boto3 only); `workflow_inputs.py` comes
-with --extra-py-files. The SQL is rendered at synth from the target with the run id `RUN_ID_TOKEN` (a valid run id, so the
+Deployed as the script of the Glue workflow form's load job (Python 3.9, boto3 only); `workflow_inputs.py`,
+`upload_ledger.py` and `pipeline_plan.py` come with --extra-py-files. The SQL is rendered at synth from the target with the run id `RUN_ID_TOKEN` (a valid run id, so the
 target's own SQL builders accept it) and passed as job arguments; the script puts the real run id in its place:
 the workflow run id Glue passes to every job of a workflow run. (Python shell jobs cannot use --extra-files, so
 the SQL travels as arguments, not as a file.)
@@ -14,10 +14,12 @@ Job arguments:
   --redshift_workgroup     with --redshift_sql_templates: the Redshift Serverless workgroup
   --redshift_database      with --redshift_sql_templates: the database
   --redshift_secret_arn    optional: a Secrets Manager secret of the database user; default: IAM authentication
-  --workflow_state_uri     optional: s3:// URI of the workflow's state file; after a successful load
-                           the uploads the run claimed are committed as processed (see workflow_inputs); needs
-                           --WORKFLOW_NAME (set by Glue). A run whose clean job wrote zero curated rows skips the
-                           load and commits its uploads.
+  --ledger_table           optional: the upload ledger; in a workflow run (--WORKFLOW_NAME, set by Glue) the
+                           uploads the clean job handed over (run property LOADING_PROPERTY) are recorded at step
+                           load, then `loaded` after the load, or `failed` with the error. None handed over: the
+                           load is skipped (the clean job ended them: rejected, empty, quarantined)
+  --ledger_ttl_days        optional, default 400: days a finished record is kept
+  --pipeline_form          optional, default glue_workflow: the ledger's form
   --run_id                 optional: the run id; default --WORKFLOW_RUN_ID (set by Glue), then --JOB_RUN_ID
   --poll_seconds           optional, default 5: wait between status checks
   --max_wait_seconds       optional, default 1500: a query still running after this is stopped and the job fails
@@ -48,7 +50,9 @@ OPTIONAL_ARGS: dict[str, str | None] = {
     "redshift_workgroup": None,
     "redshift_database": None,
     "redshift_secret_arn": None,
-    "workflow_state_uri": None,
+    "ledger_table": None,
+    "ledger_ttl_days": "400",
+    "pipeline_form": "glue_workflow",
     "run_id": None,
     "WORKFLOW_NAME": None,
     "WORKFLOW_RUN_ID": None,
@@ -206,34 +210,54 @@ def _workflow_inputs() -> Any:
 
 
 def run_load(args: dict[str, Any], clients: dict[str, Any], sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Load one run into every configured target, then commit the run's sources; returns a summary.
+    """Load one run into every configured target; returns a summary.
 
-    In a workflow (`--workflow_state_uri`), a run whose clean job claimed no new upload (a duplicate event) loads
-    nothing, and a run whose clean job wrote zero curated rows (header-only files, or every file rejected) skips the
-    load and commits its uploads: there is no run output to load, and Redshift's COPY would fail on the empty prefix.
+    In a workflow with the ledger (`--ledger_table`), the uploads the clean job handed over are moved to step load
+    first and end `loaded` after the load; a failure is recorded `failed` at step load on each (error, cause) and
+    raised. A run that handed over none (nothing claimed, or nothing curated) loads nothing: Redshift's COPY would
+    fail on the empty prefix.
     """
     run_id = args["run_id"]
     summary: dict[str, Any] = {"run_id": run_id}
-    state_uri = args["workflow_state_uri"]
-    inputs = _workflow_inputs() if state_uri else None
-    if inputs is not None:
-        if not args["WORKFLOW_NAME"]:
-            raise SystemExit("--workflow_state_uri needs Glue's --WORKFLOW_NAME: run the job from its workflow")
-        claimed = inputs.claimed_sources(clients["glue"], workflow_name=args["WORKFLOW_NAME"], run_id=run_id)
-        if not claimed:
-            LOG.info("run %s claimed no new uploads: nothing to load", run_id)
-            summary["committed_sources"] = 0
-            return summary
-        rows = inputs.curated_rows(clients["glue"], workflow_name=args["WORKFLOW_NAME"], run_id=run_id)
-        if rows is not None:
-            summary["curated_rows"] = rows
-        if rows == 0:
-            LOG.info("run %s wrote zero curated rows: the load is skipped, its uploads are committed", run_id)
-            summary["load_skipped"] = "zero curated rows"
-            summary["committed_sources"] = inputs.commit_sources_from_uri(
-                clients["s3"], clients["glue"], state_uri=state_uri, workflow_name=args["WORKFLOW_NAME"], run_id=run_id
-            )
-            return summary
+    if not args["ledger_table"]:
+        _load(args, clients, summary, sleep)
+        return summary
+    if not args["WORKFLOW_NAME"]:
+        raise SystemExit("--ledger_table needs Glue's --WORKFLOW_NAME: run the job from its workflow")
+    inputs = _workflow_inputs()
+    uploads = inputs.read_uploads(clients["glue"], workflow_name=args["WORKFLOW_NAME"], run_id=run_id, name=inputs.LOADING_PROPERTY)
+    if uploads is None:
+        raise inputs.WorkflowInputsError(
+            f"workflow {args['WORKFLOW_NAME']} run {run_id} has no run property {inputs.LOADING_PROPERTY!r}: its clean job did "
+            "not hand over its uploads (a resumed run must resume at the clean job, which writes the run's output)"
+        )
+    if not uploads:
+        LOG.info("run %s handed over no upload to load: the load is skipped", run_id)
+        summary.update(loaded_uploads=0, load_skipped="no upload with curated rows")
+        return summary
+    ledger = inputs.UploadLedger(
+        clients["dynamodb"], args["ledger_table"], form=args["pipeline_form"], ttl_days=int(args["ledger_ttl_days"])
+    )
+    held = []
+    for upload in uploads:
+        try:
+            ledger.step(upload, run_id=run_id, step=inputs.LOAD)
+            held.append(upload)
+        except inputs.LedgerConflict as refused:
+            LOG.warning("not loaded as this run's: %s", refused)
+    try:
+        _load(args, clients, summary, sleep)
+    except BaseException as error:
+        inputs.fail_uploads(ledger, held, run_id=run_id, error=type(error).__name__, cause=str(error) or repr(error))
+        raise
+    for upload in held:
+        ledger.finish(upload, run_id=run_id, outcome=inputs.LOADED)
+    summary["loaded_uploads"] = len(held)
+    return summary
+
+
+def _load(args: dict[str, Any], clients: dict[str, Any], summary: dict[str, Any], sleep: Callable[[float], None]) -> None:
+    run_id = args["run_id"]
     polling = {"poll_seconds": args["poll_seconds"], "max_wait_seconds": args["max_wait_seconds"], "sleep": sleep}
     if args["athena_sql_template"]:
         summary["athena_query_id"] = run_athena_query(
@@ -252,11 +276,6 @@ def run_load(args: dict[str, Any], clients: dict[str, Any], sleep: Callable[[flo
             secret_arn=args["redshift_secret_arn"],
             **polling,
         )
-    if inputs is not None:
-        summary["committed_sources"] = inputs.commit_sources_from_uri(
-            clients["s3"], clients["glue"], state_uri=state_uri, workflow_name=args["WORKFLOW_NAME"], run_id=run_id
-        )
-    return summary
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -264,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = resolve_args(sys.argv[1:] if argv is None else argv)
     import boto3  # type: ignore[import-untyped]
 
-    clients = {name: boto3.client(name) for name in ("athena", "redshift-data", "s3", "glue")}
+    clients = {name: boto3.client(name) for name in ("athena", "redshift-data", "glue", "dynamodb")}
     summary = run_load(args, clients)
     print(json.dumps(summary, sort_keys=True))
     return summary
