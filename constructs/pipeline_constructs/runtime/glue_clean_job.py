@@ -411,12 +411,13 @@ def main(
 
     :param read_from: where Spark reads a claimed upload of the Glue Workflow form. Default: its s3:// URI (tests
         point it at a local copy, since a local Spark cannot read an in-memory S3).
-    :param clients: boto3 clients by service name (sqs, glue, sns) for the Glue Workflow form. Default: new ones.
+    :param clients: boto3 clients by service name: s3 (the source version check), and sqs, glue, sns for the Glue
+        Workflow form. Default: new ones.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = resolve_args(sys.argv[1:] if argv is None else argv)
     if not args["source_listing_prefix"]:
-        return _clean(args, spark=spark, cloudwatch=cloudwatch, dynamodb=dynamodb)
+        return _clean(args, spark=spark, cloudwatch=cloudwatch, dynamodb=dynamodb, clients=clients)
     missing = [f"--{name}" for name in ("ledger_table", "inbox_queue_url", "WORKFLOW_NAME") if not args[name]]
     if missing:
         raise SystemExit(f"--source_listing_prefix needs {', '.join(missing)}: run the job from its Glue workflow")
@@ -442,6 +443,32 @@ def main(
         raise
 
 
+class SourceVersionChanged(RuntimeError):
+    """An upload was overwritten after its event: the run would read another version than the one it records."""
+
+
+def check_source_versions(s3: Any, uris: Sequence[str], versions: Sequence[str]) -> None:
+    """Each s3:// source must still be the version its event named (a version id, or 'etag:<etag>' for an
+    unversioned bucket), so the run reads, loads and records the same object version. Spark reads an object's
+    current version only; checked before the read and again after the output is written, a change in between fails
+    the run (it loads nothing; the new version's own event starts its own run)."""
+    for index, uri in enumerate(uris):
+        version = versions[index] if index < len(versions) else ""
+        if not version or not uri.startswith("s3://"):
+            continue
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        head = s3.head_object(Bucket=bucket, Key=key)
+        if version.startswith("etag:"):
+            current, named = "etag:" + head.get("ETag", "").strip('"'), version
+        else:
+            current, named = str(head.get("VersionId") or "null"), version
+        if current != named:
+            raise SourceVersionChanged(
+                f"{uri}: its event named version {named}, the bucket now holds {current}. The object was overwritten "
+                "after it was uploaded; this run loads nothing, and the new version's own event starts its own run"
+            )
+
+
 def _boto3_client(name: str) -> Any:
     import boto3
 
@@ -460,6 +487,11 @@ def _clean(
     clients: dict[str, Any] | None = None,
 ) -> CleanResult:
     reading: dict[str, str] = {}
+    versions = parse_source_uris(args["source_versions"]) if claimed is None and args["source_versions"] else []
+    s3 = None
+    if any(uri.startswith("s3://") for uri in args["source_uris"][: len(versions)]):
+        s3 = (clients or {}).get("s3") or _boto3_client("s3")
+        check_source_versions(s3, args["source_uris"], versions)
     if claimed is not None:
         reading = {(read_from(uri) if read_from else uri): uri for uri in claimed}
         args["source_uris"] = list(reading)
@@ -482,6 +514,8 @@ def _clean(
         clients = clients or {}
         settle_workflow_run(args, result, claimed, ledger, sns=clients.get("sns"), glue=clients.get("glue"))
     else:
+        if s3 is not None:
+            check_source_versions(s3, args["source_uris"], versions)  # after every read: what was read is what is recorded
         record_counts_in_ledger(args, result, dynamodb)
     if args["metrics_namespace"]:
         publish_metrics(
