@@ -16,7 +16,7 @@ from aws_cdk.assertions import Template
 
 from pipeline_constructs.forms.mwaa import ENVIRONMENT_CLASSES, check_mwaa_sizing
 from pipeline_constructs.network import mwaa_interface_endpoints
-from pipeline_constructs.runtime.mwaa.pipeline_steps import RUN_ID_MARKER, RUN_ID_TEMPLATE, describe_steps
+from pipeline_constructs.runtime.mwaa.pipeline_steps import RUN_ID_MARKER, RUN_ID_TEMPLATE, SOURCE_VERSIONS_TEMPLATE, describe_steps
 from pipeline_constructs.validation import PipelinePropsError
 from stacks.config import ConfigError, parse_environment
 from stacks.network_stack import NetworkStack
@@ -121,6 +121,19 @@ def test_execution_role_is_mwaa_minimum_plus_the_pipeline(template: dict[str, An
     assert len(role["ManagedPolicyArns"]) == 1
 
 
+def test_execution_role_writes_the_upload_ledger_and_nothing_else_of_it(template: dict[str, Any], environment: dict[str, Any]) -> None:
+    """The DAG's tasks take, step and finish uploads (UpdateItem, GetItem) in the stateful stack's ledger, under its key."""
+    statements = _statements(template, environment["ExecutionRoleArn"]["Fn::GetAtt"][0])
+    ledger = [s for s in statements if "dynamodb:" in json.dumps(s["Action"])]
+    [(actions, resource)] = [(sorted(s["Action"]), s["Resource"]) for s in ledger]
+    assert actions == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    assert (
+        resource["Fn::GetStackOutput"]["StackName"] == "staging-Stateful" and "LedgerTable" in resource["Fn::GetStackOutput"]["OutputName"]
+    )
+    [key] = [s for s in statements if "StorageKey" in json.dumps(s["Resource"])]
+    assert sorted(key["Action"]) == ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
+
+
 def test_trigger_lambda_may_invoke_the_rest_api_as_the_user_role_only(template: dict[str, Any]) -> None:
     [function] = [
         f for f in resources(template, "AWS::Lambda::Function").values() if f["Properties"].get("Handler") == "mwaa_trigger.handler"
@@ -165,8 +178,8 @@ def test_network_has_the_endpoints_mwaa_and_the_dag_need_without_nat(templates: 
     endpoints = resources(templates[(ENV, "Network")], "AWS::EC2::VPCEndpoint")
     services = sorted(json.dumps(e["Properties"]["ServiceName"]).split(".amazonaws.com.")[-1].strip('"]}') for e in endpoints.values())
     names = [s.rsplit(".", 1)[-1] if "com.amazonaws" in s else s for s in services]
-    assert len(endpoints) == 1 + len(mwaa_interface_endpoints("redshift"))
-    assert {"sts", "sqs", "logs", "kms", "glue", "sns", "redshift-data"} <= {n.split(".")[-1] for n in names} | set(names)
+    assert len(endpoints) == 2 + len(mwaa_interface_endpoints("redshift"))  # the S3 and DynamoDB gateways
+    assert {"sts", "sqs", "logs", "kms", "glue", "sns", "redshift-data", "dynamodb"} <= {n.split(".")[-1] for n in names} | set(names)
 
 
 def test_no_interface_endpoints_with_nat() -> None:
@@ -183,7 +196,7 @@ def test_no_interface_endpoints_with_nat() -> None:
     app = cdk.App()
     stack = NetworkStack(app, "Net", config=config, env=cdk.Environment(region="eu-west-1"))
     template = Template.from_stack(stack)
-    template.resource_count_is("AWS::EC2::VPCEndpoint", 1)  # the S3 gateway only
+    template.resource_count_is("AWS::EC2::VPCEndpoint", 2)  # the S3 and DynamoDB gateways only
     template.resource_count_is("AWS::EC2::NatGateway", 1)
 
 
@@ -210,6 +223,14 @@ def test_deployed_dag_config_drives_the_step_description(synthesized: Any) -> No
     assert [s.task_id for s in steps] == ["crawl", "clean", "find_curated_rows", "load"]
     assert steps[0].operator.endswith("GlueCrawlerRunOperator") and steps[0].arguments["fail_on_already_running"] is False
     assert steps[1].arguments["script_args"]["--run_id"] == RUN_ID_TEMPLATE
+    # The ledger's table and retention reach the DAG and its clean job (the Step Functions form's arguments).
+    assert config["ledger_table"] == "<value>" and config["ledger_ttl_days"] == pipeline.ledger.retention_days
+    assert {name: value for name, value in steps[1].arguments["script_args"].items() if name not in ("--source_uris", "--run_id")} == {
+        "--ledger_table": "<value>",
+        "--ledger_ttl_days": str(pipeline.ledger.retention_days),
+        "--pipeline_form": "mwaa",
+        "--source_versions": SOURCE_VERSIONS_TEMPLATE,
+    }
     load = steps[3].arguments
     assert steps[3].operator.endswith("RedshiftDataOperator") and isinstance(load["sql"], list)
     assert any(RUN_ID_TEMPLATE in sql for sql in load["sql"]) and not any(RUN_ID_MARKER in sql for sql in load["sql"])

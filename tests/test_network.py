@@ -6,6 +6,7 @@ finding), plus small standalone stacks for the NAT and interface-endpoint varian
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aws_cdk as cdk
@@ -51,11 +52,26 @@ def test_s3_is_reached_through_a_gateway_endpoint_on_every_private_route_table(n
             "RouteTableIds": Match.any_value(),
         },
     )
-    [endpoint] = network.find_resources("AWS::EC2::VPCEndpoint", {"Properties": {"VpcEndpointType": "Gateway"}}).values()
+    endpoint = _gateway(network, "s3")
     assert len(endpoint["Properties"]["RouteTableIds"]) == 3
     # Redshift needs no interface endpoint; staging's MWAA form (no NAT) brings its own (tests/test_mwaa_form.py).
     interface = network.find_resources("AWS::EC2::VPCEndpoint", {"Properties": {"VpcEndpointType": "Interface"}})
     assert len(interface) == len(mwaa_interface_endpoints("redshift"))
+
+
+def _gateway(network: Template, service: str) -> dict[str, Any]:
+    gateways = network.find_resources("AWS::EC2::VPCEndpoint", {"Properties": {"VpcEndpointType": "Gateway"}}).values()
+    [endpoint] = [e for e in gateways if json.dumps(e["Properties"]["ServiceName"]).endswith(f'.{service}"]]}}')]
+    return endpoint
+
+
+def test_dynamodb_is_reached_through_a_gateway_endpoint_on_every_private_route_table(network: Template) -> None:
+    """The upload ledger, from the MWAA DAG's tasks in private subnets without internet (gateway endpoints are free)."""
+    endpoint = _gateway(network, "dynamodb")
+    s3_routes = _gateway(network, "s3")["Properties"]["RouteTableIds"]
+    assert endpoint["Properties"]["RouteTableIds"] == s3_routes and len(s3_routes) == 3
+    assert "PolicyDocument" not in endpoint["Properties"]  # like the S3 gateway: IAM on the callers decides
+    assert len(network.find_resources("AWS::EC2::VPCEndpoint", {"Properties": {"VpcEndpointType": "Gateway"}})) == 2
 
 
 def test_flow_logs_capture_all_traffic_into_an_encrypted_log_group(network: Template) -> None:

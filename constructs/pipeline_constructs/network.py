@@ -20,7 +20,8 @@ PRIVATE_SUBNET_GROUP = "Private"
 def mwaa_interface_endpoints(load_target: str) -> list[ec2.InterfaceVpcEndpointAwsService]:
     """Interface endpoints a private MWAA environment without NAT needs: MWAA's own (airflow api/env/ops, SQS for its
     Celery queue, CloudWatch Logs and monitoring, KMS, ECR api/dkr for its images, STS), and what the DAG calls:
-    Glue, SNS, and Athena or the Redshift Data API (`load_target`). S3 goes through the gateway endpoint."""
+    Glue, SNS, and Athena or the Redshift Data API (`load_target`). S3 and DynamoDB (the upload ledger) go through
+    the gateway endpoints."""
     if load_target not in ("athena", "redshift"):
         raise PipelinePropsError(f"load_target={load_target!r}: use 'athena' or 'redshift'")
     service = ec2.InterfaceVpcEndpointAwsService
@@ -42,12 +43,13 @@ def mwaa_interface_endpoints(load_target: str) -> list[ec2.InterfaceVpcEndpointA
 
 
 class PipelineNetwork(Construct):
-    """A VPC with one private subnet per availability zone, an S3 gateway endpoint and encrypted flow logs.
+    """A VPC with one private subnet per availability zone, S3 and DynamoDB gateway endpoints and encrypted flow logs.
 
     No internet route by default: the subnets are PRIVATE_ISOLATED and AWS services are reached through VPC
     endpoints. The S3 gateway endpoint is free and is all Redshift Serverless needs from inside the VPC (COPY with
     enhanced VPC routing reads S3 through it; the Data API, IAM role assumption, the managed admin secret, KMS and
-    audit logging are called by the service itself, outside this VPC). Interface endpoints cost per hour per AZ, so
+    audit logging are called by the service itself, outside this VPC). The DynamoDB gateway endpoint, free too, is how
+    the DAG's tasks reach the upload ledger from private subnets. Interface endpoints cost per hour per AZ, so
     they are created only for the services named in `interface_endpoints` (MWAA needs some). With
     `nat_gateways` > 0 the VPC gets public subnets and NAT gateways, and the private subnets route through them.
 
@@ -142,6 +144,9 @@ class PipelineNetwork(Construct):
 
         self.s3_endpoint = self.vpc.add_gateway_endpoint(
             "S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.private_subnets]
+        )
+        self.dynamodb_endpoint = self.vpc.add_gateway_endpoint(
+            "DynamoDbEndpoint", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB, subnets=[self.private_subnets]
         )
         self.endpoint_security_group = None
         self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {}

@@ -23,6 +23,7 @@ DAG_SOURCE = REPO / "constructs" / "pipeline_constructs" / "runtime" / "mwaa"
 SHARED_STEP_MODULES = [REPO / "constructs" / "pipeline_constructs" / "runtime" / name for name in ("pipeline_plan.py", "upload_ledger.py")]
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
+LEDGER_TABLE = "upload-ledger"
 
 _HOME = Path(tempfile.mkdtemp(prefix="airflow-home-"))
 DAGS_FOLDER = _HOME / "dags"
@@ -81,6 +82,8 @@ def deployed_config(target: str) -> dict[str, Any]:
         "poll_interval_seconds": 1,
         "timeouts_seconds": {"crawl": 60, "clean": 60, "load": 60},
         "dagrun_timeout_seconds": 600,
+        "ledger_table": LEDGER_TABLE,
+        "ledger_ttl_days": 400,
     }
 
 
@@ -89,8 +92,9 @@ def _write_dag_folder() -> None:
     for target in ("athena", "redshift"):
         folder = DAGS_FOLDER / target
         folder.mkdir(parents=True)
-        for name in ("pipeline_dag.py", "pipeline_steps.py"):
-            shutil.copy(DAG_SOURCE / name, folder / name)
+        for module in DAG_SOURCE.glob("*.py"):  # the DAG and its modules, as the construct deploys the folder
+            if module.name != "__init__.py":
+                shutil.copy(module, folder / module.name)
         for module in SHARED_STEP_MODULES:  # what the construct ships beside the DAG
             shutil.copy(module, folder / module.name)
         (folder / "pipeline_dag_config.json").write_text(json.dumps(deployed_config(target)), encoding="utf-8")

@@ -9,12 +9,17 @@ goes through boto3 into moto):
   statement in moto's backend, which moto's own DescribeStatement then returns.
 - Glue job runs in moto always succeed and run nothing. `fake_aws` stands in for the clean job's output: each job
   run writes one curated Parquet object under its run's partition folder (`FakeAws.curated_rows`), or nothing, as the
-  clean job does for a header-only upload. The failure test marks moto's job run FAILED, as Glue does when the
-  script raises.
+  clean job does for a header-only upload, and writes its counts (`FakeAws.clean_counts`) into the upload's ledger
+  record from its job arguments, as the clean job's `record_counts_in_ledger` does (that module imports PySpark,
+  which this virtualenv does not have: the same `UploadLedger.counts` call, with the same fields). The failure test
+  marks moto's job run FAILED, as Glue does when the script raises.
+
+The ledger is moto's DynamoDB table; `FakeAws.ledger_writes` is the item as moto's table holds it after each write.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,14 +28,17 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import ACCOUNT, REGION, deployed_config
+from conftest import ACCOUNT, LEDGER_TABLE, REGION, deployed_config
 from moto import mock_aws
 from moto.moto_api import state_manager
+from upload_ledger import Upload, UploadLedger, from_item
 
 LANDING = "landing-bucket"
 CURATED = "curated-bucket"
 KEY = "incoming/mwaa/2026/sales, store 7.csv"
 CONF = {"bucket": LANDING, "key": KEY, "version_id": "v1"}
+UPLOAD = Upload(LANDING, KEY, version_id="v1")
+GOOD_COUNTS = {"rows_in": 1, "rows_out": 1, "rows_quarantined": 0, "duplicates_dropped": 0, "lines_read": 2, "lines_quarantined": 0}
 
 
 class FakeAws:
@@ -41,6 +49,15 @@ class FakeAws:
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.redshift_batches: list[dict[str, Any]] = []
         self.curated_rows = True
+        self.clean_counts: dict[str, Any] = dict(GOOD_COUNTS)
+        self.ledger_writes: list[tuple[str, dict[str, Any]]] = []  # (update expression, the item after it)
+        self.dynamodb = boto3.client("dynamodb", region_name=REGION)
+        self.dynamodb.create_table(  # the UploadLedger construct's keys
+            TableName=LEDGER_TABLE,
+            KeySchema=[{"AttributeName": "object", "KeyType": "HASH"}, {"AttributeName": "version", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "object", "AttributeType": "S"}, {"AttributeName": "version", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
         config = deployed_config("athena")
         s3 = boto3.client("s3", region_name=REGION)
         self.s3 = s3
@@ -73,11 +90,30 @@ class FakeAws:
         messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
         return [json.loads(json.loads(m["Body"])["Message"]) for m in messages]
 
-    def write_curated_rows(self, run_id: str) -> None:
-        """What a clean job run that curated rows leaves: Parquet under its run's partition folder."""
+    def run_clean_job(self, arguments: dict[str, str]) -> None:
+        """What a clean job run leaves: Parquet under its run's partition folder when it curated rows, and its counts
+        in the upload's ledger record (`record_counts_in_ledger`: one upload, its version from --source_versions)."""
+        run_id = arguments["--run_id"]
         if self.curated_rows:
             key = f"sales/runs/run_id={run_id}/sale_date=2026-12-04/part-00000.snappy.parquet"
             self.s3.put_object(Bucket=CURATED, Key=key, Body=b"PAR1")
+        if "--ledger_table" in arguments:
+            ((uri,), (version,)) = json.loads(arguments["--source_uris"]), json.loads(arguments["--source_versions"])
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            ledger = UploadLedger(
+                self.dynamodb, arguments["--ledger_table"], form=arguments["--pipeline_form"], ttl_days=int(arguments["--ledger_ttl_days"])
+            )
+            ledger.counts(Upload(bucket, key, version_id=version or None), run_id=run_id, counts=self.clean_counts)
+
+    def ledger_record(self) -> dict[str, Any] | None:
+        return UploadLedger(self.dynamodb, LEDGER_TABLE, form="mwaa").get(UPLOAD)
+
+    def ledger_states(self) -> list[tuple[str, str]]:
+        """(state, step) after each write of the run's state or step, in order (every write but the clean job's counts)."""
+        return [(record["state"], record["step"]) for expression, record in self.ledger_writes if not _counts_write(expression)]
+
+    def counts_writes(self) -> int:
+        return sum(1 for expression, _ in self.ledger_writes if _counts_write(expression))
 
     def job_runs(self) -> list[dict[str, Any]]:
         return self.glue.get_job_runs(JobName="sales-clean")["JobRuns"]
@@ -88,8 +124,14 @@ class FakeAws:
         return [execution.query for execution in athena_backends[ACCOUNT][REGION].executions.values()]
 
 
+def _counts_write(expression: str) -> bool:
+    """The clean job's counts write: it sets neither the state nor the step (upload_ledger.counts_expression)."""
+    return "#state" not in expression and "#step" not in expression and "#rows_out" in expression
+
+
 @pytest.fixture
 def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
+    from moto.dynamodb.models import DynamoDBBackend
     from moto.glue.responses import GlueResponse
     from moto.redshiftdata.models import Statement, redshiftdata_backends
     from moto.redshiftdata.responses import RedshiftDataAPIServiceResponse
@@ -114,8 +156,16 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
 
     def start_job_run(self: GlueResponse) -> Any:  # the clean job's output, written when the run starts
         result = moto_start_job_run(self)
-        fake.write_curated_rows(self._get_param("Arguments")["--run_id"])
+        fake.run_clean_job(self._get_param("Arguments"))
         return result
+
+    moto_update_item = DynamoDBBackend.update_item
+
+    def update_item(self: DynamoDBBackend, table_name: str, key: dict[str, Any], update_expression: str, *args: Any, **kwargs: Any) -> Any:
+        item = moto_update_item(self, table_name, key, update_expression, *args, **kwargs)  # raises when refused
+        stored = self.get_item(table_name, key)
+        fake.ledger_writes.append((update_expression, from_item(copy.deepcopy(stored.to_json()["Attributes"]))))
+        return item
 
     def batch_execute_statement(self: RedshiftDataAPIServiceResponse) -> tuple[int, dict, str]:  # moto lacks it
         params = {name: self._get_param(name) for name in ("WorkgroupName", "Database", "Sqls", "StatementName")}
@@ -127,6 +177,7 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
 
     monkeypatch.setattr(GlueResponse, "get_crawler_metrics", get_crawler_metrics, raising=False)
     monkeypatch.setattr(GlueResponse, "start_job_run", start_job_run)
+    monkeypatch.setattr(DynamoDBBackend, "update_item", update_item)
     monkeypatch.setattr(RedshiftDataAPIServiceResponse, "batch_execute_statement", batch_execute_statement, raising=False)
     # moto keeps a crawl RUNNING until told otherwise; here a crawl completes when it is first looked at.
     state_manager.set_transition("glue::crawl", {"progression": "immediate"})

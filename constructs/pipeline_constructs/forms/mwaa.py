@@ -36,6 +36,7 @@ from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
 from ..deployments import review_bucket_deployment
 from ..keys import allow_cloudwatch_logs
+from ..ledger import UploadLedger
 from ..queue_trigger import QueueTrigger
 from ..runtime.mwaa.pipeline_steps import CONFIG_FILE_NAME
 from ..storage import PipelineStorage
@@ -84,7 +85,8 @@ def check_mwaa_sizing(environment_class: str, min_workers: int, max_workers: int
 
 class MwaaPipeline(Construct):
     """Upload -> EventBridge -> SQS -> Lambda (InvokeRestApi) -> DAG run on a private MWAA environment: crawl, clean,
-    load; a failed task publishes one SNS message (pipeline, object, run_id, failed_step, error, cause).
+    load; a failed task publishes one SNS message (pipeline, object, run_id, failed_step, error, cause). With a
+    ledger, the DAG's tasks keep the upload's record (runtime/mwaa/dag_ledger.py) and the clean job writes its counts.
 
     The environment runs in two private subnets with its webserver private by default, all five log types on (task
     and worker logs at INFO), under its own customer-managed key (which CloudWatch Logs may use for the
@@ -104,6 +106,7 @@ class MwaaPipeline(Construct):
         target: LoadTarget,
         alerting: PipelineAlerting,
         vpc: ec2.IVpc,
+        ledger: UploadLedger | None = None,
         subnets: ec2.SubnetSelection | None = None,
         environment_name: str | None = None,
         airflow_version: str = DEFAULT_AIRFLOW_VERSION,
@@ -127,7 +130,9 @@ class MwaaPipeline(Construct):
         :param target: where a run is loaded (AthenaTarget or RedshiftTarget).
         :param alerting: the topic of failure messages and alarms, and the key of the trigger queues.
         :param vpc: the VPC of the environment and the trigger Lambda (with no NAT, it needs the interface endpoints
-            `network.mwaa_interface_endpoints` lists).
+            `network.mwaa_interface_endpoints` lists, and a DynamoDB gateway endpoint for the ledger).
+        :param ledger: the upload ledger this form keeps current (the DAG's tasks take the upload, record each step,
+            the outcome and the failure; the clean job writes its counts). Default: none (no ledger writes).
         :param subnets: the private subnets; the environment uses the first two. Default: the VPC's isolated or private subnets.
         :param environment_name: Default: a name unique in the app, derived from the construct path.
         :param airflow_version: '3.3.1' or '3.2.1'; always written into the template. Default: '3.3.1'.
@@ -192,6 +197,10 @@ class MwaaPipeline(Construct):
             max_active_runs=max_active_runs,
             task_retries=task_retries,
         )
+        self.ledger = ledger
+        if ledger is not None:
+            self.dag_config.update({"ledger_table": ledger.table_name, "ledger_ttl_days": ledger.retention_days})
+            ledger.grant_write(self.execution_role)
         self.dag_deployment = s3deploy.BucketDeployment(
             self,
             "DeployDag",

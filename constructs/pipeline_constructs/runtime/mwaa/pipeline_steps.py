@@ -32,6 +32,9 @@ RUN_ID_TEMPLATE = "{{ dag_run.run_id | replace('~', '-') | replace(':', '-') | r
 OBJECT_TEMPLATE = "s3://{{ dag_run.conf['bucket'] }}/{{ dag_run.conf['key'] }}"
 # A JSON array of one URI, as the other forms pass it, so an object key holding a comma stays one URI.
 SOURCE_URIS_TEMPLATE = "{{ ['s3://' ~ dag_run.conf['bucket'] ~ '/' ~ dag_run.conf['key']] | tojson }}"
+# The object's version as the ledger keys it (`upload_ledger.version_of`), one per URI: the trigger's version id, or
+# 'null' when it names none (an empty entry would be dropped by the clean job's parser).
+SOURCE_VERSIONS_TEMPLATE = "{{ [dag_run.conf.get('version_id') or 'null'] | tojson }}"
 # Placeholder the construct writes into the load SQL; the DAG replaces it with RUN_ID_TEMPLATE.
 RUN_ID_MARKER = "__pipeline_run_id__"
 
@@ -111,10 +114,21 @@ def _crawl(config: Mapping[str, Any], common: dict[str, Any], poll: int) -> tupl
 
 
 def _clean(config: Mapping[str, Any], common: dict[str, Any], poll: int) -> tuple[str, dict[str, Any]]:
+    # The same arguments the Step Functions form passes: the object as a JSON array of one URI, the run id, and with a
+    # ledger (`ledger_table` in the configuration) where the job writes the upload's counts.
+    script_args = {"--source_uris": SOURCE_URIS_TEMPLATE, "--run_id": RUN_ID_TEMPLATE}
+    if config.get("ledger_table") is not None:
+        script_args.update(
+            {
+                "--ledger_table": str(config["ledger_table"]),
+                "--ledger_ttl_days": str(config["ledger_ttl_days"]),
+                "--pipeline_form": FORM_NAME,
+                "--source_versions": SOURCE_VERSIONS_TEMPLATE,
+            }
+        )
     return "airflow.providers.amazon.aws.operators.glue.GlueJobOperator", {
         "job_name": config["clean_job_name"],
-        # The same arguments the Step Functions form passes: the object as a JSON array of one URI, the run id.
-        "script_args": {"--source_uris": SOURCE_URIS_TEMPLATE, "--run_id": RUN_ID_TEMPLATE},
+        "script_args": script_args,
         "wait_for_completion": True,
         "deferrable": False,
         "job_poll_interval": poll,
