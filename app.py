@@ -4,19 +4,24 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from pipeline_constructs.acknowledgements import AcknowledgementsPlugin
 from pipeline_constructs.contract import DatasetContract
+from pipeline_constructs.control_tower import ControlTowerValidator, load_exceptions
 from stacks.config import parse_app_config, parse_bool_flag
 from stacks.stage import PipelineStage
 from stacks.stateful_stack import CONTRACT_PATH
 
+CONTROL_TOWER_EXCEPTIONS = Path(__file__).resolve().parent / "control_tower_exceptions.yaml"
 
-def build_app(app: cdk.App, *, nag: bool = True) -> list[PipelineStage]:
-    """Validate the configuration, then add a stage per environment and (unless `nag` is false) the cdk-nag packs."""
+
+def build_app(app: cdk.App, *, nag: bool = True, control_tower: bool = True) -> list[PipelineStage]:
+    """Validate the configuration, then add a stage per environment, (unless `nag` is false) the cdk-nag packs and
+    (unless `control_tower` is false) the Control Tower proactive controls with their reviewed exceptions."""
     node = app.node
     config = parse_app_config(
         node.try_get_context("pipeline:environments"),
@@ -30,6 +35,8 @@ def build_app(app: cdk.App, *, nag: bool = True) -> list[PipelineStage]:
     if nag:
         # The acknowledgements plugin runs first, during synth, so findings are matched in their final form.
         cdk.Validations.of(app).add_plugins(AcknowledgementsPlugin(), AwsSolutionsChecks(app), ServerlessChecks(app))
+    if control_tower:
+        cdk.Validations.of(app).add_plugins(ControlTowerValidator(exceptions=load_exceptions(CONTROL_TOWER_EXCEPTIONS)))
     return stages
 
 

@@ -170,8 +170,18 @@ class PipelineStorage(Construct):
         with a KMS key (bucket keys on), access-logged to the access-log bucket under `log_prefix`.
 
         :param encryption_key: Default: the storage key.
-        :param lifecycle_rules: Default: none.
+        :param lifecycle_rules: Default: replaced versions expire after 90 days, unfinished multipart uploads after 7
+            (a versioned bucket without a lifecycle keeps every old version forever; Control Tower's CT.S3.PR.3 and
+            CT.S3.PR.6 require one).
         """
+        if lifecycle_rules is None:
+            lifecycle_rules = [
+                s3.LifecycleRule(
+                    id="ExpireReplacedVersions",
+                    noncurrent_version_expiration=Duration.days(90),
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                )
+            ]
         return s3.Bucket(
             scope,
             construct_id,
