@@ -14,7 +14,8 @@ from .step_functions_stack import _retention
 
 
 class MwaaServerlessStack(Stack):
-    """Upload -> EventBridge -> SQS -> Lambda -> a run of the pipeline's MWAA Serverless workflow, failure reports and alarms."""
+    """Upload -> EventBridge -> SQS -> Lambda -> a run of the pipeline's MWAA Serverless workflow, kept in the upload
+    ledger; failure reports and alarms."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, stateful: StatefulStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -26,6 +27,7 @@ class MwaaServerlessStack(Stack):
             clean_job=stateful.clean_job,
             target=stateful.target,
             alerting=stateful.alerting,
+            ledger=stateful.ledger,
             workflow_name=f"retail-{config.name}-pipeline",
             log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
@@ -36,7 +38,11 @@ class MwaaServerlessStack(Stack):
             form="mwaa_serverless",
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=int(pipeline.workflow_config["dagrun_timeout_seconds"]),
-            writes_ledger=False,
-            dead_letter_queues=queue_trigger_dead_letters(pipeline.trigger) + [(pipeline.report_dead_letter_queue, "lambda", None)],
+            writes_ledger=True,
+            dead_letter_queues=[
+                *queue_trigger_dead_letters(pipeline.trigger),
+                (pipeline.report_dead_letter_queue, "lambda", None),
+                *([(pipeline.progress_dead_letter_queue, "lambda", None)] if pipeline.progress_dead_letter_queue is not None else []),
+            ],
             WorkflowArn=pipeline.workflow_arn,
         )

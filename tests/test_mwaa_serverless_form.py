@@ -132,42 +132,94 @@ def test_uploads_under_the_form_prefix_reach_a_queue_with_an_alarmed_dead_letter
     )
 
 
-def test_failed_and_timed_out_runs_go_to_the_report_function_and_are_alarmed(template: dict[str, Any]) -> None:
-    t = Template.from_json(template)
-    rules = [
-        r["Properties"]
+def _serverless_rules(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The rules on the service's events, by the detail types they match."""
+    return {
+        ",".join(r["Properties"]["EventPattern"]["detail-type"]): r["Properties"]
         for r in resources(template, "AWS::Events::Rule").values()
         if r["Properties"]["EventPattern"].get("source") == ["aws.airflow-serverless"]
-    ]
-    failed = [r for r in rules if "Targets" in r]
-    (rule,) = failed
-    assert rule["EventPattern"]["detail-type"] == ["MWAA Serverless Workflow Run Failed", "MWAA Serverless Workflow Run Timeout"]
-    (workflow_arn,) = rule["EventPattern"]["resources"]
-    assert workflow_arn["Fn::GetAtt"][1] == "WorkflowArn"  # this workflow's runs only
+    }
+
+
+def _actions(template: dict[str, Any], role_id: str) -> set[str]:
+    return {a for s in statements_of(template, role_id) for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+
+
+def _target_function(template: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
     (target,) = rule["Targets"]
     assert "DeadLetterConfig" in target and target["RetryPolicy"]["MaximumRetryAttempts"] == 8
-    function_id = target["Arn"]["Fn::GetAtt"][0]
-    function = template["Resources"][function_id]["Properties"]
+    (workflow_arn,) = rule["EventPattern"]["resources"]
+    assert workflow_arn["Fn::GetAtt"][1] == "WorkflowArn"  # this workflow's runs only
+    return dict(template["Resources"][target["Arn"]["Fn::GetAtt"][0]]["Properties"])
+
+
+LEDGER_WRITES = {"dynamodb:UpdateItem", "dynamodb:GetItem"}
+RUN_LOOKUPS = {"airflow-serverless:GetWorkflowRun", "airflow-serverless:ListTaskInstances", "airflow-serverless:GetTaskInstance"}
+
+
+def test_failed_timed_out_and_stopped_runs_go_to_the_report_function_and_are_alarmed(template: dict[str, Any]) -> None:
+    t = Template.from_json(template)
+    rules = _serverless_rules(template)
+    rule = rules["MWAA Serverless Workflow Run Failed,MWAA Serverless Workflow Run Timeout,MWAA Serverless Workflow Run Stopped"]
+    function = _target_function(template, rule)
     assert function["Handler"] == "mwaa_serverless.report_failure"
-    assert set(function["Environment"]["Variables"]) == {"WORKFLOW_ARN", "TOPIC_ARN", "DATASET"}
-    report_actions = {
-        a
-        for s in statements_of(template, function["Role"]["Fn::GetAtt"][0])
-        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
-    }
-    assert {
-        "airflow-serverless:GetWorkflowRun",
-        "airflow-serverless:ListTaskInstances",
-        "airflow-serverless:GetTaskInstance",
-        "sns:Publish",
-    } <= report_actions
-    # Alarms: runs failed (MatchedEvents of the failure rule), unreported failures, and the trigger's two dead-letter queues.
+    assert set(function["Environment"]["Variables"]) == {"WORKFLOW_ARN", "TOPIC_ARN", "DATASET", "LEDGER_TABLE", "LEDGER_TTL_DAYS"}
+    assert RUN_LOOKUPS | LEDGER_WRITES | {"sns:Publish"} <= _actions(template, function["Role"]["Fn::GetAtt"][0])
+    # Alarms: runs failed (MatchedEvents of the failure rule), unreported failures, unrecorded progress, and the
+    # trigger's two dead-letter queues.
     alarms = resources(template, "AWS::CloudWatch::Alarm")
-    assert len(alarms) == 4
+    assert len(alarms) == 5
     t.has_resource_properties("AWS::CloudWatch::Alarm", {"MetricName": "MatchedEvents", "Namespace": "AWS/Events", "Threshold": 1})
     assert all(a["Properties"]["AlarmActions"] for a in alarms.values())
-    (success,) = [r for r in rules if "Targets" not in r]
-    assert success["EventPattern"]["detail-type"] == ["MWAA Serverless Workflow Run Succeeded"]
+
+
+def test_task_running_and_run_succeeded_events_reach_the_ledger_through_one_function(template: dict[str, Any]) -> None:
+    rules = _serverless_rules(template)
+    success = _target_function(template, rules["MWAA Serverless Workflow Run Succeeded"])
+    task = _target_function(template, rules["MWAA Serverless Task Running"])
+    assert success == task and success["Handler"] == "mwaa_serverless.record_progress"
+    assert set(success["Environment"]["Variables"]) == {"WORKFLOW_ARN", "LEDGER_TABLE", "LEDGER_TTL_DAYS"}
+    actions = _actions(template, success["Role"]["Fn::GetAtt"][0])
+    assert RUN_LOOKUPS | LEDGER_WRITES <= actions and "sns:Publish" not in actions
+    # Its dead-letter queue is published for pipeline-ops, as a Lambda's (replayed by invoking the function again).
+    queues = json.dumps(template["Outputs"]["DeadLetterQueues"])
+    assert queues.count('\\"kind\\":\\"lambda\\"') == 2, queues
+    assert template["Outputs"]["WritesLedger"]["Value"] == "true"
+
+
+def test_the_trigger_takes_the_upload_in_the_ledger_before_it_starts_the_run(template: dict[str, Any]) -> None:
+    functions = resources(template, "AWS::Lambda::Function")
+    (trigger,) = [f["Properties"] for f in functions.values() if f["Properties"].get("Handler") == "mwaa_serverless.start"]
+    assert {"WORKFLOW_ARN", "LEDGER_TABLE", "LEDGER_TTL_DAYS"} == set(trigger["Environment"]["Variables"])
+    actions = _actions(template, trigger["Role"]["Fn::GetAtt"][0])
+    assert LEDGER_WRITES | {"airflow-serverless:StartWorkflowRun"} <= actions
+    # Every Lambda of the form has the ledger modules beside its handler (one asset, staged).
+    assert (
+        len({json.dumps(f["Properties"]["Code"]) for f in functions.values() if "mwaa_serverless." in f["Properties"].get("Handler", "")})
+        == 1
+    )
+
+
+def test_the_lambda_asset_holds_the_handlers_and_the_ledger_modules(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from pipeline_constructs.forms.mwaa_serverless import stage_lambda_code
+
+    folder = stage_lambda_code(tmp_path)
+    assert {"mwaa_serverless.py", "serverless_runs.py", "upload_events.py", "upload_ledger.py", "pipeline_plan.py"} <= {
+        p.name for p in folder.iterdir()
+    }
+    # Imported the way Lambda imports it: the folder alone, without the library.
+    script = (
+        "import sys; sys.modules['pipeline_constructs'] = None; sys.path.insert(0, sys.argv[1]);"
+        "import mwaa_serverless as m; print(m.start.__name__, m.record_progress.__name__, m.report_failure.__name__, m.STEPS)"
+    )
+    env = {**os.environ, "AWS_DEFAULT_REGION": "eu-west-1"}
+    result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["start", "record_progress", "report_failure", "('crawl',", "'clean',", "'load')"]
 
 
 def test_deployed_definition_is_the_yaml_the_library_writes(synthesized: Any) -> None:
@@ -178,8 +230,14 @@ def test_deployed_definition_is_the_yaml_the_library_writes(synthesized: Any) ->
     (dag,) = document.values()
     assert list(dag["tasks"]) == ["crawl", "clean", "find_curated_rows", "load"]
     assert dag["tasks"]["clean"]["execution_timeout"] == {"__type__": "datetime.timedelta", "seconds": 3600}
-    assert dag["params"] == {"bucket": "", "key": "", "version_id": ""}
+    assert dag["params"] == {"bucket": "", "key": "", "version_id": "", "run_id": ""}
     assert "dag_run" not in pipeline.definition_yaml
+    # The clean job writes its counts into the ledger record of the run's upload, under this form's name.
+    script_args = dag["tasks"]["clean"]["script_args"]
+    assert script_args["--run_id"].startswith("{{ (params.run_id or ti.run_id)")
+    assert script_args["--pipeline_form"] == "mwaa_serverless"
+    assert script_args["--source_versions"] == "{{ [params.version_id or 'null'] | tojson }}"
+    assert set(script_args) == {"--source_uris", "--run_id", "--ledger_table", "--ledger_ttl_days", "--pipeline_form", "--source_versions"}
 
 
 def test_steps_outside_the_service_limits_are_refused_naming_the_setting(synthesized: Any) -> None:

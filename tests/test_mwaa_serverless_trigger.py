@@ -1,6 +1,7 @@
-"""The MWAA Serverless Lambdas with botocore's Stubber: the exact StartWorkflowRun request (ClientToken from the
-object, the object as run parameters), duplicates, service errors (partial batch failure), malformed events, and the
-failure report built from the run's lookups."""
+"""The MWAA Serverless Lambdas without a ledger, with botocore's Stubber: the exact StartWorkflowRun request
+(ClientToken from the object, the object and the run id as run parameters), duplicates, service errors (partial batch
+failure), malformed events, and the failure report built from the run's lookups. With the ledger:
+test_mwaa_serverless_ledger.py."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def started(run_id: str = "run-1") -> dict[str, Any]:
     return {"RunId": run_id, "Status": "STARTING"}
 
 
+def parameters(handler: Any, obj: dict[str, Any]) -> dict[str, str]:
+    """The run's parameters: the object, and the run id its tasks use, derived from the object version."""
+    return {"bucket": obj["bucket"], "key": obj["key"], "version_id": obj["version_id"] or "", "run_id": handler.dag_run_id(obj)}
+
+
 def test_client_token_is_stable_per_object_version_and_within_the_api_limits(lambdas: tuple[Any, Stubber, Stubber]) -> None:
     handler, _, _ = lambdas
     obj = {"bucket": "landing", "key": "incoming/mwaa_serverless/é x.csv", "version_id": "v1"}
@@ -66,22 +72,23 @@ def test_upload_starts_a_run_with_the_object_as_parameters_and_a_token_from_the_
         {
             "WorkflowArn": WORKFLOW_ARN,
             "ClientToken": handler.client_token(obj),
-            "OverrideParameters": {"bucket": "landing", "key": obj["key"], "version_id": "3HL4kqtJlcpXroDTDmJ"},
+            "OverrideParameters": parameters(handler, obj),
         },
     )
     assert handler.start(sqs_event(s3_event()), None) == {"batchItemFailures": []}
+    assert parameters(handler, obj)["run_id"].startswith("upload-sales-store-7-")
 
 
 def test_unversioned_object_gets_an_empty_version_parameter(lambdas: tuple[Any, Stubber, Stubber]) -> None:
     handler, service, _ = lambdas
-    obj = {"bucket": "landing", "key": "incoming/mwaa_serverless/x.csv", "version_id": None}
+    obj: dict[str, Any] = {"bucket": "landing", "key": "incoming/mwaa_serverless/x.csv", "version_id": None}
     service.add_response(
         "start_workflow_run",
         started(),
         {
             "WorkflowArn": WORKFLOW_ARN,
             "ClientToken": handler.client_token(obj),
-            "OverrideParameters": {"bucket": "landing", "key": obj["key"], "version_id": ""},
+            "OverrideParameters": parameters(handler, obj),
         },
     )
     assert handler.start(sqs_event(s3_event(key=obj["key"], version=None)), None) == {"batchItemFailures": []}
@@ -99,7 +106,7 @@ def test_redelivered_event_sends_the_same_token_so_the_service_starts_no_second_
     expected = {
         "WorkflowArn": WORKFLOW_ARN,
         "ClientToken": handler.client_token(obj),
-        "OverrideParameters": {"bucket": "landing", "key": obj["key"], "version_id": obj["version_id"]},
+        "OverrideParameters": parameters(handler, obj),
     }
     # The service answers a repeated ClientToken with the run it started the first time.
     service.add_response("start_workflow_run", started("run-1"), expected)
@@ -163,7 +170,19 @@ def test_failure_report_names_the_object_the_failed_task_and_its_error(lambdas: 
     )
     service.add_response(
         "get_task_instance",
-        {"WorkflowArn": WORKFLOW_ARN, "RunId": "run-1", "TaskInstanceId": "ti-clean", "TaskId": "clean", "ErrorMessage": "Glue job FAILED"},
+        {"WorkflowArn": WORKFLOW_ARN, "RunId": "run-1", "TaskInstanceId": "ti-crawl", "TaskId": "crawl", "Status": "SUCCESS"},
+        {**run, "TaskInstanceId": "ti-crawl"},
+    )
+    service.add_response(
+        "get_task_instance",
+        {
+            "WorkflowArn": WORKFLOW_ARN,
+            "RunId": "run-1",
+            "TaskInstanceId": "ti-clean",
+            "TaskId": "clean",
+            "Status": "FAILED",
+            "ErrorMessage": "Glue job FAILED",
+        },
         {**run, "TaskInstanceId": "ti-clean"},
     )
     expected = {
@@ -174,6 +193,7 @@ def test_failure_report_names_the_object_the_failed_task_and_its_error(lambdas: 
         "failed_step": "clean",
         "error": "WorkflowRunFailed",
         "cause": "Glue job FAILED",
+        "execution": "run-1",
         "workflow_arn": WORKFLOW_ARN,
     }
     topic.add_response(
@@ -181,7 +201,7 @@ def test_failure_report_names_the_object_the_failed_task_and_its_error(lambdas: 
         {"MessageId": "1"},
         {"TopicArn": TOPIC_ARN, "Subject": "sales pipeline (mwaa_serverless) failed at clean", "Message": json.dumps(expected)},
     )
-    assert handler.report_failure(failed_event(), None) == expected
+    assert handler.report_failure(failed_event(), None) == {**expected, "published": True}
 
 
 def test_timed_out_run_is_reported_even_when_the_lookup_fails(lambdas: tuple[Any, Stubber, Stubber]) -> None:

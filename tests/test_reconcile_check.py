@@ -29,7 +29,9 @@ def check(deployment: FakeDeployment, now: datetime) -> dict[str, Any]:
     session = FakeSession(deployment)
     clients = {name: session.client(name) for name in ("cloudformation", "s3", "dynamodb")}
     clients["cloudwatch"] = boto3.client("cloudwatch", region_name=FAKE_AWS_REGION)
-    return run_check(clients, environment_name=deployment.env, region=FAKE_AWS_REGION, namespace=NAMESPACE, window=timedelta(hours=24), now=now)
+    return run_check(
+        clients, environment_name=deployment.env, region=FAKE_AWS_REGION, namespace=NAMESPACE, window=timedelta(hours=24), now=now
+    )
 
 
 def published(environment: str) -> list[tuple[float, float]]:
@@ -95,7 +97,9 @@ def test_the_stateful_stack_schedules_the_check_hourly_and_alarms_on_its_metric(
     variables = resources[function_id]["Properties"]["Environment"]["Variables"]
     assert variables == {"PIPELINE_ENVIRONMENT": "dev", "METRIC_NAMESPACE": NAMESPACE, "WINDOW_HOURS": "24"}
     [alarm] = [
-        r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("MetricName") == METRIC_NAME
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("MetricName") == METRIC_NAME
     ]
     assert (alarm["Namespace"], alarm["Dimensions"]) == (NAMESPACE, [{"Name": DIMENSION, "Value": "dev"}])
     assert alarm["Threshold"] == 1 and alarm["AlarmActions"]

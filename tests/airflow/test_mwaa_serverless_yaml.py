@@ -17,15 +17,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import DAGS_FOLDER, REPO, deployed_config
+from conftest import DAGS_FOLDER, LEDGER_TABLE, REPO, deployed_config
 from test_pipeline_dag import (
     CONF,
     KEY,
     LANDING,
+    UPLOAD,
     FakeAws,
     fake_aws,  # noqa: F401  (the moto fixture, registered here; tests take it as a parameter)
     task_states,
 )
+from upload_ledger import UploadLedger
 
 # dag-factory reports usage unless told not to; tests send nothing anywhere.
 os.environ.setdefault("SCARF_NO_ANALYTICS", "True")
@@ -35,8 +37,24 @@ SERVERLESS_FOLDER = DAGS_FOLDER.parent / "serverless_dags"
 TARGETS = ("athena", "redshift")
 
 
+# The clean job's ledger arguments; both forms pass them, each under its own form name.
+LEDGER_ARGS = ("--ledger_table", "--ledger_ttl_days", "--pipeline_form", "--source_versions")
+RUN_ID = "upload-sales-store-7-0123456789abcdef0123456789abcdef"
+"""The run id the trigger chooses (upload_events.dag_run_id) and passes as the run's `run_id` parameter."""
+
+
+def taken(fake_aws: FakeAws) -> dict[str, str]:
+    """Take the upload in the ledger for RUN_ID at crawl, as the trigger does before StartWorkflowRun; returns the
+    run's parameters (the object and RUN_ID)."""
+    UploadLedger(fake_aws.dynamodb, LEDGER_TABLE, form="mwaa_serverless", ttl_days=30).start(
+        UPLOAD, run_id=RUN_ID, execution="service-run-1", step="crawl"
+    )
+    return {**CONF, "run_id": RUN_ID}
+
+
 def serverless_config(target: str) -> dict[str, Any]:
-    """The MWAA DAG's test configuration (retries and timeouts within MWAA Serverless's limits), its own dag id."""
+    """The MWAA DAG's test configuration (retries and timeouts within MWAA Serverless's limits, the ledger) and its
+    own dag id."""
     return {**deployed_config(target), "dag_id": f"sales_{target}_serverless"}
 
 
@@ -85,7 +103,7 @@ def test_dag_factory_loads_both_workflows_without_errors(yaml_dagbag: Any) -> No
     assert sorted(yaml_dagbag.dags) == ["sales_athena_serverless", "sales_redshift_serverless"]
     dag = yaml_dagbag.dags["sales_athena_serverless"]
     assert dag.catchup is False and dag.schedule is None
-    assert dag.params.dump() == {"bucket": "", "key": "", "version_id": ""}
+    assert dag.params.dump() == {"bucket": "", "key": "", "version_id": "", "run_id": ""}
 
 
 def _normalised(value: Any) -> Any:
@@ -117,7 +135,12 @@ def test_yaml_and_python_dag_define_the_same_tasks_order_operators_arguments_ret
         # Every argument of the step description that the operator keeps as an attribute, templates translated.
         for name in steps[python_task.task_id].arguments:
             if hasattr(python_task, name):
-                assert getattr(yaml_task, name) == _normalised(getattr(python_task, name)), (yaml_task.task_id, name)
+                python_value = getattr(python_task, name)
+                if name == "script_args":  # the same ledger arguments, under each form's name
+                    assert set(python_value) == set(getattr(yaml_task, name)) >= set(LEDGER_ARGS)
+                    assert (python_value["--pipeline_form"], getattr(yaml_task, name)["--pipeline_form"]) == ("mwaa", "mwaa_serverless")
+                    python_value = {**python_value, "--pipeline_form": "mwaa_serverless"}
+                assert getattr(yaml_task, name) == _normalised(python_value), (yaml_task.task_id, name)
                 compared += 1
     assert compared >= 10
     # The one intended difference: failures are reported from the service's events, not from callbacks.
@@ -137,23 +160,45 @@ def test_yaml_templates_use_only_what_mwaa_serverless_renders() -> None:
 def test_athena_workflow_run_crawls_cleans_the_object_and_merges_its_run(yaml_dagbag: Any, fake_aws: FakeAws) -> None:
     dag = yaml_dagbag.dags["sales_athena_serverless"]
 
-    dag_run = dag.test(run_conf=CONF)
+    dag_run = dag.test(run_conf=taken(fake_aws))  # the parameters StartWorkflowRun gets from the trigger
 
     assert str(dag_run.state) == "success", task_states(dag_run)
     (job_run,) = fake_aws.job_runs()
-    assert json.loads(job_run["Arguments"]["--source_uris"]) == [f"s3://{LANDING}/{KEY}"]
-    run_id = job_run["Arguments"]["--run_id"]
-    assert run_id == dag_run.run_id.replace(":", "-").replace("+", "-")
+    arguments = job_run["Arguments"]
+    assert json.loads(arguments["--source_uris"]) == [f"s3://{LANDING}/{KEY}"]
+    # The run id the trigger took the upload for in the ledger: the clean job's counts and the MERGE use it.
+    assert arguments["--run_id"] == RUN_ID
+    assert json.loads(arguments["--source_versions"]) == ["v1"]
+    assert (arguments["--ledger_table"], arguments["--pipeline_form"]) == (deployed_config("athena")["ledger_table"], "mwaa_serverless")
+    assert arguments["--ledger_ttl_days"] == str(deployed_config("athena")["ledger_ttl_days"])
     (query,) = fake_aws.athena_queries()
-    assert f"WHERE run_id = '{run_id}')" in query and "{{" not in query
+    assert f"WHERE run_id = '{RUN_ID}')" in query and "{{" not in query
     assert fake_aws.alert_messages() == []
+    # The clean job's counts went into the record the trigger took (the events record the rest: Lambda tests).
+    record = fake_aws.ledger_record()
+    assert record is not None and (record["state"], record["step"], record["owner"]) == ("running", "crawl", RUN_ID)
+    assert record["rows_out"] == fake_aws.clean_counts["rows_out"]
+
+
+def test_a_run_started_by_hand_without_a_run_id_is_refused_by_the_ledger_at_clean(yaml_dagbag: Any, fake_aws: FakeAws) -> None:
+    """A console run, not taken by the trigger: its own run id, which holds no record, so the clean job's counts write
+    is refused and the clean step fails naming it (pipeline-ops rerun starts a run the ledger holds)."""
+    # The parameter's default, given explicitly: dag.test() keeps an earlier test's params on the shared DAG object.
+    dag_run = yaml_dagbag.dags["sales_athena_serverless"].test(run_conf={**CONF, "run_id": ""})
+
+    assert task_states(dag_run)["clean"] == "failed"
+    (job_run,) = fake_aws.job_runs()
+    assert job_run["Arguments"]["--run_id"] == dag_run.run_id.replace(":", "-").replace("+", "-")
+    assert json.loads(job_run["Arguments"]["--source_versions"]) == ["v1"]
+    assert fake_aws.ledger_record() is None and fake_aws.athena_queries() == []
 
 
 def test_redshift_workflow_run_sends_the_load_as_one_batch(yaml_dagbag: Any, fake_aws: FakeAws) -> None:
-    dag_run = yaml_dagbag.dags["sales_redshift_serverless"].test(run_conf=CONF)
+    dag_run = yaml_dagbag.dags["sales_redshift_serverless"].test(run_conf=taken(fake_aws))
 
     assert str(dag_run.state) == "success", task_states(dag_run)
     run_id = fake_aws.job_runs()[0]["Arguments"]["--run_id"]
+    assert run_id == RUN_ID
     (batch,) = fake_aws.redshift_batches
     assert f"s3://curated-bucket/sales/runs/run_id={run_id}/" in batch["Sqls"][1]
     assert batch["StatementName"] == f"load-{run_id}"
@@ -162,7 +207,7 @@ def test_redshift_workflow_run_sends_the_load_as_one_batch(yaml_dagbag: Any, fak
 def test_header_only_upload_skips_the_redshift_load_and_the_run_succeeds(yaml_dagbag: Any, fake_aws: FakeAws) -> None:
     fake_aws.curated_rows = False  # the clean job curated no row
 
-    dag_run = yaml_dagbag.dags["sales_redshift_serverless"].test(run_conf=CONF)
+    dag_run = yaml_dagbag.dags["sales_redshift_serverless"].test(run_conf=taken(fake_aws))
 
     assert str(dag_run.state) == "success", task_states(dag_run)
     assert task_states(dag_run)["find_curated_rows"] == task_states(dag_run)["load"] == "skipped"
@@ -177,7 +222,7 @@ def test_failed_clean_job_fails_the_run_without_loading_and_without_a_callback(
     # moto's job runs always succeed: report this one FAILED, as Glue does when the clean script raises.
     monkeypatch.setattr(FakeJobRun, "status", property(lambda self: "FAILED", lambda self, value: None))
 
-    dag_run = yaml_dagbag.dags["sales_athena_serverless"].test(run_conf=CONF)
+    dag_run = yaml_dagbag.dags["sales_athena_serverless"].test(run_conf=taken(fake_aws))
 
     assert str(dag_run.state) == "failed"
     assert task_states(dag_run) == {

@@ -4,11 +4,16 @@ nothing while idle), started per upload.
 aws-cdk-lib has only the L1 `aws_mwaaserverless.CfnWorkflow`. This construct adds the workflow's YAML definition
 (written from the MWAA DAG's step description, so both run the same steps), its bucket, its role, its log group, the
 upload trigger (EventBridge -> SQS -> Lambda -> StartWorkflowRun) and the failure path. The service ignores DAG
-callbacks and has no event trigger yet; the trigger Lambda and the failure events cover both.
+callbacks, has no event trigger yet, and its operators cannot write DynamoDB; the trigger Lambda and the service's
+events cover all three: with a ledger, the trigger takes the upload before it starts the run, the task-running and
+run-succeeded events record the steps and the outcome, the run-failed events the failure
+(runtime/upload_lambdas/mwaa_serverless.py), and the clean job writes its counts.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 from aws_cdk import (
@@ -25,6 +30,7 @@ from aws_cdk import (
     aws_logs as logs,
     aws_mwaaserverless as mwaaserverless,
     aws_s3_deployment as s3deploy,
+    aws_sqs as sqs,
 )
 
 from constructs import Construct
@@ -35,6 +41,7 @@ from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
 from ..deployments import review_bucket_deployment
 from ..keys import allow_cloudwatch_logs
+from ..ledger import UploadLedger
 from ..queue_trigger import QueueTrigger
 from ..runtime.mwaa_serverless.workflow_yaml import MAX_EXECUTION_TIMEOUT_SECONDS, MAX_RETRIES, workflow_yaml
 from ..storage import PipelineStorage
@@ -43,18 +50,38 @@ from ..validation import PipelinePropsError, check_positive
 from .airflow_steps import airflow_step_settings, grant_rows_check
 
 FORM_NAME = "mwaa_serverless"
-LAMBDA_CODE = Path(__file__).resolve().parent.parent / "runtime" / "upload_lambdas"
+RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
+LAMBDA_CODE = RUNTIME / "upload_lambdas"
+LAMBDA_SHARED_MODULES = (RUNTIME / "upload_ledger.py", RUNTIME / "pipeline_plan.py")
+"""Imported by the Lambdas as top-level modules: copied beside them into their asset."""
 DEFINITION_KEY = "workflow/pipeline.yaml"
-RUN_FAILED_DETAIL_TYPES = ("MWAA Serverless Workflow Run Failed", "MWAA Serverless Workflow Run Timeout")
+RUN_FAILED_DETAIL_TYPES = (
+    "MWAA Serverless Workflow Run Failed",
+    "MWAA Serverless Workflow Run Timeout",
+    "MWAA Serverless Workflow Run Stopped",
+)
 RUN_SUCCEEDED_DETAIL_TYPE = "MWAA Serverless Workflow Run Succeeded"
+TASK_RUNNING_DETAIL_TYPE = "MWAA Serverless Task Running"
+RUN_LOOKUP_ACTIONS = ("airflow-serverless:GetWorkflowRun", "airflow-serverless:ListTaskInstances", "airflow-serverless:GetTaskInstance")
+
+
+def stage_lambda_code(target: Path) -> Path:
+    """Copy the Lambdas' folder and the ledger modules they import into `target` (their asset); returns `target`."""
+    for source in [*sorted(LAMBDA_CODE.glob("*.py")), *LAMBDA_SHARED_MODULES]:
+        shutil.copyfile(source, target / source.name)
+    return target
+
+
 AIRFLOW_VERSIONS = ("3.3.1", "3.2.1")
 
 
 class MwaaServerlessPipeline(Construct):
     """Upload -> EventBridge -> SQS -> Lambda (StartWorkflowRun) -> an MWAA Serverless workflow run: crawl, clean, load.
 
-    Failures: the service's run-failed and run-timed-out events -> a small Lambda that looks the run up and publishes
-    one SNS message (pipeline, object, run_id, failed_step, error, cause); an alarm counts the events.
+    Failures: the service's run-failed, run-timed-out and run-stopped events -> a small Lambda that looks the run up,
+    publishes one SNS message (pipeline, object, run_id, failed_step, error, cause, execution) and records the failure
+    in the ledger; an alarm counts the events. With a ledger, a second Lambda records the steps and the outcome from
+    the task-running and run-succeeded events (`progress_function`).
     """
 
     def __init__(
@@ -67,6 +94,7 @@ class MwaaServerlessPipeline(Construct):
         clean_job: CleanJob,
         target: LoadTarget,
         alerting: PipelineAlerting,
+        ledger: UploadLedger | None = None,
         workflow_name: str | None = None,
         landing_prefix: str | None = None,
         max_active_runs: int = 4,
@@ -82,6 +110,8 @@ class MwaaServerlessPipeline(Construct):
         :param clean_job: the Glue job the workflow runs for each upload.
         :param target: where a run is loaded (AthenaTarget or RedshiftTarget).
         :param alerting: the topic of failure messages and alarms, and the key of the trigger queues.
+        :param ledger: the upload ledger this form keeps current (the trigger takes the upload, the service's events
+            record each step, the outcome and the failure; the clean job writes its counts). Default: none.
         :param workflow_name: Default: a name unique in the app, derived from the construct path.
         :param landing_prefix: uploads under this prefix start this form. Default: '<storage prefix>mwaa_serverless/'.
         :param max_active_runs: runs at once; more wait queued. Default: 4.
@@ -122,6 +152,9 @@ class MwaaServerlessPipeline(Construct):
             task_retries=task_retries,
             max_timeout_seconds=MAX_EXECUTION_TIMEOUT_SECONDS,  # a task runs at most an hour on MWAA Serverless
         )
+        self.ledger = ledger
+        if ledger is not None:
+            self.workflow_config.update({"ledger_table": ledger.table_name, "ledger_ttl_days": ledger.retention_days})
         self.definition_yaml = workflow_yaml(self.workflow_config)
         self.definition_bucket = storage.new_bucket(
             self, "DefinitionBucket", log_prefix="mwaa-serverless-definitions/", removal_policy=removal_policy
@@ -159,28 +192,38 @@ class MwaaServerlessPipeline(Construct):
         self.workflow.node.add_dependency(self.role)
         self.workflow_arn = self.workflow.attr_workflow_arn
 
-        # --- the trigger: uploads -> StartWorkflowRun -----------------------------------------------------------------
-        self.trigger = QueueTrigger(
-            self,
-            "Trigger",
-            storage=storage,
-            alerting=alerting,
-            landing_prefix=self.landing_prefix,
-            code_path=LAMBDA_CODE,
-            handler="mwaa_serverless.start",
-            description=f"Start the {self.dag_id} MWAA Serverless workflow for each upload",
-            environment={"WORKFLOW_ARN": self.workflow_arn},
-            log_retention=log_retention,
-            removal_policy=removal_policy,
+        self.ledger_environment = (
+            {"LEDGER_TABLE": ledger.table_name, "LEDGER_TTL_DAYS": str(ledger.retention_days)} if ledger is not None else {}
         )
-        self.trigger.role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["airflow-serverless:StartWorkflowRun"], resources=[self.workflow_arn])
-        )
-        self.trigger_rule = self.trigger.rule
-        self.dead_letter_queue = self.trigger.dead_letter_queue
+        # The Lambdas' asset is staged (their folder and the ledger modules) while they are built.
+        with tempfile.TemporaryDirectory(prefix="mwaa-serverless-lambdas-") as staging:
+            code = lambda_.Code.from_asset(str(stage_lambda_code(Path(staging))), exclude=["__pycache__", "*.pyc"])
 
-        # --- failures -> one message each ------------------------------------------------------------------------------
-        self._build_failure_path(clean_job, log_retention, removal_policy)
+            # --- the trigger: uploads -> the ledger -> StartWorkflowRun --------------------------------------------------
+            self.trigger = QueueTrigger(
+                self,
+                "Trigger",
+                storage=storage,
+                alerting=alerting,
+                landing_prefix=self.landing_prefix,
+                code_path=Path(staging),
+                handler="mwaa_serverless.start",
+                description=f"Start the {self.dag_id} MWAA Serverless workflow for each upload",
+                environment={"WORKFLOW_ARN": self.workflow_arn, **self.ledger_environment},
+                log_retention=log_retention,
+                removal_policy=removal_policy,
+            )
+            self.trigger.role.add_to_principal_policy(
+                iam.PolicyStatement(actions=["airflow-serverless:StartWorkflowRun"], resources=[self.workflow_arn])
+            )
+            if ledger is not None:
+                ledger.grant_write(self.trigger.role)
+            self.trigger_rule = self.trigger.rule
+            self.dead_letter_queue = self.trigger.dead_letter_queue
+
+            # --- failures -> one message each; progress -> the ledger --------------------------------------------------
+            self._build_failure_path(code, clean_job, log_retention, removal_policy)
+            self._build_progress_path(code, log_retention, removal_policy)
 
         # --- alarms ----------------------------------------------------------------------------------------------------
         period = Duration.minutes(5)
@@ -197,6 +240,16 @@ class MwaaServerlessPipeline(Construct):
             f"A failed run of {self.dag_id} could not be reported; the event waits in the dead-letter queue",
         )
         self.alarms: list[cloudwatch.Alarm] = [self.runs_failed_alarm, self.report_failures_alarm, *self.trigger.alarms]
+        if self.progress_dead_letter_queue is not None:
+            self.alarms.append(
+                alerting.alarm_when_any(
+                    self,
+                    "UnrecordedProgressAlarm",
+                    self.progress_dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
+                    f"A step or the outcome of a {self.dag_id} run could not be written to the upload ledger; the event waits in "
+                    "the dead-letter queue (pipeline-ops replay-dead-letters)",
+                )
+            )
 
     # --- builders -------------------------------------------------------------------------------------------------------
 
@@ -255,94 +308,139 @@ class MwaaServerlessPipeline(Construct):
             self, construct_id, log_group_name=name, encryption_key=self.key, retention=retention, removal_policy=removal_policy
         )
 
-    def _build_failure_path(self, clean_job: CleanJob, log_retention: logs.RetentionDays, removal_policy: RemovalPolicy) -> None:
-        """Run-failed and run-timed-out events of this workflow -> the report Lambda -> one SNS message per run."""
-        self.report_dead_letter_queue = self.alerting.new_dead_letter_queue(self, "ReportDeadLetterQueue", removal_policy=removal_policy)
-        self.report_log_group = self._encrypted_log_group("ReportLogs", "failure-reports", log_retention, removal_policy)
-        self.report_role = iam.Role(
-            self, "ReportRole", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"), description=f"Report failed runs of {self.dag_id}"
+    def _event_function(
+        self,
+        prefix: str,
+        *,
+        code: lambda_.Code,
+        handler: str,
+        description: str,
+        purpose: str,
+        environment: dict[str, str],
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+    ) -> tuple[lambda_.Function, iam.Role, sqs.Queue]:
+        """A Lambda the service's events invoke (`<prefix>Function`): its role (logs, the run lookups, the ledger's
+        writes), its log group, and the dead-letter queue of invocations that failed after Lambda's retries (the same
+        queue keeps events its rule could not deliver)."""
+        dead_letter_queue = self.alerting.new_dead_letter_queue(self, f"{prefix}DeadLetterQueue", removal_policy=removal_policy)
+        log_group = self._encrypted_log_group(f"{prefix}Logs", purpose, log_retention, removal_policy)
+        role = iam.Role(self, f"{prefix}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"), description=description[:1000])
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn])
         )
-        self.report_role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[self.report_log_group.log_group_arn])
-        )
-        self.report_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["airflow-serverless:GetWorkflowRun", "airflow-serverless:ListTaskInstances", "airflow-serverless:GetTaskInstance"],
-                resources=[self.workflow_arn],
-            )
-        )
-        self.alerting.grant_publish(self.report_role)
-        self.report_function = lambda_.Function(
+        role.add_to_principal_policy(iam.PolicyStatement(actions=list(RUN_LOOKUP_ACTIONS), resources=[self.workflow_arn]))
+        if self.ledger is not None:
+            self.ledger.grant_write(role)
+        function = lambda_.Function(
             self,
-            "ReportFunction",
+            f"{prefix}Function",
             runtime=lambda_.Runtime.PYTHON_3_12,
-            code=lambda_.Code.from_asset(str(LAMBDA_CODE), exclude=["__pycache__", "*.pyc"]),
-            handler="mwaa_serverless.report_failure",
-            description=f"Report a failed run of the {self.dag_id} MWAA Serverless workflow to the alert topic",
-            role=self.report_role,
+            code=code,
+            handler=handler,
+            description=description,
+            role=role,
             timeout=Duration.seconds(30),
             memory_size=256,
-            environment={"WORKFLOW_ARN": self.workflow_arn, "TOPIC_ARN": self.alerting.topic.topic_arn, "DATASET": clean_job.contract.name},
-            log_group=self.report_log_group,
+            environment={"WORKFLOW_ARN": self.workflow_arn, **environment, **self.ledger_environment},
+            log_group=log_group,
             environment_encryption=self.key,
             retry_attempts=2,
-            # A report that still fails after Lambda's own retries is kept (alarmed), never dropped.
-            on_failure=destinations.SqsDestination(self.report_dead_letter_queue),
+            # An event that still fails after Lambda's own retries is kept (alarmed), never dropped.
+            on_failure=destinations.SqsDestination(dead_letter_queue),
         )
         acknowledge_findings(
-            self.report_role,
+            role,
             "AwsSolutions-IAM5",
-            "Data keys of the alert key, to publish to the encrypted topic and to keep failed reports in the encrypted dead-letter queue.",
+            "Data keys of the alert key (the encrypted topic and dead-letter queue) and of the ledger's key (its encrypted table).",
             matching=r"Action::kms:(ReEncrypt|GenerateDataKey)\*",
             actions=["kms:Decrypt", "kms:Encrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*"],
         )
+        reason = "Python 3.12 is the runtime of the Airflow 3 images MWAA runs; the Lambda code is tested on it."
+        for finding in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
+            acknowledge(function, finding, reason)
         acknowledge(
-            self.report_function,
-            "AwsSolutions-L1",
-            "Python 3.12 is the runtime of the Airflow 3 images MWAA runs; the report code is tested on it.",
-        )
-        for finding in ("Serverless-LambdaLatestVersion",):
-            acknowledge(
-                self.report_function,
-                finding,
-                "Python 3.12 is the runtime of the Airflow 3 images MWAA runs; the report code is tested on it.",
-            )
-        acknowledge(
-            self.report_function,
+            function,
             "Serverless-LambdaTracing",
-            "A short report function called by EventBridge; its logs carry the whole message, tracing would add nothing.",
+            "A short function called by EventBridge; its logs carry what it read and wrote, tracing would add nothing.",
         )
         acknowledge(
-            self.report_function,
+            function,
             "Serverless-LambdaDLQ",
             "EventBridge invokes it; events it could not take are kept in the rule target's dead-letter queue (alarmed).",
         )
+        return function, role, dead_letter_queue
+
+    def _event_target(self, function: lambda_.Function, dead_letter_queue: sqs.Queue) -> targets.LambdaFunction:
+        return targets.LambdaFunction(function, dead_letter_queue=dead_letter_queue, retry_attempts=8, max_event_age=Duration.hours(6))
+
+    def _build_failure_path(
+        self, code: lambda_.Code, clean_job: CleanJob, log_retention: logs.RetentionDays, removal_policy: RemovalPolicy
+    ) -> None:
+        """Run-failed, timed-out and stopped events of this workflow -> the report Lambda -> one SNS message per run, and
+        the ledger's `failed`."""
+        self.report_function, self.report_role, self.report_dead_letter_queue = self._event_function(
+            "Report",
+            code=code,
+            handler="mwaa_serverless.report_failure",
+            description=f"Report a failed run of the {self.dag_id} MWAA Serverless workflow to the alert topic",
+            purpose="failure-reports",
+            environment={"TOPIC_ARN": self.alerting.topic.topic_arn, "DATASET": clean_job.contract.name},
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        self.alerting.grant_publish(self.report_role)
         self.failure_rule = events.Rule(
             self,
             "RunFailedRule",
-            description=f"A run of the {self.dag_id} MWAA Serverless workflow failed or timed out",
+            description=f"A run of the {self.dag_id} MWAA Serverless workflow failed, timed out or was stopped",
             event_pattern=events.EventPattern(
                 source=["aws.airflow-serverless"], detail_type=list(RUN_FAILED_DETAIL_TYPES), resources=[self.workflow_arn]
             ),
-            targets=[
-                targets.LambdaFunction(
-                    self.report_function, dead_letter_queue=self.report_dead_letter_queue, retry_attempts=8, max_event_age=Duration.hours(6)
-                )
-            ],
+            targets=[self._event_target(self.report_function, self.report_dead_letter_queue)],
         )
-        # Counts successful runs (metric_runs_succeeded); it has no target.
+
+    def _build_progress_path(self, code: lambda_.Code, log_retention: logs.RetentionDays, removal_policy: RemovalPolicy) -> None:
+        """Successful runs are counted (metric_runs_succeeded); with a ledger, their events and those of tasks that
+        began go to the progress Lambda, which records the steps and the outcome."""
+        self.progress_function: lambda_.Function | None = None
+        self.progress_dead_letter_queue: sqs.Queue | None = None
+        self.task_running_rule: events.Rule | None = None
         self.success_rule = events.Rule(
             self,
             "RunSucceededRule",
-            description=f"A run of the {self.dag_id} MWAA Serverless workflow succeeded (counted, no target)",
+            description=f"A run of the {self.dag_id} MWAA Serverless workflow succeeded"
+            + (" (its outcome goes to the upload ledger)" if self.ledger is not None else " (counted, no target)"),
             event_pattern=events.EventPattern(
                 source=["aws.airflow-serverless"], detail_type=[RUN_SUCCEEDED_DETAIL_TYPE], resources=[self.workflow_arn]
             ),
         )
-        acknowledge(
-            self.success_rule,
-            "Serverless-EventBusDLQ",
-            "This rule has no target, so nothing can fail to be delivered: it only counts successful runs (MatchedEvents).",
+        if self.ledger is None:
+            acknowledge(
+                self.success_rule,
+                "Serverless-EventBusDLQ",
+                "This rule has no target, so nothing can fail to be delivered: it only counts successful runs (MatchedEvents).",
+            )
+            return
+        self.progress_function, _, self.progress_dead_letter_queue = self._event_function(
+            "RunEvents",
+            code=code,
+            handler="mwaa_serverless.record_progress",
+            description=f"Record the steps and the outcome of runs of the {self.dag_id} MWAA Serverless workflow in the upload ledger",
+            purpose="run-events",
+            environment={},
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        self.success_rule.add_target(self._event_target(self.progress_function, self.progress_dead_letter_queue))
+        self.task_running_rule = events.Rule(
+            self,
+            "TaskRunningRule",
+            description=f"A task of a {self.dag_id} MWAA Serverless run began: its step goes to the upload ledger",
+            event_pattern=events.EventPattern(
+                source=["aws.airflow-serverless"], detail_type=[TASK_RUNNING_DETAIL_TYPE], resources=[self.workflow_arn]
+            ),
+            targets=[self._event_target(self.progress_function, self.progress_dead_letter_queue)],
         )
 
     # --- metrics ----------------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ cheapest correct recovery of a failed one (`rerun`).
   first, for its owner).
 - MWAA: clear the failed tasks of the upload's DAG run (its run id derives from the object, as the trigger's does),
   with `dry_run` false: the REST API clears nothing unless told so; a new DAG run when there is none.
-- MWAA Serverless: a new workflow run with the object as its parameters and a new ClientToken (the trigger's token
-  would return the failed run).
+- MWAA Serverless: a new workflow run with the object and a new run id as its parameters and a new ClientToken (the
+  trigger's token would return the failed run), the upload taken in the ledger for that run id first, as the trigger
+  does (`serverless_runs.start_upload_run`): the run's clean job writes its counts into the record that run holds.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..runtime.upload_lambdas.serverless_runs import start_upload_run
 from ..runtime.upload_lambdas.upload_events import (
     UploadedObject,
     dag_run_id,
     dag_run_request,
     rest_api_status,
-    run_parameters,
     uploaded_object as parsed_event,
 )
 from ..runtime.upload_ledger import FAILED, FINAL_STATES, RUNNING, Upload, UploadLedger, iso_utc
@@ -92,8 +93,8 @@ class Runs:
         self.environment = environment
 
     # --- new runs -------------------------------------------------------------------------------------------------
-    def start_new_run(self, stack: FormStack, upload: Upload, now: datetime) -> RunAction:
-        """A new run of the form for the upload."""
+    def start_new_run(self, stack: FormStack, upload: Upload, now: datetime, *, force: bool = False) -> RunAction:
+        """A new run of the form for the upload (`force`: the MWAA Serverless run takes a finished record too)."""
         form = stack.form
         if form == "step_functions":
             name = f"ops-{uuid.uuid4().hex}"
@@ -109,12 +110,17 @@ class Runs:
         if form == "mwaa":
             return self._start_dag_run(stack, upload)
         if form == "mwaa_serverless":
-            answer = self.clients["mwaa-serverless"].start_workflow_run(
-                WorkflowArn=stack.output("WorkflowArn"),
-                ClientToken=f"ops-{uuid.uuid4().hex}",
-                OverrideParameters=run_parameters(uploaded_object(upload)),
+            ledger = UploadLedger(self.clients["dynamodb"], self.environment.ledger_table, form=form) if stack.writes_ledger else None
+            service_run = start_upload_run(
+                self.clients["mwaa-serverless"],
+                stack.output("WorkflowArn"),
+                uploaded_object(upload),
+                run_id=f"ops-{uuid.uuid4().hex}",
+                client_token=f"ops-{uuid.uuid4().hex}",
+                ledger=ledger,
+                force=force,
             )
-            return RunAction(form, "started", str(answer.get("RunId")))
+            return RunAction(form, "started", service_run)
         raise OperationsError(f"form {form!r} is not one this version of pipeline-ops knows")
 
     def _start_dag_run(self, stack: FormStack, upload: Upload) -> RunAction:
@@ -153,7 +159,7 @@ class Runs:
             return self._rerun_workflow(stack, upload, record, now)
         if form == "mwaa":
             return self._rerun_dag_run(stack, upload, force=force)
-        return self.start_new_run(stack, upload, now)
+        return self.start_new_run(stack, upload, now, force=force)
 
     def _rerun_execution(self, stack: FormStack, upload: Upload, record: dict[str, Any] | None, *, force: bool, now: datetime) -> RunAction:
         if record is not None and record.get("state") in FINAL_STATES:

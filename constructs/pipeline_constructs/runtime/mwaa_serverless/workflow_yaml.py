@@ -6,7 +6,10 @@ dag-factory YAML file, so the two cannot drift apart. Only what the service does
 
 - MWAA Serverless renders only a few template variables (`params`, `ti`, `ds`, `ts`, `macros`); `dag_run` is not
   one of them. The object comes from the run's parameters (`StartWorkflowRun` OverrideParameters -> `params`), and
-  the run id from the task instance (`ti.run_id`, the same value as `dag_run.run_id`).
+  so does the run id (`params.run_id`): the trigger chooses it before the run starts, so the upload ledger holds the
+  upload for it first (runtime/upload_lambdas/serverless_runs.py). A run started without one (by hand, in the
+  console) uses its task instance's run id (`ti.run_id`, the same value as `dag_run.run_id`).
+- With a ledger, the clean job writes its counts into the upload's record under this form's name.
 - The service validates retries (0 to 3), retry_delay (at most 300 s) and execution_timeout (at most 3600 s) per
   task; a configuration outside them fails here, naming the setting, instead of at deploy time.
 - DAG callbacks are ignored by the service: failures are reported from its EventBridge events instead.
@@ -27,7 +30,7 @@ from ..mwaa.pipeline_steps import Step, describe_steps
 
 FORM_NAME = "mwaa_serverless"
 # The run's parameters: StartWorkflowRun's OverrideParameters override these defaults.
-RUN_PARAMETERS = ("bucket", "key", "version_id")
+RUN_PARAMETERS = ("bucket", "key", "version_id", "run_id")
 MAX_RETRIES = 3
 MAX_RETRY_DELAY_SECONDS = 300
 MAX_EXECUTION_TIMEOUT_SECONDS = 3600
@@ -38,8 +41,10 @@ _TEMPLATE_TRANSLATIONS = (
     ("dag_run.conf['bucket']", "params.bucket"),
     ("dag_run.conf['key']", "params.key"),
     ("dag_run.conf['version_id']", "params.version_id"),
-    ("dag_run.run_id", "ti.run_id"),
+    ("dag_run.conf.get('version_id')", "params.version_id"),
+    ("dag_run.run_id", "(params.run_id or ti.run_id)"),
 )
+LEDGER_FORM_ARGUMENT = "--pipeline_form"
 
 
 class WorkflowLimitError(ValueError):
@@ -72,9 +77,19 @@ def check_limits(step: Step) -> None:
             raise WorkflowLimitError(f"{step.task_id}.{name}={seconds!r}: MWAA Serverless accepts 0 to {limit} seconds")
 
 
+def _serverless_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's arguments with the templates MWAA Serverless renders, and this form's name where the clean job is told
+    which form's ledger record it writes."""
+    translated: dict[str, Any] = translate_template(arguments)
+    script_args = translated.get("script_args")
+    if isinstance(script_args, dict) and LEDGER_FORM_ARGUMENT in script_args:
+        translated["script_args"] = {**script_args, LEDGER_FORM_ARGUMENT: FORM_NAME}
+    return translated
+
+
 def serverless_steps(config: Mapping[str, Any]) -> list[Step]:
-    """The MWAA DAG's steps for the same configuration, with the templates MWAA Serverless renders."""
-    steps = [replace(step, arguments=translate_template(step.arguments)) for step in describe_steps(config)]
+    """The MWAA DAG's steps for the same configuration, with the templates and the form name MWAA Serverless uses."""
+    steps = [replace(step, arguments=_serverless_arguments(step.arguments)) for step in describe_steps(config)]
     for step in steps:
         check_limits(step)
     return steps
