@@ -853,7 +853,7 @@ def test_the_state_machine_role_may_not_create_or_delete_catalog_objects(
 
 
 def test_the_tracing_acknowledgement_names_exactly_the_actions_on_everything(template: dict[str, Any]) -> None:
-    from pipeline_constructs.forms.step_functions import TRACING_AND_LOG_DELIVERY_ACTIONS
+    from pipeline_constructs.forms.step_functions_states import TRACING_AND_LOG_DELIVERY_ACTIONS
 
     on_everything = set()
     for _, statement in identity_statements(template):

@@ -20,7 +20,6 @@ from aws_cdk import (
 
 from constructs import Construct
 
-from ..acknowledgements import acknowledge_findings
 from ..alerting import PipelineAlerting
 from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
@@ -34,7 +33,7 @@ from ..targets.redshift import RedshiftTarget
 from ..validation import check_positive
 from .step_functions_failures import FailureReporter
 from .step_functions_ledger import FORM_NAME, LedgerStates
-from .step_functions_states import TRACING_AND_LOG_DELIVERY_ACTIONS, format_literal, name_object_version, retry_transient
+from .step_functions_states import acknowledge_tracing_and_log_delivery, format_literal, name_object_version, retry_transient
 
 _COLON = ArnFormat.COLON_RESOURCE_NAME
 CONFLICT_ERROR = "Load.IcebergCommitConflict"
@@ -733,14 +732,7 @@ class StepFunctionsPipeline(Construct):
                 conditions={"StringLike": {"s3:prefix": [f"{self._rows_prefix}*"]}},
             )
         )
-        acknowledge_findings(
-            self.state_machine.role,
-            "AwsSolutions-IAM5",
-            "Step Functions' X-Ray tracing and CloudWatch Logs delivery actions have no resource-level permissions; "
-            "AWS documents them on '*'.",
-            matching=r"Resource::\*",
-            actions=list(TRACING_AND_LOG_DELIVERY_ACTIONS),
-        )
+        acknowledge_tracing_and_log_delivery(self.state_machine.role)
 
     # --- trigger, alarms ---------------------------------------------------------------------------------------------
     def _build_trigger(

@@ -39,7 +39,7 @@ from ..alerting import PipelineAlerting
 from ..ledger import UploadLedger
 from ..runtime.upload_ledger import FAILED
 from .step_functions_ledger import FORM_NAME, LedgerStates
-from .step_functions_states import TRACING_AND_LOG_DELIVERY_ACTIONS, format_literal, name_object_version, retry_transient
+from .step_functions_states import acknowledge_tracing_and_log_delivery, format_literal, name_object_version, retry_transient
 
 REPORTED_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
 HISTORY_EVENTS = 200
@@ -99,14 +99,7 @@ class FailureReporter(Construct):
             matching=r"Resource::arn:(?:<[^>]+>|[^:]+):states:(?:<[^>]+>|[^:]+):(?:<[^>]+>|[^:]+):execution:<[A-Za-z0-9]+\.Name>:\*",
             actions=["states:GetExecutionHistory"],
         )
-        acknowledge_findings(
-            self.state_machine.role,
-            "AwsSolutions-IAM5",
-            "Step Functions' X-Ray tracing and CloudWatch Logs delivery actions have no resource-level permissions; "
-            "AWS documents them on '*'.",
-            matching=r"Resource::\*",
-            actions=list(TRACING_AND_LOG_DELIVERY_ACTIONS),
-        )
+        acknowledge_tracing_and_log_delivery(self.state_machine.role)
         self.dead_letter_queue: sqs.Queue = alerting.new_dead_letter_queue(self, "DeadLetterQueue", removal_policy=removal_policy)
         self.rule = events.Rule(
             self,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aws_cdk import Duration, aws_stepfunctions as sfn
 
-from constructs import Construct
+from constructs import Construct, IConstruct
+
+from ..acknowledgements import acknowledge_findings
 
 # What Step Functions needs on '*' for tracing and for delivering execution logs (AWS grants these on no narrower resource).
 TRACING_AND_LOG_DELIVERY_ACTIONS = (
@@ -21,6 +23,17 @@ TRACING_AND_LOG_DELIVERY_ACTIONS = (
     "logs:DescribeResourcePolicies",
     "logs:DescribeLogGroups",
 )
+
+
+def acknowledge_tracing_and_log_delivery(role: IConstruct) -> None:
+    """Accept the IAM5 '*' of the actions every traced, logging state machine's role holds (TRACING_AND_LOG_DELIVERY_ACTIONS)."""
+    acknowledge_findings(
+        role,
+        "AwsSolutions-IAM5",
+        "Step Functions' X-Ray tracing and CloudWatch Logs delivery actions have no resource-level permissions; AWS documents them on '*'.",
+        matching=r"Resource::\*",
+        actions=list(TRACING_AND_LOG_DELIVERY_ACTIONS),
+    )
 
 
 def retry_transient(task: sfn.TaskStateBase | sfn.CustomState, errors: list[str], *, interval: Duration, max_attempts: int) -> None:
