@@ -8,7 +8,6 @@ App-level (not in the library): it reads the environment from the app's stack ou
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,16 +24,15 @@ from aws_cdk import (
     aws_scheduler_targets as scheduler_targets,
 )
 
-import pipeline_constructs
 from constructs import Construct
 from pipeline_constructs.acknowledgements import acknowledge, acknowledge_findings
 from pipeline_constructs.alerting import PipelineAlerting
 from pipeline_constructs.keys import allow_cloudwatch_logs
+from pipeline_constructs.lambda_code import stage_modules
 from pipeline_constructs.ledger import UploadLedger
 from pipeline_constructs.operations.scheduled_check import DIMENSION, METRIC_NAME
 from pipeline_constructs.storage import PipelineStorage
 
-PACKAGE = Path(pipeline_constructs.__file__).resolve().parent
 # What the check imports: the operations package and the runtime modules it uses (standard library and boto3 only).
 CHECK_MODULES = (
     "__init__.py",
@@ -51,15 +49,7 @@ HANDLER = "pipeline_constructs.operations.scheduled_check.handler"
 
 def stage_check_code(target: Path) -> Path:
     """Copy the check's modules into `target`/pipeline_constructs (the Lambda's code folder); returns `target`."""
-    for pattern in CHECK_MODULES:
-        matches = sorted(PACKAGE.glob(pattern))
-        if not matches:
-            raise FileNotFoundError(f"the reconcile check needs {pattern} of {PACKAGE}, which is missing")
-        for source in matches:
-            destination = target / "pipeline_constructs" / source.relative_to(PACKAGE)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, destination)
-    return target
+    return stage_modules(target, CHECK_MODULES, purpose="the reconcile check")
 
 
 class ReconcileCheck(Construct):

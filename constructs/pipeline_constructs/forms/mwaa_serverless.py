@@ -12,7 +12,6 @@ run-succeeded events record the steps and the outcome, the run-failed events the
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
 from ..deployments import review_bucket_deployment
 from ..keys import allow_cloudwatch_logs
+from ..lambda_code import stage_modules
 from ..ledger import UploadLedger
 from ..queue_trigger import QueueTrigger
 from ..runtime.mwaa_serverless.workflow_yaml import MAX_EXECUTION_TIMEOUT_SECONDS, MAX_RETRIES, workflow_yaml
@@ -50,9 +50,8 @@ from ..validation import PipelinePropsError, check_positive
 from .airflow_steps import airflow_step_settings, grant_rows_check
 
 FORM_NAME = "mwaa_serverless"
-RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
-LAMBDA_CODE = RUNTIME / "upload_lambdas"
-LAMBDA_SHARED_MODULES = (RUNTIME / "upload_ledger.py", RUNTIME / "pipeline_plan.py")
+LAMBDA_MODULES = ("runtime/upload_lambdas/*.py", "runtime/upload_ledger.py", "runtime/pipeline_plan.py")
+"""The Lambdas' handler folder and the ledger modules they import by bare name."""
 """Imported by the Lambdas as top-level modules: copied beside them into their asset."""
 DEFINITION_KEY = "workflow/pipeline.yaml"
 RUN_FAILED_DETAIL_TYPES = (
@@ -67,9 +66,7 @@ RUN_LOOKUP_ACTIONS = ("airflow-serverless:GetWorkflowRun", "airflow-serverless:L
 
 def stage_lambda_code(target: Path) -> Path:
     """Copy the Lambdas' folder and the ledger modules they import into `target` (their asset); returns `target`."""
-    for source in [*sorted(LAMBDA_CODE.glob("*.py")), *LAMBDA_SHARED_MODULES]:
-        shutil.copyfile(source, target / source.name)
-    return target
+    return stage_modules(target, LAMBDA_MODULES, purpose="the MWAA Serverless Lambdas", flat=True)
 
 
 AIRFLOW_VERSIONS = ("3.3.1", "3.2.1")
