@@ -51,8 +51,7 @@ from .airflow_steps import airflow_step_settings, grant_rows_check
 
 FORM_NAME = "mwaa_serverless"
 LAMBDA_MODULES = ("runtime/upload_lambdas/*.py", "runtime/upload_ledger.py", "runtime/pipeline_plan.py")
-"""The Lambdas' handler folder and the ledger modules they import by bare name."""
-"""Imported by the Lambdas as top-level modules: copied beside them into their asset."""
+"""The Lambdas' handler folder and the ledger modules they import as top-level modules, copied flat into their asset."""
 DEFINITION_KEY = "workflow/pipeline.yaml"
 RUN_FAILED_DETAIL_TYPES = (
     "MWAA Serverless Workflow Run Failed",
