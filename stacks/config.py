@@ -137,6 +137,7 @@ class EnvironmentConfig:
     log_retention_days: int
     removal: str
     data_retention_days: int = 365
+    object_lock_days: int = 0
     ledger_retention_days: int = 400
     reconcile_every_hours: int = 1
     reconcile_window_hours: int = 24
@@ -183,6 +184,7 @@ _KEYS = {
     "log_retention_days",
     "removal",
     "data_retention_days",
+    "object_lock_days",
     "ledger_retention_days",
     "reconcile_every_hours",
     "reconcile_window_hours",
@@ -311,6 +313,15 @@ def parse_environment(
             data_retention,
             f"must be an integer <= {MAX_DATA_RETENTION_DAYS} (ten years); landing and quarantine objects are not kept forever",
         )
+    object_lock = raw.get("object_lock_days", _DEFAULTS.object_lock_days)
+    if object_lock != 0:
+        object_lock = _positive_int(f"{prefix}.object_lock_days", object_lock)
+        if object_lock > data_retention:
+            raise _fail(
+                f"{prefix}.object_lock_days",
+                object_lock,
+                f"must be 0 (no lock) or at most data_retention_days ({data_retention}): locked versions would outlive the expiry",
+            )
     ledger_retention = _positive_int(
         f"{prefix}.ledger_retention_days",
         raw.get("ledger_retention_days", _DEFAULTS.ledger_retention_days),
@@ -334,6 +345,8 @@ def parse_environment(
         raise _fail(f"{prefix}.removal", removal, f"use one of {', '.join(REMOVAL_POLICIES)}")
     if removal == "destroy" and name == "prod":
         raise _fail(f"{prefix}.removal", removal, "prod never deletes its data with the stack; use 'retain'")
+    if removal == "destroy" and object_lock:
+        raise _fail(f"{prefix}.object_lock_days", object_lock, "needs removal: retain (locked versions cannot be deleted with the stack)")
 
     cutoff = _positive_int(
         f"{prefix}.athena_bytes_scanned_cutoff",
@@ -406,6 +419,7 @@ def parse_environment(
         log_retention_days=retention,
         removal=removal,
         data_retention_days=data_retention,
+        object_lock_days=object_lock,
         ledger_retention_days=ledger_retention,
         reconcile_every_hours=reconcile_every,
         reconcile_window_hours=reconcile_window,

@@ -54,6 +54,7 @@ class StatefulStack(Stack):
             "Storage",
             removal_policy=removal,
             data_retention=Duration.days(config.data_retention_days),
+            object_lock_retention=Duration.days(config.object_lock_days) if config.object_lock_days else None,
         )
         self.alerting = PipelineAlerting(
             self, "Alerting", emails=config.alarm_emails, topic_display_name="Retail pipeline alerts", removal_policy=removal

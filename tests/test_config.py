@@ -217,3 +217,25 @@ def test_selecting_dev_in_the_app_still_fails_on_a_bad_prod() -> None:
     context["pipeline:environments"]["prod"]["removal"] = "destroy"
     with pytest.raises(ConfigError, match=r"environments\.prod\.removal='destroy'"):
         build_app(cdk.App(context=context), nag=False)
+
+
+@pytest.mark.parametrize(
+    ("changes", "value", "why"),
+    [
+        ({"object_lock_days": -1}, "-1", ">= 1"),
+        ({"object_lock_days": "30"}, "'30'", ">= 1"),
+        ({"object_lock_days": 400, "data_retention_days": 365}, "400", "at most data_retention_days (365)"),
+        ({"object_lock_days": 30, "removal": "destroy"}, "30", "removal: retain"),
+    ],
+)
+def test_object_lock_days_that_cannot_work_are_rejected_with_path_and_value(changes: dict, value: str, why: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_environment("dev", settings(**changes), allow_destroy=True)
+    message = str(error.value)
+    assert message.startswith(f"environments.dev.object_lock_days={value}:"), message
+    assert why in message, message
+
+
+def test_object_lock_is_off_by_default_and_on_when_set() -> None:
+    assert parse_environment("dev", settings()).object_lock_days == 0
+    assert parse_environment("dev", settings(object_lock_days=365)).object_lock_days == 365

@@ -290,3 +290,26 @@ def test_athena_cutoff_below_ten_megabytes_is_refused() -> None:
 def test_the_load_policy_attaches_only_to_a_role(built: dict[str, Any]) -> None:
     with pytest.raises(PipelinePropsError, match=r"grantee=.*must be a role"):
         built["target"].grant_load(iam.AccountRootPrincipal())
+
+
+def test_object_lock_retention_locks_the_data_buckets_in_governance_mode_and_refuses_what_cannot_work() -> None:
+    stack = cdk.Stack(cdk.App(context=cdk_context()), "Locked")
+    storage = PipelineStorage(stack, "Storage", object_lock_retention=cdk.Duration.days(30))
+    buckets = Template.from_stack(stack).find_resources("AWS::S3::Bucket")
+    locked = {
+        logical_id: properties["Properties"].get("ObjectLockConfiguration")
+        for logical_id, properties in buckets.items()
+        if properties["Properties"].get("ObjectLockEnabled")
+    }
+    assert len(buckets) == 4 and len(locked) == 3, sorted(buckets)
+    assert all(
+        rule == {"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 30}}}
+        for rule in locked.values()
+    )
+    assert not any("AccessLogs" in logical_id for logical_id in locked)
+    with pytest.raises(PipelinePropsError, match="removal_policy=DESTROY"):
+        storage.new_bucket(stack, "Scratch", log_prefix="scratch/", removal_policy=cdk.RemovalPolicy.DESTROY)
+    with pytest.raises(PipelinePropsError, match="object_lock_retention=30 days with removal_policy=DESTROY"):
+        PipelineStorage(stack, "Doomed", object_lock_retention=cdk.Duration.days(30), removal_policy=cdk.RemovalPolicy.DESTROY)
+    with pytest.raises(PipelinePropsError, match="longer than data_retention=7 days"):
+        PipelineStorage(stack, "Short", object_lock_retention=cdk.Duration.days(30), data_retention=cdk.Duration.days(7))

@@ -59,3 +59,27 @@ def test_the_exceptions_file_names_a_control_a_pattern_and_a_reason_for_every_en
     broken.write_text("- control: CT.SQS.PR.2\n  resource: '.*'\n", encoding="utf-8")
     with pytest.raises(ValueError, match="entry 1: missing reason"):
         load_exceptions(broken)
+
+
+def _object_lock_findings(tmp_path: Path, lock: cdk.Duration | None) -> list[str]:
+    from pipeline_constructs.storage import PipelineStorage
+
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Locked")
+    storage = PipelineStorage(stack, "Storage", object_lock_retention=lock)
+    storage.new_bucket(stack, "Definitions", log_prefix="definitions/", removal_policy=cdk.RemovalPolicy.RETAIN)
+    template = Path(app.synth().directory) / "Locked.template.json"
+    return sorted(re.sub(r"[0-9A-F]{8}$", "", f.resource.split("/")[-1]) for f in run_controls(template) if f.control == "ct.s3.pr.9")
+
+
+def test_object_lock_is_a_setting_that_satisfies_s3_pr_9_on_every_bucket_but_the_access_log_bucket(tmp_path: Path) -> None:
+    """Without `object_lock_retention` every bucket fails CT.S3.PR.9; with it only the access-log bucket does, because
+    S3 cannot deliver server access logs to a bucket with Object Lock (the reviewed exception)."""
+    assert _object_lock_findings(tmp_path / "off", None) == [
+        "Definitions",
+        "StorageAccessLogs",
+        "StorageCurated",
+        "StorageLanding",
+        "StorageQuarantine",
+    ]
+    assert _object_lock_findings(tmp_path / "on", cdk.Duration.days(30)) == ["StorageAccessLogs"]

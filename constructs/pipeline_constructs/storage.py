@@ -40,6 +40,7 @@ class PipelineStorage(Construct):
         encryption_key: kms.IKey | None = None,
         landing_bucket: s3.IBucket | None = None,
         landing_bucket_key: kms.IKey | None = None,
+        object_lock_retention: Duration | None = None,
     ) -> None:
         """
         :param removal_policy: what happens to buckets and key when the stack is deleted. Default: RETAIN.
@@ -53,6 +54,12 @@ class PipelineStorage(Construct):
         :param landing_bucket: an existing bucket to take uploads from instead of a new one. Default: a new bucket.
         :param landing_bucket_key: the KMS key of `landing_bucket`, when it is encrypted with one (readers get
             decrypt on it). Only with `landing_bucket`. Default: none (SSE-S3).
+        :param object_lock_retention: switch S3 Object Lock on for every bucket the library creates except the
+            access-log bucket (S3 cannot deliver logs to a locked bucket), with this default retention in governance
+            mode: no object version can be deleted before it passes, except by a principal granted
+            `s3:BypassGovernanceRetention`. Satisfies Control Tower's CT.S3.PR.9. Object Lock cannot be switched off
+            again; it needs RETAIN (a stack deletion could not empty the buckets) and a retention no longer than
+            `data_retention` (the expiry it promises). Default: none (no lock).
         """
         super().__init__(scope, construct_id)
         if removal_policy not in (RemovalPolicy.RETAIN, RemovalPolicy.DESTROY):
@@ -65,6 +72,20 @@ class PipelineStorage(Construct):
         if landing_bucket_key is not None and landing_bucket is None:
             raise PipelinePropsError("landing_bucket_key: give it only with landing_bucket (a new landing bucket uses the pipeline key)")
         destroy = removal_policy == RemovalPolicy.DESTROY
+        if object_lock_retention is not None:
+            lock_days = object_lock_retention.to_days()
+            check_positive("object_lock_retention (days)", lock_days)
+            if destroy:
+                raise PipelinePropsError(
+                    f"object_lock_retention={lock_days} days with removal_policy=DESTROY: locked versions cannot be deleted with "
+                    "the stack; use RETAIN or no object lock"
+                )
+            if lock_days > retention.to_days():
+                raise PipelinePropsError(
+                    f"object_lock_retention={lock_days} days is longer than data_retention={retention.to_days()} days: locked "
+                    "versions would outlive the expiry; shorten the lock or lengthen the retention"
+                )
+        self.object_lock_retention = object_lock_retention
 
         self.key: kms.IKey = (
             encryption_key
@@ -114,6 +135,7 @@ class PipelineStorage(Construct):
                 lifecycle_rules=rules,
                 removal_policy=removal_policy,
                 auto_delete_objects=destroy,
+                **self._object_lock(),
             )
 
         self.landing_bucket: s3.IBucket
@@ -174,6 +196,11 @@ class PipelineStorage(Construct):
             (a versioned bucket without a lifecycle keeps every old version forever; Control Tower's CT.S3.PR.3 and
             CT.S3.PR.6 require one).
         """
+        if self.object_lock_retention is not None and removal_policy == RemovalPolicy.DESTROY:
+            raise PipelinePropsError(
+                f"{construct_id}: removal_policy=DESTROY on a storage with object_lock_retention: locked versions cannot be "
+                "deleted with the stack; use RETAIN"
+            )
         if lifecycle_rules is None:
             lifecycle_rules = [
                 s3.LifecycleRule(
@@ -196,7 +223,17 @@ class PipelineStorage(Construct):
             lifecycle_rules=lifecycle_rules,
             removal_policy=removal_policy,
             auto_delete_objects=removal_policy == RemovalPolicy.DESTROY,
+            **self._object_lock(),
         )
+
+    def _object_lock(self) -> dict[str, object]:
+        """The bucket properties of this storage's Object Lock setting (none without one)."""
+        if self.object_lock_retention is None:
+            return {}
+        return {
+            "object_lock_enabled": True,
+            "object_lock_default_retention": s3.ObjectLockRetention.governance(self.object_lock_retention),
+        }
 
     def claim_prefix(self, owner: IConstruct, bucket: str, prefix: str, *, argument: str = "landing_prefix") -> str:
         """Claim `prefix` of the `bucket` ('landing' or 'curated') for `owner`; returns the prefix.
