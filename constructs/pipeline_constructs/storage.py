@@ -135,7 +135,8 @@ class PipelineStorage(Construct):
                 lifecycle_rules=rules,
                 removal_policy=removal_policy,
                 auto_delete_objects=destroy,
-                **self._object_lock(),
+                object_lock_enabled=self._object_lock_enabled,
+                object_lock_default_retention=self._object_lock_default_retention,
             )
 
         self.landing_bucket: s3.IBucket
@@ -223,17 +224,19 @@ class PipelineStorage(Construct):
             lifecycle_rules=lifecycle_rules,
             removal_policy=removal_policy,
             auto_delete_objects=removal_policy == RemovalPolicy.DESTROY,
-            **self._object_lock(),
+            object_lock_enabled=self._object_lock_enabled,
+            object_lock_default_retention=self._object_lock_default_retention,
         )
 
-    def _object_lock(self) -> dict[str, object]:
-        """The bucket properties of this storage's Object Lock setting (none without one)."""
-        if self.object_lock_retention is None:
-            return {}
-        return {
-            "object_lock_enabled": True,
-            "object_lock_default_retention": s3.ObjectLockRetention.governance(self.object_lock_retention),
-        }
+    @property
+    def _object_lock_enabled(self) -> bool | None:
+        """`object_lock_enabled` of the buckets this storage creates: True with an Object Lock setting, else unset."""
+        return True if self.object_lock_retention is not None else None
+
+    @property
+    def _object_lock_default_retention(self) -> s3.ObjectLockRetention | None:
+        """Governance mode for the setting's retention (a principal with s3:BypassGovernanceRetention may still delete)."""
+        return s3.ObjectLockRetention.governance(self.object_lock_retention) if self.object_lock_retention is not None else None
 
     def claim_prefix(self, owner: IConstruct, bucket: str, prefix: str, *, argument: str = "landing_prefix") -> str:
         """Claim `prefix` of the `bucket` ('landing' or 'curated') for `owner`; returns the prefix.
