@@ -364,7 +364,7 @@ def test_a_poisoned_file_is_rejected_alerted_once_and_never_taken_again_while_it
     summary = world.load(first)
     assert summary["loaded_uploads"] == 2 and summary["athena_query_id"]
     assert [world.record(u)["state"] for u in good] == ["loaded", "loaded"]
-    assert "rows_in" not in world.record(good[0]), "a run of several uploads records no per-upload row counts"
+    assert (world.record(good[0])["rows_in"], world.record(good[0])["rows_out"]) == (2, 2), "each upload of a batch has its counts"
 
     # The next upload's run takes only the new file: the bad one is neither cleaned nor alerted again.
     later = world.upload("store-3.csv", f"{header}\n{make_row(3)}\n")
@@ -424,6 +424,37 @@ def test_each_kind_of_upload_goes_through_the_ledger_transitions_of_the_step_des
     assert (record["rows_in"], record["rows_out"], record["rows_quarantined"]) == (1, 0, 1) and record["quarantine_uri"]
     failed = world.record(broken)
     assert failed["error"] == "LoadFailed" and "ICEBERG_COMMIT_ERROR" in failed["cause"] and "owner" not in failed
+
+
+@pytest.mark.spark
+def test_a_run_of_several_uploads_records_each_ones_own_counts_and_outcome(spark, world: WorkflowWorld, header, make_row) -> None:
+    """A batch (or a scheduled run) of a good file, a header-only file, a file whose only row is quarantined and a
+    file that repeats a key of the first: each upload's record holds its own counts, which add up per upload and to
+    the run's totals; the empty one ends skipped_empty, the quarantined one quarantined, the other two load."""
+    good = world.upload("good.csv", f"{header}\n{make_row(1)}\n{make_row(2)}\n")
+    empty = world.upload("empty.csv", header + "\n")
+    bad = world.upload("bad.csv", f"{header}\n{make_row(3, quantity='many')}\n")
+    repeat = world.upload("repeat.csv", f"{header}\n{make_row(2)}\n{make_row(4)}\n")
+    run_id = world.new_run()
+    result = world.clean(spark, run_id, "--max_quarantine_ratio", "0.5")
+    assert result.ok and result.files_in == 4, result.errors
+    counts = ("rows_in", "rows_out", "rows_quarantined", "duplicates_dropped")
+    records = {u.key.rsplit("/", 1)[-1]: world.record(u) for u in (good, empty, bad, repeat)}
+    assert {name: tuple(r[c] for c in counts) for name, r in records.items() if name in ("empty.csv", "bad.csv")} == {
+        "empty.csv": (0, 0, 0, 0),
+        "bad.csv": (1, 0, 1, 0),
+    }
+    pair = [records["good.csv"], records["repeat.csv"]]
+    assert [r["rows_in"] for r in pair] == [2, 2] and sum(r["duplicates_dropped"] for r in pair) == 1
+    for record in records.values():
+        assert record["rows_in"] == record["rows_out"] + record["rows_quarantined"] + record["duplicates_dropped"], record
+    for field_name in counts:
+        assert sum(r[field_name] for r in records.values()) == getattr(result, field_name), field_name
+    assert records["bad.csv"]["lines_quarantined"] == 1 and records["bad.csv"]["quarantine_uri"]
+    assert "quarantine_uri" not in records["good.csv"] or not records["good.csv"]["quarantine_uri"]
+    assert (records["empty.csv"]["state"], records["bad.csv"]["state"]) == ("skipped_empty", "quarantined")
+    assert world.load(run_id)["loaded_uploads"] == 2
+    assert [world.record(u)["state"] for u in (good, repeat)] == ["loaded", "loaded"]
 
 
 @pytest.mark.spark

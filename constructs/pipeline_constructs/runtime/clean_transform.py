@@ -160,6 +160,10 @@ class FileHeader:
     header_line: str = ""
 
 
+PER_FILE_COUNTS = ("rows_in", "rows_out", "rows_quarantined", "duplicates_dropped", "lines_read", "lines_quarantined")
+"""The counts a run of several files keeps per file (`CleanResult.per_file`); each sums to the run's own."""
+
+
 @dataclass
 class CleanResult:
     """Counts and verdict of one run; `summary()` is the JSON summary line."""
@@ -182,6 +186,9 @@ class CleanResult:
     reasons: dict[str, int] = field(default_factory=dict)
     files_in: int = 0
     rejected_files: list[dict[str, str]] = field(default_factory=list)
+    #: in a run of several accepted files, each one's PER_FILE_COUNTS by its source URI (a run of one file has the
+    #: run's own counts: empty here)
+    per_file: dict[str, dict[str, int]] = field(default_factory=dict)
     max_quarantine_ratio: float = 0.0
     curated_path: str = ""
     quarantine_path: str = ""
@@ -226,6 +233,13 @@ class CleanResult:
                 f"conservation failed: lines_read {self.lines_read} != lines_skipped {self.lines_skipped} + lines_out "
                 f"{self.lines_out} + lines_quarantined {self.lines_quarantined} + lines_deduplicated {self.lines_deduplicated}"
             )
+        if self.per_file:
+            for name in PER_FILE_COUNTS:
+                total = sum(counts[name] for counts in self.per_file.values())
+                if total != getattr(self, name):
+                    out.append(
+                        f"per-file counts do not add up: {name} of the {len(self.per_file)} files sum to {total}, the run's is {getattr(self, name)}"
+                    )
         return out
 
     @property
@@ -831,10 +845,63 @@ def deduplicate_valid(valid: DataFrame, contract: DatasetContract, repeated: Rep
     observation = Observation("dedup")
     if repeated is None or repeated.rows > DUPLICATE_ROWS_BROADCAST_LIMIT:
         return deduplicate(valid, contract, observation), observation
-    hashes = F.broadcast(valid.sparkSession.createDataFrame([(h,) for h in repeated.hashes], f"`{KEY_HASH}` BIGINT"))
-    ranked = _ranked(valid.join(hashes, KEY_HASH, "left_semi"), contract, observation)
-    losers = ranked.filter(F.col("_rank") > 1).select(FILE_INDEX, ROW_ID)
+    losers = _losers(_ranked(_rows_of_repeated_keys(valid, repeated), contract, observation))
     return valid.join(F.broadcast(losers), [FILE_INDEX, ROW_ID], "left_anti"), observation
+
+
+def _rows_of_repeated_keys(valid: DataFrame, repeated: RepeatedKeys) -> DataFrame:
+    """The rows of `valid` whose key hash repeats (the hashes broadcast): the only rows a ranking can drop."""
+    hashes = F.broadcast(valid.sparkSession.createDataFrame([(h,) for h in repeated.hashes], f"`{KEY_HASH}` BIGINT"))
+    return valid.join(hashes, KEY_HASH, "left_semi")
+
+
+def _losers(ranked: DataFrame) -> DataFrame:
+    """(file index, row id) of the ranked rows that de-duplication drops."""
+    return ranked.filter(F.col("_rank") > 1).select(FILE_INDEX, ROW_ID)
+
+
+def per_file_counts(
+    rows: DataFrame, contract: DatasetContract, repeated: RepeatedKeys | None, files: dict[int, str]
+) -> dict[str, dict[str, int]]:
+    """Each accepted file's counts (PER_FILE_COUNTS) by its URI, from the run's classified rows (`_lines` each):
+    one grouped pass over the cached rows, and the rows de-duplication drops, chosen by the same ranking as
+    `deduplicate_valid` (a duplicate counts in the file whose row was dropped). rows_out is a file's valid rows less
+    its dropped ones; `CleanResult.conservation_errors` checks that the files' sums equal the run's written counts."""
+    bad = ~is_valid()
+    grouped = {
+        int(r[FILE_INDEX]): r
+        for r in rows.groupBy(FILE_INDEX)
+        .agg(
+            F.count(F.col(OK)).alias("rows_in"),
+            F.coalesce(F.sum(bad.cast("long")), F.lit(0)).alias("rows_quarantined"),
+            F.coalesce(F.sum(F.col(LINES)), F.lit(0)).alias("lines_read"),
+            F.coalesce(F.sum(F.when(bad, F.col(LINES))), F.lit(0)).alias("lines_quarantined"),
+        )
+        .collect()
+    }
+    dropped: dict[int, int] = {}
+    if repeated is None or repeated.hashes:
+        valid = rows.filter(is_valid())
+        candidates = (
+            valid if repeated is None or repeated.rows > DUPLICATE_ROWS_BROADCAST_LIMIT else _rows_of_repeated_keys(valid, repeated)
+        )
+        losers = _losers(_ranked(candidates, contract, None)).groupBy(FILE_INDEX).count().collect()
+        dropped = {int(r[FILE_INDEX]): int(r["count"]) for r in losers}
+    out: dict[str, dict[str, int]] = {}
+    for index, uri in files.items():
+        found = grouped.get(index)
+        rows_in, quarantined = (int(found["rows_in"]), int(found["rows_quarantined"])) if found else (0, 0)
+        lines_read, lines_quarantined = (int(found["lines_read"]), int(found["lines_quarantined"])) if found else (0, 0)
+        duplicates = dropped.get(index, 0)
+        out[uri] = {
+            "rows_in": rows_in,
+            "rows_out": rows_in - quarantined - duplicates,
+            "rows_quarantined": quarantined,
+            "duplicates_dropped": duplicates,
+            "lines_read": lines_read,
+            "lines_quarantined": lines_quarantined,
+        }
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ run
@@ -1080,6 +1147,10 @@ def _clean_rows(
             dropped = steps.metrics(d_obs, "curated")
             result.duplicates_dropped = int(dropped.get("dups", 0) or 0)
             result.lines_deduplicated = int(dropped.get("dup_lines", 0) or 0)
+        if len(headers) > 1:
+            # Several uploads in one run: the ledger records each one's own counts and outcome.
+            with steps.step("per_file_counts"):
+                result.per_file = per_file_counts(rows, contract, repeated, {i: source_uris[i] for i in headers})
         LOG.info("clean run %s step seconds: %s", run_id, result.timings)
     finally:
         for frame in cached:

@@ -50,9 +50,9 @@ from pyspark.sql import SparkSession
 
 try:
     from pipeline_constructs.contract import DatasetContract
-    from pipeline_constructs.runtime.clean_transform import CleanResult, CleanRunFailed, run_clean
+    from pipeline_constructs.runtime.clean_transform import PER_FILE_COUNTS, CleanResult, CleanRunFailed, run_clean
 except ImportError:  # on Glue: top-level modules shipped with --extra-py-files
-    from clean_transform import CleanResult, CleanRunFailed, run_clean  # type: ignore[no-redef]
+    from clean_transform import PER_FILE_COUNTS, CleanResult, CleanRunFailed, run_clean  # type: ignore[no-redef]
     from contract import DatasetContract  # type: ignore[no-redef]
 
 LOG = logging.getLogger("glue_clean_job")
@@ -310,16 +310,14 @@ def rejection_alert(args: dict[str, Any], dataset: str, rejected: list[dict[str,
     return subject[:100], json.dumps(message, sort_keys=True)
 
 
-def _counts(result: CleanResult) -> dict[str, Any]:
-    return {
-        "rows_in": result.rows_in,
-        "rows_out": result.rows_out,
-        "rows_quarantined": result.rows_quarantined,
-        "duplicates_dropped": result.duplicates_dropped,
-        "lines_read": result.lines_read,
-        "lines_quarantined": result.lines_quarantined,
-        "quarantine_uri": result.quarantine_path if result.lines_quarantined else None,
-    }
+def _counts(result: CleanResult, uri: str | None = None) -> dict[str, Any] | None:
+    """The ledger counts of the run, or of its file `uri` in a run of several (`CleanResult.per_file`; None when the
+    run stopped before it counted its files)."""
+    if uri is not None and uri not in result.per_file:
+        return None
+    counts: dict[str, Any] = dict(result.per_file[uri]) if uri is not None else {name: getattr(result, name) for name in PER_FILE_COUNTS}
+    counts["quarantine_uri"] = result.quarantine_path if counts["lines_quarantined"] else None
+    return counts
 
 
 def settle_workflow_run(
@@ -331,9 +329,9 @@ def settle_workflow_run(
     the load job (`LOADING_PROPERTY`), and take the rejections out of `result.errors` (into `warnings`), so they
     alone do not fail the run. Returns the rejections alerted about.
 
-    Per-upload counts: the transform counts a run, not each file, so a run of several uploads records each one's
-    quarantine location only, and a run of several that curated no row ends them `quarantined` when any row of the
-    run was quarantined. A run of one upload (the usual batch at a slow hour) records its exact counts.
+    Per-upload counts: a run of several uploads records each one's own counts (the transform counts each file,
+    `CleanResult.per_file`), and each upload that curated no row ends `skipped_empty` or `quarantined` by its own
+    counts while the others go to the load; a run of one upload records the run's counts.
     """
     import boto3
 
@@ -350,20 +348,22 @@ def settle_workflow_run(
         ledger.counts(claimed[uri], run_id=args["run_id"], counts={"rows_out": 0, "quarantine_uri": rejected.get("copy") or None})
         ledger.finish(claimed[uri], run_id=args["run_id"], outcome=_upload_ledger().REJECTED)
         alerted.append(rejected)
-    kept = [upload for uri, upload in claimed.items() if uri not in by_uri]
+    kept = {uri: upload for uri, upload in claimed.items() if uri not in by_uri}
+    counted = {uri: _counts(result, uri if len(kept) > 1 else None) for uri in kept}
+    for uri, upload in kept.items():
+        counts = counted[uri]
+        ledger.counts(upload, run_id=args["run_id"], counts=counts if counts is not None else {"quarantine_uri": result.quarantine_path})
     loading = []
-    if len(claimed) == 1 and kept:
-        ledger.counts(kept[0], run_id=args["run_id"], counts=_counts(result))
-    elif result.lines_quarantined:
-        for upload in kept:
-            ledger.counts(upload, run_id=args["run_id"], counts={"quarantine_uri": result.quarantine_path})
     if result.ok:
-        if result.rows_out == 0:
-            outcome = _pipeline_plan().outcome_without_load(result.rows_quarantined)
-            for upload in kept:
+        for uri, upload in kept.items():
+            counts = counted[uri]
+            if counts is None:
+                raise RuntimeError(f"the run succeeded without counting {uri}: its outcome cannot be recorded")
+            if counts["rows_out"] == 0:
+                outcome = _pipeline_plan().outcome_without_load(counts["rows_quarantined"])
                 ledger.finish(upload, run_id=args["run_id"], outcome=outcome)
-        else:
-            loading = kept
+            else:
+                loading.append(upload)
     glue = glue or boto3.client("glue")
     inputs.put_uploads(glue, workflow_name=args["WORKFLOW_NAME"], run_id=args["run_id"], name=inputs.LOADING_PROPERTY, uploads=loading)
     if alerted and args["alert_topic_arn"]:
@@ -510,6 +510,7 @@ def _clean(
     if claimed is not None:
         for rejected in result.rejected_files:  # name the upload, not where it was read from
             rejected["source_uri"] = reading.get(rejected["source_uri"], rejected["source_uri"])
+        result.per_file = {reading.get(uri, uri): counts for uri, counts in result.per_file.items()}
         result.errors[:] = [_named_upload(e, reading) for e in result.errors]
         clients = clients or {}
         settle_workflow_run(args, result, claimed, ledger, sns=clients.get("sns"), glue=clients.get("glue"))
