@@ -43,7 +43,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 ENV ?= dev
 CDK := cdk --no-notices
 
-.PHONY: help setup checkov airflow-venv lock lock-upgrade synth test test-fast test-newest lint demo bench-clean deploy diff clean
+.PHONY: help setup checkov airflow-venv lock lock-upgrade synth test test-fast test-newest lint demo diagrams compare bench-clean deploy diff clean
 
 help:
 	@echo "make synth           set up, then synthesize every stage to cdk.out/ (cdk-nag runs as part of synth)"
@@ -55,6 +55,9 @@ help:
 	@echo "make checkov         create .venv-checkov (checkov from locks/checkov.txt, apart from the project's packages; make test does it)"
 	@echo "make airflow-venv    the DAG tests' virtualenv (.venv-airflow, Airflow 3.3.1 from locks/airflow.txt, within MWAA's constraints)"
 	@echo "make demo            run the clean job locally on a generated file and query the result with DuckDB"
+	@echo "make compare         set up, synthesize one environment with every form, print the forms side by side (rows and costs)"
+	@echo "                     and write the table into README.md (prices: docs/prices.yaml)"
+	@echo "make diagrams        draw each form from the synth (Airflow parses the DAG) into README.md's Mermaid blocks"
 	@echo "make bench-clean     benchmark the clean transform against Spark and DuckDB copies, on two shapes of file"
 	@echo "                     (about 10 min; BENCH_ARGS=--layouts also times the other layouts of the curated rows)"
 	@echo "make deploy ENV=dev  deploy one stage's stacks (needs AWS credentials)"
@@ -131,6 +134,13 @@ diff: setup
 
 demo: setup
 	$(BIN)/python scripts/demo.py
+
+# The table of the four forms, read from a synth with every form enabled; `--check` instead fails when README.md differs.
+compare: setup
+	$(BIN)/python scripts/compare_forms.py --write
+
+diagrams: setup $(AIRFLOW_STAMP)
+	$(BIN)/python scripts/form_diagrams.py --write
 
 bench-clean: setup
 	$(BIN)/python scripts/bench_clean.py --retail-rows 5000000 --quoted-rows 600000 $(BENCH_ARGS)
