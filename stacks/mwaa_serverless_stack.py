@@ -41,8 +41,12 @@ class MwaaServerlessStack(Stack):
             writes_ledger=True,
             dead_letter_queues=[
                 *queue_trigger_dead_letters(pipeline.trigger),
-                (pipeline.report_dead_letter_queue, "lambda", None),
-                *([(pipeline.progress_dead_letter_queue, "lambda", None)] if pipeline.progress_dead_letter_queue is not None else []),
+                (pipeline.report_dead_letter_queue, "lambda", pipeline.report_function),
+                *(
+                    [(pipeline.progress_dead_letter_queue, "lambda", pipeline.progress_function)]
+                    if pipeline.progress_dead_letter_queue is not None and pipeline.progress_function is not None
+                    else []
+                ),
             ],
             WorkflowArn=pipeline.workflow_arn,
         )

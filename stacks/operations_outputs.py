@@ -3,13 +3,21 @@ may take, and its dead-letter queues (their OutputKeys are the tool's contract, 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
-from aws_cdk import CfnOutput, Stack, aws_sqs as sqs, aws_stepfunctions as sfn
+from aws_cdk import CfnOutput, Stack, aws_lambda as lambda_, aws_sqs as sqs, aws_stepfunctions as sfn
 
 from pipeline_constructs.queue_trigger import QueueTrigger
 
-DeadLetterQueue = tuple[sqs.IQueue, str, "sqs.IQueue | sfn.StateMachine | None"]
+DeadLetterQueue = tuple[sqs.IQueue, str, "sqs.IQueue | sfn.StateMachine | lambda_.Function | None"]
+_PUBLISHED: weakref.WeakKeyDictionary[Stack, tuple[DeadLetterQueue, ...]] = weakref.WeakKeyDictionary()
+
+
+def published_dead_letter_queues(stack: Stack) -> tuple[DeadLetterQueue, ...]:
+    """The dead-letter queues `publish_form_outputs` wrote into the stack's DeadLetterQueues output (none if it did not
+    run): the dashboard shows the depth of exactly these."""
+    return _PUBLISHED.get(stack, ())
 
 
 def queue_trigger_dead_letters(trigger: QueueTrigger) -> list[DeadLetterQueue]:
@@ -31,13 +39,17 @@ def publish_form_outputs(
     """CfnOutputs PipelineForm, LandingPrefix, RunTimeoutSeconds, WritesLedger ('true' when the form's runs keep the
     upload ledger, so `pipeline-ops reconcile` checks its prefix), DeadLetterQueues (JSON: url, arn, kind, and the
     related queue: `source_arn` of the queue whose failures an `sqs` queue keeps, `target_url` of the queue an
-    `eventbridge` rule delivers to, `target_arn` of the state machine a `failure_report` rule starts) and one output per
+    `eventbridge` rule delivers to, `target_arn` of the state machine a `failure_report` rule starts or of the function a
+    `lambda` queue's undelivered events were meant for) and one output per
     `form_values` entry (e.g. StateMachineArn)."""
+    _PUBLISHED[stack] = tuple(dead_letter_queues)
     queues = []
     for queue, kind, source in dead_letter_queues:
         entry = {"url": queue.queue_url, "arn": queue.queue_arn, "kind": kind}
         if isinstance(source, sfn.StateMachine):
             entry["target_arn"] = source.state_machine_arn
+        elif isinstance(source, lambda_.Function):
+            entry["target_arn"] = source.function_arn
         elif source is not None and kind == "sqs":
             entry["source_arn"] = source.queue_arn
         elif source is not None:

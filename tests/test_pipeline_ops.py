@@ -534,6 +534,27 @@ def test_replay_starts_runs_resends_events_and_deletes_only_what_went_back(dev: 
     assert given["detail"]["object"] == {"key": lost.key, "etag": lost.etag, "version-id": lost.version_id}
 
 
+def test_replay_invokes_the_function_again_with_an_event_its_rule_could_not_deliver(dev: FakeDeployment) -> None:
+    """A Lambda's dead-letter queue holds two shapes: failed asynchronous invocations (requestContext and
+    requestPayload) and the raw events its EventBridge rule could not deliver (the rule target's dead-letter queue).
+    The second is invoked again on the function the queue's output names, with the event as it was."""
+    queue = _queue(dev, "mwaa_serverless", "lambda")
+    assert queue.target_arn, f"the DeadLetterQueues output names no function for {queue.url}"
+    event = json.dumps(
+        {"source": "aws.airflow-serverless", "detail-type": "MWAA Serverless Workflow Run Failed", "detail": {"runId": "r-1"}}
+    )
+    boto3.client("sqs").send_message(QueueUrl=queue.url, MessageBody=event)
+    function = boto3.client("lambda", region_name=FAKE_AWS_REGION)
+    with Stubber(function) as stubber:
+        stubber.add_response(
+            "invoke", {"StatusCode": 202}, {"FunctionName": queue.target_arn, "InvocationType": "Event", "Payload": event.encode()}
+        )
+        code, document = run_json(dev, "replay-dead-letters", **{"lambda": function})
+        stubber.assert_no_pending_responses()
+    (replay,) = [q for q in document["queues"] if q["queue"]["url"] == queue.url]
+    assert (code, replay["replayed"], replay["errors"]) == (0, 1, []) and _waiting(queue.url) == 0
+
+
 def test_replay_starts_the_failure_reporter_with_an_undelivered_status_change_event(dev: FakeDeployment) -> None:
     queue = _queue(dev, "step_functions", "failure_report")
     event = json.dumps({"source": "aws.states", "detail-type": "Step Functions Execution Status Change", "detail": {"status": "FAILED"}})

@@ -5,7 +5,8 @@ Kinds (the `kind` of each entry of a form stack's DeadLetterQueues output):
   sqs           an SQS queue's own dead-letter queue: moved back to that queue by SQS's message-move task
   eventbridge   events an EventBridge rule could not deliver: re-sent to the rule's target queue (`target_url`), or,
                 for a rule whose target is the form itself (the Glue workflow), a new run of the form for the event's upload
-  lambda        asynchronous invocations that failed after Lambda's retries: invoked again with the same payload
+  lambda        asynchronous invocations that failed after Lambda's retries: invoked again with the same payload;
+                events the function's rule could not deliver: the function (`target_arn`) invoked with each
   failure_report  status-change events of failed executions the rule could not deliver to the Step Functions
                 form's failure reporter: the reporter (`target_arn`) is started with each (it reports a failure once)
   notification  failure messages SNS could not deliver to a subscriber: published to the alert topic again (every
@@ -101,8 +102,13 @@ def _resend(clients: Mapping[str, Any], environment: Environment, runs: Runs, qu
         return
     if queue.kind == "lambda":
         record = json.loads(body)
-        function = record["requestContext"]["functionArn"]
-        clients["lambda"].invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps(record["requestPayload"]).encode())
+        if isinstance(record, dict) and "requestContext" in record:  # an invocation that failed after Lambda's retries
+            function = record["requestContext"]["functionArn"]
+            clients["lambda"].invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps(record["requestPayload"]).encode())
+            return
+        if not queue.target_arn:  # an event the function's rule could not deliver: the output names the function
+            raise ValueError("an undelivered event, and the queue's DeadLetterQueues entry names no target_arn to invoke")
+        clients["lambda"].invoke(FunctionName=queue.target_arn, InvocationType="Event", Payload=body.encode())
         return
     if queue.kind == "notification":
         notification = json.loads(body)
