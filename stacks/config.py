@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from pipeline_constructs.schedules import Schedule, ScheduleError, check_expression, check_time_zone, glue_cron
+
 KNOWN_ENVIRONMENTS = ("dev", "staging", "prod")
 FORMS = ("step_functions", "glue_workflow", "mwaa", "mwaa_serverless")
 LOAD_TARGETS = ("athena", "redshift")
@@ -122,6 +124,65 @@ def parse_mwaa_settings(prefix: str, raw: Mapping[str, Any], *, environment: str
 # --- end of MWAA settings ----------------------------------------------------------------------------------------
 
 
+# --- how runs start (`trigger`) ------------------------------------------------------------------------------------
+UPLOAD_TRIGGER = "upload"
+SCHEDULED_FORMS = ("glue_workflow",)
+"""The forms this version can start on a schedule; a schedule for another form is refused before synth."""
+SCHEDULE_KEYS = ("schedule", "time_zone")
+
+
+def parse_triggers(prefix: str, raw: Any, forms: tuple[str, ...]) -> tuple[tuple[str, Schedule], ...]:
+    """`trigger`: 'upload' (every form starts one run per upload, the default), or a mapping of form name to 'upload'
+    or {schedule: cron(...) | rate(...), time_zone: IANA name (default UTC)}. Returns (form, Schedule) for the
+    scheduled forms; errors name the setting's path and value."""
+    path = f"{prefix}.trigger"
+    if raw == UPLOAD_TRIGGER:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise _fail(path, raw, f"use '{UPLOAD_TRIGGER}' or a mapping of form to '{UPLOAD_TRIGGER}' or {{schedule, time_zone}}")
+    schedules: list[tuple[str, Schedule]] = []
+    for form, setting in raw.items():
+        form_path = f"{path}.{form}"
+        if form not in FORMS:
+            raise _fail(form_path, setting, f"unknown orchestration form; use one of {', '.join(FORMS)}")
+        if form not in forms:
+            raise _fail(form_path, setting, f"the environment does not enable {form} (forms: {list(forms)})")
+        if setting == UPLOAD_TRIGGER:
+            continue
+        if not isinstance(setting, Mapping) or "schedule" not in setting:
+            raise _fail(form_path, setting, f"use '{UPLOAD_TRIGGER}' or {{schedule: cron(...) | rate(...), time_zone: UTC}}")
+        unknown = sorted(set(setting) - set(SCHEDULE_KEYS))
+        if unknown:
+            raise _fail(f"{form_path}.{unknown[0]}", setting[unknown[0]], f"unknown setting; use {', '.join(SCHEDULE_KEYS)}")
+        expression, zone = setting["schedule"], setting.get("time_zone", "UTC")
+        try:
+            check_expression(expression)
+        except ScheduleError as error:
+            raise _fail(f"{form_path}.schedule", expression, str(error)) from None
+        try:
+            check_time_zone(zone)
+        except ScheduleError as error:
+            raise _fail(f"{form_path}.time_zone", zone, str(error)) from None
+        if form not in SCHEDULED_FORMS:
+            raise _fail(
+                f"{form_path}.schedule",
+                expression,
+                f"this version schedules only the Glue Workflow form ({', '.join(SCHEDULED_FORMS)}); {form} starts one run per "
+                f"upload: set trigger.{form} to '{UPLOAD_TRIGGER}' or remove it",
+            )
+        schedule = Schedule(expression=expression, time_zone=zone)
+        try:
+            glue_cron(schedule)  # what Glue accepts: cron in UTC, at most every 5 minutes
+        except ScheduleError as error:
+            where = "time_zone" if "time_zone" in str(error) else "schedule"
+            raise _fail(f"{form_path}.{where}", zone if where == "time_zone" else expression, str(error)) from None
+        schedules.append((form, schedule))
+    return tuple(schedules)
+
+
+# --- end of trigger settings ---------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class EnvironmentConfig:
     """Everything one deployment environment (one `cdk.Stage`) may vary."""
@@ -141,6 +202,7 @@ class EnvironmentConfig:
     ledger_retention_days: int = 400
     reconcile_every_hours: int = 1
     reconcile_window_hours: int = 24
+    max_minutes_without_load: int = 1560
     athena_bytes_scanned_cutoff: int = 10 * 1024**3
     max_quarantine_ratio: float = 0.05
     availability_zones: tuple[str, ...] = ()
@@ -149,6 +211,12 @@ class EnvironmentConfig:
     workflow_batch_size: int = 10
     workflow_batch_window_seconds: int = 300
     mwaa: MwaaSettings = field(default_factory=MwaaSettings)
+    schedules: tuple[tuple[str, Schedule], ...] = ()
+    """(form, Schedule) of the forms that start on a schedule (`trigger`); every other form starts per upload."""
+
+    def schedule_for(self, form: str) -> Schedule | None:
+        """The form's schedule, or None when it starts one run per upload."""
+        return dict(self.schedules).get(form)
 
     @property
     def destroy_on_removal(self) -> bool:
@@ -188,6 +256,7 @@ _KEYS = {
     "ledger_retention_days",
     "reconcile_every_hours",
     "reconcile_window_hours",
+    "max_minutes_without_load",
     "athena_bytes_scanned_cutoff",
     "max_quarantine_ratio",
     "availability_zones",
@@ -195,6 +264,7 @@ _KEYS = {
     "nat_gateways",
     "workflow_batch_size",
     "workflow_batch_window_seconds",
+    "trigger",
 } | set(MWAA_KEYS)
 
 
@@ -339,6 +409,23 @@ def parse_environment(
             reconcile_window,
             f"must cover at least reconcile_every_hours ({reconcile_every}), or uploads between two checks go unchecked",
         )
+    without_load = _positive_int(
+        f"{prefix}.max_minutes_without_load", raw.get("max_minutes_without_load", _DEFAULTS.max_minutes_without_load)
+    )
+    if without_load < reconcile_every * 60:
+        raise _fail(
+            f"{prefix}.max_minutes_without_load",
+            without_load,
+            f"must be at least reconcile_every_hours x 60 ({reconcile_every * 60}): the reconcile check measures the minutes "
+            "since the last load once per run, so a shorter limit cannot be told apart from the time between two checks",
+        )
+    if without_load >= ledger_retention * 1440:
+        raise _fail(
+            f"{prefix}.max_minutes_without_load",
+            without_load,
+            f"must be below ledger_retention_days x 1440 ({ledger_retention * 1440}): loaded records expire after "
+            "ledger_retention_days, and with none left the check has no last load to measure from",
+        )
 
     removal = raw.get("removal", _DEFAULTS.removal)
     if removal not in REMOVAL_POLICIES:
@@ -399,6 +486,7 @@ def parse_environment(
     )
 
     mwaa = parse_mwaa_settings(prefix, raw, environment=name)
+    schedules = parse_triggers(prefix, raw.get("trigger", UPLOAD_TRIGGER), forms)
 
     if removal == "destroy" and not allow_destroy:
         raise _fail(
@@ -423,6 +511,7 @@ def parse_environment(
         ledger_retention_days=ledger_retention,
         reconcile_every_hours=reconcile_every,
         reconcile_window_hours=reconcile_window,
+        max_minutes_without_load=without_load,
         athena_bytes_scanned_cutoff=cutoff,
         max_quarantine_ratio=float(ratio),
         availability_zones=azs,
@@ -431,6 +520,7 @@ def parse_environment(
         workflow_batch_size=batch_size,
         workflow_batch_window_seconds=batch_window,
         mwaa=mwaa,
+        schedules=schedules,
     )
 
 

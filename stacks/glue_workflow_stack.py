@@ -13,7 +13,8 @@ from .stateful_stack import StatefulStack
 
 
 class GlueWorkflowStack(Stack):
-    """Upload -> EventBridge -> Glue workflow (batched EVENT trigger: crawl, clean, load), failure rules and alarms."""
+    """Upload -> EventBridge -> Glue workflow (batched EVENT trigger, or the config's `trigger` schedule: crawl, clean,
+    load), failure rules and alarms."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, stateful: StatefulStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -29,6 +30,7 @@ class GlueWorkflowStack(Stack):
             batch_size=config.workflow_batch_size,
             batch_window=Duration.seconds(config.workflow_batch_window_seconds),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+            schedule=config.schedule_for("glue_workflow"),
         )
         pipeline = self.pipeline
         publish_form_outputs(

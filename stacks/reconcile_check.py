@@ -1,6 +1,9 @@
 """The environment's scheduled reconcile check: EventBridge Scheduler starts a Lambda that runs `pipeline-ops
 reconcile` (pipeline_constructs/operations/scheduled_check.py) and publishes the uploads not accounted for; an alarm
-on that metric reaches the alert topic. A lost event is found without anyone asking.
+on that metric reaches the alert topic. A lost event is found without anyone asking. The same run publishes what the
+ledger says (`operations/ledger_metrics.py`: uploads by state, runs, durations and failed steps per form, minutes
+since the last load), which `metrics` (a LedgerMetrics) names for the dashboard; an alarm fires when no upload has
+loaded for longer than `max_minutes_without_load`.
 
 App-level (not in the library): it reads the environment from the app's stack outputs (`<env>-Stateful`,
 `<env>-<Form>`), as `pipeline-ops --env NAME` does.
@@ -29,8 +32,8 @@ from pipeline_constructs.acknowledgements import acknowledge, acknowledge_findin
 from pipeline_constructs.alerting import PipelineAlerting
 from pipeline_constructs.keys import allow_cloudwatch_logs
 from pipeline_constructs.lambda_code import stage_modules
-from pipeline_constructs.ledger import UploadLedger
-from pipeline_constructs.operations.scheduled_check import DIMENSION, METRIC_NAME
+from pipeline_constructs.ledger import LedgerMetrics, UploadLedger
+from pipeline_constructs.operations.scheduled_check import METRIC_NAME
 from pipeline_constructs.storage import PipelineStorage
 
 # What the check imports: the operations package and the runtime modules it uses (standard library and boto3 only).
@@ -67,10 +70,13 @@ class ReconcileCheck(Construct):
         metrics_namespace: str,
         every: Duration,
         window: Duration,
+        max_minutes_without_load: int,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.metrics = LedgerMetrics(namespace=metrics_namespace, environment_name=environment_name, period=every)
+        """What the check publishes from the ledger, as metrics the dashboard and the alarms use."""
         stack = Stack.of(self)
         self.log_key = kms.Key(
             self, "LogKey", description="Logs of the reconcile check", enable_key_rotation=True, removal_policy=removal_policy
@@ -126,6 +132,7 @@ class ReconcileCheck(Construct):
                     "PIPELINE_ENVIRONMENT": environment_name,
                     "METRIC_NAMESPACE": metrics_namespace,
                     "WINDOW_HOURS": str(int(window.to_hours())),
+                    "EVERY_HOURS": str(int(every.to_hours())),
                 },
                 environment_encryption=self.log_key,
                 log_group=self.log_group,
@@ -161,19 +168,30 @@ class ReconcileCheck(Construct):
             ),
         )
         period = Duration.hours(1)
-        self.metric_not_accounted = cloudwatch.Metric(
-            namespace=metrics_namespace,
-            metric_name=METRIC_NAME,
-            dimensions_map={DIMENSION: environment_name},
-            statistic="Maximum",
-            period=period,
+        self.metric_not_accounted = self.metrics.metric_uploads_not_accounted_for(period=period)
+        self.no_recent_load_alarm = alerting.alarm_on(
+            cloudwatch.Alarm(
+                self,
+                "NoRecentLoad",
+                metric=self.metrics.metric_minutes_since_last_load(),
+                threshold=max_minutes_without_load,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                # No figure: the ledger has never held a loaded record, or the check did not run (CheckFailed alarms).
+                treat_missing_data=cloudwatch.TreatMissingData.MISSING,
+                alarm_description=alerting.alarm_description(
+                    "NoRecentLoad",
+                    f"No upload of {environment_name} has loaded for more than {max_minutes_without_load} minutes "
+                    "(max_minutes_without_load): uploads stopped arriving, or every run since failed or hangs",
+                ),
+            )
         )
         self.alarms = [
             alerting.alarm_when_any(
                 self,
                 "UploadsNotAccountedFor",
                 self.metric_not_accounted,
-                f"Uploads of {environment_name} that no run accounts for (run: pipeline-ops reconcile --env {environment_name})",
+                f"Uploads of {environment_name} that no run accounts for",
             ),
             alerting.alarm_when_any(
                 self,
@@ -181,4 +199,5 @@ class ReconcileCheck(Construct):
                 self.function.metric_errors(period=period, statistic="Sum"),
                 f"The reconcile check of {environment_name} failed (see its log)",
             ),
+            self.no_recent_load_alarm,
         ]

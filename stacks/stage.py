@@ -8,6 +8,7 @@ from constructs import Construct
 from pipeline_constructs.contract import DatasetContract
 
 from .config import EnvironmentConfig
+from .dashboard_stack import DashboardStack
 from .glue_workflow_stack import GlueWorkflowStack
 from .mwaa_serverless_stack import MwaaServerlessStack
 from .mwaa_stack import MwaaStack
@@ -17,7 +18,7 @@ from .step_functions_stack import StepFunctionsStack
 
 
 class PipelineStage(Stage):
-    """The stacks of one environment, named `<env>-Stateful`, `<env>-StepFunctions`, ..."""
+    """The stacks of one environment, named `<env>-Stateful`, `<env>-StepFunctions`, ..., `<env>-Dashboard`."""
 
     def __init__(self, scope: Construct, config: EnvironmentConfig, *, contract: DatasetContract) -> None:
         super().__init__(scope, config.name, env=Environment(account=config.account, region=config.region))
@@ -76,5 +77,15 @@ class PipelineStage(Stage):
             raise ValueError(
                 f"environments.{config.name}.forms={list(config.forms)!r}: {unsupported[0]!r} is not built by this version yet"
             )
+        # After the form stacks: every enabled form feeds it (pipeline-ops reads no output of it).
+        self.dashboard = DashboardStack(
+            self,
+            "Dashboard",
+            config=config,
+            stateful=self.stateful,
+            orchestration=self.orchestration,
+            other_stacks=(self.network,) if self.network is not None else (),
+            description=f"Retail pipeline ({config.name}): dashboard",
+        )
         Tags.of(self).add("Project", "retail-pipeline")
         Tags.of(self).add("Environment", config.name)

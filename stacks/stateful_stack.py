@@ -57,7 +57,12 @@ class StatefulStack(Stack):
             object_lock_retention=Duration.days(config.object_lock_days) if config.object_lock_days else None,
         )
         self.alerting = PipelineAlerting(
-            self, "Alerting", emails=config.alarm_emails, topic_display_name="Retail pipeline alerts", removal_policy=removal
+            self,
+            "Alerting",
+            emails=config.alarm_emails,
+            topic_display_name="Retail pipeline alerts",
+            removal_policy=removal,
+            environment_name=config.name,
         )
         self.ledger = UploadLedger(
             self,
@@ -125,6 +130,7 @@ class StatefulStack(Stack):
             metrics_namespace=METRICS_NAMESPACE,
             every=Duration.hours(config.reconcile_every_hours),
             window=Duration.hours(config.reconcile_window_hours),
+            max_minutes_without_load=config.max_minutes_without_load,
             log_retention=_retention(config.log_retention_days),
             removal_policy=removal,
         )

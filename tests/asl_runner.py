@@ -27,6 +27,7 @@ Interpreter facts worth knowing (aws-local-stepfunctions 3.0.0), see tests/test_
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
 import os
@@ -348,6 +349,10 @@ class BurstResult:
     calls: int = 0
     timers_fired: int = 0
     trace: str = ""
+    max_concurrent_merges: int = 0
+    """The most MERGEs that ran on the table at one moment (1 when the loads ran one at a time)."""
+    lock_refusals: int = 0
+    """Take Load Lock calls refused because another execution held the lock (each one a retry)."""
 
     @property
     def succeeded(self) -> int:
@@ -356,6 +361,16 @@ class BurstResult:
     @property
     def failed(self) -> int:
         return len(self.executions) - self.succeeded
+
+    @property
+    def longest_lock_wait(self) -> float:
+        """Seconds the execution that waited longest for the load lock waited (0 without a lock)."""
+        return max((e["lock_wait_seconds"] or 0 for e in self.executions), default=0)
+
+    @property
+    def last_loaded_after(self) -> float:
+        """Seconds from its upload to its end of the upload loaded last: how long the last upload waited."""
+        return max((e["ended_at"] - e["arrived_at"] for e in self.executions if e["status"] == "SUCCEEDED"), default=0)
 
     def failures_by_step(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -456,13 +471,13 @@ def run_burst(
         calls=report["calls"],
         timers_fired=report["timers_fired"],
         trace=report["trace"],
+        max_concurrent_merges=report["max_concurrent_merges"],
+        lock_refusals=report["lock_refusals"],
     )
 
 
 def _iso_seconds(epoch_ms: float) -> str:
     """EventBridge's `time`: UTC, whole seconds (the event's time is the second the object arrived in)."""
-    import datetime
-
     return datetime.datetime.fromtimestamp(int(epoch_ms // 1000), tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -476,6 +491,21 @@ LEDGER_UPDATE_STATES = (
     "Record Skipped Empty",
     "Record Failure",
 )
+TAKE_LOCK, RELEASE_LOCK = "Take Load Lock", "Release Load Lock"
+"""The load lock's states (forms/step_functions_lock.py): the lock function's invoke, and the conditional delete of the
+pipeline (after the load) and of the failure reporter."""
+
+
+def lock_taken(
+    owner: str = "", *, taken_at: str = "2026-11-25T09:20:00Z", lease_expires_at: str = "2026-11-25T10:50:00Z"
+) -> dict[str, Any]:
+    """The lock function's answer through Step Functions' Lambda integration: the lock was taken."""
+    payload = {"owner": owner, "taken_at": taken_at, "lease_expires_at": lease_expires_at}
+    return {"result": {"Payload": payload, "StatusCode": 200, "ExecutedVersion": "$LATEST"}}
+
+
+LOCK_HELD = {"error": "LoadLockHeld", "cause": '{"errorMessage": "the load lock is held by another-run", "errorType": "LoadLockHeld"}'}
+"""What the Lambda integration raises while another execution holds the lock (the function's errorType)."""
 
 
 def ledger_answers(*, rows_quarantined: int = 0) -> dict[str, list[dict[str, Any]]]:
@@ -483,21 +513,42 @@ def ledger_answers(*, rows_quarantined: int = 0) -> dict[str, list[dict[str, Any
     give the clean job's count of quarantined rows to Read Clean Counts. What DynamoDB's conditions decide is tested
     by replaying the writes on moto (`replay_ledger_writes`)."""
     answers: dict[str, list[dict[str, Any]]] = {name: [{"result": {}}] for name in LEDGER_UPDATE_STATES if name != "Record Failure"}
+    answers[TAKE_LOCK] = [lock_taken()]
+    answers[RELEASE_LOCK] = [{"result": {}}]
     answers["Read Clean Counts"] = [{"result": {"Item": {"rows_quarantined": {"N": str(rows_quarantined)}}}}]
     return answers
 
 
 def replay_ledger_writes(
-    result: ExecutionResult, dynamodb: Any, table_name: str, *, clean_counts: dict[str, Any] | None = None
+    result: ExecutionResult,
+    dynamodb: Any,
+    table_name: str,
+    *,
+    clean_counts: dict[str, Any] | None = None,
+    now: datetime.datetime | None = None,
 ) -> list[tuple[str, str]]:
     """Send the execution's ledger writes, as the interpreter resolved them, to a DynamoDB (moto) table in their order,
     with the clean job's own counts write (`clean_counts`, as glue_clean_job.record_counts_in_ledger sends it) where
-    the clean job ran; returns the record's (state, step) after each UpdateItem. A write DynamoDB refuses raises."""
+    the clean job ran; returns the record's (state, step) after each UpdateItem. A write DynamoDB refuses raises.
+
+    The load lock's writes are replayed too: Take Load Lock by the lock function's own code (runtime/load_lock) at
+    `now` (default: the real time), which raises LoadLockHeld when the lock is another execution's; Release Load Lock
+    as the conditional DeleteItem it is, whose refusal the state machines catch (so it is not raised here)."""
+    from pipeline_constructs.runtime.load_lock.load_lock import take
     from pipeline_constructs.runtime.upload_ledger import Upload, UploadLedger, from_item
 
     seen: list[tuple[str, str]] = []
     for call in result.calls:
         request = dict(call["input"]) if isinstance(call["input"], dict) else None
+        if call["state"] == TAKE_LOCK and request is not None:
+            take(dynamodb, {**request["Payload"], "TableName": table_name}, now or datetime.datetime.now(datetime.UTC))
+            continue
+        if call["state"] == RELEASE_LOCK and request is not None:
+            try:
+                dynamodb.delete_item(**{**request, "TableName": table_name})
+            except dynamodb.exceptions.ConditionalCheckFailedException:
+                pass
+            continue
         if call["state"] == "Run Clean Job" and clean_counts is not None and seen:
             job = call["input"]["Arguments"]
             (uri,) = json.loads(job["--source_uris"])
@@ -571,6 +622,7 @@ def run_failure_report(
     event = status_change_event(result, execution_input, name=name, execution_arn=execution_arn)
     scripts = {
         "Read Execution History": [history_answer(result)],
+        RELEASE_LOCK: [{"result": {}}],
         "Record Failure": [{"result": {}}],
         "Read Upload State": [{"result": {"Item": {"state": {"S": "running"}}}}],
         "Notify Failure": [{"result": {"MessageId": "5b6c9a8e-1f1e-5d4e-9a3b-1a2b3c4d5e6f"}}],

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.asl_runner import definition_from_template
 from tests.cdk_app import SynthesizedApp, cdk_context, pinned_context, synth_app
 from tests.fake_aws import fake_aws
 
@@ -24,6 +25,13 @@ def synthesized() -> SynthesizedApp:
 @pytest.fixture(scope="session")
 def templates(synthesized: SynthesizedApp) -> dict[tuple[str, str], dict[str, Any]]:
     return synthesized.templates()
+
+
+@pytest.fixture(scope="module")
+def reporter(template: dict[str, Any]) -> dict[str, Any]:
+    """The Step Functions form's failure reporter (its Express definition) beside the state machine of the module's
+    `template` fixture (the StepFunctions stack that module executes)."""
+    return definition_from_template(template, "FailureReporter")
 
 
 @pytest.hookimpl(trylast=True)  # after -m/-k deselection

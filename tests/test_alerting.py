@@ -107,3 +107,60 @@ def test_undelivered_notifications_are_alarmed_and_follow_the_removal_policy() -
 def test_bad_email_lists_are_refused_with_the_value(emails: Any, message: str) -> None:
     with pytest.raises(PipelinePropsError, match=message):
         PipelineAlerting(cdk.Stack(cdk.App(), "Alerts"), "Alerting", emails=emails)
+
+
+# --- what every alarm says -----------------------------------------------------------------------------------------
+def _readme_headings() -> set[str]:
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    return {line.lstrip("#").strip() for line in readme.read_text().splitlines() if line.startswith("#")}
+
+
+def _pipeline_ops_commands() -> set[str]:
+    import argparse
+
+    from pipeline_constructs.operations.cli import _parser
+
+    [commands] = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(commands.choices)
+
+
+def test_every_alarm_names_its_failure_readme_section_and_recovery_command(templates: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Every AWS::CloudWatch::Alarm of every stack of every stage: line 1 the failure, line 2 `README: "<a heading of
+    README.md>"`, line 3 `Recover: pipeline-ops --env <env> <a pipeline-ops command> ...`, 1,024 characters at most."""
+    import re
+
+    headings, commands = _readme_headings(), _pipeline_ops_commands()
+    checked = 0
+    for (env, stack), template in templates.items():
+        for logical_id, resource in template["Resources"].items():
+            if resource["Type"] != "AWS::CloudWatch::Alarm":
+                continue
+            where = f"{env}-{stack}/{logical_id}"
+            description = resource["Properties"].get("AlarmDescription")
+            assert isinstance(description, str) and len(description) <= 1024, where
+            failure, section, recover = description.split("\n")
+            assert len(failure) > 20 and failure.endswith("."), (where, failure)
+            match = re.fullmatch(r'README: "(.+)"\.', section)
+            assert match and match.group(1) in headings, (where, section)
+            match = re.match(rf"Recover: pipeline-ops --env {env} ([a-z-]+)", recover)
+            assert match and match.group(1) in commands, (where, recover)
+            checked += 1
+    assert checked >= 40  # dev, staging and prod together
+
+
+def test_an_alarm_without_a_runbook_is_refused_naming_it() -> None:
+    from aws_cdk import aws_cloudwatch as cloudwatch
+
+    from pipeline_constructs.alerting import Runbook
+
+    stack = cdk.Stack(cdk.App(), "Alarms")
+    alerting = PipelineAlerting(stack, "Alerting", emails=["oncall@example.com"], environment_name="qa")
+    metric = cloudwatch.Metric(namespace="X", metric_name="Y")
+    with pytest.raises(PipelinePropsError, match=r"alarm_id='SomethingNew': no runbook"):
+        alerting.alarm_when_any(stack, "SomethingNew", metric, "Something new broke")
+    alarm = alerting.alarm_when_any(stack, "SomethingElse", metric, "Something else broke", runbook=Runbook("Security", "status"))
+    assert stack.resolve(alarm.node.default_child.alarm_description) == (  # type: ignore[union-attr]
+        'Something else broke.\nREADME: "Security".\nRecover: pipeline-ops --env qa status'
+    )

@@ -134,6 +134,7 @@ def test_the_mwaa_form_builds_its_stack_and_the_network_it_needs() -> None:
 
     context = pinned_context(**{"pipeline:env": "dev"})
     context["pipeline:environments"]["dev"]["forms"] = ["step_functions", "mwaa"]
+    context["pipeline:environments"]["dev"].pop("trigger")  # dev's schedule is for its Glue Workflow, not enabled here
     [stage] = build_app(cdk.App(context=context), nag=False)
     assert sorted(stage.orchestration) == ["mwaa", "step_functions"]
     assert stage.network is not None
@@ -239,3 +240,134 @@ def test_object_lock_days_that_cannot_work_are_rejected_with_path_and_value(chan
 def test_object_lock_is_off_by_default_and_on_when_set() -> None:
     assert parse_environment("dev", settings()).object_lock_days == 0
     assert parse_environment("dev", settings(object_lock_days=365)).object_lock_days == 365
+
+
+# --- how runs start: `trigger` (upload, or a schedule; only the Glue Workflow is scheduled in this version) --------
+GLUE = {"forms": ["step_functions", "glue_workflow"]}
+
+
+def test_runs_start_on_uploads_unless_a_form_has_a_schedule() -> None:
+    assert parse_environment("dev", settings(**GLUE)).schedules == ()
+    assert parse_environment("dev", settings(**GLUE, trigger="upload")).schedule_for("glue_workflow") is None
+    config = parse_environment("dev", settings(**GLUE, trigger={"step_functions": "upload", "glue_workflow": {"schedule": "rate(1 hour)"}}))
+    schedule = config.schedule_for("glue_workflow")
+    assert schedule is not None and (schedule.expression, schedule.time_zone) == ("rate(1 hour)", "UTC")
+    assert config.schedule_for("step_functions") is None
+
+
+@pytest.mark.parametrize(
+    ("trigger", "setting", "value", "why"),
+    [
+        ("hourly", "environments.dev.trigger", "'hourly'", "use 'upload' or a mapping"),
+        ({"airflow": "upload"}, "environments.dev.trigger.airflow", "'upload'", "unknown orchestration form"),
+        ({"mwaa": "upload"}, "environments.dev.trigger.mwaa", "'upload'", "does not enable mwaa"),
+        ({"glue_workflow": "hourly"}, "environments.dev.trigger.glue_workflow", "'hourly'", "use 'upload' or"),
+        (
+            {"glue_workflow": {"schedule": "rate(1 hour)", "zone": "UTC"}},
+            "environments.dev.trigger.glue_workflow.zone",
+            "'UTC'",
+            "unknown setting",
+        ),
+        # expressions that are not cron(...) or rate(...)
+        ({"glue_workflow": {"schedule": "0 * * * *"}}, "environments.dev.trigger.glue_workflow.schedule", "'0 * * * *'", "use cron("),
+        (
+            {"glue_workflow": {"schedule": "cron(0 * * * *)"}},
+            "environments.dev.trigger.glue_workflow.schedule",
+            "'cron(0 * * * *)'",
+            "6 fields",
+        ),
+        (
+            {"glue_workflow": {"schedule": "cron(0 * * * * *)"}},
+            "environments.dev.trigger.glue_workflow.schedule",
+            "'cron(0 * * * * *)'",
+            "'?'",
+        ),
+        (
+            {"glue_workflow": {"schedule": "cron(0 x * * ? *)"}},
+            "environments.dev.trigger.glue_workflow.schedule",
+            "'cron(0 x * * ? *)'",
+            "hours field",
+        ),
+        (
+            {"glue_workflow": {"schedule": "rate(1 hours)"}},
+            "environments.dev.trigger.glue_workflow.schedule",
+            "'rate(1 hours)'",
+            "rate(1 hour)",
+        ),
+        (
+            {"glue_workflow": {"schedule": "rate(0 minutes)"}},
+            "environments.dev.trigger.glue_workflow.schedule",
+            "'rate(0 minutes)'",
+            "at least 1",
+        ),
+        ({"glue_workflow": {"schedule": 60}}, "environments.dev.trigger.glue_workflow.schedule", "60", "must be a string"),
+        # time zones
+        (
+            {"glue_workflow": {"schedule": "rate(1 hour)", "time_zone": "Mars/Olympus"}},
+            "environments.dev.trigger.glue_workflow.time_zone",
+            "'Mars/Olympus'",
+            "IANA",
+        ),
+        (
+            {"glue_workflow": {"schedule": "cron(0 6 * * ? *)", "time_zone": "Europe/Paris"}},
+            "environments.dev.trigger.glue_workflow.time_zone",
+            "'Europe/Paris'",
+            "Glue schedules run in UTC only",
+        ),
+        # what Glue cannot schedule
+        (
+            {"glue_workflow": {"schedule": "rate(2 minutes)"}},
+            "environments.dev.trigger.glue_workflow.schedule",
+            "'rate(2 minutes)'",
+            "every 5 minutes",
+        ),
+        (
+            {"glue_workflow": {"schedule": "cron(* * * * ? *)"}},
+            "environments.dev.trigger.glue_workflow.schedule",
+            "'cron(* * * * ? *)'",
+            "every 5 minutes",
+        ),
+        (
+            {"glue_workflow": {"schedule": "rate(7 minutes)"}},
+            "environments.dev.trigger.glue_workflow.schedule",
+            "'rate(7 minutes)'",
+            "no exact Glue cron form",
+        ),
+    ],
+)
+def test_a_bad_trigger_is_refused_naming_its_path_and_value(trigger: object, setting: str, value: str, why: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_environment("dev", settings(**GLUE, trigger=trigger))
+    assert str(error.value).startswith(f"{setting}={value}: "), str(error.value)
+    assert why in str(error.value)
+
+
+@pytest.mark.parametrize("form", ["step_functions", "mwaa", "mwaa_serverless"])
+def test_a_schedule_for_another_form_than_the_glue_workflow_is_refused_before_synth(form: str) -> None:
+    extra = {"availability_zones": ["eu-west-1a", "eu-west-1b"]} if form == "mwaa" else {}
+    raw = settings(forms=[form], trigger={form: {"schedule": "cron(0 * * * ? *)", "time_zone": "UTC"}}, **extra)
+    with pytest.raises(ConfigError) as error:
+        parse_environment("dev", raw)
+    message = str(error.value)
+    assert message.startswith(f"environments.dev.trigger.{form}.schedule='cron(0 * * * ? *)': ")
+    assert "this version schedules only the Glue Workflow form (glue_workflow)" in message
+
+
+def test_the_app_runs_the_glue_workflow_of_dev_on_an_hourly_schedule_and_every_other_form_per_upload() -> None:
+    from pipeline_constructs.schedules import glue_cron
+    from tests.cdk_app import pinned_context
+
+    environments = parse_app_config(pinned_context()["pipeline:environments"]).environments
+    scheduled = {(env.name, form): schedule for env in environments for form, schedule in env.schedules}
+    assert list(scheduled) == [("dev", "glue_workflow")]
+    dev = next(env for env in environments if env.name == "dev")
+    assert "glue_workflow" in dev.forms
+    assert glue_cron(scheduled[("dev", "glue_workflow")]) == "cron(0 * * * ? *)"  # on the hour, UTC
+
+
+def test_max_minutes_without_load_defaults_to_26_hours_and_is_read() -> None:
+    from stacks.config import parse_environment
+
+    base = {"region": "eu-west-1", "forms": ["step_functions"], "alarm_emails": ["oncall@example.com"]}
+    assert parse_environment("dev", base).max_minutes_without_load == 1560
+    assert parse_environment("dev", {**base, "max_minutes_without_load": 2880}).max_minutes_without_load == 2880

@@ -1,13 +1,15 @@
 """The Glue Workflow form (GlueWorkflowPipeline) as synthesized: the trigger graph, the upload rule, failure signals.
 
 The whole app is synthesized once per session with cdk-nag (an open finding fails that synth); dev enables this form
-next to Step Functions. A second, module-scoped synth builds the form over a RedshiftTarget. The trigger graph is read
-back from the template and checked as a graph, not as a list of resources.
+next to Step Functions, on an hourly schedule (cdk.json `trigger`). Module-scoped synths build the form in upload mode
+(dev without its schedule: `template`) and over a RedshiftTarget. The trigger graph is read back from the template and
+checked as a graph, not as a list of resources.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from typing import Any
 
@@ -36,7 +38,17 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def template(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+def template() -> dict[str, Any]:
+    """The form in upload mode: dev's settings without its schedule (runs start on uploads, the default)."""
+    context = pinned_context()
+    dev = {key: value for key, value in context["pipeline:environments"][ENV].items() if key != "trigger"}
+    context["pipeline:environments"] = {ENV: {**dev, "forms": ["glue_workflow"]}}
+    return synth_app(context, nag=True).template(ENV, STACK)
+
+
+@pytest.fixture(scope="module")
+def scheduled_template(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The form as the app deploys it in dev: on an hourly schedule."""
     return templates[(ENV, STACK)]
 
 
@@ -56,8 +68,11 @@ def load_job(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def clean_job(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    [(lid, job)] = [(lid, j) for lid, j in resources(template, "AWS::Glue::Job").items() if j["Properties"]["Command"]["Name"] == "glueetl"]
+def clean_job(scheduled_template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The form's clean job in the app's own synth (compared with that synth's stateful stack); the same in both modes."""
+    [(lid, job)] = [
+        (lid, j) for lid, j in resources(scheduled_template, "AWS::Glue::Job").items() if j["Properties"]["Command"]["Name"] == "glueetl"
+    ]
     return lid, job
 
 
@@ -110,7 +125,7 @@ class TriggerGraph:
                 node = key(action["JobName"] if kind == "job" else action["CrawlerName"])
                 self.nodes[node] = kind
                 targets.append(node)
-            if props["Type"] == "EVENT":
+            if props["Type"] in ("EVENT", "SCHEDULED"):  # a workflow's one start trigger
                 self.starts.extend(targets)
                 continue
             assert props["Type"] == "CONDITIONAL", props["Type"]
@@ -261,7 +276,8 @@ def test_a_step_functions_run_cannot_fire_this_forms_failure_rules(templates: di
         watched |= _glue_resources_referenced(detail.get("jobName", []) + detail.get("crawlerName", []), STACK, templates)
     assert watched.isdisjoint(called), f"rules of the Glue Workflow form match resources Step Functions runs: {watched & called}"
     own = {(STACK, lid) for lid, r in template["Resources"].items() if r["Type"] in ("AWS::Glue::Job", "AWS::Glue::Crawler")}
-    assert watched == own and len(own) == 3, "the rules watch exactly this form's crawler, clean job and load job"
+    # dev runs on a schedule: the pending check job is the fourth
+    assert watched == own and len(own) == 4, "the rules watch exactly this form's crawler, clean, load and pending check jobs"
     graph = TriggerGraph(template)
     assert {n for n in graph.nodes} == {key({"Ref": lid}) for _, lid in own}, "the workflow runs only its own resources"
 
@@ -568,12 +584,7 @@ def test_the_form_exposes_the_vocabulary_every_form_shares(web_orders: tuple[Glu
     assert isinstance(failed, cloudwatch.MathExpression) and failed.period.to_seconds() == 60
     assert set(failed.using_metrics) == {"crawl", "clean", "load"}
     succeeded = form.metric_runs_succeeded()
-    assert isinstance(succeeded, cloudwatch.Metric) and succeeded.metric_name == "MatchedEvents"
-    assert stack.resolve(succeeded.dimensions["RuleName"]) == {"Ref": stack.get_logical_id(form.success_rule.node.default_child)}
-    [pattern] = [
-        r["Properties"]["EventPattern"] for r in resources(template, "AWS::Events::Rule").values() if not r["Properties"].get("Targets")
-    ]
-    assert pattern["detail"] == {"jobName": [{"Ref": stack.get_logical_id(form.load_job.node.default_child)}], "state": ["SUCCEEDED"]}
+    assert isinstance(succeeded, cloudwatch.Metric) and succeeded.namespace == "WebShop/Orders"
     rejected = form.metric_files_rejected()
     assert rejected.namespace == "WebShop/Orders" and stack.resolve(rejected.dimensions["JobName"]) == {
         "Ref": stack.get_logical_id(form.clean_job)
@@ -603,3 +614,161 @@ def test_a_form_crawler_outside_the_storage_landing_prefix_is_refused(synthesize
     stack = cdk.Stack(cdk.App(), "Scratch")
     with pytest.raises(PipelinePropsError, match=r"prefix='drop/glue_workflow/': must be under the storage's landing prefix 'incoming/'"):
         stage.stateful.catalog.add_crawler(stack, "Crawler", prefix="drop/glue_workflow/", description="x")
+
+
+# --- on a schedule (dev: cdk.json trigger.glue_workflow, hourly) -------------------------------------------------
+
+
+def _triggers(template: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [t["Properties"] for t in resources(template, "AWS::Glue::Trigger").values() if t["Properties"]["Type"] == kind]
+
+
+def _pending_check(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The Python shell job that reads the inbox (the load job does not)."""
+    [(lid, job)] = [(lid, j) for lid, j in python_shell_jobs(template) if "--inbox_queue_url" in j["Properties"]["DefaultArguments"]]
+    return lid, job
+
+
+def test_a_scheduled_run_starts_with_the_pending_check_then_crawls_cleans_and_loads_only_on_success(
+    scheduled_template: dict[str, Any],
+) -> None:
+    """A workflow has one start trigger: the SCHEDULED one replaces the EVENT trigger; its first step is the check
+    that stops an empty run before the crawl."""
+    assert _triggers(scheduled_template, "EVENT") == []
+    [scheduled] = _triggers(scheduled_template, "SCHEDULED")
+    assert scheduled["Schedule"] == "cron(0 * * * ? *)" and scheduled["StartOnCreation"] is True  # hourly, UTC
+    check, _ = _pending_check(scheduled_template)
+    [(load, _)] = [(lid, j) for lid, j in python_shell_jobs(scheduled_template) if lid != check]
+    graph = TriggerGraph(scheduled_template)
+    assert graph.starts == [key({"Ref": check})]
+    [path] = graph.paths_to(key({"Ref": load}))
+    assert [state for _, _, state, _ in path] == ["SUCCEEDED", "SUCCEEDED", "SUCCEEDED"]
+    assert [graph.nodes[source] for source, *_ in path] == ["job", "crawler", "job"]  # check -> crawl -> clean -> load
+    assert {state for _, _, state, _ in graph.edges} == {"SUCCEEDED"} and len(graph.edges) == 3
+    assert all(t["StartOnCreation"] is True for t in _triggers(scheduled_template, "CONDITIONAL"))
+    [workflow] = resources(scheduled_template, "AWS::Glue::Workflow").values()
+    assert workflow["Properties"]["MaxConcurrentRuns"] == 1, "two scheduled runs never overlap"
+
+
+def test_on_a_schedule_the_upload_rule_still_feeds_the_inbox_and_notifies_no_workflow(scheduled_template: dict[str, Any]) -> None:
+    queue, inbox = queues(scheduled_template)
+    [upload] = [
+        r["Properties"]
+        for r in resources(scheduled_template, "AWS::Events::Rule").values()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.s3"]
+    ]
+    assert upload["EventPattern"]["detail"]["object"]["key"] == [{"wildcard": "incoming/glue_workflow/*.csv"}]
+    [to_inbox] = upload["Targets"]
+    assert to_inbox["Arn"] == {"Fn::GetAtt": [inbox, "Arn"]} and to_inbox["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}
+    assert to_inbox["RetryPolicy"] == {"MaximumRetryAttempts": 8, "MaximumEventAgeInSeconds": 21600}
+    assert "notifyEvent" not in json.dumps(scheduled_template), "no EVENT trigger to notify, so no role that may"
+
+
+def test_the_pending_check_gets_the_inbox_the_prefix_and_the_ledger_and_may_stop_only_its_workflows_runs(
+    scheduled_template: dict[str, Any],
+) -> None:
+    lid, job = _pending_check(scheduled_template)
+    props = job["Properties"]
+    arguments = props["DefaultArguments"]
+    assert key(arguments["--source_listing_prefix"]).endswith('/incoming/glue_workflow/"]]}')
+    _, inbox = queues(scheduled_template)
+    assert arguments["--inbox_queue_url"] == {"Ref": inbox}
+    ledger_arguments_are_set(arguments)
+    assert props["Command"]["Name"] == "pythonshell" and props["MaxRetries"] == 0 and props["Timeout"] == 10
+    assert key(arguments["--extra-py-files"]).count(".py") == 3  # workflow_inputs, upload_ledger, pipeline_plan (as assets)
+    role = props["Role"]["Fn::GetAtt"][0]
+    statements = [
+        statement
+        for policy in resources(scheduled_template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    actions = {action for s in statements for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert {
+        "glue:StopWorkflowRun",
+        "glue:PutWorkflowRunProperties",
+        "sqs:ReceiveMessage",
+        "sqs:GetQueueAttributes",
+        "dynamodb:Query",
+    } <= actions
+    assert not {"sqs:DeleteMessage", "dynamodb:UpdateItem", "glue:StartCrawler", "glue:StartJobRun"} & actions, "it takes nothing"
+    [stop] = [s for s in statements if "glue:StopWorkflowRun" in key(s["Action"])]
+    [workflow] = resources(scheduled_template, "AWS::Glue::Workflow")
+    assert key({"Ref": workflow}) in key(stop["Resource"]) and "*" not in key(stop["Resource"]).replace('"*"', "")
+
+
+def test_the_pending_check_reports_its_own_failure_but_not_the_stop_of_an_empty_run(scheduled_template: dict[str, Any]) -> None:
+    lid, _ = _pending_check(scheduled_template)
+    [rule] = [r for r in failure_rules(scheduled_template).values() if r["EventPattern"]["detail"].get("jobName") == [{"Ref": lid}]]
+    assert rule["EventPattern"]["detail"]["state"] == ["FAILED", "TIMEOUT", "ERROR"]  # STOPPED: an empty run stopped itself
+    assert '\\"failed_step\\":\\"Check\\"' in key(rule["Targets"][0]["InputTransformer"]["InputTemplate"])
+    [runs_failed] = [
+        a["Properties"] for a in resources(scheduled_template, "AWS::CloudWatch::Alarm").values() if "Metrics" in a["Properties"]
+    ]
+    counted = {m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for m in runs_failed["Metrics"] if "MetricStat" in m}
+    assert counted == set(failure_rules(scheduled_template)) and len(counted) == 4
+
+
+def test_the_scheduled_stack_passes_cfn_lint(scheduled_template: dict[str, Any]) -> None:
+    matches = lint(json.dumps(scheduled_template), config=ManualArgs(regions=["eu-west-1"]))
+    assert [f"{m.rule.id} {m.message}" for m in matches if m.rule.id.startswith("E")] == []
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("rate(2 minutes)", "schedule='rate(2 minutes)': runs more often than every 5 minutes"),
+        ("every hour", "schedule='every hour': use cron("),
+        ("rate(90 minutes)", "schedule='rate(90 minutes)': rate(90 minutes) has no exact Glue cron form"),
+    ],
+)
+def test_a_schedule_glue_cannot_run_is_refused_naming_the_argument(synthesized: Any, schedule: str, message: str) -> None:
+    stateful = next(s for s in synthesized.stages if s.stage_name == ENV).stateful
+    props = {name: getattr(stateful, name) for name in ("storage", "catalog", "clean_job", "target", "alerting", "ledger")}
+    with pytest.raises(PipelinePropsError, match=re.escape(message)):
+        GlueWorkflowPipeline(cdk.Stack(cdk.App(), "Scratch"), "Pipeline", **props, schedule=schedule, landing_prefix="incoming/scratch/")
+
+
+def test_a_schedule_in_another_time_zone_is_refused_glue_runs_utc_only(synthesized: Any) -> None:
+    from pipeline_constructs.schedules import Schedule
+
+    stateful = next(s for s in synthesized.stages if s.stage_name == ENV).stateful
+    props = {name: getattr(stateful, name) for name in ("storage", "catalog", "clean_job", "target", "alerting", "ledger")}
+    paris = Schedule("cron(0 6 * * ? *)", "Europe/Paris")
+    with pytest.raises(PipelinePropsError, match="Glue schedules run in UTC only"):
+        GlueWorkflowPipeline(cdk.Stack(cdk.App(), "Scratch"), "Pipeline", **props, schedule=paris, landing_prefix="incoming/scratch_paris/")
+    form = GlueWorkflowPipeline(
+        cdk.Stack(cdk.App(), "Scratch"), "Pipeline", **props, schedule="rate(1 day)", landing_prefix="incoming/scratch_daily/"
+    )
+    assert form.schedule_expression == "cron(0 0 * * ? *)" and form.event_trigger is None and form.workflow_target is None
+
+
+def test_runs_succeeded_counts_what_each_run_publishes_not_the_matches_of_a_rule_without_target(
+    web_orders: tuple[GlueWorkflowPipeline, dict[str, Any]],
+) -> None:
+    """metric_runs_succeeded() names the metric the form's load job publishes at the end of a run (run with the load
+    job's synthesized arguments and the workflow name Glue passes), not AWS/Events MatchedEvents of a rule with no
+    target, which EventBridge may never publish; and no rule without a target is left."""
+    form, template = web_orders
+    stack = cdk.Stack.of(form)
+    metric = form.metric_runs_succeeded()
+    dimensions = {name: stack.resolve(value) for name, value in metric.dimensions.items()}
+    assert (metric.namespace, metric.metric_name) != ("AWS/Events", "MatchedEvents"), "counts the matches of a rule"
+    from pipeline_constructs.runtime.glue_load_job import run_metric_data
+
+    [load_job] = [r for r in resources(template, "AWS::Glue::Job").values() if r["Properties"]["Command"]["Name"] == "pythonshell"]
+    arguments = {key.removeprefix("--"): value for key, value in load_job["Properties"]["DefaultArguments"].items()}
+    workflow = {"Ref": stack.get_logical_id(form.workflow.node.default_child)}
+    [datum] = run_metric_data({**arguments, "WORKFLOW_NAME": "the-workflow"})
+    assert (arguments["metrics_namespace"], datum["MetricName"]) == (metric.namespace, metric.metric_name)
+    published = {d["Name"]: d["Value"] for d in datum["Dimensions"]}
+    assert published == {"Dataset": "web_orders", "WorkflowName": "the-workflow"}
+    assert dimensions == {"Dataset": "web_orders", "WorkflowName": workflow}  # Glue's --WORKFLOW_NAME is this workflow's
+    assert all(r["Properties"].get("Targets") for r in resources(template, "AWS::Events::Rule").values())
+    statements = [
+        s
+        for r in resources(template, "AWS::IAM::Policy").values()
+        for s in r["Properties"]["PolicyDocument"]["Statement"]
+        if "cloudwatch:PutMetricData" in json.dumps(s["Action"])
+    ]
+    assert statements and all(s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "WebShop/Orders"}} for s in statements)

@@ -70,7 +70,16 @@ def test_the_glue_workflow_renders_the_steps_in_order_with_the_load_timeout(temp
             a.get("CrawlerName", a.get("JobName", {})).get("Ref") for t in triggers if t.get("Predicate") == predicate for a in t["Actions"]
         ]
 
-    [start] = [t for t in triggers if t["Type"] == "EVENT"]
+    # The one start trigger: on uploads (EVENT) it starts the crawl; on a schedule (dev: SCHEDULED) it starts the
+    # pending check, a gate before the plan's steps, whose success starts the crawl.
+    [start] = [t for t in triggers if t["Type"] in ("EVENT", "SCHEDULED")]
+    first_started = [crawler]
+    if start["Type"] == "SCHEDULED":
+        [check] = [a["JobName"]["Ref"] for a in start["Actions"]]
+        assert jobs[check]["Command"]["Name"] == "pythonshell"
+        [start] = [t for t in triggers if (t.get("Predicate") or {}).get("Conditions", [{}])[0].get("JobName", {}).get("Ref") == check]
+        del jobs[check]
+        first_started = [check]
     assert [a["CrawlerName"]["Ref"] for a in start["Actions"]] == [crawler]  # crawl first
     after_crawl = [
         t for t in triggers if any(c.get("CrawlerName", {}).get("Ref") == crawler for c in (t.get("Predicate") or {}).get("Conditions", []))
@@ -83,7 +92,7 @@ def test_the_glue_workflow_renders_the_steps_in_order_with_the_load_timeout(temp
     assert jobs[clean_job]["Command"]["Name"] == "glueetl" and jobs[load_job]["Command"]["Name"] == "pythonshell"
     assert jobs[load_job]["Timeout"] * 60 == PLAN[LOAD].timing.timeout_seconds
     assert jobs[clean_job]["Timeout"] * 60 <= PLAN[CLEAN].timing.timeout_seconds
-    assert started_by(None) == [crawler]
+    assert started_by(None) == first_started
 
 
 def _airflow_pipelines(synthesized: Any) -> dict[str, Any]:
@@ -111,6 +120,7 @@ def test_the_airflow_forms_render_the_steps_their_order_timeouts_and_the_zero_ro
             s.task_id: (s.execution_timeout_seconds, s.retry_delay_seconds, s.max_retry_delay_seconds, s.upstream, s.operator)
             for s in describe_steps(config)
         }
+        limits = {s.task_id: s.max_active_tis_per_dag for s in describe_steps(config)}
         cap = None
     else:
         (dag,) = yaml.safe_load(pipeline.definition_yaml).values()
@@ -124,6 +134,7 @@ def test_the_airflow_forms_render_the_steps_their_order_timeouts_and_the_zero_ro
             )
             for name, task in dag["tasks"].items()
         }
+        limits = {name: task.get("max_active_tis_per_dag") for name, task in dag["tasks"].items()}
         cap = 3600  # MWAA Serverless runs a task at most an hour
     # The plan's steps, in its order; a step that runs only when rows were curated has the rows check before it.
     expected_order: list[str] = []
@@ -139,3 +150,6 @@ def test_the_airflow_forms_render_the_steps_their_order_timeouts_and_the_zero_ro
         timeout, delay, max_delay, _, _ = tasks[name]
         plan_timeout = step.timing.timeout_seconds if cap is None else min(step.timing.timeout_seconds, cap)
         assert (timeout, delay, max_delay) == (plan_timeout, step.timing.retry_delay_seconds, step.timing.max_retry_delay_seconds), name
+    # A step the plan runs one at a time (the load) is limited to one running instance across runs; no other task is.
+    assert {name for name, step in PLAN.items() if step.one_at_a_time} == {LOAD}
+    assert limits == {name: 1 if name in PLAN and PLAN[name].one_at_a_time else None for name in expected_order}

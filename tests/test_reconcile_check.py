@@ -95,7 +95,7 @@ def test_the_stateful_stack_schedules_the_check_hourly_and_alarms_on_its_metric(
     [function_id] = [k for k, r in resources.items() if r["Type"] == "AWS::Lambda::Function" and r["Properties"].get("Handler") == HANDLER]
     assert schedule["Target"]["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
     variables = resources[function_id]["Properties"]["Environment"]["Variables"]
-    assert variables == {"PIPELINE_ENVIRONMENT": "dev", "METRIC_NAMESPACE": NAMESPACE, "WINDOW_HOURS": "24"}
+    assert variables == {"PIPELINE_ENVIRONMENT": "dev", "METRIC_NAMESPACE": NAMESPACE, "WINDOW_HOURS": "24", "EVERY_HOURS": "1"}
     [alarm] = [
         r["Properties"]
         for r in resources.values()
@@ -119,9 +119,70 @@ def test_the_stateful_stack_schedules_the_check_hourly_and_alarms_on_its_metric(
         ({"reconcile_every_hours": 0}, "environments.dev.reconcile_every_hours=0"),
         ({"reconcile_every_hours": 25}, "environments.dev.reconcile_every_hours=25"),
         ({"reconcile_every_hours": 6, "reconcile_window_hours": 3}, "environments.dev.reconcile_window_hours=3"),
+        ({"max_minutes_without_load": 0}, "environments.dev.max_minutes_without_load=0"),
+        ({"max_minutes_without_load": "1h"}, "environments.dev.max_minutes_without_load='1h'"),
+        ({"reconcile_every_hours": 2, "max_minutes_without_load": 90}, "environments.dev.max_minutes_without_load=90: must be at least"),
+        ({"ledger_retention_days": 1, "max_minutes_without_load": 1440}, "environments.dev.max_minutes_without_load=1440: must be below"),
     ],
 )
 def test_bad_check_settings_fail_naming_the_setting_and_value(settings: dict[str, Any], named: str) -> None:
     raw = {"dev": {"region": "eu-west-1", "forms": ["step_functions"], "alarm_emails": ["oncall@example.com"], **settings}}
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         parse_app_config(raw, only="dev", default_region="eu-west-1")
+
+
+def _statistics(name: str, dimensions: dict[str, str], statistic: str) -> float | None:
+    answer = boto3.client("cloudwatch", region_name=FAKE_AWS_REGION).get_metric_statistics(
+        Namespace=NAMESPACE,
+        MetricName=name,
+        Dimensions=[{"Name": key, "Value": value} for key, value in dimensions.items()],
+        StartTime=datetime.now(UTC) - timedelta(days=1),
+        EndTime=datetime.now(UTC) + timedelta(days=1),
+        Period=86400 * 2,
+        Statistics=[statistic],
+    )
+    points = answer["Datapoints"]
+    return points[0][statistic] if points else None
+
+
+def test_the_check_publishes_runs_uploads_and_the_last_load_from_the_ledger(
+    fake_aws: None, templates: dict[tuple[str, str], dict[str, Any]]
+) -> None:
+    """Counted from the ledger's records, per form, for the interval the check closes; zeros for a quiet form."""
+    dev = FakeDeployment(templates, "dev")
+    loaded(dev, upload(dev, f"{SFN_PREFIX}one.csv"), "run-1")
+    loaded(dev, upload(dev, f"{SFN_PREFIX}two.csv"), "run-2")
+    failed_at_load(dev, upload(dev, f"{SFN_PREFIX}three.csv"), "run-3")
+    counts = check(dev, now=datetime.now(UTC) + timedelta(hours=1))  # the hour that holds the runs is closed
+    sfn = {"Environment": "dev", "Form": "step_functions"}
+    assert counts["metrics_published"] > 3 * (7 + 3 + 3)
+    assert _statistics("RunsStarted", sfn, "Sum") == 3
+    assert (_statistics("RunsSucceeded", sfn, "Sum"), _statistics("RunsFailed", sfn, "Sum")) == (2, 1)
+    assert _statistics("StepFailures", {**sfn, "Step": "load"}, "Sum") == 1
+    assert _statistics("StepFailures", {**sfn, "Step": "crawl"}, "Sum") == 0
+    assert _statistics("RunDuration", sfn, "SampleCount") == 3
+    assert _statistics("Uploads", {**sfn, "State": "loaded"}, "Maximum") == 2
+    assert _statistics("Uploads", {**sfn, "State": "failed"}, "Maximum") == 1
+    assert _statistics("RunsStarted", {"Environment": "dev", "Form": "glue_workflow"}, "Sum") == 0
+    minutes = _statistics("MinutesSinceLastLoad", {"Environment": "dev"}, "Maximum")
+    assert minutes is not None and 59 <= minutes <= 61
+
+
+def test_the_interval_a_check_counts_is_aligned_to_its_period() -> None:
+    from pipeline_constructs.operations.ledger_metrics import interval_closed_by
+
+    now = datetime(2026, 12, 7, 10, 17, 5, tzinfo=UTC)
+    assert interval_closed_by(now, timedelta(hours=1)) == (datetime(2026, 12, 7, 9, tzinfo=UTC), datetime(2026, 12, 7, 10, tzinfo=UTC))
+    assert interval_closed_by(now, timedelta(hours=6)) == (datetime(2026, 12, 7, 0, tzinfo=UTC), datetime(2026, 12, 7, 6, tzinfo=UTC))
+
+
+def test_an_alarm_fires_when_nothing_loaded_for_longer_than_the_setting(templates: dict[tuple[str, str], dict[str, Any]]) -> None:
+    resources = templates[("prod", "Stateful")]["Resources"]
+    [alarm] = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("MetricName") == "MinutesSinceLastLoad"
+    ]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["Period"]) == (1560, "GreaterThanThreshold", 3600)
+    assert alarm["Dimensions"] == [{"Name": "Environment", "Value": "prod"}] and alarm["AlarmActions"]
+    assert alarm["TreatMissingData"] == "missing"

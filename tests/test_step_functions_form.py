@@ -164,12 +164,6 @@ def execute(definition: dict[str, Any], task_scripts: dict[str, list[dict[str, A
     return run_state_machine(definition, UPLOAD_EVENT, task_scripts, context=CONTEXT)
 
 
-@pytest.fixture(scope="module")
-def reporter(template: dict[str, Any]) -> dict[str, Any]:
-    """The failure reporter's (Express) definition from the same template."""
-    return definition_from_template(template, "FailureReporter")
-
-
 def report(reporter: dict[str, Any], result: ExecutionResult, **overrides: list[dict[str, Any]]) -> ExecutionResult:
     """The reporter run on the status-change event of the execution `result` ran (keyword = state, '_' for ' ')."""
     answers = {name.replace("_", " "): outcomes for name, outcomes in overrides.items()}
@@ -690,9 +684,10 @@ def test_every_task_retries_with_jitter_and_has_a_timeout(definition: dict[str, 
     tasks = {name: state for name, state in states.items() if state["Type"] in ("Task", "Parallel")}
     assert {"Crawl", "Run Clean Job", "Find Curated Rows", "Load Into Athena"} <= set(tasks)
     nested = _tasks_within(states)
-    assert {"Get Crawler", "Start Crawler", "Start Load Query", "Get Load Query", "Stop Load Query"} <= set(nested)
+    assert {"Get Crawler", "Start Crawler", "Take Load Lock", "Start Load Query", "Get Load Query", "Stop Load Query"} <= set(nested)
+    assert "Release Load Lock" in tasks
     reporting = {name: state for name, state in reporter["States"].items() if state["Type"] == "Task"}
-    assert {"Read Execution History", "Record Failure", "Read Upload State", "Notify Failure"} == set(reporting)
+    assert {"Release Load Lock", "Read Execution History", "Record Failure", "Read Upload State", "Notify Failure"} == set(reporting)
     for name, task in {**tasks, **nested, **reporting}.items():
         if name == "Crawl":
             continue  # its tasks retry; a crawl that failed is not retried within the run

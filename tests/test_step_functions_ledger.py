@@ -31,14 +31,14 @@ COUNTS = {"rows_in": 40, "rows_out": 38, "rows_quarantined": 2, "duplicates_drop
 
 
 @pytest.fixture(scope="module")
-def definition(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    """dev's state machine (Athena), as the form's own tests execute it."""
-    return definition_from_template(templates[("dev", "StepFunctions")])
+def template(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """dev's StepFunctions stack (Athena), as the form's own tests execute it (and its failure reporter: conftest)."""
+    return templates[("dev", "StepFunctions")]
 
 
 @pytest.fixture(scope="module")
-def reporter(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    return definition_from_template(templates[("dev", "StepFunctions")], "FailureReporter")
+def definition(template: dict[str, Any]) -> dict[str, Any]:
+    return definition_from_template(template)
 
 
 def replay(result: ExecutionResult, counts: dict[str, Any], *reports: ExecutionResult) -> tuple[list[tuple[str, str]], dict[str, Any]]:

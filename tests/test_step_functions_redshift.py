@@ -45,14 +45,15 @@ FAILED = {"result": {"Id": "stmt-1", "Status": "FAILED", "Error": COPY_ERROR}}
 
 
 @pytest.fixture(scope="module")
-def definition(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    """staging's state machine (cdk.json makes staging load into Redshift, so this path is always synthesized)."""
-    return definition_from_template(templates[("staging", "StepFunctions")])
+def template(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """staging's StepFunctions stack (cdk.json makes staging load into Redshift, so this path is always synthesized);
+    its failure reporter is conftest's `reporter`."""
+    return templates[("staging", "StepFunctions")]
 
 
 @pytest.fixture(scope="module")
-def reporter(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    return definition_from_template(templates[("staging", "StepFunctions")], "FailureReporter")
+def definition(template: dict[str, Any]) -> dict[str, Any]:
+    return definition_from_template(template)
 
 
 def run(

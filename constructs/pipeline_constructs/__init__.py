@@ -28,24 +28,32 @@ _EXPORTS = {
     "mwaa_interface_endpoints": "network",
     "PipelinePropsError": "validation",
     "UploadLedger": "ledger",
+    "LedgerMetrics": "ledger",
+    "PipelineDashboard": "dashboard",
+    "DashboardForm": "dashboard",
+    "Runbook": "alerting",
 }
 
 __all__ = [
     "AthenaTarget",
     "CleanJob",
     "ContractError",
+    "DashboardForm",
     "DatasetContract",
     "GlueWorkflowPipeline",
     "GlueWorkflowTarget",
+    "LedgerMetrics",
     "MwaaPipeline",
     "MwaaServerlessPipeline",
     "PipelineAlerting",
     "PipelineCatalog",
+    "PipelineDashboard",
     "PipelineNetwork",
     "PipelinePropsError",
     "PipelineStorage",
     "QueueTrigger",
     "RedshiftTarget",
+    "Runbook",
     "StepFunctionsPipeline",
     "UploadLedger",
     "mwaa_interface_endpoints",
@@ -53,16 +61,17 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .alerting import PipelineAlerting
+    from .alerting import PipelineAlerting, Runbook
     from .catalog import PipelineCatalog
     from .clean_job import CleanJob
     from .contract import ContractError, DatasetContract
+    from .dashboard import DashboardForm, PipelineDashboard
     from .forms.glue_workflow import GlueWorkflowPipeline
     from .forms.glue_workflow_target import GlueWorkflowTarget
     from .forms.mwaa import MwaaPipeline
     from .forms.mwaa_serverless import MwaaServerlessPipeline
     from .forms.step_functions import StepFunctionsPipeline
-    from .ledger import UploadLedger
+    from .ledger import LedgerMetrics, UploadLedger
     from .network import PipelineNetwork, mwaa_interface_endpoints
     from .queue_trigger import QueueTrigger
     from .storage import PipelineStorage

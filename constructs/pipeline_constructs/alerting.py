@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import (
@@ -11,6 +12,7 @@ from aws_cdk import (
     Duration,
     RemovalPolicy,
     Stack,
+    Stage,
     aws_cloudwatch as cloudwatch,
     aws_cloudwatch_actions as cw_actions,
     aws_events as events,
@@ -28,6 +30,55 @@ from .acknowledgements import acknowledge, acknowledge_findings
 from .validation import PipelinePropsError
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_ALARM_DESCRIPTION = 1024
+"""CloudWatch's longest AlarmDescription (botocore's PutMetricAlarm model: AlarmDescription max 1024)."""
+
+
+@dataclass(frozen=True)
+class Runbook:
+    """What the reader of an alarm does: the README section that explains the failure (its heading text) and the
+    `pipeline-ops` command that recovers it (without `pipeline-ops --env NAME`, which the description adds)."""
+
+    readme_section: str
+    command: str
+
+    def describe(self, failure: str, environment_name: str) -> str:
+        """The alarm description: the failure, the README section, the command (one line each, in that order)."""
+        text = f'{failure.rstrip(".")}.\nREADME: "{self.readme_section}".\nRecover: pipeline-ops --env {environment_name} {self.command}'
+        if len(text) > MAX_ALARM_DESCRIPTION:
+            raise PipelinePropsError(
+                f"alarm description of {len(text)} characters (failure={failure[:60]!r}...): CloudWatch takes at most {MAX_ALARM_DESCRIPTION}"
+            )
+        return text
+
+
+HOW_FAILURE_IS_REPORTED = "How failure is reported"
+ON_CALL = "On call: `pipeline-ops`"
+RERUN = "status --state failed, then rerun s3://BUCKET/KEY for each failed upload"
+REPLAY = "replay-dead-letters --dry-run, then replay-dead-letters"
+RUNBOOKS: Mapping[str, Runbook] = {
+    # A run failed (every form): its failed step is in the ledger and in the one message; rerun resumes it.
+    "RunsFailed": Runbook(HOW_FAILURE_IS_REPORTED, RERUN),
+    "ExecutionsFailed": Runbook(HOW_FAILURE_IS_REPORTED, RERUN),
+    "ExecutionsTimedOut": Runbook(HOW_FAILURE_IS_REPORTED, "status (stuck uploads), then rerun s3://BUCKET/KEY for each once it has ended"),
+    "ExecutionsAborted": Runbook(HOW_FAILURE_IS_REPORTED, RERUN),
+    # The failure path itself failed: find the failures the message did not announce.
+    "ReportsFailed": Runbook(HOW_FAILURE_IS_REPORTED, RERUN),
+    # Something waits in a dead-letter queue: count it, then send it back.
+    "UndeliveredUploads": Runbook(ON_CALL, f"{REPLAY} (or reconcile --start)"),
+    "UndeliveredEvents": Runbook(ON_CALL, f"{REPLAY} (or reconcile --start)"),
+    "UndeliveredReports": Runbook(ON_CALL, REPLAY),
+    "UnreportedFailuresAlarm": Runbook(ON_CALL, REPLAY),
+    "UnrecordedProgressAlarm": Runbook(ON_CALL, REPLAY),
+    "FailedMessagesAlarm": Runbook(ON_CALL, f"{REPLAY} (or reconcile --start)"),
+    "UndeliveredEventsAlarm": Runbook(ON_CALL, f"{REPLAY} (or reconcile --start)"),
+    "UndeliveredNotificationsAlarm": Runbook(HOW_FAILURE_IS_REPORTED, REPLAY),
+    # The scheduled reconcile check (the app's stacks/reconcile_check.py).
+    "UploadsNotAccountedFor": Runbook(ON_CALL, "reconcile, then reconcile --start (a failed upload: rerun s3://BUCKET/KEY)"),
+    "CheckFailed": Runbook(ON_CALL, "reconcile (the check by hand; its error is in the check's log)"),
+    "NoRecentLoad": Runbook(ON_CALL, "status --since 7d (failed or stuck uploads: rerun s3://BUCKET/KEY), then reconcile --start"),
+}
+"""The runbook of each alarm id this library and the app create, so that every alarm says what to do."""
 
 
 class PipelineAlerting(Construct):
@@ -49,14 +100,19 @@ class PipelineAlerting(Construct):
         emails: Sequence[str],
         topic_display_name: str = "Data pipeline alerts",
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        environment_name: str | None = None,
     ) -> None:
         """
         :param emails: at least one address subscribed to the topic (each must confirm the subscription).
         :param topic_display_name: the e-mail sender name. Default: 'Data pipeline alerts'.
         :param removal_policy: for the key and the undelivered-notifications queue. Default: RETAIN.
+        :param environment_name: the name `pipeline-ops --env NAME` knows this deployment by, written into every
+            alarm's recovery command. Default: the name of the enclosing Stage, else 'NAME'.
         """
         super().__init__(scope, construct_id)
         self.emails = check_emails("emails", emails)
+        stage = Stage.of(self)
+        self.environment_name: str = environment_name or (stage.stage_name if stage is not None else None) or "NAME"
         stack = Stack.of(self)
 
         self.key = kms.Key(
@@ -166,8 +222,12 @@ class PipelineAlerting(Construct):
         alarm.add_alarm_action(self.alarm_action)
         return alarm
 
-    def alarm_when_any(self, scope: Construct, alarm_id: str, metric: cloudwatch.IMetric, description: str) -> cloudwatch.Alarm:
-        """An alarm in `scope` that fires when `metric` is at least 1 in a period (no data is not a breach), sent to the topic."""
+    def alarm_when_any(
+        self, scope: Construct, alarm_id: str, metric: cloudwatch.IMetric, description: str, *, runbook: Runbook | None = None
+    ) -> cloudwatch.Alarm:
+        """An alarm in `scope` that fires when `metric` is at least 1 in a period (no data is not a breach), sent to the
+        topic. Its description is `description` (the failure), the README section and the recovery command of
+        `runbook` (default: RUNBOOKS[alarm_id]; an alarm id without one is refused, naming it)."""
         return self.alarm_on(
             cloudwatch.Alarm(
                 scope,
@@ -177,9 +237,20 @@ class PipelineAlerting(Construct):
                 evaluation_periods=1,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                alarm_description=description,
+                alarm_description=self.alarm_description(alarm_id, description, runbook=runbook),
             )
         )
+
+    def alarm_description(self, alarm_id: str, failure: str, *, runbook: Runbook | None = None) -> str:
+        """What an alarm says: `failure`, then the README section and the `pipeline-ops` command of `runbook` (default:
+        RUNBOOKS[alarm_id]). PipelinePropsError when neither gives a runbook."""
+        chosen = runbook if runbook is not None else RUNBOOKS.get(alarm_id)
+        if chosen is None:
+            raise PipelinePropsError(
+                f"alarm_id={alarm_id!r}: no runbook says what to do when it fires; pass runbook=Runbook(readme_section, command) "
+                f"or add it to pipeline_constructs.alerting.RUNBOOKS"
+            )
+        return chosen.describe(failure, self.environment_name)
 
     def new_dead_letter_queue(self, scope: Construct, queue_id: str, *, removal_policy: RemovalPolicy | None = None) -> sqs.Queue:
         """A TLS-only dead-letter queue in `scope`, encrypted with the alert key (which EventBridge and SNS may use).

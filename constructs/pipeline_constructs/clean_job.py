@@ -94,6 +94,8 @@ class CleanJob(Construct):
 
         self.contract = contract
         self.metrics_namespace = metrics_namespace
+        self.max_quarantine_ratio = float(max_quarantine_ratio)
+        """The quarantined share of lines above which a run fails."""
         self.curated_prefix = storage.claim_prefix(
             self, "curated", f"{contract.name}/runs/", argument="contract name (curated runs prefix)"
         )
@@ -167,23 +169,42 @@ class CleanJob(Construct):
         """A run longer than this is stopped (and fails)."""
         self.job_arn = Stack.of(self).format_arn(service="glue", resource="job", resource_name=self.job_name)
 
-    def metric(self, metric_name: str, *, statistic: str = "Sum", period: Duration | None = None) -> cloudwatch.Metric:
-        """A row-count metric the job publishes (RowsIn, RowsOut, RowsQuarantined, DuplicatesDropped, ...)."""
+    def metric(
+        self, metric_name: str, *, statistic: str = "Sum", period: Duration | None = None, job_name: str | None = None
+    ) -> cloudwatch.Metric:
+        """A metric the job publishes per run (RowsIn, RowsOut, RowsQuarantined, DuplicatesDropped, QuarantineRatio, ...),
+        over every job definition of the dataset (dimension Dataset), or of one (`job_name`: Dataset and JobName, e.g. this
+        job's `job_name` or a form's own definition from `add_job_definition`)."""
+        dimensions = {"Dataset": self.contract.name}
+        if job_name is not None:
+            dimensions["JobName"] = job_name
         return cloudwatch.Metric(
             namespace=self.metrics_namespace,
             metric_name=metric_name,
-            dimensions_map={"Dataset": self.contract.name},
+            dimensions_map=dimensions,
             statistic=statistic,
             period=period if period is not None else Duration.minutes(5),
         )
 
-    def metric_rows_quarantined(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Rows sent to quarantine."""
-        return self.metric("RowsQuarantined", period=period)
+    def metric_rows_in(self, *, period: Duration | None = None, job_name: str | None = None) -> cloudwatch.Metric:
+        """Rows read from the uploads (Sum)."""
+        return self.metric("RowsIn", period=period, job_name=job_name)
 
-    def metric_rows_out(self, *, period: Duration | None = None) -> cloudwatch.Metric:
-        """Rows written to curated output."""
-        return self.metric("RowsOut", period=period)
+    def metric_rows_quarantined(self, *, period: Duration | None = None, job_name: str | None = None) -> cloudwatch.Metric:
+        """Rows sent to quarantine (Sum)."""
+        return self.metric("RowsQuarantined", period=period, job_name=job_name)
+
+    def metric_rows_out(self, *, period: Duration | None = None, job_name: str | None = None) -> cloudwatch.Metric:
+        """Rows written to curated output (Sum)."""
+        return self.metric("RowsOut", period=period, job_name=job_name)
+
+    def metric_duplicates_dropped(self, *, period: Duration | None = None, job_name: str | None = None) -> cloudwatch.Metric:
+        """Rows dropped as duplicates of the natural key (Sum)."""
+        return self.metric("DuplicatesDropped", period=period, job_name=job_name)
+
+    def metric_quarantine_ratio(self, *, period: Duration | None = None, job_name: str | None = None) -> cloudwatch.Metric:
+        """The quarantined share of a run's lines, the figure `max_quarantine_ratio` limits (Maximum over the runs)."""
+        return self.metric("QuarantineRatio", statistic="Maximum", period=period, job_name=job_name)
 
     def add_job_definition(
         self,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, aws_dynamodb as dynamodb, aws_iam as iam, aws_kms as kms
+from aws_cdk import Duration, RemovalPolicy, aws_cloudwatch as cloudwatch, aws_dynamodb as dynamodb, aws_iam as iam, aws_kms as kms
 
 from constructs import Construct
 
-from .runtime.upload_ledger import PARTITION_KEY, SORT_KEY, STATE_INDEX
+from .operations import ledger_metrics as published
+from .operations.scheduled_check import DIMENSION as CHECK_DIMENSION, METRIC_NAME as NOT_ACCOUNTED_FOR
+from .runtime.upload_ledger import PARTITION_KEY, SORT_KEY, STATE_INDEX, STATES
 from .validation import PipelinePropsError
 
 WRITE_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:GetItem")
@@ -86,4 +88,81 @@ class UploadLedger(Construct):
         self.encryption_key.grant(grantee, "kms:Decrypt", "kms:DescribeKey")
         return iam.Grant.add_to_principal(
             grantee=grantee, actions=list(READ_ACTIONS), resource_arns=[self.table.table_arn, f"{self.table.table_arn}/index/*"]
+        )
+
+
+class LedgerMetrics:
+    """The metrics the scheduled reconcile check publishes from the ledger of one environment
+    (`operations/ledger_metrics.py` publishes them, `operations/scheduled_check.py` runs it): uploads by state, runs
+    started, succeeded and failed, run durations and failed steps per form, the minutes since the last load and the
+    uploads not accounted for. The same for every form, counted from the pipeline's own records.
+
+    Not a construct: a deployment that runs the check (the app's `stacks/reconcile_check.py`) makes one with the
+    check's namespace, its environment name and its period.
+    """
+
+    def __init__(self, *, namespace: str, environment_name: str, period: Duration | None = None) -> None:
+        """
+        :param namespace: the check's METRIC_NAMESPACE.
+        :param environment_name: the check's PIPELINE_ENVIRONMENT (the `Environment` dimension).
+        :param period: how often the check runs (each count covers one such interval). Default: 1 hour.
+        """
+        self.namespace = namespace
+        self.environment_name = environment_name
+        self.period = period if period is not None else Duration.hours(1)
+
+    def _metric(self, name: str, statistic: str, label: str | None, period: Duration | None = None, **dimensions: str) -> cloudwatch.Metric:
+        # A label makes an alarm on the metric render as a metric-math alarm: the alarms' metrics go without one.
+        return cloudwatch.Metric(
+            namespace=self.namespace,
+            metric_name=name,
+            dimensions_map={published.ENVIRONMENT_DIMENSION: self.environment_name, **dimensions},
+            statistic=statistic,
+            period=period if period is not None else self.period,
+            label=label,
+        )
+
+    def metric_uploads(self, form: str, state: str) -> cloudwatch.Metric:
+        """Uploads of `form` in ledger `state` among those updated within the check's window (Maximum)."""
+        if state not in STATES:
+            raise PipelinePropsError(f"state={state!r}: must be one of {', '.join(STATES)}")
+        return self._metric(published.UPLOADS, "Maximum", state, Form=form, State=state)
+
+    def metric_runs_started(self, form: str) -> cloudwatch.Metric:
+        """Runs of `form` that started in each interval (Sum)."""
+        return self._metric(published.RUNS_STARTED, "Sum", "started", Form=form)
+
+    def metric_runs_succeeded(self, form: str) -> cloudwatch.Metric:
+        """Runs of `form` that ended in each interval with no upload failed (Sum)."""
+        return self._metric(published.RUNS_SUCCEEDED, "Sum", "succeeded", Form=form)
+
+    def metric_runs_failed(self, form: str) -> cloudwatch.Metric:
+        """Runs of `form` that ended in each interval with an upload failed (Sum)."""
+        return self._metric(published.RUNS_FAILED, "Sum", "failed", Form=form)
+
+    def metric_run_duration(self, form: str, percentile: str = "p50") -> cloudwatch.Metric:
+        """Seconds from start to end of the runs of `form` that ended in each interval, at `percentile` ('p50', 'p90',
+        ...)."""
+        if not (percentile.startswith("p") and percentile[1:].replace(".", "", 1).isdigit() and 0 < float(percentile[1:]) <= 100):
+            raise PipelinePropsError(f"percentile={percentile!r}: give a percentile such as 'p50' or 'p90'")
+        return self._metric(published.RUN_DURATION, percentile, f"{form} {percentile}", Form=form)
+
+    def metric_step_failures(self, form: str, step: str) -> cloudwatch.Metric:
+        """Failed runs of `form` in each interval whose upload failed at `step` ('crawl', 'clean' or 'load') (Sum)."""
+        if step not in published.STEPS:
+            raise PipelinePropsError(f"step={step!r}: must be one of {', '.join(published.STEPS)}")
+        return self._metric(published.STEP_FAILURES, "Sum", step, Form=form, Step=step)
+
+    def metric_minutes_since_last_load(self) -> cloudwatch.Metric:
+        """Minutes since the newest `loaded` record, as the check last measured it (Maximum)."""
+        return self._metric(published.MINUTES_SINCE_LAST_LOAD, "Maximum", None)
+
+    def metric_uploads_not_accounted_for(self, period: Duration | None = None) -> cloudwatch.Metric:
+        """Uploads of the check's window that no run accounts for (Maximum). Default period: the check's."""
+        return cloudwatch.Metric(
+            namespace=self.namespace,
+            metric_name=NOT_ACCOUNTED_FOR,
+            dimensions_map={CHECK_DIMENSION: self.environment_name},
+            statistic="Maximum",
+            period=period if period is not None else self.period,
         )

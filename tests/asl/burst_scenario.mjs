@@ -4,9 +4,13 @@
 // stdin:  {"definition": {...}, "executions": [{"name", "input", "start_at": <simulated s>}], "seed": <int>,
 //          "world": {"epoch", "crawl_seconds": [min, max], "clean_seconds": [min, max], "merge_seconds": [min, max],
 //          "curated_files": <int>}, "max_simulated_seconds": <s, default 86400>, "handler_busy_ms": <real ms, default 0>}
-// stdout: {"crawls_started", "crawls", "crawler_running_errors", "loads_committed", "load_conflicts", "simulated_seconds",
-//          "timers_fired", "calls", "trace", "executions": [{"name", "status", "error", "cause", "failed_step"}],
-//          "notifications": <int>}
+// stdout: {"crawls_started", "crawls", "crawler_running_errors", "loads_committed", "load_conflicts", "max_concurrent_merges",
+//          "lock_refusals", "simulated_seconds", "timers_fired", "calls", "trace",
+//          "executions": [{"name", "status", "error", "cause", "failed_step", "arrived_at", "ended_at", "lock_wait_seconds"}]}
+//   failed_step is the state the failure message names: the definition's own SNS message where the definition still
+//   publishes one (the fixture from before issue 12), else the last state the execution entered, Parallel branches
+//   included (what forms/step_functions_failures.py reads from the execution's history). lock_wait_seconds: from the
+//   execution's first Take Load Lock call to the call that took the lock (null without a lock).
 //
 // The world (every Task state is answered by what its Resource calls, so any definition of the pipeline runs here):
 // - glue:startCrawler throws Glue.CrawlerRunningException while a crawl runs; a crawl takes crawl_seconds (uniform).
@@ -17,7 +21,11 @@
 //   committed after it started (Iceberg's optimistic concurrency): then it FAILS with ICEBERG_COMMIT_ERROR.
 //   With `.sync` the task waits for the end and raises States.TaskFailed on failure; without it getQueryExecution
 //   reports QUEUED/RUNNING/SUCCEEDED/FAILED and stopQueryExecution cancels.
-// - s3:listObjectsV2 finds `curated_files` objects (KeyCount); sns:publish records the message.
+// - s3:listObjectsV2 finds `curated_files` objects (KeyCount); sns:publish records the message (only the definition from
+//   before issue 12 publishes; today failures are reported outside the run).
+// - lambda:invoke is the load lock function (runtime/load_lock/load_lock.py) on the virtual clock: it takes the lock
+//   when nobody holds it, the caller already does, or the holder's lease ended, and throws LoadLockHeld otherwise;
+//   dynamodb:deleteItem is the conditional release (ConditionalCheckFailedException unless the caller holds it).
 //
 // Time is virtual, so the outcome is a function of the request alone (the same seed gives the same result on any machine,
 // under any load). globalThis.setTimeout/clearTimeout/setInterval/clearInterval, Date (new Date(), Date.now()) and
@@ -255,6 +263,10 @@ const queries = new Map(); // id -> {start, end, state, reason, commit}
 let commits = [];
 let conflicts = 0;
 const notifications = [];
+const locks = new Map(); // lock item (object) -> {owner, leaseEnd}
+const lockWaits = new Map(); // owner (execution ARN) -> {first, taken}
+let lockRefusals = 0;
+let maxConcurrentMerges = 0;
 
 function awsError(name, message) {
   const error = new Error(message);
@@ -284,7 +296,35 @@ function startQuery() {
   const id = `q-${queries.size + 1}`;
   const query = { id, start: t, end: t + uniform(world.merge_seconds), state: 'RUNNING', reason: null };
   queries.set(id, query);
+  const running = [...queries.values()].filter((q) => q.state !== 'CANCELLED' && q.start <= t && t < q.end).length;
+  maxConcurrentMerges = Math.max(maxConcurrentMerges, running);
   return query;
+}
+
+function takeLoadLock({ Payload: event }) {
+  if (!event || event.lease_seconds === undefined) throw new Error(`lambda:invoke of an unknown function: ${JSON.stringify(event)}`);
+  const t = now();
+  const lockKey = event.Key.object.S;
+  const wait = lockWaits.get(event.owner) ?? { first: t, taken: null };
+  lockWaits.set(event.owner, wait);
+  const held = locks.get(lockKey);
+  if (held && held.owner !== event.owner && held.leaseEnd >= t) {
+    lockRefusals += 1;
+    throw awsError('LoadLockHeld', JSON.stringify({ errorType: 'LoadLockHeld', errorMessage: `the load lock is held by ${held.owner}` }));
+  }
+  locks.set(lockKey, { owner: event.owner, leaseEnd: t + event.lease_seconds });
+  if (wait.taken === null) wait.taken = t;
+  return { Payload: { owner: event.owner, taken_at: iso(t), lease_expires_at: iso(t + event.lease_seconds) }, StatusCode: 200 };
+}
+
+function releaseLoadLock(input) {
+  const lockKey = input.Key.object.S;
+  const held = locks.get(lockKey);
+  if (!held || held.owner !== input.ExpressionAttributeValues[':owner'].S) {
+    throw awsError('DynamoDB.ConditionalCheckFailedException', 'The conditional request failed');
+  }
+  locks.delete(lockKey);
+  return {};
 }
 
 function queryExecution(query) {
@@ -342,6 +382,8 @@ const handlers = {
   // The ledger: every upload of the burst is its own object, so no write is refused; counts say nothing was quarantined.
   'dynamodb:updateItem': () => ({}),
   'dynamodb:getItem': () => ({ Item: { rows_quarantined: { N: '0' } } }),
+  'dynamodb:deleteItem': releaseLoadLock,
+  'lambda:invoke': takeLoadLock,
   'sns:publish': (input) => {
     notifications.push(input);
     return { MessageId: `m-${notifications.length}` };
@@ -394,6 +436,29 @@ function traced(stateName, api, handler) {
   };
 }
 
+// The last state each execution entered, Parallel branches included: a synchronous hook on every execution's event
+// logger (a branch runs with its execution's run options, so its context names the execution); a branch's events are
+// forwarded to the root logger later as the same objects, and counted once.
+const lastEntered = new Map();
+const seenEvents = new WeakSet();
+const originalExecute = StateMachine.prototype.execute;
+if (typeof originalExecute !== 'function') fatal('aws-local-stepfunctions internals changed (no StateMachine.prototype.execute)');
+StateMachine.prototype.execute = function hookedExecute(runInput, options, cleanupFn) {
+  const name = options?.runOptions?.context?.Execution?.Name;
+  const logger = options?.eventLogger;
+  if (name && logger && typeof logger.dispatch === 'function') {
+    const dispatch = logger.dispatch.bind(logger);
+    logger.dispatch = (event) => {
+      if (event && typeof event === 'object' && !seenEvents.has(event)) {
+        seenEvents.add(event);
+        if (event.type === 'StateEntered') lastEntered.set(name, event.state.name);
+      }
+      dispatch(event);
+    };
+  }
+  return originalExecute.call(this, runInput, options, cleanupFn);
+};
+
 let machine;
 try {
   machine = new StateMachine(definition, { validationOptions: { checkArn: false } });
@@ -405,12 +470,13 @@ const running = new Set();
 async function runOne({ name, input, start_at: startAt = 0 }) {
   running.add(name);
   await sleep(startAt);
-  const outcome = { name, status: null, error: null, cause: null, failed_step: null };
+  const outcome = { name, status: null, error: null, cause: null, failed_step: null, arrived_at: startAt, ended_at: null, lock_wait_seconds: null };
+  const arn = `arn:aws:states:eu-west-1:123456789012:execution:pipeline:${name}`;
   try {
     const execution = machine.run(input, {
       overrides: { taskResourceLocalHandlers },
       context: {
-        Execution: { Name: name, Id: `arn:aws:states:eu-west-1:123456789012:execution:pipeline:${name}` },
+        Execution: { Name: name, Id: arn },
         StateMachine: { Name: 'pipeline', Id: 'arn:aws:states:eu-west-1:123456789012:stateMachine:pipeline' },
         State: { EnteredTime: iso(now()) },
       },
@@ -430,11 +496,18 @@ async function runOne({ name, input, start_at: startAt = 0 }) {
       fatal(`unexpected error in ${name}: ${err?.stack ?? err}`);
     }
   }
-  const mine = notifications.filter((n) => JSON.stringify(n.Message ?? '').includes(name));
-  if (mine.length) {
-    const message = typeof mine[0].Message === 'string' ? JSON.parse(mine[0].Message) : mine[0].Message;
-    outcome.failed_step = message.failed_step ?? null;
-    outcome.error = message.error ?? outcome.error;
+  outcome.ended_at = Math.round(now() * 1000) / 1000;
+  const wait = lockWaits.get(arn);
+  if (wait && wait.taken !== null) outcome.lock_wait_seconds = Math.round((wait.taken - wait.first) * 1000) / 1000;
+  if (outcome.status !== 'SUCCEEDED') {
+    const mine = notifications.filter((n) => JSON.stringify(n.Message ?? '').includes(name));
+    if (mine.length) {
+      const message = typeof mine[0].Message === 'string' ? JSON.parse(mine[0].Message) : mine[0].Message;
+      outcome.failed_step = message.failed_step ?? null;
+      outcome.error = message.error ?? outcome.error;
+    } else {
+      outcome.failed_step = lastEntered.get(name) ?? null;
+    }
   }
   running.delete(name);
   return outcome;
@@ -454,11 +527,12 @@ const report = {
   crawler_running_errors: crawlerRunningErrors,
   loads_committed: commits.length,
   load_conflicts: conflicts,
+  max_concurrent_merges: maxConcurrentMerges,
+  lock_refusals: lockRefusals,
   simulated_seconds: Math.round(now()),
   timers_fired: clock.fired,
   calls,
   trace: trace.digest('hex'),
   executions: outcomes,
-  notifications: notifications.length,
 };
 process.stdout.write(`${JSON.stringify(report)}\n`, () => process.exit(0));

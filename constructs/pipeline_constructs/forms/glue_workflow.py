@@ -15,6 +15,7 @@ from aws_cdk import (
     aws_iam as iam,
     aws_sqs as sqs,
 )
+from aws_cdk.interfaces.aws_glue import ITriggerRef
 
 from constructs import Construct
 
@@ -23,9 +24,10 @@ from ..alerting import PipelineAlerting, metric_rule_matches
 from ..catalog import GLUE_ASSET_READ_ACTIONS, PipelineCatalog, review_glue_logs
 from ..clean_job import CleanJob
 from ..ledger import KEY_WRITE_ACTIONS, WRITE_ACTIONS, UploadLedger
-from ..runtime.glue_load_job import RUN_ID_TOKEN
+from ..runtime.glue_load_job import RUN_ID_TOKEN, WORKFLOW_RUNS_SUCCEEDED
 from ..runtime.pipeline_plan import CRAWL, DEFAULT_TIMINGS, LOAD
 from ..runtime.upload_ledger import STATE_INDEX
+from ..schedules import Schedule, ScheduleError, glue_cron
 from ..storage import PipelineStorage
 from ..targets.athena import AthenaTarget
 from ..targets.load_target import LoadTarget, check_load_target
@@ -39,6 +41,10 @@ JOB_FAILURE_STATES = ("FAILED", "TIMEOUT", "STOPPED", "ERROR")
 CRAWLER_FAILURE_STATES = ("Failed",)
 # The `failed_step` of this form's messages (the clean job's own rejection alert says Clean too).
 CRAWL_STEP, CLEAN_STEP, LOAD_STEP = "Crawl", "Clean", "Load"
+CHECK_STEP = "Check"
+"""The `failed_step` of a scheduled run whose pending check failed (the step before the crawl, scheduled runs only)."""
+# The pending check may end STOPPED: an empty run stops its own workflow run, and with it the check. Not a failure.
+CHECK_FAILURE_STATES = ("FAILED", "TIMEOUT", "ERROR")
 
 
 class GlueWorkflowPipeline(Construct):
@@ -66,6 +72,14 @@ class GlueWorkflowPipeline(Construct):
     - Failures: one EventBridge rule per step (Crawl, Clean, Load) on its own resource's failure states sends one
       message (pipeline, object, run_id, failed_step, error, cause) to the alert topic; `alarms` holds an alarm on
       `metric_runs_failed()` and one on the dead-letter queue.
+    - With `schedule`, runs start on the clock instead (a workflow has one start trigger: a SCHEDULED trigger
+      replaces the EVENT trigger, and the upload rule feeds only the inbox). A scheduled run first runs a small
+      pending check (`pending_check_job`, Python shell, `runtime/glue_pending_check.py`): nothing pending (no inbox
+      message, no failed upload to retry, nothing requested), and it records `pipeline_empty_run` in the run's
+      properties and stops the run before the crawl; otherwise its success starts the crawler, and the run takes
+      every pending upload (up to the clean job's 1,000 inbox uploads per run). A failed run leaves its uploads
+      `failed` in the ledger for the next run (up to three runs); one run at a time, so runs never overlap (a tick
+      while a run is still going starts nothing).
     """
 
     def __init__(
@@ -89,6 +103,7 @@ class GlueWorkflowPipeline(Construct):
         delivery_retry_attempts: int = 8,
         max_event_age: Duration | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        schedule: Schedule | str | None = None,
     ) -> None:
         """
         :param storage: the landing bucket whose uploads start runs.
@@ -111,6 +126,10 @@ class GlueWorkflowPipeline(Construct):
         :param max_event_age: how long EventBridge retries delivery. Default: 6 hours.
         :param removal_policy: for the dead-letter queue and the inbox, so undelivered and unclaimed events outlive a
             stack replacement. Default: RETAIN.
+        :param schedule: start runs on this schedule instead of on uploads: a `Schedule` (`pipeline_constructs.schedules`)
+            or an expression string, `cron(...)` or `rate(...)` in UTC (Glue schedules are UTC only; a `rate` is written
+            as the cron it equals, and is refused when there is none; at most every 5 minutes). `batch_size` and
+            `batch_window` then do not apply. Default: None (one batched run per upload burst).
         """
         super().__init__(scope, construct_id)
         if not isinstance(ledger, UploadLedger):
@@ -127,6 +146,17 @@ class GlueWorkflowPipeline(Construct):
         if not 1 <= window.to_seconds() <= 900:
             raise PipelinePropsError(f"batch_window={window.to_seconds()} s: must be between 1 s and 15 minutes")
         check_positive("load_max_concurrent_runs", load_max_concurrent_runs)
+        self.schedule = Schedule(schedule) if isinstance(schedule, str) else schedule
+        """When runs start (None: on uploads)."""
+        self.schedule_expression: str | None = None
+        """The Glue cron expression (UTC) of the scheduled start trigger, or None in upload mode."""
+        if self.schedule is not None:
+            if not isinstance(self.schedule, Schedule):
+                raise PipelinePropsError(f"schedule={schedule!r}: give a Schedule or a cron(...) / rate(...) string")
+            try:
+                self.schedule_expression = glue_cron(self.schedule)
+            except ScheduleError as error:
+                raise PipelinePropsError(f"schedule={self.schedule.expression!r}: {error}") from None
         load_run_timeout = load_timeout if load_timeout is not None else Duration.seconds(DEFAULT_TIMINGS[LOAD].timeout_seconds)
         check_positive("load_timeout (minutes)", load_run_timeout.to_minutes())
         self.landing_prefix = storage.claim_prefix(
@@ -151,6 +181,10 @@ class GlueWorkflowPipeline(Construct):
         self.max_event_age = max_event_age if max_event_age is not None else Duration.hours(6)
 
         self._build_steps(storage, catalog, clean_job, target, load_run_timeout, load_max_concurrent_runs)
+        self.pending_check_job: glue.PythonShellJob | None = (
+            self._build_pending_check(catalog) if self.schedule_expression is not None else None
+        )
+        """A scheduled run's first step (None in upload mode): ends the run before its crawl when nothing is pending."""
         crawl_seconds = DEFAULT_TIMINGS[CRAWL].timeout_seconds
         clean_seconds = (clean_timeout or clean_job.timeout).to_seconds()
         self.run_timeout_seconds = int(crawl_seconds + clean_seconds + load_run_timeout.to_seconds())
@@ -218,8 +252,21 @@ class GlueWorkflowPipeline(Construct):
         for statement in (
             *self._ledger_statements(query=False),
             iam.PolicyStatement(actions=["glue:GetWorkflowRunProperties"], resources=[self.workflow.workflow_arn]),
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],  # PutMetricData has no resource type; the namespace condition scopes it.
+                conditions={"StringEquals": {"cloudwatch:namespace": self.metrics_namespace}},
+            ),
         ):
             self.load_role.add_to_principal_policy(statement)
+        acknowledge_findings(
+            self.load_role,
+            "AwsSolutions-IAM5",
+            "cloudwatch:PutMetricData has no resource type (a run that ended publishes WorkflowRunsSucceeded); the "
+            "statement is limited by the cloudwatch:namespace condition.",
+            matching=r"Resource::\*",
+            actions=["cloudwatch:PutMetricData"],
+        )
         for kind in ("python-jobs", "jobs"):
             catalog.grant_glue_logs(self.load_role, kind)
             review_glue_logs(self.load_role, kind)
@@ -249,6 +296,8 @@ class GlueWorkflowPipeline(Construct):
                 **self._load_arguments(target),
                 **self._ledger_arguments(),
                 "--max_wait_seconds": str(int(max(load_timeout.to_seconds() - 120, 60))),
+                "--metrics_namespace": self.metrics_namespace,
+                "--dataset": self.dataset,
             },
         )
         self.load_job_name: str = self.load_job.job_name
@@ -267,6 +316,67 @@ class GlueWorkflowPipeline(Construct):
                     f"The {kind} uses the pipeline's security configuration (catalog.security_configuration), which "
                     f"encrypts {findings[finding]} with the pipeline key; it lives in another stack, where cdk-nag cannot resolve it.",
                 )
+
+    def _build_pending_check(self, catalog: PipelineCatalog) -> glue.PythonShellJob:
+        """A scheduled run's first step: counts what the run would take (requested, failed to retry, the inbox) and,
+        when nothing is pending, records why and stops the run before its crawl (runtime/glue_pending_check.py).
+        Its role reads the inbox's count and one message it hands straight back, queries the ledger's failed uploads,
+        and reads, writes and stops this workflow's runs; nothing else."""
+        role = iam.Role(
+            self,
+            "PendingCheckRole",
+            assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
+            description=f"Pending check of the {FORM_NAME} form's scheduled runs: ends a run with nothing pending before its crawl",
+        )
+        table = self.ledger.table_arn
+        for statement in (
+            iam.PolicyStatement(actions=["dynamodb:Query"], resources=[f"{table}/index/{STATE_INDEX}"]),
+            iam.PolicyStatement(actions=["kms:Decrypt"], resources=[self.ledger.encryption_key.key_arn, self.alerting.key.key_arn]),
+            iam.PolicyStatement(actions=["sqs:ReceiveMessage", "sqs:GetQueueAttributes"], resources=[self.inbox.queue_arn]),
+            iam.PolicyStatement(
+                actions=["glue:GetWorkflowRunProperties", "glue:PutWorkflowRunProperties", "glue:StopWorkflowRun"],
+                resources=[self.workflow.workflow_arn],
+            ),
+        ):
+            role.add_to_principal_policy(statement)
+        for kind in ("python-jobs", "jobs"):
+            catalog.grant_glue_logs(role, kind)
+            review_glue_logs(role, kind)
+        acknowledge_findings(
+            role,
+            "AwsSolutions-IAM5",
+            "The Glue L2 grants the job role read access to its script and extra files in the CDK asset bucket.",
+            matching=r"Action::s3:(GetBucket|GetObject|List)\*|Resource::arn:[^:]+:s3:::cdk-[a-z0-9]+-assets-.*/\*",
+            actions=GLUE_ASSET_READ_ACTIONS,
+        )
+        job = glue.PythonShellJob(
+            self,
+            "PendingCheckJob",
+            role=role,
+            description=f"First step of a scheduled {FORM_NAME} run of {self.dataset}: stops the run before its crawl when nothing is pending",
+            python_version=glue.PythonVersion.THREE_NINE,
+            script=glue.Code.from_asset(str(RUNTIME_DIR / "glue_pending_check.py")),
+            extra_python_files=[
+                glue.Code.from_asset(str(RUNTIME_DIR / name)) for name in ("workflow_inputs.py", "upload_ledger.py", "pipeline_plan.py")
+            ],
+            security_configuration=catalog.security_configuration,
+            max_retries=0,
+            max_concurrent_runs=1,
+            timeout=Duration.minutes(10),
+            default_arguments={
+                "--source_listing_prefix": self.source_listing_uri,
+                "--inbox_queue_url": self.inbox.queue_url,
+                **self._ledger_arguments(),
+            },
+        )
+        for finding, what in (("AwsSolutions-GL1", "CloudWatch Logs"), ("AwsSolutions-GL3", "job bookmark")):
+            acknowledge(
+                job,
+                finding,
+                f"The job uses the pipeline's security configuration (catalog.security_configuration), which encrypts {what} "
+                "with the pipeline key; it lives in another stack, where cdk-nag cannot resolve it.",
+            )
+        return job
 
     def _inbox(self, removal_policy: RemovalPolicy) -> sqs.Queue:
         """The queue every upload event also goes to, from which the clean job claims a run's uploads."""
@@ -323,12 +433,34 @@ class GlueWorkflowPipeline(Construct):
 
     # --- the workflow's triggers: batched uploads -> crawl -> clean -> load -------------------------------------------
     def _build_triggers(self, batch_size: int, window: Duration, clean_timeout: Duration | None) -> None:
-        self.event_trigger = self.workflow.add_event_trigger(
-            "UploadsArrived",
-            description=f"Up to {batch_size} uploads, or {int(window.to_seconds())} s after the first: crawl the form's prefix",
-            event_batching_condition=glue.EventBatchingCondition(batch_size=batch_size, batch_window=window),
-            actions=[glue.Action.crawler(self.crawler)],
-        )
+        self.event_trigger: ITriggerRef | None = None
+        """The EVENT start trigger (upload mode), or None on a schedule."""
+        self.scheduled_trigger: ITriggerRef | None = None
+        """The SCHEDULED start trigger (on a schedule), or None in upload mode."""
+        self.pending_trigger: ITriggerRef | None = None
+        """On a schedule: the pending check's success starts the crawl (None in upload mode)."""
+        if self.pending_check_job is not None and self.schedule_expression is not None:
+            self.scheduled_trigger = self.workflow.add_scheduled_trigger(
+                "Scheduled",
+                description=f"{self.schedule_expression} (UTC): check for pending uploads",
+                schedule=glue.TriggerSchedule.expression(self.schedule_expression),
+                start_on_creation=True,
+                actions=[glue.Action.job(self.pending_check_job)],
+            )
+            self.pending_trigger = self.workflow.add_conditional_trigger(
+                "UploadsPending",
+                description="Uploads are pending (an empty run was stopped by its check): crawl the form's prefix",
+                start_on_creation=True,
+                predicate=glue.Predicate(conditions=[glue.Condition.job(self.pending_check_job, glue.JobState.SUCCEEDED)]),
+                actions=[glue.Action.crawler(self.crawler)],
+            )
+        else:
+            self.event_trigger = self.workflow.add_event_trigger(
+                "UploadsArrived",
+                description=f"Up to {batch_size} uploads, or {int(window.to_seconds())} s after the first: crawl the form's prefix",
+                event_batching_condition=glue.EventBatchingCondition(batch_size=batch_size, batch_window=window),
+                actions=[glue.Action.crawler(self.crawler)],
+            )
         self.crawled_trigger = self.workflow.add_conditional_trigger(
             "Crawled",
             description="The crawler succeeded: clean the run's new uploads",
@@ -346,26 +478,30 @@ class GlueWorkflowPipeline(Construct):
 
     # --- the trigger: uploads -> workflow -------------------------------------------------------------------------
     def _build_upload_trigger(self, storage: PipelineStorage) -> None:
-        self.workflow_target = GlueWorkflowTarget(
-            self.workflow,
+        """The upload rule: to the inbox always; to the workflow (its EVENT trigger) in upload mode only. On a
+        schedule the workflow has no EVENT trigger to notify: uploads wait in the inbox for the next run."""
+        self.workflow_target: GlueWorkflowTarget | None = None
+        if self.schedule_expression is None:
+            self.workflow_target = GlueWorkflowTarget(
+                self.workflow,
+                dead_letter_queue=self.dead_letter_queue,
+                retry_attempts=self.delivery_retry_attempts,
+                max_event_age=self.max_event_age,
+            )
+        to_inbox = RuleQueueTarget(
+            self.inbox,
             dead_letter_queue=self.dead_letter_queue,
             retry_attempts=self.delivery_retry_attempts,
             max_event_age=self.max_event_age,
         )
+        scheduled = f"wait in the inbox for the {self.dataset} pipeline's next scheduled Glue workflow run ({self.schedule_expression} UTC)"
         self.trigger_rule = events.Rule(
             self,
             "UploadRule",
-            description=f"CSV uploads under {self.landing_prefix} notify the {self.dataset} pipeline's Glue workflow",
+            description=f"CSV uploads under {self.landing_prefix} "
+            + (f"notify the {self.dataset} pipeline's Glue workflow" if self.workflow_target is not None else scheduled),
             event_pattern=storage.upload_event_pattern(self.landing_prefix),
-            targets=[
-                self.workflow_target,
-                RuleQueueTarget(
-                    self.inbox,
-                    dead_letter_queue=self.dead_letter_queue,
-                    retry_attempts=self.delivery_retry_attempts,
-                    max_event_age=self.max_event_age,
-                ),
-            ],
+            targets=[self.workflow_target, to_inbox] if self.workflow_target is not None else [to_inbox],
         )
 
     # --- failures of this form's own steps -> one message each ----------------------------------------------------
@@ -381,20 +517,15 @@ class GlueWorkflowPipeline(Construct):
             "LoadFailureRule", LOAD_STEP, job_change, {"jobName": [self.load_job_name], "state": list(JOB_FAILURE_STATES)}
         )
         self.failure_rules = [self.crawl_failure_rule, self.clean_failure_rule, self.load_failure_rule]
-        # No target: the rule exists to count the runs that ended with a successful load (metric_runs_succeeded).
-        self.success_rule = events.Rule(
-            self,
-            "LoadSucceededRule",
-            description=f"Counts the {FORM_NAME} runs of {self.dataset} whose load job succeeded",
-            event_pattern=events.EventPattern(
-                source=["aws.glue"], detail_type=[job_change], detail={"jobName": [self.load_job_name], "state": ["SUCCEEDED"]}
-            ),
-        )
-        acknowledge(
-            self.success_rule,
-            "Serverless-EventBusDLQ",
-            "The rule has no target: it only counts matched events for metric_runs_succeeded, so no delivery can fail and nothing needs a dead-letter queue.",
-        )
+        self.check_failure_rule: events.Rule | None = None
+        if self.pending_check_job is not None:
+            self.check_failure_rule = self._failure_rule(
+                "CheckFailureRule",
+                CHECK_STEP,
+                job_change,
+                {"jobName": [self.pending_check_job.job_name], "state": list(CHECK_FAILURE_STATES)},
+            )
+            self.failure_rules.append(self.check_failure_rule)
 
     def _failure_rule(self, rule_id: str, step: str, detail_type: str, detail: dict[str, Any]) -> events.Rule:
         """A rule on one step's failure states, sending the message every form sends: pipeline, object (the
@@ -446,25 +577,38 @@ class GlueWorkflowPipeline(Construct):
     def metric_runs_failed(self, period: Duration | None = None) -> cloudwatch.IMetric:
         """Runs of this form that failed: failure events of its crawler, clean job or load job (each is a run's
         last step, since nothing runs after a failed step). Default period: 5 minutes."""
+        using_metrics = {
+            "crawl": metric_rule_matches(self.crawl_failure_rule, period),
+            "clean": metric_rule_matches(self.clean_failure_rule, period),
+            "load": metric_rule_matches(self.load_failure_rule, period),
+        }
+        if self.check_failure_rule is not None:  # a scheduled run's pending check
+            using_metrics["check"] = metric_rule_matches(self.check_failure_rule, period)
         return cloudwatch.MathExpression(
-            expression="FILL(crawl, 0) + FILL(clean, 0) + FILL(load, 0)",
-            using_metrics={
-                "crawl": metric_rule_matches(self.crawl_failure_rule, period),
-                "clean": metric_rule_matches(self.clean_failure_rule, period),
-                "load": metric_rule_matches(self.load_failure_rule, period),
-            },
+            expression=" + ".join(f"FILL({name}, 0)" for name in using_metrics),
+            using_metrics=using_metrics,
             label=f"{FORM_NAME} runs failed",
             period=period if period is not None else Duration.minutes(5),
         )
 
     def metric_runs_succeeded(self, period: Duration | None = None) -> cloudwatch.IMetric:
-        """Runs of this form whose load job succeeded (runs with nothing new or zero rows included). Default
-        period: 5 minutes."""
-        return metric_rule_matches(self.success_rule, period)
+        """Runs of this form whose load job succeeded (runs with nothing new or zero rows included), as each run
+        records it: the load job publishes WorkflowRunsSucceeded (dimensions Dataset, WorkflowName) once at its end
+        (`runtime/glue_load_job.py`), not an EventBridge rule's best-effort matches. Default period: 5 minutes."""
+        return cloudwatch.Metric(
+            namespace=self.metrics_namespace,
+            metric_name=WORKFLOW_RUNS_SUCCEEDED,
+            dimensions_map={"Dataset": self.dataset, "WorkflowName": self.workflow.workflow_name},
+            statistic="Sum",
+            period=period if period is not None else Duration.minutes(5),
+            label=f"{FORM_NAME} runs succeeded",
+        )
 
     def metric_step_failures(self, step: str, period: Duration | None = None) -> cloudwatch.IMetric:
         """Failures of one step: 'Crawl', 'Clean' or 'Load'. Default period: 5 minutes."""
         rules = {CRAWL_STEP: self.crawl_failure_rule, CLEAN_STEP: self.clean_failure_rule, LOAD_STEP: self.load_failure_rule}
+        if self.check_failure_rule is not None:
+            rules[CHECK_STEP] = self.check_failure_rule
         if step not in rules:
             raise PipelinePropsError(f"step={step!r}: must be one of {sorted(rules)}")
         return metric_rule_matches(rules[step], period)

@@ -33,6 +33,7 @@ from ..targets.redshift import RedshiftTarget
 from ..validation import check_positive
 from .step_functions_failures import FailureReporter
 from .step_functions_ledger import FORM_NAME, LedgerStates
+from .step_functions_lock import LoadLock, lease_seconds
 from .step_functions_states import acknowledge_tracing_and_log_delivery, format_literal, name_object_version, retry_transient
 
 _COLON = ArnFormat.COLON_RESOURCE_NAME
@@ -54,6 +55,10 @@ class StepFunctionsPipeline(Construct):
     - Clean: the Glue job (.sync). A run whose curated output holds no rows (a header-only file) succeeds without a load.
     - Load: Athena (an Iceberg MERGE, retried with jittered exponential backoff when a concurrent MERGE committed
       first, and only then) or Redshift (COPY + MERGE in one Data API transaction). Both are polled up to a cap.
+      With a ledger, loads into one table run one at a time: the load's branch first takes the table's load lock
+      (Take Load Lock, a conditional write with a lease, waited for with jittered retries) and Release Load Lock
+      follows the load; the failure reporter releases the lock of a run that failed, timed out or was aborted
+      (forms/step_functions_lock.py). Crawl and clean still run side by side.
     - Failure: every task retries its transient errors and has a timeout; nothing catches the rest, so a step that
       fails ends the execution failed at the step's own state (Crawl, Run Clean Job, Load Into ...), which is where
       `RedriveExecution` resumes it. The execution's status-change event reaches `failure_reporter`
@@ -132,6 +137,24 @@ class StepFunctionsPipeline(Construct):
         self.dataset = clean_job.contract.name
         self.ledger = ledger
         self._ledger = LedgerStates(self, ledger) if ledger is not None else None
+        self.log_key = self._build_log_key(removal_policy)
+        # Loads into one table run one at a time (forms/step_functions_lock.py); the lock lives in the ledger's table.
+        lease = Duration.seconds(lease_seconds(load_max_polls * int(self._load_poll.to_seconds())))
+        self.load_lock: LoadLock | None = (
+            LoadLock(
+                self,
+                "LoadLock",
+                ledger=ledger,
+                target=target,
+                lease=lease,
+                wait_budget=Duration.seconds(2 * int(lease.to_seconds())),
+                log_key=self.log_key,
+                log_retention=log_retention,
+                removal_policy=removal_policy,
+            )
+            if ledger is not None
+            else None
+        )
 
         definition = self._build_steps(
             storage=storage,
@@ -159,6 +182,7 @@ class StepFunctionsPipeline(Construct):
             dataset=self.dataset,
             alerting=alerting,
             ledger=ledger,
+            load_lock=self.load_lock,
             log_key=self.log_key,
             log_retention=log_retention,
             removal_policy=removal_policy,
@@ -195,6 +219,8 @@ class StepFunctionsPipeline(Construct):
         loaded: sfn.IChainable = sfn.Succeed(self, "Loaded")
         if self._ledger is not None:
             loaded = self._ledger.finish("Record Loaded", "loaded").next(loaded)
+        if self.load_lock is not None:
+            loaded = self.load_lock.release(self, owner_path=sfn.JsonPath.execution_id, then=loaded)
         load: sfn.IChainable
         if isinstance(target, RedshiftTarget):
             load = self._build_redshift_load(target, loaded=loaded, max_polls=load_max_polls)
@@ -674,7 +700,10 @@ class StepFunctionsPipeline(Construct):
 
     def _check_run_id(self, *, then: sfn.IChainable) -> sfn.IChainable:
         """The run id is spliced into the load's SQL (the MERGE's literal, the COPY's S3 URI); execution names may
-        contain a quote, so such a run fails before the database sees it."""
+        contain a quote, so such a run fails before the database sees it. Then the load lock is taken (with a ledger),
+        inside the load's branch, so a retried or redriven load takes it again."""
+        if self.load_lock is not None:
+            then = self.load_lock.take(self, then=then)
         bad = self._fail(
             "Run Id Not Loadable",
             "InvalidRunId",
@@ -683,6 +712,17 @@ class StepFunctionsPipeline(Construct):
         return sfn.Choice(self, "Run Id Loadable?").when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad).otherwise(then)
 
     # --- state machine, permissions ----------------------------------------------------------------------------------
+    def _build_log_key(self, removal_policy: RemovalPolicy) -> kms.Key:
+        key = kms.Key(
+            self,
+            "LogKey",
+            description=f"Step Functions execution logs of the {self.dataset} pipeline",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+        allow_cloudwatch_logs(key)
+        return key
+
     def _build_state_machine(
         self,
         definition: sfn.IChainable,
@@ -692,14 +732,6 @@ class StepFunctionsPipeline(Construct):
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
     ) -> sfn.StateMachine:
-        self.log_key = kms.Key(
-            self,
-            "LogKey",
-            description=f"Step Functions execution logs of the {self.dataset} pipeline",
-            enable_key_rotation=True,
-            removal_policy=removal_policy,
-        )
-        allow_cloudwatch_logs(self.log_key)
         self.log_group = logs.LogGroup(
             self,
             "ExecutionLogs",
@@ -725,6 +757,9 @@ class StepFunctionsPipeline(Construct):
         target.grant_load(self.state_machine)
         if self.ledger is not None:
             self.ledger.grant_write(self.state_machine)
+        if self.load_lock is not None:
+            self.load_lock.grant_release(self.state_machine)
+            self.load_lock.acknowledge_invoke(self.state_machine.role)
         self.state_machine.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],

@@ -7,12 +7,14 @@ pipeline's steps have no catch-all: a step that fails after its retries ends the
 where a redrive resumes it. EventBridge then delivers the execution's `Step Functions Execution Status Change` event
 to a small Express state machine (this module) that
 
-1. reads the upload from the execution's input (the S3 event) and the failing state from its history,
-2. records the failure in the upload ledger (the run must own the record: the write is conditional), and
-3. publishes the message (pipeline, object, run_id, failed_step, error, cause, execution) to the alert topic.
+1. releases the form's load lock if that execution holds it (a conditional delete: forms/step_functions_lock.py),
+2. reads the upload from the execution's input (the S3 event) and the failing state from its history,
+3. records the failure in the upload ledger (the run must own the record: the write is conditional), and
+4. publishes the message (pipeline, object, run_id, failed_step, error, cause, execution) to the alert topic.
 
 Exactly once: a repeated event finds the record already failed by this run (the conditional write is refused and a
-read shows `failed`) and publishes nothing. A run that never took its record (it failed before or at its first
+read shows `failed`) and publishes nothing; its lock release is refused (the lock is gone, or another execution's)
+and changes nothing. A run that never took its record (it failed before or at its first
 ledger write) is still reported. Without a ledger every event is published (EventBridge delivers at least once).
 """
 
@@ -39,6 +41,7 @@ from ..alerting import PipelineAlerting
 from ..ledger import UploadLedger
 from ..runtime.upload_ledger import FAILED
 from .step_functions_ledger import FORM_NAME, LedgerStates
+from .step_functions_lock import LoadLock
 from .step_functions_states import acknowledge_tracing_and_log_delivery, format_literal, name_object_version, retry_transient
 
 REPORTED_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
@@ -66,12 +69,14 @@ class FailureReporter(Construct):
         alerting: PipelineAlerting,
         ledger: UploadLedger | None,
         log_key: kms.IKey,
+        load_lock: LoadLock | None = None,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, construct_id)
         self.dataset = dataset
         self._ledger = LedgerStates(self, ledger) if ledger is not None else None
+        self._load_lock = load_lock
         log_group = logs.LogGroup(self, "Logs", encryption_key=log_key, retention=log_retention, removal_policy=removal_policy)
         history_arn = Stack.of(self).format_arn(
             service="states",
@@ -91,6 +96,8 @@ class FailureReporter(Construct):
         )
         if ledger is not None:
             ledger.grant_write(self.state_machine)
+        if load_lock is not None:
+            load_lock.grant_release(self.state_machine)
         acknowledge_findings(
             self.state_machine.role,
             "AwsSolutions-IAM5",
@@ -162,7 +169,14 @@ class FailureReporter(Construct):
             comment="The execution's input is the S3 Object Created event that started it (or pipeline-ops' copy of it)",
             parameters={"event.$": "States.StringToJson($.detail.input)", "detail.$": "$.detail"},
         )
-        return read.next(name_object_version(self, "$.event", then=upload))
+        read.next(name_object_version(self, "$.event", then=upload))
+        if self._load_lock is None:
+            return read
+        # First, so the next load into the table starts as early as it can: refused when the execution held no lock
+        # (or an event came again); any other error leaves the lock to its lease and the report goes on.
+        release = self._load_lock.release(self, owner_path="$.detail.executionArn", then=read)
+        release.add_catch(read, errors=["States.ALL"], result_path="$.load_lock_error")
+        return release
 
     def _describe_failure(self, *, then: sfn.IChainable) -> sfn.IChainable:
         """$.error = {Error, Cause} from the event: a failure's own, or what a timeout or an abort means."""

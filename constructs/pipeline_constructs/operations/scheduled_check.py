@@ -3,7 +3,9 @@
 
 It reads the environment from its stacks' outputs as the command does, checks every upload of the window
 (`WINDOW_HOURS`) against the ledger and publishes the number not accounted for as the metric
-`UploadsNotAccountedFor` (dimension `Environment`), which an alarm watches. The findings themselves go to the
+`UploadsNotAccountedFor` (dimension `Environment`), which an alarm watches. With it, it publishes what the ledger
+says about the interval it closes (`EVERY_HOURS`, its schedule's period): uploads by state, runs started, succeeded
+and failed, their durations and failed steps per form, and the minutes since the last load (`ledger_metrics.py`). The findings themselves go to the
 function's log, one JSON line each, and `pipeline-ops reconcile --env NAME` lists them again. A check whose counts do
 not add up (checked != accounted + in flight + findings) fails rather than publish a wrong figure.
 """
@@ -17,10 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .environment import load_environment
+from .ledger_metrics import ledger_metric_data
 from .uploads import ReconcileReport, reconcile
 
 METRIC_NAME = "UploadsNotAccountedFor"
 DIMENSION = "Environment"
+MAX_DATA_PER_CALL = 1000
+"""PutMetricData takes up to 1,000 metrics in one call."""
 LOGGED_FINDINGS = 100
 """Findings written to the log per check (all are counted; `pipeline-ops reconcile` lists every one)."""
 
@@ -32,9 +37,17 @@ class CheckCountsError(RuntimeError):
 
 
 def run_check(
-    clients: dict[str, Any], *, environment_name: str, region: str, namespace: str, window: timedelta, now: datetime
+    clients: dict[str, Any],
+    *,
+    environment_name: str,
+    region: str,
+    namespace: str,
+    window: timedelta,
+    now: datetime,
+    every: timedelta = timedelta(hours=1),
 ) -> dict[str, Any]:
-    """Reconcile the last `window` of uploads and publish the number not accounted for. Returns the counts."""
+    """Reconcile the last `window` of uploads and publish the number not accounted for, with the ledger's metrics of
+    the interval of length `every` that `now` closes. Returns the counts."""
     environment = load_environment(clients["cloudformation"], environment_name, region)
     report = reconcile(clients["s3"], clients["dynamodb"], environment, since=now - window, now=now)
     counts = _checked_counts(report)
@@ -42,18 +55,19 @@ def run_check(
         LOG.warning(
             json.dumps({"object": finding.upload.uri, "version": finding.upload.version, "form": finding.form, "problem": finding.problem})
         )
-    clients["cloudwatch"].put_metric_data(
-        Namespace=namespace,
-        MetricData=[
-            {
-                "MetricName": METRIC_NAME,
-                "Dimensions": [{"Name": DIMENSION, "Value": environment_name}],
-                "Timestamp": now,
-                "Value": counts["not_accounted"],
-                "Unit": "Count",
-            }
-        ],
-    )
+    data = [
+        {
+            "MetricName": METRIC_NAME,
+            "Dimensions": [{"Name": DIMENSION, "Value": environment_name}],
+            "Timestamp": now,
+            "Value": counts["not_accounted"],
+            "Unit": "Count",
+        },
+        *ledger_metric_data(clients["dynamodb"], environment, now=now, every=every, window=window),
+    ]
+    for first in range(0, len(data), MAX_DATA_PER_CALL):
+        clients["cloudwatch"].put_metric_data(Namespace=namespace, MetricData=data[first : first + MAX_DATA_PER_CALL])
+    counts["metrics_published"] = len(data)
     LOG.info(json.dumps(counts))
     return counts
 
@@ -76,7 +90,8 @@ def _checked_counts(report: ReconcileReport) -> dict[str, Any]:
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
-    """Lambda entry point. Environment: PIPELINE_ENVIRONMENT, METRIC_NAMESPACE, WINDOW_HOURS (AWS_REGION is Lambda's)."""
+    """Lambda entry point. Environment: PIPELINE_ENVIRONMENT, METRIC_NAMESPACE, WINDOW_HOURS, EVERY_HOURS (default 1;
+    AWS_REGION is Lambda's)."""
     import boto3
 
     logging.getLogger().setLevel(logging.INFO)
@@ -89,4 +104,5 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         namespace=os.environ["METRIC_NAMESPACE"],
         window=timedelta(hours=int(os.environ["WINDOW_HOURS"])),
         now=datetime.now(UTC),
+        every=timedelta(hours=int(os.environ.get("EVERY_HOURS", "1"))),
     )

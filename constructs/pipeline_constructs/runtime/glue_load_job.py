@@ -23,6 +23,10 @@ Job arguments:
   --run_id                 optional: the run id; default --WORKFLOW_RUN_ID (set by Glue), then --JOB_RUN_ID
   --poll_seconds           optional, default 5: wait between status checks
   --max_wait_seconds       optional, default 1500: a query still running after this is stopped and the job fails
+  --metrics_namespace      optional: with --dataset, a run that ends here (loaded, or nothing to load) publishes
+                           WORKFLOW_RUNS_SUCCEEDED = 1 in this namespace, dimensions Dataset and WorkflowName (Glue's
+                           --WORKFLOW_NAME): the Glue Workflow form counts its successful runs from what they record
+  --dataset                optional: the dataset name of that metric
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ RUN_ID_TOKEN = "__pipeline_run_id__"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 ATHENA_DONE = ("SUCCEEDED", "FAILED", "CANCELLED")
 REDSHIFT_DONE = ("FINISHED", "FAILED", "ABORTED")
+WORKFLOW_RUNS_SUCCEEDED = "WorkflowRunsSucceeded"
+"""The metric a successful run publishes once (see --metrics_namespace)."""
 OPTIONAL_ARGS: dict[str, str | None] = {
     "athena_sql_template": None,
     "athena_workgroup": None,
@@ -59,6 +65,8 @@ OPTIONAL_ARGS: dict[str, str | None] = {
     "JOB_RUN_ID": None,
     "poll_seconds": "5",
     "max_wait_seconds": "1500",
+    "metrics_namespace": None,
+    "dataset": None,
 }
 
 
@@ -278,6 +286,16 @@ def _load(args: dict[str, Any], clients: dict[str, Any], summary: dict[str, Any]
         )
 
 
+def run_metric_data(args: dict[str, Any]) -> list[dict[str, Any]]:
+    """The MetricData a run that ended here publishes (none without --metrics_namespace and --dataset): one
+    WORKFLOW_RUNS_SUCCEEDED datum for the workflow run (dimensions Dataset, WorkflowName; without Glue's
+    --WORKFLOW_NAME the run has no workflow to count, so nothing)."""
+    if not (args.get("metrics_namespace") and args.get("dataset") and args.get("WORKFLOW_NAME")):
+        return []
+    dimensions = [{"Name": "Dataset", "Value": args["dataset"]}, {"Name": "WorkflowName", "Value": args["WORKFLOW_NAME"]}]
+    return [{"MetricName": WORKFLOW_RUNS_SUCCEEDED, "Dimensions": dimensions, "Value": 1.0, "Unit": "Count"}]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = resolve_args(sys.argv[1:] if argv is None else argv)
@@ -285,6 +303,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     clients = {name: boto3.client(name) for name in ("athena", "redshift-data", "glue", "dynamodb")}
     summary = run_load(args, clients)
+    data = run_metric_data(args)
+    if data:
+        boto3.client("cloudwatch").put_metric_data(Namespace=args["metrics_namespace"], MetricData=data)
     print(json.dumps(summary, sort_keys=True))
     return summary
 

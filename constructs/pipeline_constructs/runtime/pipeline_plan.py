@@ -44,6 +44,11 @@ class PipelineStep:
     doc: str
     runs_when: str
     timing: StepTiming
+    one_at_a_time: bool = False
+    """True: at most one run executes this step at a time (the others' wait, their own steps before it still run in
+    parallel). The load: runs that MERGE into one target table at once conflict (Iceberg's optimistic commits), and
+    retries only make the loss rarer. Airflow renders it as the task's `max_active_tis_per_dag=1`; the Glue Workflow
+    runs one whole run at a time; Step Functions takes a lease in the ledger table."""
 
 
 DEFAULT_TIMINGS: dict[str, StepTiming] = {
@@ -67,7 +72,12 @@ def describe_pipeline(timings: Mapping[str, StepTiming] = DEFAULT_TIMINGS) -> tu
             timings[CLEAN],
         ),
         PipelineStep(
-            LOAD, "Load", "MERGE the run's curated rows into the target on the natural key (idempotent).", ROWS_CURATED, timings[LOAD]
+            LOAD,
+            "Load",
+            "MERGE the run's curated rows into the target on the natural key (idempotent), one run at a time.",
+            ROWS_CURATED,
+            timings[LOAD],
+            one_at_a_time=True,
         ),
     )
 

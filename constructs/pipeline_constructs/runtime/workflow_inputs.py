@@ -64,6 +64,8 @@ LOADING_PROPERTY = "pipeline_loading_uploads"
 """The uploads the load job loads and ends `loaded` (the clean job ended the others: rejected, empty, quarantined)."""
 REQUESTED_PROPERTY = "pipeline_requested_uploads"
 """Uploads `pipeline-ops` asks the run to take (set when it starts or resumes a run)."""
+EMPTY_RUN_PROPERTY = "pipeline_empty_run"
+"""Set by a scheduled run's pending check when nothing waits: why the run ended before its crawl (then it is stopped)."""
 DEFAULT_SUFFIX = ".csv"
 MAX_AUTOMATIC_ATTEMPTS = 3
 INBOX_RECEIVES = 100
@@ -183,6 +185,38 @@ def delete_messages(sqs: Any, queue_url: str, receipts: list[str]) -> None:
         failed = sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
         for failure in failed:
             LOG.warning("inbox message not deleted (%s): it comes back, and the ledger refuses it", failure.get("Message", failure))
+
+
+# --- a scheduled run's first step: is anything pending? -------------------------------------------------------------
+def pending_uploads(
+    ledger: UploadLedger, *, sqs: Any, glue: Any, inbox_url: str, workflow_name: str, run_id: str, landing_bucket: str, landing_prefix: str
+) -> dict[str, int]:
+    """What a run of the scheduled workflow would take, counted without taking anything (the clean job claims, after
+    the crawl): the uploads `pipeline-ops` requested, the failed ones fewer than MAX_AUTOMATIC_ATTEMPTS runs tried,
+    and the inbox's messages. The inbox is counted twice over, cautiously: one long-polled receive that hands its
+    message straight back (visibility timeout 0), and the queue's approximate counts of waiting, in-flight and
+    delayed messages; either one above zero counts. A doubt costs one crawl; a wrong "empty" would only delay an
+    upload to the next run, never lose it (it stays in the inbox or the ledger)."""
+    requested = read_uploads(glue, workflow_name=workflow_name, run_id=run_id, name=REQUESTED_PROPERTY) or []
+    failed = retakable_failed(ledger, bucket=landing_bucket, prefix=landing_prefix)
+    peeked = sqs.receive_message(QueueUrl=inbox_url, MaxNumberOfMessages=1, WaitTimeSeconds=2, VisibilityTimeout=0).get("Messages", [])
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=inbox_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
+    )["Attributes"]
+    waiting = sum(int(value) for value in attributes.values())
+    return {"requested": len(requested), "failed": len(failed), "inbox": max(waiting, len(peeked))}
+
+
+def end_empty_run(glue: Any, *, workflow_name: str, run_id: str, pending: dict[str, int]) -> str:
+    """Record why the run ends (run property EMPTY_RUN_PROPERTY), then stop the run: Glue terminates what runs and
+    starts nothing more ("Stopping a workflow run", Glue developer guide), so no crawl, no clean, no load. Returns the
+    message recorded. The stop is the last call: it may end the calling job itself (STOPPED)."""
+    message = f"nothing pending ({pending['requested']} requested, {pending['failed']} failed to retry, {pending['inbox']} in the inbox): nothing crawled, cleaned or loaded"
+    glue.put_workflow_run_properties(Name=workflow_name, RunId=run_id, RunProperties={EMPTY_RUN_PROPERTY: message})
+    LOG.info("run %s of %s: %s", run_id, workflow_name, message)
+    glue.stop_workflow_run(Name=workflow_name, RunId=run_id)
+    return message
 
 
 # --- the claim ------------------------------------------------------------------------------------------------------

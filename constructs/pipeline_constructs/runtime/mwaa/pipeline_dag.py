@@ -67,6 +67,9 @@ def _ledger_hooks(step: Step, first: str, last: str) -> dict[str, Any]:
 def _operator(step: Step, first: str, last: str) -> Any:
     module, _, name = step.operator.rpartition(".")
     operator_class = getattr(import_module(module), name)
+    # The load runs one at a time across runs (max_active_tis_per_dag=1): a later run's load waits, scheduled, until
+    # the running one ends; crawl and clean have no limit of their own.
+    limits = {} if step.max_active_tis_per_dag is None else {"max_active_tis_per_dag": step.max_active_tis_per_dag}
     return operator_class(
         task_id=step.task_id,
         retries=step.retries,
@@ -77,6 +80,7 @@ def _operator(step: Step, first: str, last: str) -> Any:
         on_failure_callback=notify_failure,
         doc_md=step.doc,
         **_ledger_hooks(step, first, last),
+        **limits,
         **step.arguments,
     )
 

@@ -3,6 +3,9 @@ its operators from this list, and the MWAA Serverless YAML is written from the s
 
 Each step of the plan becomes one task with the same name; a step that runs only when rows were curated (the load)
 gets a guard task before it (`find_curated_rows`), which skips it, and only it, when the clean job curated no row.
+A step the plan runs one at a time (the load) gets `max_active_tis_per_dag=1`: the task-level limit across all runs
+of the DAG, which needs nothing created in the environment (a pool must exist first: Airflow leaves a task whose
+pool does not exist unscheduled, and MWAA Serverless offers no way to create one).
 
 Standard library only: Airflow's DAG processor imports this module beside the DAG file (the DAG folder is on
 `sys.path`, with pipeline_plan.py and upload_ledger.py beside it), and the construct library imports it without
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 try:
@@ -60,6 +63,9 @@ class Step:
     execution_timeout_seconds: int
     doc: str = ""
     upstream: tuple[str, ...] = field(default_factory=tuple)
+    max_active_tis_per_dag: int | None = None
+    """1 for a step the plan runs one at a time (the load): Airflow's scheduler queues this task of one run only
+    while no other run's instance of it is active; None: no limit of its own."""
 
 
 def pipeline_run_id(airflow_run_id: str) -> str:
@@ -80,7 +86,8 @@ def describe_steps(config: Mapping[str, Any]) -> list[Step]:
             steps.append(guard)
             upstream = (guard.task_id,)
         operator, arguments = _OPERATORS[planned.name](config, common, poll)
-        steps.append(_task(config, planned.name, operator, arguments, int(config["timeouts_seconds"][planned.name]), planned.doc, upstream))
+        task = _task(config, planned.name, operator, arguments, int(config["timeouts_seconds"][planned.name]), planned.doc, upstream)
+        steps.append(replace(task, max_active_tis_per_dag=1) if planned.one_at_a_time else task)
     return steps
 
 

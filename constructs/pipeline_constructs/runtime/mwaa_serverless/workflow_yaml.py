@@ -13,6 +13,8 @@ dag-factory YAML file, so the two cannot drift apart. Only what the service does
 - The service validates retries (0 to 3), retry_delay (at most 300 s) and execution_timeout (at most 3600 s) per
   task; a configuration outside them fails here, naming the setting, instead of at deploy time.
 - DAG callbacks are ignored by the service: failures are reported from its EventBridge events instead.
+- The load runs one at a time across runs through the task's own `max_active_tis_per_dag: 1`, as in the MWAA DAG:
+  a pool would have to exist in the environment first, and MWAA Serverless has no API to create one.
 
 Standard library and PyYAML only: the construct library imports this module at synth time without Airflow.
 """
@@ -114,6 +116,8 @@ def _task(step: Step) -> dict[str, Any]:
             "doc_md": step.doc,
         }
     )
+    if step.max_active_tis_per_dag is not None:  # the load: one run's at a time (a BaseOperator argument, no pool)
+        task["max_active_tis_per_dag"] = step.max_active_tis_per_dag
     task.update(step.arguments)
     return task
 
