@@ -12,6 +12,7 @@
 // Unlike tests/asl/run_state_machine.mjs (outcomes scripted before the run), each Task's answer is computed while the
 // execution waits for it, from the input the interpreter resolved: the real work runs at the step that asks for it.
 // Wait states take 0 ms and retries pause 0 ms (MaxAttempts is still honoured), as in the tests' runner.
+import { statesOf, statesOfType as statesOfTypeIn } from '../tests/asl/definition_states.mjs';
 import { createInterface } from 'node:readline';
 
 let lib;
@@ -62,21 +63,8 @@ if (!definition || typeof definition !== 'object' || !definition.States || !defi
   fatal('request.definition must be an ASL object with StartAt and States');
 }
 
-const allStates = new Map();
-(function collect(machine) {
-  for (const [name, state] of Object.entries(machine.States ?? {})) {
-    if (!allStates.has(name)) allStates.set(name, state);
-    for (const branch of state.Branches ?? []) collect(branch);
-    if (state.ItemProcessor) collect(state.ItemProcessor);
-    if (state.Iterator) collect(state.Iterator);
-  }
-})(definition);
-// `"ResultPath": "$"` means "replace the input" in AWS; the interpreter would write a key named "$" (see the tests' runner).
-for (const state of allStates.values()) {
-  if (state.ResultPath === '$') delete state.ResultPath;
-  for (const catcher of state.Catch ?? []) if (catcher.ResultPath === '$') delete catcher.ResultPath;
-}
-const statesOfType = (type) => [...allStates].filter(([, s]) => s.Type === type).map(([n]) => n);
+const allStates = statesOf(definition);
+const statesOfType = (type) => statesOfTypeIn(allStates, type);
 
 // ------------------------------------------------------------------------------- synchronous event hook (3.0.0 internals)
 const statesEntered = [];

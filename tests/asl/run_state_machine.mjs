@@ -22,6 +22,7 @@
 // - "states_entered" and "calls[].attempt" come from a synchronous hook on each execution's event logger (root execution, every
 //   Map iteration and every Parallel branch), so they are in true order; the library's public eventLogs forwards nested
 //   events asynchronously and may reorder them.
+import { statesOf, statesOfType as statesOfTypeIn } from './definition_states.mjs';
 import { readFileSync } from 'node:fs';
 
 let lib;
@@ -57,22 +58,8 @@ const scripts = request.scripts ?? {};
 const input = request.input === undefined ? {} : request.input;
 
 // Every state of the machine, nested Parallel branches and Map processors included.
-const allStates = new Map();
-(function collect(machine) {
-  for (const [name, state] of Object.entries(machine.States ?? {})) {
-    if (!allStates.has(name)) allStates.set(name, state);
-    for (const branch of state.Branches ?? []) collect(branch);
-    if (state.ItemProcessor) collect(state.ItemProcessor);
-    if (state.Iterator) collect(state.Iterator);
-  }
-})(definition);
-// aws-local-stepfunctions 3.0.0 treats `"ResultPath": "$"` as a field literally named "$" ({"...input", "$": result});
-// in AWS it means "replace the input with the result", exactly like an absent ResultPath. Normalize it away.
-for (const state of allStates.values()) {
-  if (state.ResultPath === '$') delete state.ResultPath;
-  for (const catcher of state.Catch ?? []) if (catcher.ResultPath === '$') delete catcher.ResultPath;
-}
-const statesOfType = (type) => [...allStates].filter(([, s]) => s.Type === type).map(([n]) => n);
+const allStates = statesOf(definition);
+const statesOfType = (type) => statesOfTypeIn(allStates, type);
 const taskStates = statesOfType('Task');
 const waitStates = statesOfType('Wait');
 
