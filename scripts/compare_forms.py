@@ -456,7 +456,9 @@ def read_glue_workflow(synth: Synth) -> Form:
         batch_size=int(batching.get("BatchSize", 1)),
         batch_window_seconds=int(batching.get("BatchWindow", 0)),
         sqs_queues_per_upload=sum(1 for t in rule["Targets"] if ":workflow/" not in to_text(t["Arn"])),
-        empty_run_kind="crawl",
+        empty_run_kind="pending_check",
+        # A scheduled run's pending check is a Python shell job of the Glue default size, as the load job is.
+        pending_check_dpus=max((job_dpus(j) for j in python_shell), default=0.0),
     )
     return form
 
@@ -862,7 +864,8 @@ def render(forms: dict[str, Form], prices: Prices) -> str:
         "transitions per run with one poll of each loop, read from the definition, plus one loop pass per further poll; "
         "an hourly run without uploads: "
         f"{a['empty_run']['step_functions_transitions']} transitions, one {a['empty_run']['serverless_task_seconds']} s "
-        "task, or (Glue Workflow) a crawl. This synth starts every form per upload (only the Glue Workflow can be "
+        f"task, or (Glue Workflow) its pending-check Python shell job ({a['empty_run']['glue_pending_check_seconds']} s, "
+        "billed its 1-minute minimum), which stops the run before the crawl. This synth starts every form per upload (only the Glue Workflow can be "
         'scheduled in this version): the hourly rows model a run shaped as the upload run, taking the hour\'s uploads. "busy x% of the day": the share of a day the one-at-a-time '
         "or capped step works; above 100% runs queue without end.",
     ]

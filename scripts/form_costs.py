@@ -100,7 +100,9 @@ class FormShape:
     lambda_invocations_per_run: int = 0
     lambda_memory_mb: int = 0
     empty_run_kind: str = "none"
-    """What an hourly run without uploads starts: 'transitions', 'task', 'crawl' or 'none'."""
+    """What an hourly run without uploads starts: 'transitions', 'task', 'pending_check' (a Python shell job of
+    `pending_check_dpus`, billed its minimum) or 'none'."""
+    pending_check_dpus: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -201,8 +203,9 @@ def empty_run_cost(prices: Prices, shape: FormShape) -> float:
     if shape.empty_run_kind == "task":
         task = "mwaa_serverless_per_task_hour"
         return billed_hours(empty["serverless_task_seconds"], prices.minimum(task)) * prices.price(task)
-    if shape.empty_run_kind == "crawl":
-        return empty["glue_workflow_crawls"] * crawl_cost(prices, prices.assume("crawl_seconds"))
+    if shape.empty_run_kind == "pending_check":
+        shell = "glue_python_shell_per_dpu_hour"
+        return shape.pending_check_dpus * billed_hours(empty["glue_pending_check_seconds"], prices.minimum(shell)) * prices.price(shell)
     return 0.0
 
 

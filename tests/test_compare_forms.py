@@ -32,7 +32,7 @@ def prices(**assume: Any) -> Prices:
         "sqs_requests_per_message": 3,
         "lambda_seconds": 1,
         "mwaa_metadata_db_gb": 10,
-        "empty_run": {"step_functions_transitions": 5, "serverless_task_seconds": 60, "glue_workflow_crawls": 1},
+        "empty_run": {"step_functions_transitions": 5, "serverless_task_seconds": 60, "glue_pending_check_seconds": 20},
     }
     assumptions.update(assume)
 
@@ -225,3 +225,17 @@ def test_without_markers_the_block_goes_before_the_failure_section() -> None:
     assert out.index(compare_forms.SECTION) < out.index("## How failure is reported")
     assert compare_forms.readme_with(out, "| new |\n").count(compare_forms.BEGIN) == 1
     assert "| new |" in compare_forms.readme_with(out, "| new |\n")
+
+
+def test_an_empty_scheduled_glue_workflow_run_pays_one_pending_check_minute_not_a_crawl() -> None:
+    glue = FormShape(
+        form="glue_workflow",
+        alarms=0,
+        kms_keys=0,
+        clean_dpus=2,
+        clean_concurrency=1,
+        empty_run_kind="pending_check",
+        pending_check_dpus=0.0625,
+    )
+    # 0.0625 DPU x max(20 s, the 60 s minimum) = 0.0625 x 1/60 h x $1 = $0.00104166...; a crawl would be 2 x 600/3600 = $0.333
+    assert form_costs.empty_run_cost(prices(), glue) == pytest.approx(0.0625 / 60)
