@@ -36,6 +36,8 @@ from .glue_workflow_target import GlueWorkflowTarget, RuleQueueTarget
 
 FORM_NAME = "glue_workflow"
 RUNTIME_DIR = Path(__file__).parent.parent / "runtime"
+WORKFLOW_JOB_MODULES = ("workflow_inputs.py", "upload_ledger.py", "pipeline_plan.py")
+"""The runtime modules the Python shell jobs import, shipped beside their script."""
 # Glue job states that end a run without success, and the crawler's failure state, as EventBridge reports them.
 JOB_FAILURE_STATES = ("FAILED", "TIMEOUT", "STOPPED", "ERROR")
 CRAWLER_FAILURE_STATES = ("Failed",)
@@ -267,29 +269,13 @@ class GlueWorkflowPipeline(Construct):
             matching=r"Resource::\*",
             actions=["cloudwatch:PutMetricData"],
         )
-        for kind in ("python-jobs", "jobs"):
-            catalog.grant_glue_logs(self.load_role, kind)
-            review_glue_logs(self.load_role, kind)
-        acknowledge_findings(
-            self.load_role,
-            "AwsSolutions-IAM5",
-            "The Glue L2 grants the job role read access to its script and extra files in the CDK asset bucket.",
-            matching=r"Action::s3:(GetBucket|GetObject|List)\*|Resource::arn:[^:]+:s3:::cdk-[a-z0-9]+-assets-.*/\*",
-            actions=GLUE_ASSET_READ_ACTIONS,
-        )
         target.review_load_findings(self.load_role)
-        self.load_job = glue.PythonShellJob(
-            self,
+        self.load_job = self._python_shell_job(
             "LoadJob",
+            catalog,
             role=self.load_role,
             description=f"Loads one {FORM_NAME} run of {self.dataset} into {type(target).__name__} (idempotent MERGE)",
-            python_version=glue.PythonVersion.THREE_NINE,
-            script=glue.Code.from_asset(str(RUNTIME_DIR / "glue_load_job.py")),
-            extra_python_files=[
-                glue.Code.from_asset(str(RUNTIME_DIR / name)) for name in ("workflow_inputs.py", "upload_ledger.py", "pipeline_plan.py")
-            ],
-            security_configuration=catalog.security_configuration,
-            max_retries=0,
+            script="glue_load_job.py",
             max_concurrent_runs=load_max_concurrent_runs,
             timeout=load_timeout,
             default_arguments={
@@ -317,6 +303,46 @@ class GlueWorkflowPipeline(Construct):
                     f"encrypts {findings[finding]} with the pipeline key; it lives in another stack, where cdk-nag cannot resolve it.",
                 )
 
+    def _python_shell_job(
+        self,
+        construct_id: str,
+        catalog: PipelineCatalog,
+        *,
+        role: iam.Role,
+        description: str,
+        script: str,
+        max_concurrent_runs: int,
+        timeout: Duration,
+        default_arguments: dict[str, str],
+    ) -> glue.PythonShellJob:
+        """One of the form's Python shell jobs: `script` of the runtime folder with the modules it imports beside it
+        (WORKFLOW_JOB_MODULES), the pipeline's security configuration, no Glue retry (a failed run is the ledger's to
+        retake); its role may write the job's logs and read its script from the CDK asset bucket (acknowledged)."""
+        for kind in ("python-jobs", "jobs"):
+            catalog.grant_glue_logs(role, kind)
+            review_glue_logs(role, kind)
+        acknowledge_findings(
+            role,
+            "AwsSolutions-IAM5",
+            "The Glue L2 grants the job role read access to its script and extra files in the CDK asset bucket.",
+            matching=r"Action::s3:(GetBucket|GetObject|List)\*|Resource::arn:[^:]+:s3:::cdk-[a-z0-9]+-assets-.*/\*",
+            actions=GLUE_ASSET_READ_ACTIONS,
+        )
+        return glue.PythonShellJob(
+            self,
+            construct_id,
+            role=role,
+            description=description,
+            python_version=glue.PythonVersion.THREE_NINE,
+            script=glue.Code.from_asset(str(RUNTIME_DIR / script)),
+            extra_python_files=[glue.Code.from_asset(str(RUNTIME_DIR / name)) for name in WORKFLOW_JOB_MODULES],
+            security_configuration=catalog.security_configuration,
+            max_retries=0,
+            max_concurrent_runs=max_concurrent_runs,
+            timeout=timeout,
+            default_arguments=default_arguments,
+        )
+
     def _build_pending_check(self, catalog: PipelineCatalog) -> glue.PythonShellJob:
         """A scheduled run's first step: counts what the run would take (requested, failed to retry, the inbox) and,
         when nothing is pending, records why and stops the run before its crawl (runtime/glue_pending_check.py).
@@ -339,28 +365,12 @@ class GlueWorkflowPipeline(Construct):
             ),
         ):
             role.add_to_principal_policy(statement)
-        for kind in ("python-jobs", "jobs"):
-            catalog.grant_glue_logs(role, kind)
-            review_glue_logs(role, kind)
-        acknowledge_findings(
-            role,
-            "AwsSolutions-IAM5",
-            "The Glue L2 grants the job role read access to its script and extra files in the CDK asset bucket.",
-            matching=r"Action::s3:(GetBucket|GetObject|List)\*|Resource::arn:[^:]+:s3:::cdk-[a-z0-9]+-assets-.*/\*",
-            actions=GLUE_ASSET_READ_ACTIONS,
-        )
-        job = glue.PythonShellJob(
-            self,
+        job = self._python_shell_job(
             "PendingCheckJob",
+            catalog,
             role=role,
             description=f"First step of a scheduled {FORM_NAME} run of {self.dataset}: stops the run before its crawl when nothing is pending",
-            python_version=glue.PythonVersion.THREE_NINE,
-            script=glue.Code.from_asset(str(RUNTIME_DIR / "glue_pending_check.py")),
-            extra_python_files=[
-                glue.Code.from_asset(str(RUNTIME_DIR / name)) for name in ("workflow_inputs.py", "upload_ledger.py", "pipeline_plan.py")
-            ],
-            security_configuration=catalog.security_configuration,
-            max_retries=0,
+            script="glue_pending_check.py",
             max_concurrent_runs=1,
             timeout=Duration.minutes(10),
             default_arguments={
