@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from pipeline_constructs.schedules import Schedule, ScheduleError, check_expression, check_time_zone, glue_cron
+from pipeline_constructs.schedules import FORM_SCHEDULES, Schedule, ScheduleError, check_expression, check_form_schedule, check_time_zone
 
 KNOWN_ENVIRONMENTS = ("dev", "staging", "prod")
 FORMS = ("step_functions", "glue_workflow", "mwaa", "mwaa_serverless")
@@ -126,8 +126,8 @@ def parse_mwaa_settings(prefix: str, raw: Mapping[str, Any], *, environment: str
 
 # --- how runs start (`trigger`) ------------------------------------------------------------------------------------
 UPLOAD_TRIGGER = "upload"
-SCHEDULED_FORMS = ("glue_workflow",)
-"""The forms this version can start on a schedule; a schedule for another form is refused before synth."""
+SCHEDULED_FORMS = tuple(FORM_SCHEDULES)
+"""The forms that can start on a schedule, each checked by what its engine accepts (`schedules.FORM_SCHEDULES`)."""
 SCHEDULE_KEYS = ("schedule", "time_zone")
 
 
@@ -163,16 +163,9 @@ def parse_triggers(prefix: str, raw: Any, forms: tuple[str, ...]) -> tuple[tuple
             check_time_zone(zone)
         except ScheduleError as error:
             raise _fail(f"{form_path}.time_zone", zone, str(error)) from None
-        if form not in SCHEDULED_FORMS:
-            raise _fail(
-                f"{form_path}.schedule",
-                expression,
-                f"this version schedules only the Glue Workflow form ({', '.join(SCHEDULED_FORMS)}); {form} starts one run per "
-                f"upload: set trigger.{form} to '{UPLOAD_TRIGGER}' or remove it",
-            )
         schedule = Schedule(expression=expression, time_zone=zone)
         try:
-            glue_cron(schedule)  # what Glue accepts: cron in UTC, at most every 5 minutes
+            check_form_schedule(form, schedule)  # what the form's engine accepts (Glue: cron in UTC, at most every 5 minutes)
         except ScheduleError as error:
             where = "time_zone" if "time_zone" in str(error) else "schedule"
             raise _fail(f"{form_path}.{where}", zone if where == "time_zone" else expression, str(error)) from None

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from pipeline_constructs.schedules import Schedule
 from stacks.config import ConfigError, parse_app_config, parse_bool_flag, parse_environment
 
 VALID = {
@@ -342,15 +343,32 @@ def test_a_bad_trigger_is_refused_naming_its_path_and_value(trigger: object, set
     assert why in str(error.value)
 
 
-@pytest.mark.parametrize("form", ["step_functions", "mwaa", "mwaa_serverless"])
-def test_a_schedule_for_another_form_than_the_glue_workflow_is_refused_before_synth(form: str) -> None:
+def _scheduled(form: str, schedule: str, time_zone: str = "UTC") -> dict:
     extra = {"availability_zones": ["eu-west-1a", "eu-west-1b"]} if form == "mwaa" else {}
-    raw = settings(forms=[form], trigger={form: {"schedule": "cron(0 * * * ? *)", "time_zone": "UTC"}}, **extra)
+    return settings(forms=[form], trigger={form: {"schedule": schedule, "time_zone": time_zone}}, **extra)
+
+
+@pytest.mark.parametrize("form", ["step_functions", "mwaa", "mwaa_serverless"])
+def test_every_form_can_start_on_a_schedule_in_a_time_zone_of_its_own(form: str) -> None:
+    config = parse_environment("dev", _scheduled(form, "cron(30 6 ? * MON-FRI *)", "Europe/Paris"))
+    assert config.schedule_for(form) == Schedule(expression="cron(30 6 ? * MON-FRI *)", time_zone="Europe/Paris")
+    assert config.schedule_for("glue_workflow") is None
+
+
+@pytest.mark.parametrize(
+    ("form", "schedule", "why"),
+    [
+        ("mwaa", "cron(0 0 L * ? *)", "L, W and # have no exact Airflow cron equivalent"),
+        ("mwaa_serverless", "cron(0 0 * * ? 2027)", "an Airflow cron has no year"),
+        ("mwaa", "rate(7 minutes)", "no exact Airflow cron form"),
+        ("step_functions", "cron(0 0 * * *)", "a cron expression has 6 fields"),
+    ],
+)
+def test_a_schedule_a_forms_engine_cannot_run_is_refused_naming_the_setting(form: str, schedule: str, why: str) -> None:
     with pytest.raises(ConfigError) as error:
-        parse_environment("dev", raw)
-    message = str(error.value)
-    assert message.startswith(f"environments.dev.trigger.{form}.schedule='cron(0 * * * ? *)': ")
-    assert "this version schedules only the Glue Workflow form (glue_workflow)" in message
+        parse_environment("dev", _scheduled(form, schedule))
+    assert str(error.value).startswith(f"environments.dev.trigger.{form}.schedule={schedule!r}: "), str(error.value)
+    assert why in str(error.value)
 
 
 def test_the_app_runs_the_glue_workflow_of_dev_on_an_hourly_schedule_and_every_other_form_per_upload() -> None:

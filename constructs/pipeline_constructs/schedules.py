@@ -8,6 +8,11 @@ the year wherever daylight saving time applies) and writes a `rate(...)` as the 
 same instants, when there is one (every N minutes with N dividing 60, every N hours with N dividing 24, every day),
 and refuses the rest instead of approximating them.
 
+`scheduler_expression` is what EventBridge Scheduler takes (the Step Functions form): the same expressions, in any
+IANA time zone (Scheduler applies the zone, daylight saving included). `airflow_cron` is what an Airflow DAG's
+timetable takes (both MWAA forms): five fields, no year, Sunday 0 where EventBridge counts Sunday 1; the time zone
+goes to the timetable. `check_form_schedule` picks the right one for a form's name.
+
 Standard library only.
 """
 
@@ -103,10 +108,68 @@ def glue_cron(schedule: Schedule) -> str:
     return expression
 
 
-def _rate_as_cron(value: int, unit: str, expression: str) -> str:
+def scheduler_expression(schedule: Schedule) -> str:
+    """The EventBridge Scheduler expression for `schedule` (its `time_zone` goes to the schedule as it is): any
+    well-formed cron(...) or rate(...), in any IANA time zone; ScheduleError otherwise."""
+    check_time_zone(schedule.time_zone)
+    return check_expression(schedule.expression)
+
+
+def airflow_cron(schedule: Schedule) -> str:
+    """The five-field cron of an Airflow timetable for `schedule` (the time zone goes to the timetable): the year
+    field must be '*', '?' becomes '*', day-of-week numbers move from EventBridge's 1-7 (Sunday 1) to cron's 0-6, a
+    `rate(...)` becomes the cron that fires at the same instants. ScheduleError for what has no exact equivalent
+    (a year, L, W or #, a rate no cron step repeats exactly)."""
+    check_time_zone(schedule.time_zone)
+    expression = check_expression(schedule.expression)
+    rate = _RATE.match(expression)
+    if rate:
+        expression = _rate_as_cron(int(rate.group(1)), rate.group(2).rstrip("s"), expression, minimum=1, engine="Airflow")
+    minutes, hours, day_of_month, month, day_of_week, year = expression[len("cron(") : -1].split()
+    if year != "*":
+        raise ScheduleError(f"the year field {year!r}: an Airflow cron has no year; use '*'")
+    for name, value in (("day-of-month", day_of_month), ("day-of-week", day_of_week)):
+        if re.search(r"[LW#]", value):
+            raise ScheduleError(f"the {name} field {value!r}: L, W and # have no exact Airflow cron equivalent; list the days instead")
+    minutes, hours = (re.sub(r"^0/", "*/", value) for value in (minutes, hours))  # croniter's spelling of a step from 0
+    fields = [
+        minutes,
+        hours,
+        "*" if day_of_month == "?" else day_of_month,
+        month,
+        "*" if day_of_week == "?" else _cron_weekdays(day_of_week),
+    ]
+    return " ".join(fields)
+
+
+def _cron_weekdays(field: str) -> str:
+    """EventBridge day-of-week numbers (1-7, Sunday 1) as cron's (0-6, Sunday 0); names and '*' stay."""
+
+    def shift(part: str) -> str:
+        start, slash, step = part.partition("/")
+        start = re.sub(r"\d+", lambda number: _weekday(number.group(0), field), start)
+        return f"{start}{slash}{step}"
+
+    return ",".join(shift(part) for part in field.split(","))
+
+
+def _weekday(number: str, field: str) -> str:
+    value = int(number)
+    if not 1 <= value <= 7:
+        raise ScheduleError(f"the day-of-week field {field!r}: {value} is not a day (EventBridge counts 1-7, Sunday 1)")
+    return str(value - 1)
+
+
+def check_form_schedule(form: str, schedule: Schedule) -> str:
+    """The schedule in the form the named orchestration form deploys (see the module docstring); ScheduleError says
+    what that form's engine cannot do, KeyError for a form with no schedule."""
+    return FORM_SCHEDULES[form](schedule)
+
+
+def _rate_as_cron(value: int, unit: str, expression: str, *, minimum: int = GLUE_MIN_INTERVAL_MINUTES, engine: str = "Glue") -> str:
     if unit == "minute":
-        if value < GLUE_MIN_INTERVAL_MINUTES:
-            raise ScheduleError(f"runs more often than every {GLUE_MIN_INTERVAL_MINUTES} minutes, Glue's shortest schedule")
+        if value < minimum:
+            raise ScheduleError(f"runs more often than every {minimum} minutes, {engine}'s shortest schedule")
         if 60 % value == 0:
             return f"cron(0/{value} * * * ? *)" if value < 60 else "cron(0 * * * ? *)"
     elif unit == "hour":
@@ -117,8 +180,8 @@ def _rate_as_cron(value: int, unit: str, expression: str) -> str:
     elif value == 1:
         return "cron(0 0 * * ? *)"
     raise ScheduleError(
-        f"{expression} has no exact Glue cron form (Glue takes cron only, and a cron step restarts every hour or day): "
-        "write the cron expression you mean"
+        f"{expression} has no exact {engine} cron form ({engine} takes cron only here, and a cron step restarts every hour "
+        "or day): write the cron expression you mean"
     )
 
 
@@ -129,3 +192,12 @@ def _minute_gap(minutes: str) -> int:
     values = sorted({int(m) for m in minutes.split(",")})
     gaps = [b - a for a, b in zip(values, values[1:], strict=False)] + [60 - values[-1] + values[0]]
     return min(gaps)
+
+
+FORM_SCHEDULES = {
+    "glue_workflow": glue_cron,
+    "step_functions": scheduler_expression,
+    "mwaa": airflow_cron,
+    "mwaa_serverless": airflow_cron,
+}
+"""Each orchestration form's schedule check, by the form's name (the config's `forms`)."""

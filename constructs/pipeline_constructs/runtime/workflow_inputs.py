@@ -27,6 +27,9 @@ An event that reached the workflow but not the inbox leaves its upload without a
 dead-letter queue, which `pipeline-ops replay-dead-letters` replays); a crawl that fails leaves its run's uploads in
 the inbox for the next run. `pipeline-ops reconcile` reports either as unaccounted uploads.
 
+`claim_pending` and `count_pending` are the same claim and count without Glue's run properties: every form's
+scheduled run takes its uploads through them, and records its claim where its own retries read it back.
+
 Pure boto3 and Python 3.9 compatible: the Glue Python shell load job imports it as well.
 """
 
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 try:
@@ -191,21 +194,12 @@ def delete_messages(sqs: Any, queue_url: str, receipts: list[str]) -> None:
 def pending_uploads(
     ledger: UploadLedger, *, sqs: Any, glue: Any, inbox_url: str, workflow_name: str, run_id: str, landing_bucket: str, landing_prefix: str
 ) -> dict[str, int]:
-    """What a run of the scheduled workflow would take, counted without taking anything (the clean job claims, after
-    the crawl): the uploads `pipeline-ops` requested, the failed ones fewer than MAX_AUTOMATIC_ATTEMPTS runs tried,
-    and the inbox's messages. The inbox is counted twice over, cautiously: one long-polled receive that hands its
-    message straight back (visibility timeout 0), and the queue's approximate counts of waiting, in-flight and
-    delayed messages; either one above zero counts. A doubt costs one crawl; a wrong "empty" would only delay an
-    upload to the next run, never lose it (it stays in the inbox or the ledger)."""
+    """What a run of the scheduled Glue workflow would take (`count_pending`, with the uploads `pipeline-ops`
+    requested in the run's properties), counted without taking anything: the clean job claims, after the crawl."""
     requested = read_uploads(glue, workflow_name=workflow_name, run_id=run_id, name=REQUESTED_PROPERTY) or []
-    failed = retakable_failed(ledger, bucket=landing_bucket, prefix=landing_prefix)
-    peeked = sqs.receive_message(QueueUrl=inbox_url, MaxNumberOfMessages=1, WaitTimeSeconds=2, VisibilityTimeout=0).get("Messages", [])
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=inbox_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
-    )["Attributes"]
-    waiting = sum(int(value) for value in attributes.values())
-    return {"requested": len(requested), "failed": len(failed), "inbox": max(waiting, len(peeked))}
+    return count_pending(
+        ledger, sqs=sqs, inbox_url=inbox_url, landing_bucket=landing_bucket, landing_prefix=landing_prefix, requested=len(requested)
+    )
 
 
 def end_empty_run(glue: Any, *, workflow_name: str, run_id: str, pending: dict[str, int]) -> str:
@@ -220,11 +214,12 @@ def end_empty_run(glue: Any, *, workflow_name: str, run_id: str, pending: dict[s
 
 
 # --- the claim ------------------------------------------------------------------------------------------------------
-def _take(ledger: UploadLedger, upload: Upload, *, run_id: str, execution: str) -> bool:
-    """Start the upload for this run (step crawl, then clean); False when the ledger refuses it."""
+def _take(ledger: UploadLedger, upload: Upload, *, run_id: str, execution: str, then_step: str | None = CLEAN) -> bool:
+    """Start the upload for this run (step crawl, then `then_step` unless None); False when the ledger refuses it."""
     try:
         ledger.start(upload, run_id=run_id, execution=execution, step=CRAWL)
-        ledger.step(upload, run_id=run_id, step=CLEAN)
+        if then_step is not None:
+            ledger.step(upload, run_id=run_id, step=then_step)
     except LedgerConflict as refused:
         LOG.info("not this run's: %s", refused)
         return False
@@ -243,6 +238,81 @@ def fail_uploads(ledger: UploadLedger, uploads: Iterable[Upload], *, run_id: str
     return failed
 
 
+def claim_pending(
+    ledger: UploadLedger,
+    *,
+    sqs: Any,
+    inbox_url: str,
+    run_id: str,
+    execution: str,
+    landing_bucket: str,
+    landing_prefix: str,
+    first: Iterable[Upload] = (),
+    record: Callable[[list[Upload]], None] | None = None,
+    then_step: str | None = CLEAN,
+    suffix: str = DEFAULT_SUFFIX,
+) -> list[Upload]:
+    """The uploads run `run_id` takes (possibly none), any form: `first` (what the run held before, what
+    `pipeline-ops` requested), then this form's failed uploads fewer than MAX_AUTOMATIC_ATTEMPTS runs tried, then the
+    inbox. Each is started in the ledger at step crawl (and moved to `then_step` unless None); a refused start is
+    not this run's. `record(uploads)` stores the claim where a retried attempt reads it back; only then are the
+    inbox messages deleted. If `record` fails, the uploads taken are recorded failed (the next run retakes them)
+    and the error is raised."""
+    first = list(first)
+    failed = retakable_failed(ledger, bucket=landing_bucket, prefix=landing_prefix)
+    inbox = receive_inbox(sqs, inbox_url)
+    candidates = [*first, *failed, *(upload for upload, _, _ in inbox if upload is not None)]
+    for upload, _, body in inbox:
+        if upload is None:
+            LOG.warning("inbox message that names no upload, deleted: %s", body[:500])
+    claimed: dict[tuple[str, str], Upload] = {}
+    for upload in candidates:
+        ident = (upload.uri, upload.version)
+        if ident in claimed:
+            continue
+        if upload.bucket != landing_bucket or not is_source(upload.key, landing_prefix, suffix):
+            LOG.warning("%s is not an upload of this form (s3://%s/%s*%s): skipped", upload.uri, landing_bucket, landing_prefix, suffix)
+            continue
+        if _take(ledger, upload, run_id=run_id, execution=execution, then_step=then_step):
+            claimed[ident] = upload
+    uploads = list(claimed.values())
+    if record is not None:
+        try:
+            record(uploads)
+        except Exception as error:
+            fail_uploads(ledger, uploads, run_id=run_id, error=type(error).__name__, cause=f"recording the run's claim: {error}")
+            raise
+    delete_messages(sqs, inbox_url, [receipt for _, receipt, _ in inbox])
+    LOG.info(
+        "run %s: took %d uploads (%d held or requested, %d failed before, %d inbox messages)",
+        run_id,
+        len(uploads),
+        len(first),
+        len(failed),
+        len(inbox),
+    )
+    return uploads
+
+
+def count_pending(
+    ledger: UploadLedger, *, sqs: Any, inbox_url: str, landing_bucket: str, landing_prefix: str, requested: int = 0
+) -> dict[str, int]:
+    """What a run would take, counted without taking anything: `requested` (uploads `pipeline-ops` named), the
+    failed ones fewer than MAX_AUTOMATIC_ATTEMPTS runs tried, and the inbox's messages. The inbox is counted twice
+    over, cautiously: one long-polled receive that hands its message straight back (visibility timeout 0), and the
+    queue's approximate counts of waiting, in-flight and delayed messages; either one above zero counts. A doubt
+    costs one crawl; a wrong "empty" would only delay an upload to the next run, never lose it (it stays in the
+    inbox or the ledger)."""
+    failed = retakable_failed(ledger, bucket=landing_bucket, prefix=landing_prefix)
+    peeked = sqs.receive_message(QueueUrl=inbox_url, MaxNumberOfMessages=1, WaitTimeSeconds=2, VisibilityTimeout=0).get("Messages", [])
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=inbox_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
+    )["Attributes"]
+    waiting = sum(int(value) for value in attributes.values())
+    return {"requested": requested, "failed": len(failed), "inbox": max(waiting, len(peeked))}
+
+
 def claim_uploads(
     ledger: UploadLedger,
     *,
@@ -255,42 +325,23 @@ def claim_uploads(
     landing_prefix: str,
     suffix: str = DEFAULT_SUFFIX,
 ) -> list[Upload]:
-    """The uploads this run takes (possibly none), in the order of the module docstring, recorded in the run's
-    `CLAIMED_PROPERTY`; then the inbox messages are deleted. If recording fails, the uploads taken are recorded
-    failed (the next run retakes them) and the error is raised."""
-    execution = f"{workflow_name}/{run_id}"
+    """The uploads this Glue workflow run takes (`claim_pending`, in the order of the module docstring), recorded in
+    the run's `CLAIMED_PROPERTY` before the inbox messages are deleted."""
     own = read_uploads(glue, workflow_name=workflow_name, run_id=run_id, name=CLAIMED_PROPERTY) or []
     requested = read_uploads(glue, workflow_name=workflow_name, run_id=run_id, name=REQUESTED_PROPERTY) or []
-    failed = retakable_failed(ledger, bucket=landing_bucket, prefix=landing_prefix)
-    inbox = receive_inbox(sqs, inbox_url)
-    candidates = [*own, *requested, *failed, *(upload for upload, _, _ in inbox if upload is not None)]
-    for upload, _, body in inbox:
-        if upload is None:
-            LOG.warning("inbox message that names no upload, deleted: %s", body[:500])
-    claimed: dict[tuple[str, str], Upload] = {}
-    for upload in candidates:
-        ident = (upload.uri, upload.version)
-        if ident in claimed:
-            continue
-        if upload.bucket != landing_bucket or not is_source(upload.key, landing_prefix, suffix):
-            LOG.warning("%s is not an upload of this form (s3://%s/%s*%s): skipped", upload.uri, landing_bucket, landing_prefix, suffix)
-            continue
-        if _take(ledger, upload, run_id=run_id, execution=execution):
-            claimed[ident] = upload
-    uploads = list(claimed.values())
-    try:
+
+    def record(uploads: list[Upload]) -> None:
         put_uploads(glue, workflow_name=workflow_name, run_id=run_id, name=CLAIMED_PROPERTY, uploads=uploads)
-    except Exception as error:
-        fail_uploads(ledger, uploads, run_id=run_id, error=type(error).__name__, cause=f"recording the run's claim: {error}")
-        raise
-    delete_messages(sqs, inbox_url, [receipt for _, receipt, _ in inbox])
-    LOG.info(
-        "run %s: took %d uploads (%d own, %d requested, %d failed before, %d inbox messages)",
-        run_id,
-        len(uploads),
-        len(own),
-        len(requested),
-        len(failed),
-        len(inbox),
+
+    return claim_pending(
+        ledger,
+        sqs=sqs,
+        inbox_url=inbox_url,
+        run_id=run_id,
+        execution=f"{workflow_name}/{run_id}",
+        landing_bucket=landing_bucket,
+        landing_prefix=landing_prefix,
+        first=[*own, *requested],
+        record=record,
+        suffix=suffix,
     )
-    return uploads
