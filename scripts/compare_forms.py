@@ -19,6 +19,7 @@ import argparse
 import difflib
 import importlib.util
 import json
+import math
 import os
 import re
 import sys
@@ -47,6 +48,8 @@ TITLES = {"glue_workflow": "Glue Workflow", "step_functions": "Step Functions", 
 STACKS = {"glue_workflow": "GlueWorkflow", "step_functions": "StepFunctions", "mwaa": "Mwaa", "mwaa_serverless": "MwaaServerless"}
 ENVIRONMENT = "dev"
 VOLUMES = (1, 200, 10_000)
+BURST = 200
+"""Uploads of the burst rows: arriving together, as the stores of a retail chain upload at closing time."""
 MARKER = re.compile(r"<<marker:0xbaba:(\d+)>>")
 
 
@@ -387,9 +390,24 @@ def read_step_functions(synth: Synth) -> Form:
         clean_concurrency=int(job.get("ExecutionProperty", {}).get("MaxConcurrentRuns", 1)),
         state_machine=StateMachineShape(base=base, crawl_loop=loops["crawl"][0], load_loop=loops["load"][0]),
         empty_run_kind="transitions",
+        shared_crawl=shares_crawl(states),
     )
     form.cells["transitions"] = str(base)
     return form
+
+
+def shares_crawl(states: dict[str, dict[str, Any]]) -> bool:
+    """True when the crawl reads the crawler first and waits for a crawl that another run started
+    (CrawlerRunningException caught) instead of failing: a burst of runs then shares crawls."""
+    reads = any(str(state.get("Resource", "")).endswith(":glue:getCrawler") for state in states.values())
+    waits = any("Glue.CrawlerRunningException" in catch["ErrorEquals"] for state in states.values() for catch in state.get("Catch", []))
+    return reads and waits
+
+
+def waits_for_running_crawl(operator: str, arguments: dict[str, Any]) -> bool:
+    """True for an Airflow crawl task that waits for a crawl under way instead of failing on it (the provider's
+    GlueCrawlerRunOperator with fail_on_already_running false)."""
+    return operator.endswith("GlueCrawlerRunOperator") and arguments.get("fail_on_already_running") is False
 
 
 DPU_PER_WORKER = {"G.1X": 1, "G.2X": 2, "G.4X": 4, "G.8X": 8}
@@ -572,6 +590,7 @@ def read_mwaa(synth: Synth) -> Form:
         interface_endpoint_azs=sum(len(p.get("SubnetIds", [])) for p in interface),
         mwaa_class=env["EnvironmentClass"],
         mwaa_extra_workers=int(env.get("MinWorkers", 1)) - 1,
+        shared_crawl=any(waits_for_running_crawl(s.operator, s.arguments) for s in steps),
         sqs_queues_per_upload=1,
         lambda_invocations_per_upload=1,
         lambda_memory_mb=int(function.get("MemorySize", 128)),
@@ -644,6 +663,7 @@ def read_mwaa_serverless(synth: Synth) -> Form:
         clean_concurrency=shared_clean_concurrency(synth),
         run_concurrency=int(dag["max_active_runs"]),
         serverless_tasks=tuple(tasks),
+        shared_crawl=any(waits_for_running_crawl(t["operator"], t) for t in tasks.values()),
         sqs_queues_per_upload=1,
         lambda_invocations_per_run=0,
         lambda_invocations_per_upload=1,
@@ -831,6 +851,16 @@ def cost_rows(forms: dict[str, Form], prices: Prices) -> list[tuple[str, dict[st
                 busy = f"; {day.busiest_step} busy {day.busiest_share:.0%} of the day" if day.busiest_share >= 0.5 else ""
                 cells[name] = f"{money(day.total)} ({runs}; orchestration {money(day.orchestration)}{busy})"
             rows.append((f"{uploads:,} upload{'s' if uploads > 1 else ''} a day, {label}: per day", cells))
+    for mode, label in (("upload", "per upload"), ("every_5_minutes", "on a 5-minute schedule"), ("hourly", "hourly schedule")):
+        cells = {}
+        for name, shape in shapes.items():
+            burst = form_costs.burst_cost(prices, shape, BURST, mode)
+            crawls = f", {burst.crawls} crawl{'s' if burst.crawls > 1 else ''}" if burst.crawls != burst.runs else ""
+            cells[name] = (
+                f"{money(burst.cost)} ({burst.runs} run{'s' if burst.runs > 1 else ''}{crawls}; "
+                f"last loaded after ≥ {math.ceil(burst.last_loaded_after / 60)} min)"
+            )
+        rows.append((f"a burst of {BURST} uploads, {label}", cells))
     return rows
 
 
@@ -867,7 +897,12 @@ def render(forms: dict[str, Form], prices: Prices) -> str:
         f"task, or (Glue Workflow) its pending-check Python shell job ({a['empty_run']['glue_pending_check_seconds']} s, "
         "billed its 1-minute minimum), which stops the run before the crawl. This synth starts every form per upload (only the Glue Workflow can be "
         'scheduled in this version): the hourly rows model a run shaped as the upload run, taking the hour\'s uploads. "busy x% of the day": the share of a day the one-at-a-time '
-        "or capped step works; above 100% runs queue without end.",
+        "or capped step works; above 100% runs queue without end. A burst: what its runs bill (no idle cost), and a floor for "
+        "when its last upload is loaded: the longest wait for a run to start (none per upload, the whole interval on a schedule) "
+        "plus the work of the step that runs one at a time (the crawler, the capped clean job, the load, the whole run), added "
+        "up; retries only add to it. Per upload, runs that wait for a crawl under way (Step Functions; "
+        "both Airflow forms, whose crawl task is GlueCrawlerRunOperator with fail_on_already_running false) share "
+        "crawls, so a burst crawls twice; the Glue Workflow crawls once a run.",
     ]
     return "\n".join(lines) + "\n"
 

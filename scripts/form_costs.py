@@ -103,6 +103,8 @@ class FormShape:
     """What an hourly run without uploads starts: 'transitions', 'task', 'pending_check' (a Python shell job of
     `pending_check_dpus`, billed its minimum) or 'none'."""
     pending_check_dpus: float = 0.0
+    shared_crawl: bool = False
+    """Runs that find a crawl under way wait for it instead of starting their own (read from each form's crawl step)."""
 
 
 @dataclass(frozen=True)
@@ -270,3 +272,48 @@ def day_cost(prices: Prices, shape: FormShape, uploads: int, mode: str) -> Day:
     total = idle_day + orchestration + runs * shared_run_cost(prices, shape, per_run)
     share, step = busiest(prices, shape, runs, per_run)
     return Day(uploads, mode, runs, per_run, empty, total, orchestration, share, step)
+
+
+BURST_MODES = {"upload": 0, "every_5_minutes": 300, "hourly": 3600}
+"""A burst's modes, each with the longest an upload waits for its run to start: per upload (none; the Glue Workflow
+still fills its event batch), and a 5-minute or hourly schedule (an upload just after a run started waits a whole
+interval; 5 minutes is the shortest schedule Glue takes, so every form can run it)."""
+
+
+@dataclass(frozen=True)
+class Burst:
+    """`uploads` arriving together, in `mode`: the runs they cause, what those runs bill, and a floor of when the
+    last upload is loaded (the serial steps' work added up; retries and queueing only add to it)."""
+
+    uploads: int
+    mode: str
+    runs: int
+    crawls: int
+    cost: float
+    last_loaded_after: float
+
+
+def burst_cost(prices: Prices, shape: FormShape, uploads: int, mode: str) -> Burst:
+    """A burst of `uploads` in `mode` (BURST_MODES). Per upload, a form that shares a crawl among the runs waiting
+    for it (`shared_crawl`) crawls twice: once for the uploads that arrived
+    before the first crawl began, once for the rest (twice per wave where runs at once are capped); every other run crawls for itself, one crawl at a time (a
+    crawler runs one crawl at once). A scheduled mode takes the whole burst in one run."""
+    if mode not in BURST_MODES:
+        raise ValueError(f"mode={mode!r}: use one of {', '.join(BURST_MODES)}")
+    per_run = float(uploads if mode != "upload" else max(1, shape.batch_size))
+    runs = math.ceil(uploads / per_run)
+    per_run = uploads / runs
+    waves = math.ceil(runs / shape.run_concurrency) if shape.run_concurrency is not None else 1
+    crawls = min(runs, 2 * waves) if shape.shared_crawl else runs  # each wave of runs at once shares at most two
+    d = durations(prices, per_run)
+    cost = runs * (shared_run_cost(prices, shape, per_run) + orchestration_run_cost(prices, shape, per_run))
+    cost -= (runs - crawls) * crawl_cost(prices, d.crawl)
+    whole = d.crawl + d.clean + d.load
+    serial = [
+        crawls * d.crawl + d.clean + d.load,
+        d.crawl + math.ceil(runs / shape.clean_concurrency) * d.clean + d.load,
+        d.crawl + d.clean + (runs if shape.load_one_at_a_time else 1) * d.load,
+    ]
+    if shape.run_concurrency is not None:
+        serial.append(math.ceil(runs / shape.run_concurrency) * whole)
+    return Burst(uploads, mode, runs, crawls, cost, BURST_MODES[mode] + max(serial))

@@ -239,3 +239,39 @@ def test_an_empty_scheduled_glue_workflow_run_pays_one_pending_check_minute_not_
     )
     # 0.0625 DPU x max(20 s, the 60 s minimum) = 0.0625 x 1/60 h x $1 = $0.00104166...; a crawl would be 2 x 600/3600 = $0.333
     assert form_costs.empty_run_cost(prices(), glue) == pytest.approx(0.0625 / 60)
+
+
+def test_a_burst_per_upload_shares_two_crawls_and_waits_for_the_loads_one_at_a_time() -> None:
+    p = prices()
+    shared = FormShape(**{**SF.__dict__, "shared_crawl": True})
+    burst = form_costs.burst_cost(p, shared, 200, "upload")
+    assert (burst.runs, burst.crawls) == (200, 2)
+    # crawl 2 DPU x 10-min minimum x $1 = $1/3 each, billed twice; clean 2 DPU x 120 s; 34 transitions; 10 MB scanned
+    assert burst.cost == pytest.approx(2 / 3 + 200 * (2 * 120 / 3600 + 0.034 + 10 / 1_048_576 * 5))
+    # serial: two crawls (330 s), 40 waves of 5 cleans (4,920 s), 200 loads one at a time: 90 + 120 + 200 x 30
+    assert burst.last_loaded_after == 90 + 120 + 200 * 30
+
+
+def test_a_burst_on_a_schedule_is_one_run_and_waits_up_to_its_interval() -> None:
+    for mode, interval in (("every_5_minutes", 300), ("hourly", 3600)):
+        burst = form_costs.burst_cost(prices(), SF, 200, mode)
+        assert (burst.runs, burst.crawls) == (1, 1)
+        assert burst.last_loaded_after == interval + 90 + (120 + 199 * 10) + 30
+
+
+def test_a_burst_in_a_form_of_one_run_at_a_time_waits_for_every_batch_and_crawls_in_each() -> None:
+    glue = FormShape(
+        form="glue_workflow",
+        alarms=0,
+        kms_keys=0,
+        clean_dpus=2,
+        clean_concurrency=1,
+        run_concurrency=1,
+        batch_size=10,
+        batch_window_seconds=300,
+    )
+    burst = form_costs.burst_cost(prices(), glue, 200, "upload")
+    assert (burst.runs, burst.crawls) == (20, 20)
+    assert burst.last_loaded_after == 20 * (90 + (120 + 9 * 10) + 30)
+    with pytest.raises(ValueError, match="every_5_minutes"):
+        form_costs.burst_cost(prices(), glue, 200, "weekly")
