@@ -31,6 +31,7 @@ class MwaaServerlessStack(Stack):
             workflow_name=f"retail-{config.name}-pipeline",
             log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+            schedule=config.schedule_for("mwaa_serverless"),
         )
         pipeline = self.pipeline
         publish_form_outputs(

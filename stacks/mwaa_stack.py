@@ -15,7 +15,8 @@ from .step_functions_stack import _retention
 
 
 class MwaaStack(Stack):
-    """Upload -> EventBridge -> SQS -> Lambda -> a run of the pipeline DAG on a private MWAA environment, with its alarms."""
+    """Upload -> EventBridge -> SQS -> Lambda -> a run of the pipeline DAG on a private MWAA environment, with its alarms;
+    or, with the config's `trigger` schedule for mwaa, upload -> the inbox queue, claimed by the DAG's scheduled runs."""
 
     def __init__(
         self,
@@ -51,15 +52,20 @@ class MwaaStack(Stack):
             task_retries=settings.task_retries,
             log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+            schedule=config.schedule_for("mwaa"),
         )
         pipeline = self.pipeline
+        scheduled = {"DagSchedule": f"{pipeline.schedule_cron} {pipeline.schedule.time_zone}"} if pipeline.schedule is not None else {}
         publish_form_outputs(
             self,
             form="mwaa",
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=int(pipeline.dag_config["dagrun_timeout_seconds"]),
             writes_ledger=True,
-            dead_letter_queues=queue_trigger_dead_letters(pipeline.trigger),
+            dead_letter_queues=queue_trigger_dead_letters(pipeline.trigger)
+            if pipeline.trigger is not None
+            else [(pipeline.dead_letter_queue, "eventbridge", pipeline.inbox)],
             MwaaEnvironmentName=pipeline.environment_name,
             DagId=pipeline.dag_id,
+            **scheduled,
         )

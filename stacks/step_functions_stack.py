@@ -8,12 +8,13 @@ from constructs import Construct
 from pipeline_constructs.forms.step_functions import StepFunctionsPipeline
 
 from .config import EnvironmentConfig
-from .operations_outputs import publish_form_outputs
+from .operations_outputs import DeadLetterQueue, publish_form_outputs
 from .stateful_stack import StatefulStack
 
 
 class StepFunctionsStack(Stack):
-    """Upload -> EventBridge -> state machine (crawl, clean, load), with its alarms."""
+    """Upload -> EventBridge -> state machine (crawl, clean, load), or on the config's `trigger` schedule: uploads wait
+    in an inbox and EventBridge Scheduler starts a run that takes them all; with its alarms."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, stateful: StatefulStack, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -28,19 +29,32 @@ class StepFunctionsStack(Stack):
             ledger=stateful.ledger,
             log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
+            schedule=config.schedule_for("step_functions"),
         )
         pipeline = self.pipeline
+        runs = pipeline.scheduled_runs
+        dead_letter_queues: list[DeadLetterQueue] = [
+            # On a schedule the upload rule delivers to the inbox: its undelivered events go back there.
+            (pipeline.dead_letter_queue, "eventbridge", runs.inbox if runs is not None else None),
+            (pipeline.failure_reporter.dead_letter_queue, "failure_report", pipeline.failure_reporter.state_machine),
+        ]
+        scheduled: dict[str, str] = {}
+        if runs is not None and runs.dead_letter_queue is not None and pipeline.schedule is not None:
+            dead_letter_queues.append((runs.dead_letter_queue, "schedule", pipeline.state_machine))
+            scheduled = {
+                "ScheduleExpression": str(pipeline.schedule_expression),
+                "ScheduleTimeZone": pipeline.schedule.time_zone,
+                "InboxQueueUrl": runs.inbox.queue_url,
+            }
         publish_form_outputs(
             self,
             form="step_functions",
             landing_prefix=pipeline.landing_prefix,
             run_timeout_seconds=int(pipeline.state_machine_timeout.to_seconds()),
             writes_ledger=True,
-            dead_letter_queues=[
-                (pipeline.dead_letter_queue, "eventbridge", None),
-                (pipeline.failure_reporter.dead_letter_queue, "failure_report", pipeline.failure_reporter.state_machine),
-            ],
+            dead_letter_queues=dead_letter_queues,
             StateMachineArn=pipeline.state_machine.state_machine_arn,
+            **scheduled,
         )
 
 

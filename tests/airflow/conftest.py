@@ -24,6 +24,11 @@ SHARED_STEP_MODULES = [REPO / "constructs" / "pipeline_constructs" / "runtime" /
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 LEDGER_TABLE = "upload-ledger"
+SCHEDULED = "scheduled"
+"""The DAG folder whose configuration has a schedule (athena target): DAG id `sales_scheduled_pipeline`."""
+SCHEDULE = {"cron": "30 6 * * 1-5", "time_zone": "Europe/Paris", "expression": "cron(30 6 ? * 2-6 *)"}
+INBOX_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/sales-mwaa-inbox"
+SCHEDULED_PREFIX = "incoming/mwaa/"
 
 _HOME = Path(tempfile.mkdtemp(prefix="airflow-home-"))
 DAGS_FOLDER = _HOME / "dags"
@@ -87,9 +92,22 @@ def deployed_config(target: str) -> dict[str, Any]:
     }
 
 
+def scheduled_config() -> dict[str, Any]:
+    """What the construct writes beside the DAG of a form with `schedule` (MwaaPipeline(schedule=...)): the athena
+    configuration plus the timetable, the inbox and the landing prefix the claim takes uploads from."""
+    return {
+        **deployed_config("athena"),
+        "dag_id": "sales_scheduled_pipeline",
+        "schedule": dict(SCHEDULE),
+        "inbox_queue_url": INBOX_URL,
+        "landing_bucket": "landing-bucket",
+        "landing_prefix": SCHEDULED_PREFIX,
+    }
+
+
 def _write_dag_folder() -> None:
     shutil.rmtree(DAGS_FOLDER, ignore_errors=True)
-    for target in ("athena", "redshift"):
+    for target in ("athena", "redshift", SCHEDULED):
         folder = DAGS_FOLDER / target
         folder.mkdir(parents=True)
         for module in DAG_SOURCE.glob("*.py"):  # the DAG and its modules, as the construct deploys the folder
@@ -97,9 +115,13 @@ def _write_dag_folder() -> None:
                 shutil.copy(module, folder / module.name)
         for module in SHARED_STEP_MODULES:  # what the construct ships beside the DAG
             shutil.copy(module, folder / module.name)
-        (folder / "pipeline_dag_config.json").write_text(json.dumps(deployed_config(target)), encoding="utf-8")
+        if target == SCHEDULED:  # the claim's module, shipped beside a scheduled DAG only
+            shutil.copy(REPO / "constructs" / "pipeline_constructs" / "runtime" / "workflow_inputs.py", folder / "workflow_inputs.py")
+        config = scheduled_config() if target == SCHEDULED else deployed_config(target)
+        (folder / "pipeline_dag_config.json").write_text(json.dumps(config), encoding="utf-8")
     # Airflow puts the DAG folder on sys.path; the DAG imports its sibling pipeline_steps from there.
     sys.path.insert(0, str(DAGS_FOLDER / "athena"))
+    sys.path.append(str(DAGS_FOLDER / SCHEDULED))  # and workflow_inputs, which only a scheduled DAG's folder ships
 
 
 _write_dag_folder()

@@ -198,7 +198,7 @@ def task_states(dag_run: Any) -> dict[str, str]:
 
 def test_dagbag_has_both_dags_without_import_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dags) == ["sales_athena_pipeline", "sales_redshift_pipeline"]
+    assert sorted(dagbag.dags) == ["sales_athena_pipeline", "sales_redshift_pipeline", "sales_scheduled_pipeline"]
 
 
 @pytest.mark.parametrize("target, load_operator", [("athena", "AthenaOperator"), ("redshift", "RedshiftDataOperator")])

@@ -22,6 +22,8 @@ from ..targets.redshift import RedshiftTarget
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
 SHARED_STEP_MODULES = (RUNTIME / "pipeline_plan.py", RUNTIME / "upload_ledger.py")
 """Imported by pipeline_steps.py beside the DAG: every DAG folder ships them."""
+SCHEDULED_STEP_MODULES = (RUNTIME / "workflow_inputs.py",)
+"""Imported by dag_ledger.py beside a DAG that starts on a schedule (the claim): only such a DAG folder ships them."""
 DAGRUN_TIMEOUT_SECONDS = 4 * 3600
 """A whole run: the three steps' timeouts (8,100 s) and room for a retry."""
 

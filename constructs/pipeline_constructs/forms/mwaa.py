@@ -1,8 +1,10 @@
-"""The MWAA form: a private Amazon MWAA (Airflow 3) environment running the pipeline DAG, started per upload.
+"""The MWAA form: a private Amazon MWAA (Airflow 3) environment running the pipeline DAG, started per upload or on the
+DAG's own schedule.
 
 aws-cdk-lib has only the L1 `aws_mwaa.CfnEnvironment`; this construct adds what the pipeline needs around it: the
 DAG bucket and deployment, the execution role scoped to the pipeline's resources, the key, the network
-configuration, the upload trigger (EventBridge -> SQS -> Lambda -> InvokeRestApi), and alarms.
+configuration, the upload trigger (EventBridge -> SQS -> Lambda -> InvokeRestApi; on a schedule EventBridge -> the
+inbox queue the DAG's runs claim from), and alarms.
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ from aws_cdk import (
     Token,
     aws_cloudwatch as cloudwatch,
     aws_ec2 as ec2,
+    aws_events as events,
     aws_iam as iam,
     aws_kms as kms,
     aws_logs as logs,
     aws_mwaa as mwaa,
     aws_s3 as s3,
     aws_s3_deployment as s3deploy,
+    aws_sqs as sqs,
 )
 
 from constructs import Construct
 
-from ..acknowledgements import acknowledge_findings
+from ..acknowledgements import acknowledge, acknowledge_findings
 from ..alerting import PipelineAlerting
 from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
@@ -39,10 +43,13 @@ from ..keys import allow_cloudwatch_logs
 from ..ledger import UploadLedger
 from ..queue_trigger import QueueTrigger
 from ..runtime.mwaa.pipeline_steps import CONFIG_FILE_NAME
+from ..runtime.upload_ledger import STATE_INDEX
+from ..schedules import Schedule, ScheduleError, airflow_cron
 from ..storage import PipelineStorage
 from ..targets.load_target import LoadTarget, check_load_target
 from ..validation import PipelinePropsError, check_positive
-from .airflow_steps import SHARED_STEP_MODULES, airflow_step_settings, grant_rows_check
+from .airflow_steps import SCHEDULED_STEP_MODULES, SHARED_STEP_MODULES, airflow_step_settings, grant_rows_check
+from .glue_workflow_target import RuleQueueTarget
 
 FORM_NAME = "mwaa"
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
@@ -93,6 +100,12 @@ class MwaaPipeline(Construct):
     environment's log groups). The DAG bucket is versioned, SSL-only, KMS-encrypted, access-logged, with public
     access blocked; the DAG, its step description and its configuration (resource names, load SQL, timeouts) are
     deployed from the library, with no requirements.txt (a private environment cannot reach a package index).
+
+    With `schedule`, the DAG starts on its own timetable instead (the cron in its time zone, no catch-up, one run at a
+    time): the upload rule sends each event to an encrypted inbox queue (`inbox`; undeliverable events to the
+    alarmed `dead_letter_queue`), no trigger Lambda exists, and each run first claims every pending upload in the
+    ledger (the inbox's, the failed ones to retry, one a `pipeline-ops` run names), ends at once when there is none,
+    and otherwise crawls once, cleans them in one clean job run and loads once (runtime/mwaa/dag_ledger.py).
     """
 
     def __init__(
@@ -122,6 +135,7 @@ class MwaaPipeline(Construct):
         weekly_maintenance_window_start: str | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        schedule: Schedule | None = None,
     ) -> None:
         """
         :param storage: the landing bucket whose uploads start runs; its access-log bucket receives the DAG bucket's logs.
@@ -148,6 +162,10 @@ class MwaaPipeline(Construct):
         :param weekly_maintenance_window_start: e.g. 'SUN:03:00' (UTC). Default: MWAA's choice.
         :param log_retention: retention of the trigger Lambda's and the DAG deployment's logs. Default: one month.
         :param removal_policy: for the key, the DAG bucket and the trigger's queues and logs. Default: RETAIN.
+        :param schedule: start the DAG on this schedule instead of once per upload: a `Schedule`
+            (`pipeline_constructs.schedules`; `cron(...)` or `rate(...)` with an IANA time zone, written as the DAG's
+            CronTriggerTimetable). Needs `ledger`; `max_active_runs` then does not apply (one run at a time).
+            Default: None (one DAG run per upload).
         """
         super().__init__(scope, construct_id)
         check_load_target(target)
@@ -158,6 +176,10 @@ class MwaaPipeline(Construct):
             raise PipelinePropsError(f"webserver_access={webserver_access!r}: use 'private' or 'public'")
         check_positive("max_active_runs", max_active_runs)
         check_positive("task_retries", task_retries, minimum=0)
+        self.schedule = schedule
+        """When runs start (None: one per upload)."""
+        self.schedule_cron = _airflow_schedule(schedule, ledger)
+        """The DAG timetable's five-field cron (in `schedule.time_zone`), or None in upload mode."""
         stack = Stack.of(self)
         self.environment_name = (
             environment_name if environment_name is not None else Names.unique_resource_name(self, max_length=64, separator="-")
@@ -201,12 +223,29 @@ class MwaaPipeline(Construct):
         if ledger is not None:
             self.dag_config.update({"ledger_table": ledger.table_name, "ledger_ttl_days": ledger.retention_days})
             ledger.grant_write(self.execution_role)
+        self.inbox: sqs.Queue | None = None
+        """On a schedule: the queue the upload rule feeds and each run claims from (None in upload mode)."""
+        self.clean_job_policy: iam.ManagedPolicy | None = None
+        """On a schedule: lets the shared clean job alert once about the files it rejects (None in upload mode)."""
+        if self.schedule is not None and self.schedule_cron is not None:
+            self.dead_letter_queue = alerting.new_dead_letter_queue(self, "DeadLetterQueue", removal_policy=removal_policy)
+            self.inbox = self._build_inbox(removal_policy)
+            self.dag_config.update(
+                {
+                    "schedule": {"cron": self.schedule_cron, "time_zone": self.schedule.time_zone, "expression": self.schedule.expression},
+                    "inbox_queue_url": self.inbox.queue_url,
+                    "landing_bucket": storage.landing_bucket.bucket_name,
+                    "landing_prefix": self.landing_prefix,
+                }
+            )
+            self._grant_claim(clean_job)
+        step_modules = SHARED_STEP_MODULES + (SCHEDULED_STEP_MODULES if self.inbox is not None else ())
         self.dag_deployment = s3deploy.BucketDeployment(
             self,
             "DeployDag",
             sources=[
                 s3deploy.Source.asset(str(DAG_FOLDER), exclude=["__pycache__", "*.pyc", "__init__.py"]),
-                *[s3deploy.Source.data(module.name, module.read_text(encoding="utf-8")) for module in SHARED_STEP_MODULES],
+                *[s3deploy.Source.data(module.name, module.read_text(encoding="utf-8")) for module in step_modules],
                 s3deploy.Source.json_data(CONFIG_FILE_NAME, self.dag_config),
             ],
             destination_bucket=self.dag_bucket,
@@ -234,11 +273,47 @@ class MwaaPipeline(Construct):
         self.environment.node.add_dependency(self.dag_deployment)
         self.environment.node.add_dependency(self.execution_role)
 
+        self.trigger: QueueTrigger | None = None
+        """The upload trigger (queue -> Lambda -> InvokeRestApi), or None on a schedule."""
+        if self.inbox is not None:
+            self._build_inbox_rule(storage)
+        else:
+            self._build_upload_trigger(storage, vpc, subnets, log_retention, removal_policy)
+
+        period = Duration.minutes(5)
+        self.runs_failed_alarm = alerting.alarm_when_any(
+            self, "RunsFailed", self.metric_runs_failed(period=period), f"A run of the {self.dag_id} DAG failed on {self.environment_name}"
+        )
+        self.alarms: list[cloudwatch.Alarm] = [self.runs_failed_alarm]
+        self.dead_letter_alarm: cloudwatch.Alarm | None = None
+        """On a schedule: the inbox rule's undelivered events (in upload mode the trigger's alarms cover them)."""
+        if self.trigger is not None:
+            self.alarms.extend(self.trigger.alarms)
+        else:
+            self.dead_letter_alarm = alerting.alarm_when_any(
+                self,
+                "UndeliveredEvents",
+                self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
+                f"An upload could not reach the inbox of the {self.dag_id} DAG on {self.environment_name}; it waits in the dead-letter queue",
+            )
+            self.alarms.append(self.dead_letter_alarm)
+
+    # --- builders ---------------------------------------------------------------------------------------------------
+
+    def _build_upload_trigger(
+        self,
+        storage: PipelineStorage,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection | None,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        """Upload mode: EventBridge -> SQS -> the trigger Lambda, which starts one DAG run per upload."""
         self.trigger = QueueTrigger(
             self,
             "Trigger",
             storage=storage,
-            alerting=alerting,
+            alerting=self.alerting,
             landing_prefix=self.landing_prefix,
             code_path=TRIGGER_CODE,
             handler="mwaa_trigger.handler",
@@ -254,11 +329,62 @@ class MwaaPipeline(Construct):
         self.trigger_rule = self.trigger.rule
         self.dead_letter_queue = self.trigger.dead_letter_queue
 
-        period = Duration.minutes(5)
-        self.runs_failed_alarm = alerting.alarm_when_any(
-            self, "RunsFailed", self.metric_runs_failed(period=period), f"A run of the {self.dag_id} DAG failed on {self.environment_name}"
+    def _build_inbox(self, removal_policy: RemovalPolicy) -> sqs.Queue:
+        """On a schedule: the queue every upload event goes to, from which each DAG run claims its uploads."""
+        inbox = sqs.Queue(
+            self,
+            "Inbox",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.alerting.key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            visibility_timeout=Duration.minutes(5),
+            removal_policy=removal_policy,
         )
-        self.alarms: list[cloudwatch.Alarm] = [self.runs_failed_alarm, *self.trigger.alarms]
+        for finding in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
+            acknowledge(
+                inbox,
+                finding,
+                "The inbox is read by the DAG's claim, which deletes a message once its upload is claimed in the ledger: no "
+                "message is processed and fails, so none would move to a dead-letter queue; reconcile finds any upload left behind.",
+            )
+        return inbox
+
+    def _build_inbox_rule(self, storage: PipelineStorage) -> None:
+        """On a schedule: the upload rule sends each event to the inbox only (no Lambda starts a run); delivery is
+        retried, and what cannot be delivered waits in the dead-letter queue."""
+        assert self.inbox is not None and self.schedule is not None
+        self.trigger_rule = events.Rule(
+            self,
+            "UploadRule",
+            description=f"CSV uploads under {self.landing_prefix} wait in the inbox for the next scheduled run of the {self.dag_id} DAG "
+            f"({self.schedule.expression} {self.schedule.time_zone})",
+            event_pattern=storage.upload_event_pattern(self.landing_prefix),
+            targets=[
+                RuleQueueTarget(self.inbox, dead_letter_queue=self.dead_letter_queue, retry_attempts=8, max_event_age=Duration.hours(6))
+            ],
+        )
+
+    def _grant_claim(self, clean_job: CleanJob) -> None:
+        """A scheduled run's extra access: the claim (the DAG's execution role) reads and deletes inbox messages and
+        queries the ledger's failed uploads; the clean job tells the topic once about files it rejects as a whole."""
+        assert self.inbox is not None and self.ledger is not None
+        for statement in (
+            iam.PolicyStatement(actions=["sqs:ReceiveMessage", "sqs:DeleteMessage"], resources=[self.inbox.queue_arn]),
+            iam.PolicyStatement(actions=["kms:Decrypt"], resources=[self.alerting.key.key_arn]),
+            iam.PolicyStatement(actions=["dynamodb:Query"], resources=[f"{self.ledger.table_arn}/index/{STATE_INDEX}"]),
+        ):
+            self.execution_role.add_to_principal_policy(statement)
+        self.clean_job_policy = iam.ManagedPolicy(
+            self,
+            "CleanJobAlertPolicy",
+            description=f"The clean job of the {self.dag_id} DAG's scheduled runs alerts once about each file it rejects as a whole",
+            roles=[clean_job.role],
+            statements=[
+                iam.PolicyStatement(actions=["sns:Publish"], resources=[self.alerting.topic.topic_arn]),
+                iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[self.alerting.key.key_arn]),
+            ],
+        )
 
     # --- builders ---------------------------------------------------------------------------------------------------
 
@@ -488,6 +614,23 @@ class MwaaPipeline(Construct):
     def metric_runs_succeeded(self, period: Duration | None = None) -> cloudwatch.Metric:
         """DAG runs that succeeded (MWAA's DAGDurationSuccess, sample count). Default period: 5 minutes."""
         return self._dag_metric("DAGDurationSuccess", period)
+
+
+def _airflow_schedule(schedule: Schedule | None, ledger: UploadLedger | None) -> str | None:
+    """The DAG timetable's cron for `schedule` (None: upload mode); PipelinePropsError naming the setting."""
+    if schedule is None:
+        return None
+    if not isinstance(schedule, Schedule):
+        raise PipelinePropsError(f"schedule={schedule!r}: give a pipeline_constructs.schedules.Schedule(expression, time_zone)")
+    if ledger is None:
+        raise PipelinePropsError(
+            f"schedule={schedule.expression!r} with ledger=None: a scheduled DAG run claims its uploads in the upload ledger; "
+            "pass ledger=UploadLedger(...) (the stateful stack's `ledger`)"
+        )
+    try:
+        return airflow_cron(schedule)
+    except ScheduleError as error:
+        raise PipelinePropsError(f"schedule={schedule.expression!r} (time_zone {schedule.time_zone!r}): {error}") from None
 
 
 def _selection_kwargs(subnets: ec2.SubnetSelection | None) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from ..lambda_code import stage_modules
 from ..ledger import UploadLedger
 from ..queue_trigger import QueueTrigger
 from ..runtime.mwaa_serverless.workflow_yaml import MAX_EXECUTION_TIMEOUT_SECONDS, MAX_RETRIES, workflow_yaml
+from ..schedules import Schedule
 from ..storage import PipelineStorage
 from ..targets.load_target import LoadTarget, check_load_target
 from ..validation import PipelinePropsError, check_positive
@@ -69,6 +70,24 @@ def stage_lambda_code(target: Path) -> Path:
 
 
 AIRFLOW_VERSIONS = ("3.3.1", "3.2.1")
+
+
+def check_serverless_schedule(schedule: Schedule | None) -> None:
+    """Refuse a schedule for this form, with what it would take. The service starts a scheduled run from the
+    workflow definition's cron (its ScheduleConfiguration holds a CronExpression only: no time zone) with no run
+    parameters, so the run must claim its uploads itself; the definition is one YAML file (no module of ours reaches
+    the service's workers, so no task writes the ledger), and the Lambdas that keep this form's ledger identify a run
+    by the parameters the trigger gave it. Until the claim runs as a Lambda task whose result those Lambdas read back
+    (GetTaskInstance returns a task's XCom), a scheduled run could neither take nor record an upload: refused, so a
+    configured schedule is never silently ignored."""
+    if schedule is None:
+        return
+    expression = schedule.expression if isinstance(schedule, Schedule) else schedule
+    raise PipelinePropsError(
+        f"schedule={expression!r}: the MWAA Serverless form starts one run per upload only (its scheduled runs cannot claim "
+        "their uploads in the ledger yet); remove trigger.mwaa_serverless from the environment's config, or schedule the "
+        "MWAA, Glue Workflow or Step Functions form"
+    )
 
 
 class MwaaServerlessPipeline(Construct):
@@ -98,6 +117,7 @@ class MwaaServerlessPipeline(Construct):
         airflow_version: str = "3.3.1",
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        schedule: Schedule | None = None,
     ) -> None:
         """
         :param storage: the landing bucket whose uploads start runs; its key encrypts the definition bucket and the
@@ -117,8 +137,11 @@ class MwaaServerlessPipeline(Construct):
             or '3.2.1' (GlueCrawlerOperator). Default: '3.3.1'.
         :param log_retention: the workflow's and the Lambdas' log retention. Default: one month.
         :param removal_policy: for the definition bucket, the queues and the log groups. Default: RETAIN.
+        :param schedule: not available for this form yet; anything but None is refused (see `check_serverless_schedule`).
+            Default: None (one workflow run per upload).
         """
         super().__init__(scope, construct_id)
+        check_serverless_schedule(schedule)
         check_load_target(target)
         check_positive("max_active_runs", max_active_runs)
         if isinstance(task_retries, bool) or not isinstance(task_retries, int) or not 0 <= task_retries <= MAX_RETRIES:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import (
     ArnFormat,
     Duration,
@@ -20,20 +22,23 @@ from aws_cdk import (
 
 from constructs import Construct
 
-from ..alerting import PipelineAlerting
+from ..alerting import ON_CALL, REPLAY, PipelineAlerting, Runbook
 from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
 from ..keys import allow_cloudwatch_logs
 from ..ledger import UploadLedger
 from ..runtime.pipeline_plan import CLEAN, CRAWL, DEFAULT_TIMINGS, LOAD, QUARANTINED, SKIPPED_EMPTY
+from ..schedules import Schedule
 from ..storage import PipelineStorage
 from ..targets.athena import AthenaTarget
 from ..targets.load_target import LoadTarget, check_load_target
 from ..targets.redshift import RedshiftTarget
-from ..validation import check_positive
+from ..validation import PipelinePropsError, check_positive
+from .glue_workflow_target import RuleQueueTarget
 from .step_functions_failures import FailureReporter
 from .step_functions_ledger import FORM_NAME, LedgerStates
 from .step_functions_lock import LoadLock, lease_seconds
+from .step_functions_schedule import ScheduledRuns, check_schedule
 from .step_functions_states import acknowledge_tracing_and_log_delivery, format_literal, name_object_version, retry_transient
 
 _COLON = ArnFormat.COLON_RESOURCE_NAME
@@ -65,6 +70,12 @@ class StepFunctionsPipeline(Construct):
       (forms/step_functions_failures.py), which records the failure in the ledger and sends one message (pipeline,
       object, run id, failed step, error, cause, execution) to the alert topic, for timeouts and aborts too; alarms
       report failed, timed-out and aborted executions and the dead-letter queues.
+    - With `schedule`, runs start on the clock instead (forms/step_functions_schedule.py): the upload rule feeds an
+      encrypted inbox queue (`scheduled_runs.inbox`), EventBridge Scheduler starts one execution per tick, and
+      each execution takes the run lock (one scheduled run at a time; a run that finds it held ends at once), claims
+      every pending upload (failed ones to retry, the inbox's, the ones `pipeline-ops` requested), and ends at once
+      when there is none; otherwise it crawls, runs the clean job once over all of them, loads once (holding the
+      load lock) and ends each upload with its own outcome. A failed run leaves its uploads failed for the next.
     """
 
     def __init__(
@@ -89,6 +100,7 @@ class StepFunctionsPipeline(Construct):
         execution_timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        schedule: Schedule | str | None = None,
     ) -> None:
         """
         :param storage: the landing bucket whose uploads start runs, and the curated bucket the run writes to.
@@ -113,9 +125,23 @@ class StepFunctionsPipeline(Construct):
         :param execution_timeout: the whole execution's timeout. Default: 4 hours.
         :param log_retention: execution log retention. Default: one month.
         :param removal_policy: for the log group, its key and the dead-letter queue. Default: RETAIN.
+        :param schedule: start runs on this schedule instead of one per upload: a `Schedule` (`cron(...)` or
+            `rate(...)` in an IANA time zone, `pipeline_constructs.schedules`) or an expression string (UTC). Needs
+            `ledger` (where the pending uploads are claimed). Default: None (one execution per upload).
         """
         super().__init__(scope, construct_id)
         check_load_target(target)
+        self.schedule: Schedule | None = None
+        """When runs start (None: one execution per upload)."""
+        self.schedule_expression: str | None = None
+        """EventBridge Scheduler's expression of the schedule (in `schedule.time_zone`), or None in upload mode."""
+        if schedule is not None:
+            self.schedule, self.schedule_expression = check_schedule(schedule)
+            if ledger is None:
+                raise PipelinePropsError(
+                    "ledger=None: a scheduled Step Functions run claims its uploads in the upload ledger; pass "
+                    "ledger=UploadLedger(...) (the stateful stack's `ledger`) or schedule=None"
+                )
         self._load_poll = load_poll_interval if load_poll_interval is not None else Duration.seconds(15)
         check_positive("load_poll_interval (seconds)", self._load_poll.to_seconds())
         self._crawler_poll = crawler_poll_interval if crawler_poll_interval is not None else Duration.seconds(30)
@@ -155,8 +181,27 @@ class StepFunctionsPipeline(Construct):
             if ledger is not None
             else None
         )
+        self.state_machine_timeout = execution_timeout if execution_timeout is not None else Duration.hours(4)
+        self.scheduled_runs: ScheduledRuns | None = None
+        """The scheduled form's inbox, claim function, run lock and schedule (None in upload mode)."""
+        if self.schedule is not None and self.schedule_expression is not None and ledger is not None:
+            self.scheduled_runs = ScheduledRuns(
+                self,
+                "ScheduledRuns",
+                schedule=self.schedule,
+                expression=self.schedule_expression,
+                ledger=ledger,
+                alerting=alerting,
+                landing_bucket_name=storage.landing_bucket.bucket_name,
+                landing_prefix=self.landing_prefix,
+                execution_timeout=self.state_machine_timeout,
+                log_key=self.log_key,
+                log_retention=log_retention,
+                removal_policy=removal_policy,
+            )
 
-        definition = self._build_steps(
+        build = self._build_scheduled_steps if self.scheduled_runs is not None else self._build_steps
+        definition = build(
             storage=storage,
             catalog=catalog,
             clean_job=clean_job,
@@ -166,7 +211,6 @@ class StepFunctionsPipeline(Construct):
             load_max_polls=load_max_polls,
             load_conflict_retries=load_conflict_retries,
         )
-        self.state_machine_timeout = execution_timeout if execution_timeout is not None else Duration.hours(4)
         self.state_machine = self._build_state_machine(
             definition,
             target=target,
@@ -183,11 +227,15 @@ class StepFunctionsPipeline(Construct):
             alerting=alerting,
             ledger=ledger,
             load_lock=self.load_lock,
+            scheduled_runs=self.scheduled_runs,
             log_key=self.log_key,
             log_retention=log_retention,
             removal_policy=removal_policy,
         )
         self.dead_letter_queue, self.trigger_rule = self._build_trigger(storage, alerting, removal_policy)
+        if self.scheduled_runs is not None:
+            self.scheduled_runs.start_on_schedule(self.state_machine, removal_policy=removal_policy)
+            self._allow_rejection_alerts(clean_job, alerting)
         self.alarms = self._build_alarms(alerting)
 
     # --- failures ----------------------------------------------------------------------------------------------------
@@ -259,6 +307,68 @@ class StepFunctionsPipeline(Construct):
         record.add_catch(taken, errors=["DynamoDB.ConditionalCheckFailedException"], result_path="$.ledger_refused")
         start.next(record).next(crawl)
         return name_object_version(self, "$", then=start)
+
+    def _build_scheduled_steps(
+        self,
+        *,
+        storage: PipelineStorage,
+        catalog: PipelineCatalog,
+        clean_job: CleanJob,
+        target: LoadTarget,
+        crawler_max_polls: int,
+        job_timeout: Duration,
+        load_max_polls: int,
+        load_conflict_retries: int,
+    ) -> sfn.IChainable:
+        """Claim Pending Uploads -> Anything Pending? -> (Run Already Going | Nothing To Run) or Describe Run -> Crawl ->
+        Run Clean Job (every claimed upload) -> Rows To Load? -> Record Load Step -> Load Into ... -> Release Load
+        Lock -> Record Loaded -> Loaded; no rows -> Record Run Without Load -> No Rows To Load (built back to front).
+
+        As in upload mode, nothing catches a step's failure: the failure reporter records it on the run's uploads."""
+        runs, lock = self.scheduled_runs, self.load_lock
+        assert runs is not None and lock is not None
+        loaded: sfn.IChainable = runs.finish(self, "Record Loaded", loaded=True).next(
+            sfn.Succeed(self, "Loaded", comment="Every upload of the run ended with its own outcome", output_path="$.outcome")
+        )
+        loaded = lock.release(self, owner_path=sfn.JsonPath.execution_id, then=loaded)
+        load: sfn.IChainable
+        if isinstance(target, RedshiftTarget):
+            load = self._build_redshift_load(target, loaded=loaded, max_polls=load_max_polls)
+        else:
+            load = self._build_athena_load(target, loaded=loaded, max_polls=load_max_polls, conflict_retries=load_conflict_retries)
+        nothing = runs.finish(self, "Record Run Without Load", loaded=False).next(
+            sfn.Succeed(
+                self, "No Rows To Load", comment="No upload curated a row: nothing to load, and nothing failed.", output_path="$.outcome"
+            )
+        )
+        rows = self._build_rows_check(storage, clean_job, then=runs.record_load_step(self).next(load), nothing=nothing)
+        run_job = self._build_clean_step(clean_job, job_timeout, scheduled=True)
+        run_job.next(rows)
+        crawl = self._build_crawl_steps(catalog, max_polls=crawler_max_polls)
+        crawl.next(run_job)
+        describe = sfn.Pass(
+            self,
+            "Describe Run",
+            comment="The run id (the execution name) and its start: a crawl that began after it covers every upload it took.",
+            parameters={
+                "upload": {"run_id.$": "$$.Execution.Name", "arrived.$": "$$.Execution.StartTime"},
+                "claim.$": "$.claim",
+                "crawler_poll": {"iteration": 0},
+            },
+        )
+        describe.next(crawl)
+        going = sfn.Pass(self, "Another Run Going", parameters={"message.$": "$.claim.message"}).next(
+            sfn.Succeed(self, "Run Already Going", comment="Another scheduled run holds the run lock: this one takes nothing")
+        )
+        empty = sfn.Pass(self, "Nothing Pending", parameters={"message.$": "$.claim.message"}).next(
+            sfn.Succeed(self, "Nothing To Run", comment="No upload waits: nothing crawled, cleaned or loaded")
+        )
+        return runs.claim(self).next(
+            sfn.Choice(self, "Anything Pending?")
+            .when(sfn.Condition.boolean_equals("$.claim.held", True), going)
+            .when(sfn.Condition.number_equals("$.claim.count", 0), empty)
+            .otherwise(describe)
+        )
 
     def _build_crawl_steps(self, catalog: PipelineCatalog, *, max_polls: int) -> sfn.Parallel:
         """Crawl: Get Crawler -> Crawl Covers Upload? -> Upload Crawled | Start Crawler | wait and look again (at most
@@ -338,31 +448,16 @@ class StepFunctionsPipeline(Construct):
         )
         return crawl.branch(get_crawler)
 
-    def _build_clean_step(self, clean_job: CleanJob, timeout: Duration) -> tasks.GlueStartJobRun:
+    def _build_clean_step(self, clean_job: CleanJob, timeout: Duration, *, scheduled: bool = False) -> tasks.GlueStartJobRun:
+        """Run Clean Job: the run's upload, or (`scheduled`) every upload its claim took, settled by the job itself
+        (`--settle_uploads`: each upload's counts; rejected, empty and quarantined uploads end there, alerted once)."""
+        arguments = self._scheduled_clean_arguments() if scheduled else self._clean_arguments()
         run_job = tasks.GlueStartJobRun(
             self,
             "Run Clean Job",
             glue_job_name=clean_job.job_name,
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
-            arguments=sfn.TaskInput.from_object(
-                {
-                    # A JSON array, so an object key containing a comma stays one URI.
-                    "--source_uris": sfn.JsonPath.json_to_string(sfn.JsonPath.array(sfn.JsonPath.string_at("$.upload.source_uri"))),
-                    "--run_id": sfn.JsonPath.string_at("$.upload.run_id"),
-                    **(
-                        {
-                            "--ledger_table": self.ledger.table_name,
-                            "--ledger_ttl_days": str(self.ledger.retention_days),
-                            "--pipeline_form": FORM_NAME,
-                            "--source_versions": sfn.JsonPath.json_to_string(
-                                sfn.JsonPath.array(sfn.JsonPath.string_at("$.upload.version"))
-                            ),
-                        }
-                        if self.ledger is not None
-                        else {}
-                    ),
-                }
-            ),
+            arguments=sfn.TaskInput.from_object(arguments),
             result_selector={"JobRunId.$": "$.Id", "JobRunState.$": "$.JobRunState"},
             result_path="$.clean_job",
             task_timeout=sfn.Timeout.duration(timeout),
@@ -377,8 +472,40 @@ class StepFunctionsPipeline(Construct):
         )
         return run_job
 
-    def _build_rows_check(self, storage: PipelineStorage, clean_job: CleanJob, *, then: sfn.IChainable) -> sfn.IChainable:
-        """Find Curated Rows -> Rows To Load? -> `then` | No Rows To Load (succeeds).
+    def _scheduled_clean_arguments(self) -> dict[str, Any]:
+        assert self.ledger is not None
+        return {
+            "--source_uris": sfn.JsonPath.string_at("$.claim.answer.source_uris"),
+            "--source_versions": sfn.JsonPath.string_at("$.claim.answer.source_versions"),
+            "--run_id": sfn.JsonPath.string_at("$.upload.run_id"),
+            "--settle_uploads": "true",
+            "--ledger_table": self.ledger.table_name,
+            "--ledger_ttl_days": str(self.ledger.retention_days),
+            "--pipeline_form": FORM_NAME,
+            "--alert_topic_arn": self.alerting.topic.topic_arn,
+        }
+
+    def _clean_arguments(self) -> dict[str, Any]:
+        return {
+            # A JSON array, so an object key containing a comma stays one URI.
+            "--source_uris": sfn.JsonPath.json_to_string(sfn.JsonPath.array(sfn.JsonPath.string_at("$.upload.source_uri"))),
+            "--run_id": sfn.JsonPath.string_at("$.upload.run_id"),
+            **(
+                {
+                    "--ledger_table": self.ledger.table_name,
+                    "--ledger_ttl_days": str(self.ledger.retention_days),
+                    "--pipeline_form": FORM_NAME,
+                    "--source_versions": sfn.JsonPath.json_to_string(sfn.JsonPath.array(sfn.JsonPath.string_at("$.upload.version"))),
+                }
+                if self.ledger is not None
+                else {}
+            ),
+        }
+
+    def _build_rows_check(
+        self, storage: PipelineStorage, clean_job: CleanJob, *, then: sfn.IChainable, nothing: sfn.IChainable | None = None
+    ) -> sfn.IChainable:
+        """Find Curated Rows -> Rows To Load? -> `then` | `nothing` (default: No Rows To Load, which succeeds).
 
         The clean job writes a run's rows under `<dataset>/runs/run_id=<id>/<partition>=<value>/`; a run with no curated
         row (a header-only file, or every row quarantined within the allowed ratio) has no partition folder, and a
@@ -405,11 +532,10 @@ class StepFunctionsPipeline(Construct):
             },
         )
         retry_transient(find, ["S3.S3Exception", "States.Timeout"], interval=Duration.seconds(2), max_attempts=4)
-        nothing: sfn.IChainable = sfn.Succeed(
-            self, "No Rows To Load", comment="The run curated no row: nothing to load, and nothing failed."
-        )
-        if self._ledger is not None:
-            nothing = self._build_outcome_without_load(nothing)
+        if nothing is None:
+            nothing = sfn.Succeed(self, "No Rows To Load", comment="The run curated no row: nothing to load, and nothing failed.")
+            if self._ledger is not None:
+                nothing = self._build_outcome_without_load(nothing)
         return find.next(
             sfn.Choice(self, "Rows To Load?").when(sfn.Condition.number_equals("$.curated.KeyCount", 0), nothing).otherwise(then)
         )
@@ -755,8 +881,10 @@ class StepFunctionsPipeline(Construct):
         workgroup); the load's data access comes from the target's load policy; the rows check may list the run
         output's prefix only. Nothing on '*' but what tracing and log delivery need."""
         target.grant_load(self.state_machine)
-        if self.ledger is not None:
+        if self.ledger is not None and self.scheduled_runs is None:
             self.ledger.grant_write(self.state_machine)
+        if self.scheduled_runs is not None:  # its ledger writes are the function's
+            self.scheduled_runs.acknowledge_invoke(self.state_machine.role)
         if self.load_lock is not None:
             self.load_lock.grant_release(self.state_machine)
             self.load_lock.acknowledge_invoke(self.state_machine.role)
@@ -774,6 +902,16 @@ class StepFunctionsPipeline(Construct):
         self, storage: PipelineStorage, alerting: PipelineAlerting, removal_policy: RemovalPolicy
     ) -> tuple[sqs.Queue, events.Rule]:
         dead_letter_queue = alerting.new_dead_letter_queue(self, "TriggerDeadLetterQueue", removal_policy=removal_policy)
+        if self.scheduled_runs is not None and self.schedule is not None:
+            scheduled = events.Rule(
+                self,
+                "UploadRule",
+                description=f"CSV uploads under {self.landing_prefix} wait in the inbox for the {self.dataset} pipeline's next "
+                f"scheduled Step Functions run ({self.schedule_expression} {self.schedule.time_zone})",
+                event_pattern=storage.upload_event_pattern(self.landing_prefix),
+                targets=[RuleQueueTarget(self.scheduled_runs.inbox, dead_letter_queue=dead_letter_queue, max_event_age=Duration.hours(6))],
+            )
+            return dead_letter_queue, scheduled
         rule = events.Rule(
             self,
             "UploadRule",
@@ -790,6 +928,19 @@ class StepFunctionsPipeline(Construct):
         )
         return dead_letter_queue, rule
 
+    def _allow_rejection_alerts(self, clean_job: CleanJob, alerting: PipelineAlerting) -> None:
+        """A scheduled run's clean job tells the topic once about files it rejects as a whole (their batch still loads)."""
+        iam.ManagedPolicy(
+            self,
+            "CleanJobAlertPolicy",
+            description=f"The clean job of a scheduled {FORM_NAME} run alerts once about files it rejects as a whole",
+            roles=[clean_job.role],
+            statements=[
+                iam.PolicyStatement(actions=["sns:Publish"], resources=[alerting.topic.topic_arn]),
+                iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[alerting.key.key_arn]),
+            ],
+        )
+
     def _build_alarms(self, alerting: PipelineAlerting) -> list[cloudwatch.Alarm]:
         period = Duration.minutes(5)
         self.executions_failed_alarm = alerting.alarm_when_any(
@@ -805,15 +956,29 @@ class StepFunctionsPipeline(Construct):
             self,
             "UndeliveredUploads",
             self.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
-            "An upload event could not start the state machine; it waits in the dead-letter queue",
+            "An upload event could not reach the inbox of the scheduled runs; it waits in the dead-letter queue"
+            if self.scheduled_runs is not None
+            else "An upload event could not start the state machine; it waits in the dead-letter queue",
         )
-        return [
+        alarms = [
             self.executions_failed_alarm,
             self.executions_timed_out_alarm,
             self.executions_aborted_alarm,
             self.dead_letter_alarm,
             *self.failure_reporter.alarms,
         ]
+        self.schedule_dead_letter_alarm: cloudwatch.Alarm | None = None
+        """On a schedule: a start EventBridge Scheduler could not make waits in the schedule's dead-letter queue."""
+        if self.scheduled_runs is not None and self.scheduled_runs.dead_letter_queue is not None:
+            self.schedule_dead_letter_alarm = alerting.alarm_when_any(
+                self,
+                "UnstartedScheduledRuns",
+                self.scheduled_runs.dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
+                "EventBridge Scheduler could not start a scheduled run; the next tick takes its uploads (the start waits in the dead-letter queue)",
+                runbook=Runbook(ON_CALL, f"{REPLAY} (starts the run; or wait for the next tick)"),
+            )
+            alarms.append(self.schedule_dead_letter_alarm)
+        return alarms
 
     # --- metrics -----------------------------------------------------------------------------------------------------
     def metric_runs_failed(self, period: Duration | None = None) -> cloudwatch.Metric:

@@ -16,6 +16,11 @@ Exactly once: a repeated event finds the record already failed by this run (the 
 read shows `failed`) and publishes nothing; its lock release is refused (the lock is gone, or another execution's)
 and changes nothing. A run that never took its record (it failed before or at its first
 ledger write) is still reported. Without a ledger every event is published (EventBridge delivers at least once).
+
+A scheduled run (forms/step_functions_schedule.py) took many uploads, not the one of an S3 event: after the load
+lock, its report calls the form's scheduled runs function (Record Run Failure), which releases the run lock, records
+the failure on every upload the run holds (the next scheduled run retakes them) and names them; the one message
+names them all. A marker item in the ledger's table makes a repeated event publish nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from ..ledger import UploadLedger
 from ..runtime.upload_ledger import FAILED
 from .step_functions_ledger import FORM_NAME, LedgerStates
 from .step_functions_lock import LoadLock
+from .step_functions_schedule import ScheduledRuns
 from .step_functions_states import acknowledge_tracing_and_log_delivery, format_literal, name_object_version, retry_transient
 
 REPORTED_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
@@ -70,6 +76,7 @@ class FailureReporter(Construct):
         ledger: UploadLedger | None,
         log_key: kms.IKey,
         load_lock: LoadLock | None = None,
+        scheduled_runs: ScheduledRuns | None = None,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
     ) -> None:
@@ -77,6 +84,7 @@ class FailureReporter(Construct):
         self.dataset = dataset
         self._ledger = LedgerStates(self, ledger) if ledger is not None else None
         self._load_lock = load_lock
+        self._scheduled_runs = scheduled_runs
         log_group = logs.LogGroup(self, "Logs", encryption_key=log_key, retention=log_retention, removal_policy=removal_policy)
         history_arn = Stack.of(self).format_arn(
             service="states",
@@ -94,8 +102,10 @@ class FailureReporter(Construct):
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
             comment=f"{dataset} pipeline: report a failed, timed-out or aborted execution once (ledger, then topic)",
         )
-        if ledger is not None:
+        if ledger is not None and scheduled_runs is None:
             ledger.grant_write(self.state_machine)
+        if scheduled_runs is not None:  # its ledger writes are the function's
+            scheduled_runs.acknowledge_invoke(self.state_machine.role)
         if load_lock is not None:
             load_lock.grant_release(self.state_machine)
         acknowledge_findings(
@@ -140,6 +150,8 @@ class FailureReporter(Construct):
         ]
 
     def _definition(self, alerting: PipelineAlerting, history_arn: str) -> sfn.IChainable:
+        if self._scheduled_runs is not None:
+            return self._scheduled_definition(self._scheduled_runs, alerting, history_arn)
         notify = self._notify(alerting)
         record: sfn.IChainable = notify
         if self._ledger is not None:
@@ -176,6 +188,52 @@ class FailureReporter(Construct):
         # (or an event came again); any other error leaves the lock to its lease and the report goes on.
         release = self._load_lock.release(self, owner_path="$.detail.executionArn", then=read)
         release.add_catch(read, errors=["States.ALL"], result_path="$.load_lock_error")
+        return release
+
+    def _scheduled_definition(self, runs: ScheduledRuns, alerting: PipelineAlerting, history_arn: str) -> sfn.IChainable:
+        """Release Load Lock -> Describe Run -> How Did It End? -> Read Execution History -> Record Run Failure ->
+        First Report? -> Name Uploads -> Notify Failure | Already Reported."""
+        notify = self._notify(alerting)
+        named = sfn.Pass(
+            self,
+            "Name Uploads",
+            comment="The message's object: every upload the run held when it failed",
+            parameters={"source_uri.$": "$.report.object", "run_id.$": "$.report.run_id"},
+            result_path="$.upload",
+        )
+        named.next(notify)
+        record = runs.record_failure(self)
+        already = sfn.Succeed(self, "Already Reported", comment="A repeated event: this run's failure is in the ledger and was sent")
+        record.next(
+            sfn.Choice(self, "First Report?")
+            .when(sfn.Condition.boolean_equals("$.report.already_reported", True), already)
+            .otherwise(named)
+        )
+        # The ledger could not be written (after its retries): the message still goes out, naming the run.
+        unrecorded = sfn.Pass(
+            self,
+            "Uploads Not Recorded",
+            parameters={
+                "source_uri.$": "States.Format('the uploads of run {} (their failure could not be recorded: see the reporter logs)', $.detail.name)",
+                "run_id.$": "$.detail.name",
+            },
+            result_path="$.upload",
+        )
+        unrecorded.next(notify)
+        record.add_catch(unrecorded, errors=["States.ALL"], result_path="$.ledger_error")
+        failing_state = self._find_failing_state(history_arn, then=record)
+        describe = self._describe_failure(then=failing_state)
+        run = sfn.Pass(
+            self,
+            "Describe Run",
+            comment="A scheduled run: its run id is the execution name; its uploads are named by Record Run Failure",
+            parameters={"upload": {"run_id.$": "$.detail.name"}, "detail.$": "$.detail"},
+        )
+        run.next(describe)
+        if self._load_lock is None:
+            return run
+        release = self._load_lock.release(self, owner_path="$.detail.executionArn", then=run)
+        release.add_catch(run, errors=["States.ALL"], result_path="$.load_lock_error")
         return release
 
     def _describe_failure(self, *, then: sfn.IChainable) -> sfn.IChainable:

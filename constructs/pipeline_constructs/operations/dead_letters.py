@@ -9,6 +9,9 @@ Kinds (the `kind` of each entry of a form stack's DeadLetterQueues output):
                 events the function's rule could not deliver: the function (`target_arn`) invoked with each
   failure_report  status-change events of failed executions the rule could not deliver to the Step Functions
                 form's failure reporter: the reporter (`target_arn`) is started with each (it reports a failure once)
+  schedule      starts of a scheduled Step Functions run EventBridge Scheduler could not make: the state machine
+                (`target_arn`) is started with each message's input (a run takes whatever is pending; one that finds
+                another going ends at once)
   notification  failure messages SNS could not deliver to a subscriber: published to the alert topic again (every
                 subscriber receives them again)
 """
@@ -97,7 +100,7 @@ def _resend(clients: Mapping[str, Any], environment: Environment, runs: Runs, qu
         stack = environment.forms[str(queue.form)]
         runs.start_new_run(stack, upload_of_event(body), now)
         return
-    if queue.kind == "failure_report" and queue.target_arn:
+    if queue.kind in ("failure_report", "schedule") and queue.target_arn:
         clients["stepfunctions"].start_execution(stateMachineArn=queue.target_arn, input=body)
         return
     if queue.kind == "lambda":

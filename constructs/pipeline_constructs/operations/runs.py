@@ -4,6 +4,11 @@ cheapest correct recovery of a failed one (`rerun`).
 - Step Functions: redrive the upload's last execution when it can be resumed at the step that failed (it ended
   failed at that step, not in a Fail state, and the service says REDRIVABLE); otherwise a new execution with the
   input an S3 `Object Created` event gives the state machine.
+- Step Functions on a schedule (the stack has a ScheduleExpression output): never a redrive (a scheduled run holds
+  many uploads and a run lock; a resumed one would hold neither). The upload's event goes to the form's inbox, where
+  the next scheduled run takes it, and a new execution starts now, asking for it (`requested`); if a scheduled run is
+  going, that execution ends at once and the next run takes the upload from the inbox. A record a timed-out run
+  still holds is recorded failed first, for its owner.
 - Glue Workflow: resume the workflow run that last took the upload (the ledger record's last run) at its failed
   crawler, or at its clean job when the clean or the load job failed: a resumed run has a new run id, so a resumed
   load alone would MERGE that id's empty output. Otherwise a new workflow run. Either way the upload is named in the
@@ -96,6 +101,8 @@ class Runs:
     def start_new_run(self, stack: FormStack, upload: Upload, now: datetime, *, force: bool = False) -> RunAction:
         """A new run of the form for the upload (`force`: the MWAA Serverless run takes a finished record too)."""
         form = stack.form
+        if form == "step_functions" and is_scheduled(stack):
+            return self._start_scheduled_run(stack, upload, now)
         if form == "step_functions":
             name = f"ops-{uuid.uuid4().hex}"
             answer = self.clients["stepfunctions"].start_execution(
@@ -122,6 +129,31 @@ class Runs:
             )
             return RunAction(form, "started", service_run)
         raise OperationsError(f"form {form!r} is not one this version of pipeline-ops knows")
+
+    def _start_scheduled_run(self, stack: FormStack, upload: Upload, now: datetime) -> RunAction:
+        """The upload's event into the inbox (the next scheduled run takes it), then a run now that asks for it."""
+        self.clients["sqs"].send_message(QueueUrl=stack.output("InboxQueueUrl"), MessageBody=json.dumps(object_created_event(upload, now)))
+        requested = json.loads(uploads_to_json([upload]))
+        answer = self.clients["stepfunctions"].start_execution(
+            stateMachineArn=stack.output("StateMachineArn"), name=f"ops-{uuid.uuid4().hex}", input=json.dumps({"requested": requested})
+        )
+        return RunAction(
+            stack.form,
+            "started",
+            answer["executionArn"],
+            "a scheduled run that takes this upload first; if another scheduled run is going, it ends at once and the "
+            f"next run ({stack.output('ScheduleExpression')} {stack.outputs.get('ScheduleTimeZone', 'UTC')}) takes the upload from the inbox",
+        )
+
+    def _fail_stuck(self, stack: FormStack, upload: Upload, record: dict[str, Any] | None) -> None:
+        """A record a timed-out run still holds (rerun refuses the ones still in time) is recorded failed, for its owner."""
+        if record is not None and record.get("state") == RUNNING:
+            UploadLedger(self.clients["dynamodb"], self.environment.ledger_table, form=stack.form).fail(
+                upload,
+                run_id=str(record.get("owner", "")),
+                error="RunTimedOut",
+                cause=f"pipeline-ops rerun: the run held it at {record.get('step', '?')} past the form's run timeout",
+            )
 
     def _start_dag_run(self, stack: FormStack, upload: Upload) -> RunAction:
         obj = uploaded_object(upload)
@@ -153,6 +185,14 @@ class Runs:
             if state == RUNNING and stuck_reason(self.environment, record, now) is None:
                 raise Refused(f"{upload.uri} is running (run {record.get('owner', '?')}, at {record.get('step', '?')}); wait for it to end")
         form = stack.form
+        if form == "step_functions" and is_scheduled(stack):
+            if record is not None and record.get("state") in FINAL_STATES:
+                raise Refused(
+                    f"{upload.uri} is {record.get('state')}: a scheduled run takes an upload again only as a new object version "
+                    "(the ledger refuses a finished record, so nothing loads twice). Upload the file again to rerun it"
+                )
+            self._fail_stuck(stack, upload, record)
+            return self.start_new_run(stack, upload, now)
         if form == "step_functions":
             return self._rerun_execution(stack, upload, record, force=force, now=now)
         if form == "glue_workflow":
@@ -212,13 +252,7 @@ class Runs:
     def _rerun_workflow(self, stack: FormStack, upload: Upload, record: dict[str, Any] | None, now: datetime) -> RunAction:
         glue = self.clients["glue"]
         name = stack.output("WorkflowName")
-        if record is not None and record.get("state") == RUNNING:  # stuck: its run timed out without recording it
-            UploadLedger(self.clients["dynamodb"], self.environment.ledger_table, form=stack.form).fail(
-                upload,
-                run_id=str(record.get("owner", "")),
-                error="RunTimedOut",
-                cause=f"pipeline-ops rerun: the run held it at {record.get('step', '?')} past the form's run timeout",
-            )
+        self._fail_stuck(stack, upload, record)
         runs = record.get("runs", []) if record else []
         run_id = str(runs[-1]["run_id"]) if runs else ""
         run = self._workflow_run(name, run_id) if run_id else None
@@ -261,6 +295,11 @@ class Runs:
         cleared = self._airflow(stack, "POST", f"/dags/{dag}/clearTaskInstances", body)
         tasks = [task.get("task_id") for task in cleared.get("RestApiResponse", {}).get("task_instances", [])]
         return RunAction(stack.form, "cleared", run_id, f"tasks cleared: {', '.join(map(str, tasks)) or 'none'}")
+
+
+def is_scheduled(stack: FormStack) -> bool:
+    """The form's runs start on a schedule (its stack publishes the schedule: ScheduleExpression)."""
+    return bool(stack.outputs.get("ScheduleExpression"))
 
 
 def _resume_nodes(graph: Mapping[str, Any], clean_job_name: str) -> list[str]:

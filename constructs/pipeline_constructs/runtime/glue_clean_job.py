@@ -23,6 +23,12 @@ Glue Workflow form (all set by the form's own job definition, Glue adds --WORKFL
   --inbox_queue_url        the form's inbox queue (the upload events); with --ledger_table, required
   --alert_topic_arn        optional: SNS topic told once about files rejected as a whole
   --pipeline_form          optional, default glue_workflow: the `pipeline` field of that message and the ledger's form
+Scheduled Airflow runs (MWAA): the DAG claims the run's uploads in the ledger and names them here:
+  --settle_uploads         "true": --source_uris (a JSON array) and --source_versions (one ledger version each: a
+                           version id, 'etag:<etag>' or 'null') are uploads the run holds in --ledger_table; each is
+                           settled as in the Glue Workflow form below (rejected, skipped_empty, quarantined end here,
+                           the rest stay running at step clean for the DAG's load), and any other error is recorded
+                           `failed` on them
 In this form a file rejected as a whole does not fail the run: it is quarantined by the transform, ends `rejected` in
 the ledger (no later run takes it), is alerted once, and the run's other files go on to the load. Uploads with
 nothing to load end `skipped_empty` or `quarantined` here; the rest are handed to the load job (run property
@@ -76,6 +82,8 @@ OPTIONAL_ARGS: dict[str, str | None] = {
     "ledger_table": None,
     "source_versions": None,
     "ledger_ttl_days": "400",
+    # Scheduled Airflow runs: --source_uris are uploads the run claimed in the ledger; settle each one.
+    "settle_uploads": None,
 }
 # The `failed_step` of a rejection alert: the step names of the Glue Workflow form's messages are Crawl, Clean, Load.
 CLEAN_STEP = "Clean"
@@ -321,13 +329,20 @@ def _counts(result: CleanResult, uri: str | None = None) -> dict[str, Any] | Non
 
 
 def settle_workflow_run(
-    args: dict[str, Any], result: CleanResult, claimed: dict[str, Any], ledger: Any, sns: Any = None, glue: Any = None
+    args: dict[str, Any],
+    result: CleanResult,
+    claimed: dict[str, Any],
+    ledger: Any,
+    sns: Any = None,
+    glue: Any = None,
+    hand_over: Callable[[list[Any]], None] | None = None,
 ) -> list[dict[str, str]]:
-    """After the transform, in the Glue Workflow form: end the rejected files `rejected` in the ledger and alert
+    """After the transform of a run of claimed uploads: end the rejected files `rejected` in the ledger and alert
     about them (once: a later attempt cannot take a rejected upload again), record the other uploads' counts, end
     them `skipped_empty` or `quarantined` when the run curated no row (there is nothing to load), hand the rest to
-    the load job (`LOADING_PROPERTY`), and take the rejections out of `result.errors` (into `warnings`), so they
-    alone do not fail the run. Returns the rejections alerted about.
+    the load (`hand_over(uploads)`; default: the Glue workflow run property `LOADING_PROPERTY`, which the Glue load
+    job reads), and take the rejections out of `result.errors` (into `warnings`), so they alone do not fail the run.
+    Returns the rejections alerted about.
 
     Per-upload counts: a run of several uploads records each one's own counts (the transform counts each file,
     `CleanResult.per_file`), and each upload that curated no row ends `skipped_empty` or `quarantined` by its own
@@ -364,8 +379,11 @@ def settle_workflow_run(
                 ledger.finish(upload, run_id=args["run_id"], outcome=outcome)
             else:
                 loading.append(upload)
-    glue = glue or boto3.client("glue")
-    inputs.put_uploads(glue, workflow_name=args["WORKFLOW_NAME"], run_id=args["run_id"], name=inputs.LOADING_PROPERTY, uploads=loading)
+    if hand_over is not None:
+        hand_over(loading)
+    else:
+        glue = glue or boto3.client("glue")
+        inputs.put_uploads(glue, workflow_name=args["WORKFLOW_NAME"], run_id=args["run_id"], name=inputs.LOADING_PROPERTY, uploads=loading)
     if alerted and args["alert_topic_arn"]:
         subject, message = rejection_alert(args, result.dataset, alerted)
         (sns or boto3.client("sns")).publish(TopicArn=args["alert_topic_arn"], Subject=subject, Message=message)
@@ -406,8 +424,8 @@ def main(
 ) -> CleanResult | None:
     """Run the job. Raises CleanRunFailed (the job run fails) after writing and publishing when the run failed.
 
-    In the Glue Workflow form, any failure after the claim is recorded `failed` (step clean, with the error and its
-    cause) on every upload the run still holds, then raised: the form's failure rule sends the message.
+    In the Glue Workflow form and with --settle_uploads, any failure after the claim is recorded `failed` (step clean,
+    with the error and its cause) on every upload the run still holds, then raised: the form reports the failure.
 
     :param read_from: where Spark reads a claimed upload of the Glue Workflow form. Default: its s3:// URI (tests
         point it at a local copy, since a local Spark cannot read an in-memory S3).
@@ -416,13 +434,19 @@ def main(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = resolve_args(sys.argv[1:] if argv is None else argv)
-    if not args["source_listing_prefix"]:
+    if args["settle_uploads"]:
+        if not args["ledger_table"]:
+            raise SystemExit("--settle_uploads needs --ledger_table: the run's uploads are settled in the upload ledger")
+        ledger = open_ledger(args, dynamodb)
+        claimed = named_uploads(args)
+    elif not args["source_listing_prefix"]:
         return _clean(args, spark=spark, cloudwatch=cloudwatch, dynamodb=dynamodb, clients=clients)
-    missing = [f"--{name}" for name in ("ledger_table", "inbox_queue_url", "WORKFLOW_NAME") if not args[name]]
-    if missing:
-        raise SystemExit(f"--source_listing_prefix needs {', '.join(missing)}: run the job from its Glue workflow")
-    ledger = open_ledger(args, dynamodb)
-    claimed = claim_workflow_sources(args, ledger, clients)
+    else:
+        missing = [f"--{name}" for name in ("ledger_table", "inbox_queue_url", "WORKFLOW_NAME") if not args[name]]
+        if missing:
+            raise SystemExit(f"--source_listing_prefix needs {', '.join(missing)}: run the job from its Glue workflow")
+        ledger = open_ledger(args, dynamodb)
+        claimed = claim_workflow_sources(args, ledger, clients)
     if not claimed:
         LOG.info("no uploads for this run under %s; nothing to clean", args["source_listing_prefix"])
         _workflow_inputs().put_uploads(
@@ -441,6 +465,29 @@ def main(
         )
         LOG.error("run %s failed at clean: recorded on %d of its %d uploads", args["run_id"], failed, len(claimed))
         raise
+
+
+def named_uploads(args: dict[str, Any]) -> dict[str, Any]:
+    """With --settle_uploads: {s3 URI: Upload} of --source_uris, each with its --source_versions entry (the ledger's
+    version: a version id, 'etag:<etag>' or 'null'); SystemExit naming the arguments when they do not pair up."""
+    versions = parse_source_uris(args["source_versions"]) if args["source_versions"] else []
+    uris = args["source_uris"]
+    if len(versions) != len(uris) or len(set(uris)) != len(uris):
+        raise SystemExit(
+            f"--settle_uploads: --source_uris has {len(uris)} URIs ({len(set(uris))} distinct) and --source_versions "
+            f"{len(versions)} versions: give each upload once, with its ledger version"
+        )
+    named: dict[str, Any] = {}
+    for uri, version in zip(uris, versions, strict=True):
+        bucket, key = _upload_ledger().split_uri(uri)
+        named[uri] = _workflow_inputs().upload_of_record({"bucket": bucket, "key": key, "version": version})
+    return named
+
+
+def _keep_for_load(uploads: list[Any]) -> None:
+    """The hand-over of a settled run (--settle_uploads): the uploads to load stay running at step clean in the
+    ledger, where the DAG's load takes them from."""
+    LOG.info("%d uploads with curated rows stay running at step clean for the run's load", len(uploads))
 
 
 class SourceVersionChanged(RuntimeError):
@@ -513,7 +560,8 @@ def _clean(
         result.per_file = {reading.get(uri, uri): counts for uri, counts in result.per_file.items()}
         result.errors[:] = [_named_upload(e, reading) for e in result.errors]
         clients = clients or {}
-        settle_workflow_run(args, result, claimed, ledger, sns=clients.get("sns"), glue=clients.get("glue"))
+        hand_over = _keep_for_load if args["settle_uploads"] else None
+        settle_workflow_run(args, result, claimed, ledger, sns=clients.get("sns"), glue=clients.get("glue"), hand_over=hand_over)
     else:
         if s3 is not None:
             check_source_versions(s3, args["source_uris"], versions)  # after every read: what was read is what is recorded

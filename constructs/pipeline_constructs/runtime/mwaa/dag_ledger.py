@@ -19,23 +19,26 @@ run timeout has passed. The DynamoDB client is made when a task runs, never at p
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
-from pipeline_steps import FORM_NAME, pipeline_run_id
+from pipeline_steps import CLAIM_TASK_ID, CLAIM_XCOM_KEY, FORM_NAME, pipeline_run_id
 
 try:
-    from pipeline_constructs.runtime.pipeline_plan import outcome_without_load
-    from pipeline_constructs.runtime.upload_ledger import LOADED, RUNNING, LedgerConflict, Upload, UploadLedger
+    from pipeline_constructs.runtime.pipeline_plan import CRAWL, outcome_without_load
+    from pipeline_constructs.runtime.upload_ledger import FAILED, LOADED, RUNNING, LedgerConflict, Upload, UploadLedger
 except ImportError:  # beside the DAG, shipped as top-level modules
-    from pipeline_plan import outcome_without_load  # type: ignore[import-not-found,no-redef]
-    from upload_ledger import LOADED, RUNNING, LedgerConflict, Upload, UploadLedger  # type: ignore[import-not-found,no-redef]
+    from pipeline_plan import CRAWL, outcome_without_load  # type: ignore[import-not-found,no-redef]
+    from upload_ledger import FAILED, LOADED, RUNNING, LedgerConflict, Upload, UploadLedger  # type: ignore[import-not-found,no-redef]
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[Any], None]
+SUPERSEDED = "VersionSuperseded"
+"""The error of an upload a scheduled run gave up because it also held a newer version of the same object."""
 
 
 class DagLedger:
@@ -149,3 +152,230 @@ class _Run:
         self.upload = Upload(str(conf["bucket"]), str(conf["key"]), version_id=conf.get("version_id") or None)
         self.run_id = pipeline_run_id(dag_run.run_id)
         self.execution = f"{dag_run.dag_id}/{dag_run.run_id}"
+
+
+# --- scheduled runs ---------------------------------------------------------------------------------------------------
+def _workflow_inputs() -> Any:
+    """The claim's module (runtime/workflow_inputs.py), shipped beside the DAG only when it runs on a schedule."""
+    try:
+        from pipeline_constructs.runtime import workflow_inputs
+    except ImportError:  # beside the DAG, a top-level module
+        import workflow_inputs  # type: ignore[import-not-found,no-redef]
+    return workflow_inputs
+
+
+def _taking(ledger: Any) -> Any:
+    """`ledger` as one that remembers every upload it started, so a claim that fails half-way can fail what it took."""
+
+    class TakingLedger(type(ledger)):  # type: ignore[misc]
+        taken: list[Any]
+
+        def start(self, upload: Any, **kwargs: Any) -> dict[str, Any]:
+            record = super().start(upload, **kwargs)
+            self.taken.append(upload)
+            return dict(record)
+
+    taking = TakingLedger(ledger.client, ledger.table_name, form=ledger.form, ttl_days=ledger.ttl_days)
+    taking.taken = []
+    return taking
+
+
+def upload_to_xcom(upload: Upload) -> dict[str, Any]:
+    return {
+        "bucket": upload.bucket,
+        "key": upload.key,
+        "version_id": upload.version_id,
+        "etag": upload.etag,
+        "uri": upload.uri,
+        "version": upload.version,
+    }
+
+
+def upload_from_xcom(item: Mapping[str, Any]) -> Upload:
+    return Upload(str(item["bucket"]), str(item["key"]), item.get("version_id") or None, item.get("etag") or None)
+
+
+class ScheduledLedger(DagLedger):
+    """The ledger writes of a DAG that starts on a schedule: its first task claims every pending upload
+    (`workflow_inputs.claim_pending`: the upload a `pipeline-ops` run names in its conf, this form's failed uploads
+    fewer than three runs tried, the inbox), and each later task writes for every upload the run still holds, as the
+    Glue Workflow form's jobs do. The clean job settles each upload (`--settle_uploads`): rejected, skipped_empty and
+    quarantined end there; the load's success ends the rest loaded; a failure is recorded on every upload the run
+    still holds, so the next run retakes them.
+
+    A task that runs again (a retry, or `pipeline-ops rerun` clearing it) takes back the uploads this run recorded
+    failed (when this run is still their latest), never the ones it ended otherwise nor ones a later run took.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        self.inbox_url = str(config["inbox_queue_url"])
+        self.landing_bucket = str(config["landing_bucket"])
+        self.landing_prefix = str(config["landing_prefix"])
+
+    def _ledger(self) -> Any:
+        """The ledger through workflow_inputs' own UploadLedger, so the claim's functions catch its LedgerConflict
+        (wherever the DAG processor found the modules)."""
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        client = AwsBaseHook(aws_conn_id=None, client_type="dynamodb", region_name=self.region).conn
+        return _workflow_inputs().UploadLedger(client, self.table, form=FORM_NAME, ttl_days=self.ttl_days)
+
+    def _sqs(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=None, client_type="sqs", region_name=self.region).conn
+
+    # --- the claim ---------------------------------------------------------------------------------------------------
+    def claim(self, **context: Any) -> bool:
+        """python_callable of the claim task (a ShortCircuitOperator): take what is pending and push the claim
+        (XCom CLAIM_XCOM_KEY) before the inbox messages are deleted. False (nothing pending) ends the run at once:
+        every later task is skipped, nothing is crawled, cleaned or loaded. Any error fails what the claim took (the
+        next run, or this task's retry, takes it again) and is raised."""
+        ti, dag_run = context["ti"], context["dag_run"]
+        run_id, execution = pipeline_run_id(dag_run.run_id), f"{dag_run.dag_id}/{dag_run.run_id}"
+        ledger = _taking(self._ledger())
+        requested = _requested(dag_run.conf or {})
+
+        def record(uploads: list[Upload]) -> None:
+            ti.xcom_push(key=CLAIM_XCOM_KEY, value=[upload_to_xcom(upload) for upload in uploads])
+
+        try:
+            uploads = _workflow_inputs().claim_pending(
+                ledger,
+                sqs=self._sqs(),
+                inbox_url=self.inbox_url,
+                run_id=run_id,
+                execution=execution,
+                landing_bucket=self.landing_bucket,
+                landing_prefix=self.landing_prefix,
+                first=requested,
+                record=record,
+                then_step=None,  # at step crawl: the crawl task comes next
+            )
+        except Exception as error:
+            _workflow_inputs().fail_uploads(
+                ledger, ledger.taken, run_id=run_id, error=type(error).__name__, cause=f"claiming the run's uploads: {error}"
+            )
+            raise
+        if not uploads:
+            log.info("run %s: nothing pending (no upload in the inbox, no failed upload to retry, none requested): "
+                     "nothing crawled, cleaned or loaded", run_id)  # fmt: skip
+            return False
+        log.info("run %s takes %d uploads: %s", run_id, len(uploads), ", ".join(upload.uri for upload in uploads[:20]))
+        return True
+
+    # --- the hooks of the later tasks --------------------------------------------------------------------------------
+    def step(self, step: str) -> Hook:
+        """pre_execute of the crawl and the load: every upload the run holds reaches `step`."""
+
+        def record_step(context: Any) -> None:
+            held = self.held(context, step)
+            if not held:
+                raise AirflowSkipException(f"the run holds none of its claimed uploads any more: nothing to {step}")
+
+        record_step.__name__ = f"record_{step}_step"
+        return record_step
+
+    def clean_sources(self, step: str) -> Hook:
+        """pre_execute of the clean: every held upload reaches `step`, and the clean job is given exactly those
+        (--source_uris, --source_versions): an upload a previous attempt ended is not cleaned again."""
+
+        def name_sources(context: Any) -> None:
+            held = self.held(context, step)
+            if not held:
+                raise AirflowSkipException(f"the run holds none of its claimed uploads any more: nothing to {step}")
+            held = self._one_version_per_object(context, held)
+            task = context["task"]
+            task.script_args = {
+                **task.script_args,
+                "--source_uris": json.dumps([upload.uri for upload in held]),
+                "--source_versions": json.dumps([upload.version for upload in held]),
+            }
+
+        name_sources.__name__ = f"record_{step}_step_and_name_sources"
+        return name_sources
+
+    def loaded(self, step: str) -> Callable[[Any, Any], None]:
+        """post_execute of the load: every upload the run still holds is loaded."""
+
+        def record_loaded(context: Any, result: Any = None) -> None:
+            run_id = pipeline_run_id(context["dag_run"].run_id)
+            ledger = self._ledger()
+            for upload in self.held(context, None, ledger=ledger):
+                ledger.finish(upload, run_id=run_id, outcome=LOADED)
+
+        return record_loaded
+
+    def outcome_without_load(self, context: Any) -> None:
+        """on_skipped_callback of the rows check: no upload curated a row; the clean job ended them all, so this only
+        ends one it left running (by its own counts). A write that fails is logged (a callback cannot fail its task)."""
+        try:
+            run_id = pipeline_run_id(context["dag_run"].run_id)
+            ledger = self._ledger()
+            for upload in self.held(context, None, ledger=ledger):
+                record = ledger.get(upload) or {}
+                ledger.finish(upload, run_id=run_id, outcome=outcome_without_load(int(record.get("rows_quarantined") or 0)))
+        except Exception:
+            log.exception("the ledger did not record the outcome of the run's uploads (nothing to load)")
+
+    def fail(self, context: Any, *, error: str, cause: str) -> None:
+        """The run failed: recorded on every claimed upload it still holds (the others ended already)."""
+        run_id = pipeline_run_id(context["dag_run"].run_id)
+        claimed = self.claimed(context)
+        failed = _workflow_inputs().fail_uploads(self._ledger(), claimed, run_id=run_id, error=error, cause=cause)
+        log.info("run %s failed: recorded on %d of its %d claimed uploads", run_id, failed, len(claimed))
+
+    def _one_version_per_object(self, context: Any, held: list[Upload]) -> list[Upload]:
+        """The held uploads with one version per object (the last claimed): Spark reads an object's current version
+        only, so two versions of one key cannot be cleaned apart. The others are recorded failed, naming why; a later
+        run retakes them alone."""
+        latest = {upload.uri: upload for upload in held}
+        superseded = [upload for upload in held if latest[upload.uri] is not upload]
+        if superseded:
+            run_id = pipeline_run_id(context["dag_run"].run_id)
+            _workflow_inputs().fail_uploads(
+                self._ledger(),
+                superseded,
+                run_id=run_id,
+                error=SUPERSEDED,
+                cause="another version of the same object is cleaned in this run (a run reads each key once); a later run retakes this one",
+            )
+        return [upload for upload in held if latest[upload.uri] is upload]
+
+    # --- reading the claim ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def claimed(context: Any) -> list[Upload]:
+        """The uploads the run's claim took (its XCom; none when the claim did not get that far)."""
+        items = context["ti"].xcom_pull(task_ids=CLAIM_TASK_ID, key=CLAIM_XCOM_KEY) or []
+        return [upload_from_xcom(item) for item in items]
+
+    def claimed_uris(self, context: Any) -> list[str]:
+        return [upload.uri for upload in self.claimed(context)]
+
+    def held(self, context: Any, step: str | None, *, ledger: UploadLedger | None = None) -> list[Upload]:
+        """The claimed uploads this run still holds (taking back the ones it recorded failed, when it is still their
+        latest run), each moved to `step` unless None."""
+        dag_run = context["dag_run"]
+        run_id, execution = pipeline_run_id(dag_run.run_id), f"{dag_run.dag_id}/{dag_run.run_id}"
+        ledger = ledger or self._ledger()
+        held = []
+        for upload in self.claimed(context):
+            record = ledger.get(upload) or {}
+            latest = record["runs"][-1]["run_id"] if record.get("runs") else None
+            if record.get("state") == FAILED and latest == run_id and record.get("error") != SUPERSEDED:
+                ledger.start(upload, run_id=run_id, execution=execution, step=step or str(record.get("step") or CRAWL))
+                log.info("run %s takes %s back (it had recorded it failed)", run_id, upload.uri)
+            elif record.get("state") != RUNNING or record.get("owner") != run_id:
+                continue
+            if step is not None:
+                ledger.step(upload, run_id=run_id, step=step)
+            held.append(upload)
+        return held
+
+
+def _requested(conf: Mapping[str, Any]) -> list[Upload]:
+    """The upload a run's conf names (`pipeline-ops rerun` / `reconcile --start` start a run with it), or none."""
+    if not conf.get("bucket") or not conf.get("key"):
+        return []
+    return [Upload(str(conf["bucket"]), str(conf["key"]), version_id=conf.get("version_id") or None)]

@@ -1,9 +1,16 @@
-"""The pipeline's Airflow DAG: crawl -> clean -> load for one uploaded object, started by the trigger Lambda.
+"""The pipeline's Airflow DAG: crawl -> clean -> load for one uploaded object, started by the trigger Lambda; or, with
+a `schedule` in its configuration, on the clock: claim what is pending -> crawl -> clean -> load, all of it at once.
 
 Deployed by `pipeline_constructs.forms.mwaa.MwaaPipeline` into the environment's DAG folder, beside
 `pipeline_steps.py` (the step description), `dag_ledger.py` (the upload ledger writes) and `pipeline_dag_config.json`
 (resource names, load SQL, timeouts, the ledger table: written at deploy time, never hard-coded here). A run's conf
 carries the object: {"bucket", "key", "version_id"}.
+
+On a schedule (`schedule`: {cron, time_zone}): the DAG's own timetable (CronTriggerTimetable in the configured zone,
+no catch-up, one active run, so two scheduled runs never overlap). Its first task (`claim_uploads`) takes every
+pending upload in the ledger (`dag_ledger.ScheduledLedger`); nothing pending and the run ends at once, the later
+tasks skipped. Otherwise one crawl, one clean job run over all of them, one load; each upload ends with its own
+outcome, and a failure is recorded on every upload the run still holds, for the next run to retake.
 
 Parse time stays small: the top level reads one JSON file and imports the operator classes; AWS clients are created
 only when a task runs.
@@ -18,15 +25,30 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, chain
-from dag_ledger import DagLedger  # type: ignore[import-not-found]  # beside the DAG in its folder
-from pipeline_steps import CONFIG_FILE_NAME, FORM_NAME, ROWS_CHECK_TASK_ID, Step, describe_steps, failure_message
+from airflow.sdk import DAG, CronTriggerTimetable, chain
+from dag_ledger import DagLedger, ScheduledLedger  # type: ignore[import-not-found]  # beside the DAG in its folder
+from pipeline_steps import (
+    CLAIM_TASK_ID,
+    CONFIG_FILE_NAME,
+    FORM_NAME,
+    ROWS_CHECK_TASK_ID,
+    Step,
+    describe_steps,
+    failure_message,
+    is_scheduled,
+)
+
+try:
+    from pipeline_constructs.runtime.pipeline_plan import CLEAN
+except ImportError:  # beside the DAG, shipped as a top-level module
+    from pipeline_plan import CLEAN  # type: ignore[import-not-found,no-redef]
 
 log = logging.getLogger(__name__)
 
 CONFIG = json.loads((Path(__file__).resolve().parent / CONFIG_FILE_NAME).read_text(encoding="utf-8"))
 DAG_ID = CONFIG["dag_id"]
-LEDGER = DagLedger(CONFIG) if CONFIG.get("ledger_table") is not None else None
+SCHEDULED = is_scheduled(CONFIG)
+LEDGER: DagLedger | None = ScheduledLedger(CONFIG) if SCHEDULED else DagLedger(CONFIG) if CONFIG.get("ledger_table") is not None else None
 
 
 def notify_failure(context: Any) -> None:
@@ -37,7 +59,10 @@ def notify_failure(context: Any) -> None:
 
     dag_run = context["dag_run"]
     task_id = context["ti"].task_id
-    message = failure_message(conf=dag_run.conf, airflow_run_id=dag_run.run_id, failed_step=task_id, error=context.get("exception"))
+    uploads = LEDGER.claimed_uris(context) if isinstance(LEDGER, ScheduledLedger) else None
+    message = failure_message(
+        conf=dag_run.conf, airflow_run_id=dag_run.run_id, failed_step=task_id, error=context.get("exception"), uploads=uploads
+    )
     if LEDGER is not None:
         try:
             LEDGER.fail(context, error=message["error"], cause=message["cause"])
@@ -58,7 +83,11 @@ def _ledger_hooks(step: Step, first: str, last: str) -> dict[str, Any]:
         return {}
     if step.task_id == ROWS_CHECK_TASK_ID:
         return {"on_skipped_callback": LEDGER.outcome_without_load}
-    hooks: dict[str, Any] = {"pre_execute": LEDGER.take(step.task_id) if step.task_id == first else LEDGER.step(step.task_id)}
+    hooks: dict[str, Any]
+    if isinstance(LEDGER, ScheduledLedger):  # the claim took the uploads; the clean job is told which ones it holds
+        hooks = {"pre_execute": LEDGER.clean_sources(step.task_id) if step.task_id == CLEAN else LEDGER.step(step.task_id)}
+    else:
+        hooks = {"pre_execute": LEDGER.take(step.task_id) if step.task_id == first else LEDGER.step(step.task_id)}
     if step.task_id == last:
         hooks["post_execute"] = LEDGER.loaded(step.task_id)
     return hooks
@@ -85,13 +114,45 @@ def _operator(step: Step, first: str, last: str) -> Any:
     )
 
 
+def _claim() -> Any:
+    """A scheduled run's first task: claim what is pending; nothing -> every later task is skipped (the run ends)."""
+    from airflow.providers.standard.operators.python import ShortCircuitOperator
+
+    assert isinstance(LEDGER, ScheduledLedger)
+    return ShortCircuitOperator(
+        task_id=CLAIM_TASK_ID,
+        python_callable=LEDGER.claim,
+        do_xcom_push=False,  # the claim pushes its own XCom (CLAIM_XCOM_KEY) before the inbox messages are deleted
+        retries=int(CONFIG["retries"]),
+        retry_delay=timedelta(seconds=int(CONFIG["retry_delay_seconds"])),
+        retry_exponential_backoff=True,
+        max_retry_delay=timedelta(seconds=int(CONFIG["max_retry_delay_seconds"])),
+        execution_timeout=timedelta(minutes=15),
+        on_failure_callback=notify_failure,
+        doc_md="Take every pending upload (requested, failed to retry, the inbox) in the ledger; none: the run ends here.",
+    )
+
+
+def _timetable() -> Any:
+    """The DAG's schedule: None (runs are started per upload), or the configured cron in its time zone."""
+    if not SCHEDULED:
+        return None
+    return CronTriggerTimetable(CONFIG["schedule"]["cron"], timezone=CONFIG["schedule"]["time_zone"])
+
+
 with DAG(
     dag_id=DAG_ID,
-    description=f"{CONFIG['dataset']}: crawl, clean and load one uploaded object",
-    schedule=None,
+    description=f"{CONFIG['dataset']}: "
+    + (
+        f"claim, crawl, clean and load every pending upload ({CONFIG['schedule']['cron']}, {CONFIG['schedule']['time_zone']})"
+        if SCHEDULED
+        else "crawl, clean and load one uploaded object"
+    ),  # fmt: skip
+    schedule=_timetable(),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
-    max_active_runs=int(CONFIG["max_active_runs"]),
+    # On a schedule one run at a time: a tick while a run is still going waits; two runs never overlap.
+    max_active_runs=1 if SCHEDULED else int(CONFIG["max_active_runs"]),
     dagrun_timeout=timedelta(seconds=int(CONFIG["dagrun_timeout_seconds"])),
     is_paused_upon_creation=False,
     render_template_as_native_obj=False,
@@ -100,4 +161,5 @@ with DAG(
 ) as dag:
     steps = describe_steps(CONFIG)
     planned = [step.task_id for step in steps if step.task_id != ROWS_CHECK_TASK_ID]
-    chain(*[_operator(step, planned[0], planned[-1]) for step in steps])
+    operators = [_operator(step, planned[0], planned[-1]) for step in steps]
+    chain(*([_claim(), *operators] if SCHEDULED else operators))

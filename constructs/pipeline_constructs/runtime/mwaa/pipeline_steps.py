@@ -43,6 +43,14 @@ RUN_ID_MARKER = "__pipeline_run_id__"
 
 _UNSAFE_RUN_ID_CHARS = re.compile(r"[~:+]")
 
+CLAIM_TASK_ID = "claim_uploads"
+"""A scheduled run's first task: takes what is pending (dag_ledger.ScheduledLedger.claim); nothing -> the run ends."""
+CLAIM_XCOM_KEY = "claimed_uploads"
+"""The claim task's XCom: the uploads the run took, [{bucket, key, version_id, etag, uri, version}], pushed before the
+inbox messages are deleted, so every later task (and each of its retries) reads the same claim."""
+SETTLED_SOURCES = "(the uploads this run holds, set by the task's pre_execute)"
+"""--source_uris and --source_versions of a scheduled run's clean task until its pre_execute names the uploads."""
+
 ROWS_CHECK_TASK_ID = "find_curated_rows"
 # The guard skips the load when its one listing finds no partition folder (sensor timeout 0, soft_fail). soft_fail
 # also skips on the task's own execution timeout, so that timeout sits far above botocore's connect and read timeouts
@@ -66,6 +74,11 @@ class Step:
     max_active_tis_per_dag: int | None = None
     """1 for a step the plan runs one at a time (the load): Airflow's scheduler queues this task of one run only
     while no other run's instance of it is active; None: no limit of its own."""
+
+
+def is_scheduled(config: Mapping[str, Any]) -> bool:
+    """True when the deployed configuration has a `schedule` (the DAG starts on the clock and claims its uploads)."""
+    return config.get("schedule") is not None
 
 
 def pipeline_run_id(airflow_run_id: str) -> str:
@@ -122,9 +135,22 @@ def _crawl(config: Mapping[str, Any], common: dict[str, Any], poll: int) -> tupl
 
 def _clean(config: Mapping[str, Any], common: dict[str, Any], poll: int) -> tuple[str, dict[str, Any]]:
     # The same arguments the Step Functions form passes: the object as a JSON array of one URI, the run id, and with a
-    # ledger (`ledger_table` in the configuration) where the job writes the upload's counts.
+    # ledger (`ledger_table` in the configuration) where the job writes the upload's counts. A scheduled run names
+    # the uploads it holds (its pre_execute fills them in) and has the job settle each one (rejected, empty and
+    # quarantined end there, the rest stay for the load; a rejected file is alerted once and fails nothing).
     script_args = {"--source_uris": SOURCE_URIS_TEMPLATE, "--run_id": RUN_ID_TEMPLATE}
-    if config.get("ledger_table") is not None:
+    if is_scheduled(config):
+        script_args = {
+            "--source_uris": SETTLED_SOURCES,
+            "--source_versions": SETTLED_SOURCES,
+            "--run_id": RUN_ID_TEMPLATE,
+            "--settle_uploads": "true",
+            "--alert_topic_arn": str(config["topic_arn"]),
+            "--ledger_table": str(config["ledger_table"]),
+            "--ledger_ttl_days": str(config["ledger_ttl_days"]),
+            "--pipeline_form": FORM_NAME,
+        }
+    elif config.get("ledger_table") is not None:
         script_args.update(
             {
                 "--ledger_table": str(config["ledger_table"]),
@@ -199,16 +225,30 @@ def _rows_check(config: Mapping[str, Any], guarded: PipelineStep, common: dict[s
     )
 
 
+MESSAGE_URIS = 20
+"""A scheduled run's failure message names at most this many of its uploads (and how many there are)."""
+
+
 def failure_message(
-    *, conf: Mapping[str, Any] | None, airflow_run_id: str, failed_step: str, error: BaseException | str | None
+    *,
+    conf: Mapping[str, Any] | None,
+    airflow_run_id: str,
+    failed_step: str,
+    error: BaseException | str | None,
+    uploads: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The SNS message of a failed run: the same fields the other forms send."""
+    """The SNS message of a failed run: the same fields the other forms send. `uploads`: the URIs a scheduled run
+    claimed (its `object` names them instead of the conf's object)."""
     conf = conf or {}
     bucket, key = conf.get("bucket"), conf.get("key")
     exception_name = type(error).__name__ if isinstance(error, BaseException) else "TaskFailed"
+    named = f"s3://{bucket}/{key}" if bucket and key else None
+    if uploads:
+        more = f" and {len(uploads) - MESSAGE_URIS} more" if len(uploads) > MESSAGE_URIS else ""
+        named = f"{len(uploads)} uploads of a scheduled run: " + ", ".join(uploads[:MESSAGE_URIS]) + more
     return {
         "pipeline": FORM_NAME,
-        "object": f"s3://{bucket}/{key}" if bucket and key else None,
+        "object": named,
         "version_id": conf.get("version_id"),
         "run_id": pipeline_run_id(airflow_run_id),
         "failed_step": failed_step,
