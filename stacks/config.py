@@ -163,6 +163,13 @@ def parse_triggers(prefix: str, raw: Any, forms: tuple[str, ...]) -> tuple[tuple
             check_time_zone(zone)
         except ScheduleError as error:
             raise _fail(f"{form_path}.time_zone", zone, str(error)) from None
+        if form not in SCHEDULED_FORMS:
+            raise _fail(
+                f"{form_path}.schedule",
+                expression,
+                f"{form} starts one run per upload only in this version (its scheduled runs cannot claim their uploads in the "
+                f"ledger yet): set trigger.{form} to '{UPLOAD_TRIGGER}' or remove it, or schedule one of {', '.join(SCHEDULED_FORMS)}",
+            )
         schedule = Schedule(expression=expression, time_zone=zone)
         try:
             check_form_schedule(form, schedule)  # what the form's engine accepts (Glue: cron in UTC, at most every 5 minutes)

@@ -47,8 +47,8 @@ def test_eventbridge_scheduler_takes_the_expression_as_written_in_any_time_zone_
         scheduler_expression(Schedule("rate(5 minutes)", "Mars/Olympus"))
 
 
-def test_every_form_has_a_schedule_check_and_the_glue_workflow_keeps_to_utc() -> None:
-    assert set(FORM_SCHEDULES) == {"step_functions", "glue_workflow", "mwaa", "mwaa_serverless"}
+def test_every_form_but_mwaa_serverless_has_a_schedule_check_and_the_glue_workflow_keeps_to_utc() -> None:
+    assert set(FORM_SCHEDULES) == {"step_functions", "glue_workflow", "mwaa"}
     assert check_form_schedule("glue_workflow", Schedule("rate(1 hour)")) == "cron(0 * * * ? *)"
     with pytest.raises(ScheduleError, match="UTC only"):
         check_form_schedule("glue_workflow", Schedule("rate(1 hour)", "Europe/Paris"))

@@ -10,7 +10,7 @@ and refuses the rest instead of approximating them.
 
 `scheduler_expression` is what EventBridge Scheduler takes (the Step Functions form): the same expressions, in any
 IANA time zone (Scheduler applies the zone, daylight saving included). `airflow_cron` is what an Airflow DAG's
-timetable takes (both MWAA forms): five fields, no year, Sunday 0 where EventBridge counts Sunday 1; the time zone
+timetable takes (the MWAA form): five fields, no year, Sunday 0 where EventBridge counts Sunday 1; the time zone
 goes to the timetable. `check_form_schedule` picks the right one for a form's name.
 
 Standard library only.
@@ -198,6 +198,7 @@ FORM_SCHEDULES = {
     "glue_workflow": glue_cron,
     "step_functions": scheduler_expression,
     "mwaa": airflow_cron,
-    "mwaa_serverless": airflow_cron,
 }
-"""Each orchestration form's schedule check, by the form's name (the config's `forms`)."""
+"""Each orchestration form's schedule check, by the form's name (the config's `forms`). MWAA Serverless has none: a
+scheduled run of its could not claim its uploads in the ledger yet (forms/mwaa_serverless.py,
+`check_serverless_schedule`), so its schedule is refused."""
