@@ -27,7 +27,7 @@ import sysconfig
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ STACKS = {"glue_workflow": "GlueWorkflow", "step_functions": "StepFunctions", "m
 ENVIRONMENT = "dev"
 VOLUMES = (1, 200, 10_000)
 BURST = 200
+HOURLY = "cron(0 * * * ? *)"
+"""The schedule of the hourly rows: a synth with every form that can be scheduled on it."""
 """Uploads of the burst rows: arriving together, as the stores of a retail chain upload at closing time."""
 MARKER = re.compile(r"<<marker:0xbaba:(\d+)>>")
 
@@ -68,8 +70,9 @@ def use_project_node() -> None:
         pass
 
 
-def compare_context() -> dict[str, Any]:
-    """cdk.json's context with one environment: dev's settings, every form, staging's zones (MWAA needs a network)."""
+def compare_context(scheduled: bool = False) -> dict[str, Any]:
+    """cdk.json's context with one environment: dev's settings, every form, staging's zones (MWAA needs a network);
+    every form per upload, or (`scheduled`) every form that can be scheduled on HOURLY, in UTC."""
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
     envs = context["pipeline:environments"]
     settings = dict(envs[ENVIRONMENT])
@@ -77,8 +80,11 @@ def compare_context() -> dict[str, Any]:
     settings["availability_zones"] = list(envs["staging"].get("availability_zones", []))
     settings["region"] = "eu-west-1"
     settings.pop("account", None)
-    # Every form in upload mode (the default trigger), the one mode they all have; the hourly rows are modelled.
     settings.pop("trigger", None)
+    if scheduled:
+        from stacks.config import SCHEDULED_FORMS
+
+        settings["trigger"] = {form: {"schedule": HOURLY, "time_zone": "UTC"} for form in FORMS if form in SCHEDULED_FORMS}
     context["pipeline:environments"] = {ENVIRONMENT: settings}
     return context
 
@@ -122,13 +128,13 @@ class Synth:
         return (stack, target["Ref"]) if isinstance(target, dict) and "Ref" in target else None
 
 
-def synthesize(outdir: Path) -> Synth:
+def synthesize(outdir: Path, scheduled: bool = False) -> Synth:
     use_project_node()
     import aws_cdk as cdk
 
     from app import build_app
 
-    app = cdk.App(context=compare_context(), outdir=str(outdir))
+    app = cdk.App(context=compare_context(scheduled), outdir=str(outdir))
     # The cdk-nag and Control Tower plugins validate, they add no resource: leave them to `make synth` and the tests.
     (stage,) = build_app(app, nag=False, control_tower=False)
     assembly = app.synth()
@@ -246,6 +252,8 @@ class Form:
     name: str
     cells: dict[str, str] = field(default_factory=dict)
     shape: FormShape | None = None
+    scheduled: FormShape | None = None
+    """Its shape on HOURLY, from the scheduled synth (None: the form cannot be scheduled)."""
 
 
 def fmt_seconds(seconds: float) -> str:
@@ -374,11 +382,8 @@ def read_step_functions(synth: Synth) -> Form:
     )
 
     # The shape for the cost: the top-level path through the load, with one poll of each loop.
-    top = definition["States"]
-    load_state = step_state["load"]
-    to_load = shortest(top, definition["StartAt"], lambda n: n == load_state)
-    after = shortest(top, load_state, lambda n: top[n]["Type"] == "Succeed")
-    base = len(to_load) + len(after) - 1 + loops["crawl"][1] + loops["load"][1]
+    run = machine_run(definition)
+    base = run.shape.base
     clean_job = synth.stack_output(states[step_state["clean"]]["Parameters"]["JobName"])
     assert clean_job is not None
     job = synth.resources(clean_job[0])[clean_job[1]]["Properties"]
@@ -388,7 +393,10 @@ def read_step_functions(synth: Synth) -> Form:
         kms_keys=len(synth.resources(stack, "AWS::KMS::Key")),
         clean_dpus=job_dpus(job),
         clean_concurrency=int(job.get("ExecutionProperty", {}).get("MaxConcurrentRuns", 1)),
-        state_machine=StateMachineShape(base=base, crawl_loop=loops["crawl"][0], load_loop=loops["load"][0]),
+        state_machine=run.shape,
+        skips_unchanged_crawl=not run.shape.crawls,
+        lambda_invocations_per_run=run.lambdas,
+        lambda_memory_mb=own_lambda_memory(synth, stack),
         empty_run_kind="transitions",
         shared_crawl=shares_crawl(states),
     )
@@ -408,6 +416,127 @@ def waits_for_running_crawl(operator: str, arguments: dict[str, Any]) -> bool:
     """True for an Airflow crawl task that waits for a crawl under way instead of failing on it (the provider's
     GlueCrawlerRunOperator with fail_on_already_running false)."""
     return operator.endswith("GlueCrawlerRunOperator") and arguments.get("fail_on_already_running") is False
+
+
+LOAD_CALLS = (":athena:startQueryExecution", ":redshiftdata:batchExecuteStatement", ":redshiftdata:executeStatement")
+CRAWL_CALLS = (":glue:startCrawler",)
+
+
+def calls(state: dict[str, Any], suffixes: tuple[str, ...]) -> bool:
+    return str(state.get("Resource", "")).endswith(suffixes)
+
+
+def parallel_calling(top: dict[str, Any], suffixes: tuple[str, ...]) -> str:
+    """The one top-level Parallel state whose branch calls one of `suffixes` (the crawl's, the load's)."""
+    [name] = [
+        n
+        for n, s in top.items()
+        if s["Type"] == "Parallel" and any(calls(x, suffixes) for b in s["Branches"] for x in b["States"].values())
+    ]
+    return name
+
+
+def branch_pass(branch: dict[str, Any]) -> list[str]:
+    """The states of one pass through a poll loop's branch: from its start through the Wait to a Succeed."""
+    states = branch["States"]
+    [wait] = [name for name, s in states.items() if s["Type"] == "Wait"]
+    return shortest(states, branch["StartAt"], lambda n: n == wait) + shortest(states, wait, lambda n: states[n]["Type"] == "Succeed")[1:]
+
+
+@dataclass(frozen=True)
+class MachineRun:
+    """What a run of a state machine costs, read from its definition: a run that loads (shape, its Lambda calls)
+    and a run that ends at once (the shortest path to a Succeed state, scheduled runs with nothing pending)."""
+
+    shape: StateMachineShape
+    lambdas: int
+    empty_transitions: int
+    empty_lambdas: int
+
+
+def machine_run(definition: dict[str, Any]) -> MachineRun:
+    """The shortest top-level path from the start through the load to a Succeed state, with one pass of each poll
+    loop on it; the crawl counts only when that path passes it (a run that skips an unchanged schema's crawl)."""
+    top, start = definition["States"], definition["StartAt"]
+    load, crawl = parallel_calling(top, LOAD_CALLS), parallel_calling(top, CRAWL_CALLS)
+    path = shortest(top, start, lambda n: n == load) + shortest(top, load, lambda n: top[n]["Type"] == "Succeed")[1:]
+    crawls = crawl in path
+    passes = {name: branch_pass(top[name]["Branches"][0]) for name in (load, crawl)}
+    lambda_states = [top[n] for n in path] + [top[load]["Branches"][0]["States"][n] for n in passes[load]]
+    if crawls:
+        lambda_states += [top[crawl]["Branches"][0]["States"][n] for n in passes[crawl]]
+    empty = shortest(top, start, lambda n: top[n]["Type"] == "Succeed")
+    shape = StateMachineShape(
+        base=len(path) + len(passes[load]) + (len(passes[crawl]) if crawls else 0),
+        crawl_loop=poll_loop(top[crawl]["Branches"][0])[0],
+        load_loop=poll_loop(top[load]["Branches"][0])[0],
+        crawls=crawls,
+    )
+    return MachineRun(
+        shape=shape,
+        lambdas=sum(1 for state in lambda_states if calls(state, (":lambda:invoke",))),
+        empty_transitions=len(empty),
+        empty_lambdas=sum(1 for n in empty if calls(top[n], (":lambda:invoke",))),
+    )
+
+
+def standard_definition(synth: Synth) -> dict[str, Any]:
+    machines = synth.resources(STACKS["step_functions"], "AWS::StepFunctions::StateMachine")
+    [standard] = [r["Properties"] for r in machines.values() if r["Properties"].get("StateMachineType") == "STANDARD"]
+    return json.loads(to_text(standard["DefinitionString"]))
+
+
+def own_lambda_memory(synth: Synth, stack: str) -> int:
+    """The memory of the form's own functions (not the CDK's deployment helpers), the largest."""
+    functions = synth.resources(stack, "AWS::Lambda::Function").values()
+    own = [f["Properties"] for f in functions if "CDKBucketDeployment" not in json.dumps(f["Properties"].get("Code", {}))]
+    return max((int(f.get("MemorySize", 128)) for f in own), default=0)
+
+
+def read_scheduled(scheduled: Synth, forms: dict[str, Form]) -> None:
+    """Each form's shape on HOURLY (Form.scheduled), from the synth with every form that can be scheduled on it."""
+    if "step_functions" in forms and forms["step_functions"].shape is not None:
+        stack = STACKS["step_functions"]
+        run = machine_run(standard_definition(scheduled))
+        forms["step_functions"].scheduled = replace(
+            forms["step_functions"].shape,
+            state_machine=run.shape,
+            skips_unchanged_crawl=not run.shape.crawls,
+            lambda_invocations_per_run=run.lambdas,
+            lambda_memory_mb=own_lambda_memory(scheduled, stack),
+            sqs_queues_per_upload=len(upload_rule(scheduled, stack)["Targets"]),
+            empty_run_transitions=run.empty_transitions,
+            empty_run_lambda_invocations=run.empty_lambdas,
+        )
+    if "glue_workflow" in forms and forms["glue_workflow"].shape is not None:
+        stack = STACKS["glue_workflow"]
+        jobs = scheduled.resources(stack, "AWS::Glue::Job")
+        [start] = [
+            r["Properties"] for r in scheduled.resources(stack, "AWS::Glue::Trigger").values() if r["Properties"]["Type"] == "SCHEDULED"
+        ]
+        [check] = [j["Properties"] for k, j in jobs.items() if to_text(start["Actions"][0].get("JobName")) == to_text({"Ref": k})]
+        loads = [
+            j["Properties"] for j in jobs.values() if j["Properties"]["Command"]["Name"] == "pythonshell" and j["Properties"] is not check
+        ]
+        forms["glue_workflow"].scheduled = replace(
+            forms["glue_workflow"].shape,
+            python_shell_dpus=sum(job_dpus(j) for j in loads),
+            pending_check_dpus=job_dpus(check),
+            empty_run_kind="pending_check",
+        )
+    if "mwaa" in forms and forms["mwaa"].shape is not None:
+        stack = STACKS["mwaa"]
+        folders, markers = deployment_sources(scheduled, stack)
+        files = {path.name: path for folder in folders for path in folder.iterdir()}
+        config = json.loads(with_markers(files["pipeline_dag_config.json"].read_text(), markers, quote=True))
+        forms["mwaa"].scheduled = replace(
+            forms["mwaa"].shape,
+            # pipeline_dag.py: a DAG with a `schedule` in its config runs max_active_runs=1 (tests/airflow/test_scheduled_dag.py)
+            run_concurrency=1 if config.get("schedule") else int(config["max_active_runs"]),
+            sqs_queues_per_upload=len(upload_rule(scheduled, stack)["Targets"]),
+            lambda_invocations_per_upload=0,
+            lambda_memory_mb=0,
+        )
 
 
 DPU_PER_WORKER = {"G.1X": 1, "G.2X": 2, "G.4X": 4, "G.8X": 8}
@@ -838,14 +967,27 @@ def money(value: float) -> str:
     return f"${value:.3f}"
 
 
+NO_SCHEDULE = "no schedule: refused before synth"
+
+
 def cost_rows(forms: dict[str, Form], prices: Prices) -> list[tuple[str, dict[str, str]]]:
+    """Idle, a day at each volume per upload and hourly, and a burst in each mode; a scheduled mode costs the form's
+    scheduled shape (`Form.scheduled`), and a form without one says so."""
     rows: list[tuple[str, dict[str, str]]] = []
     shapes = {name: form.shape for name, form in forms.items() if form.shape is not None}
+
+    def shape_for(name: str, mode: str) -> FormShape | None:
+        return shapes[name] if mode == "upload" else forms[name].scheduled
+
     rows.append(("idle, per month", {n: money(form_costs.idle_per_month(prices, s)) for n, s in shapes.items()}))
     for uploads in VOLUMES:
         for mode, label in (("upload", "per upload"), ("hourly", "hourly schedule")):
             cells = {}
-            for name, shape in shapes.items():
+            for name in shapes:
+                shape = shape_for(name, mode)
+                if shape is None:
+                    cells[name] = NO_SCHEDULE
+                    continue
                 day = form_costs.day_cost(prices, shape, uploads, mode)
                 runs = f"{day.runs:,.0f} runs" + (f" + {day.empty_runs:.0f} empty" if day.empty_runs else "")
                 busy = f"; {day.busiest_step} busy {day.busiest_share:.0%} of the day" if day.busiest_share >= 0.5 else ""
@@ -853,15 +995,65 @@ def cost_rows(forms: dict[str, Form], prices: Prices) -> list[tuple[str, dict[st
             rows.append((f"{uploads:,} upload{'s' if uploads > 1 else ''} a day, {label}: per day", cells))
     for mode, label in (("upload", "per upload"), ("every_5_minutes", "on a 5-minute schedule"), ("hourly", "hourly schedule")):
         cells = {}
-        for name, shape in shapes.items():
+        for name in shapes:
+            shape = shape_for(name, mode)
+            if shape is None:
+                cells[name] = NO_SCHEDULE
+                continue
             burst = form_costs.burst_cost(prices, shape, BURST, mode)
-            crawls = f", {burst.crawls} crawl{'s' if burst.crawls > 1 else ''}" if burst.crawls != burst.runs else ""
+            crawls = f", {burst.crawls} crawl{'s' if burst.crawls != 1 else ''}" if burst.crawls != burst.runs else ""
             cells[name] = (
                 f"{money(burst.cost)} ({burst.runs} run{'s' if burst.runs > 1 else ''}{crawls}; "
                 f"last loaded after ≥ {math.ceil(burst.last_loaded_after / 60)} min)"
             )
         rows.append((f"a burst of {BURST} uploads, {label}", cells))
     return rows
+
+
+def _verb(subjects: list[str], verb: str) -> str:
+    return f"{verb}s" if len(subjects) == 1 else verb
+
+
+def crawl_note(forms: dict[str, Form]) -> str:
+    """How many crawls a burst per upload costs each form, from its shape."""
+    shapes = {n: f.shape for n, f in forms.items() if f.shape is not None}
+    skip = [TITLES[n] for n, s in shapes.items() if s.skips_unchanged_crawl]
+    shared = [TITLES[n] for n, s in shapes.items() if s.shared_crawl and not s.skips_unchanged_crawl]
+    own = [TITLES[n] for n, s in shapes.items() if not s.shared_crawl and not s.skips_unchanged_crawl]
+    parts = []
+    if skip:
+        parts.append(f"{', '.join(skip)} {_verb(skip, 'crawl')} only when an upload can change the raw table (none in these rows)")
+    if shared:
+        parts.append(
+            f"per upload, the runs of {', '.join(shared)} wait for a crawl under way (a state machine that reads the crawler "
+            "first, an Airflow GlueCrawlerRunOperator with fail_on_already_running false), so a burst crawls twice (twice per "
+            "wave of runs at once)"
+        )
+    if own:
+        parts.append(f"{', '.join(own)} {_verb(own, 'crawl')} once a run")
+    return "; ".join(parts) + "."
+
+
+def scheduled_note(forms: dict[str, Form], a: dict[str, Any]) -> str:
+    """How the scheduled rows are costed, form by form, from the scheduled shapes."""
+    parts = []
+    sf = forms["step_functions"].scheduled
+    if sf is not None and sf.state_machine is not None:
+        parts.append(
+            f"a Step Functions run of {sf.state_machine.base} transitions and {sf.lambda_invocations_per_run} Lambda calls, "
+            f"an empty one {sf.empty_run_transitions} transitions and {sf.empty_run_lambda_invocations} call (the claim)"
+        )
+    if forms["glue_workflow"].scheduled is not None:
+        parts.append(
+            f"an empty Glue Workflow run its pending-check Python shell job ({a['empty_run']['glue_pending_check_seconds']} s, "
+            "billed its 1-minute minimum), which stops the run before the crawl"
+        )
+    if forms["mwaa"].scheduled is not None:
+        parts.append("an MWAA run one at a time, from the inbox (no trigger Lambda), an empty one only its claim task on the environment")
+    refused = [TITLES[n] for n, f in forms.items() if f.shape is not None and f.scheduled is None]
+    if refused:
+        parts.append(f"{', '.join(refused)}: no schedule in this version")
+    return "; ".join(parts) + "."
 
 
 def render(forms: dict[str, Form], prices: Prices) -> str:
@@ -891,26 +1083,34 @@ def render(forms: dict[str, Form], prices: Prices) -> str:
         f"+ {a['clean_seconds_per_upload']} s per further upload (1 min minimum), load {a['load_seconds_base']} s + "
         f"{a['load_seconds_per_upload']} s per further upload, Athena scan {a['athena_scan_mb_base']} MB + "
         f"{a['athena_scan_mb_per_upload']} MB per upload (10 MB minimum); Step Functions {sf.state_machine.base} state "
-        "transitions per run with one poll of each loop, read from the definition, plus one loop pass per further poll; "
-        "an hourly run without uploads: "
-        f"{a['empty_run']['step_functions_transitions']} transitions, one {a['empty_run']['serverless_task_seconds']} s "
-        f"task, or (Glue Workflow) its pending-check Python shell job ({a['empty_run']['glue_pending_check_seconds']} s, "
-        "billed its 1-minute minimum), which stops the run before the crawl. This synth starts every form per upload (only the Glue Workflow can be "
-        'scheduled in this version): the hourly rows model a run shaped as the upload run, taking the hour\'s uploads. "busy x% of the day": the share of a day the one-at-a-time '
+        f"transitions and {sf.lambda_invocations_per_run} Lambda call{'s' if sf.lambda_invocations_per_run != 1 else ''} per "
+        "upload run with one poll of each loop, read from the definition, plus one loop pass per further poll"
+        + (
+            ", and no crawl: a run whose uploads cannot change the raw table skips it (the schema is fixed)"
+            if sf.skips_unchanged_crawl
+            else ""
+        )
+        + ". The hourly and scheduled-burst rows come from a second synth with every form that can be scheduled on "
+        f"`{HOURLY}` (UTC): " + scheduled_note(forms, a) + ' "busy x% of the day": the share of a day the one-at-a-time '
         "or capped step works; above 100% runs queue without end. A burst: what its runs bill (no idle cost), and a floor for "
         "when its last upload is loaded: the longest wait for a run to start (none per upload, the whole interval on a schedule) "
         "plus the work of the step that runs one at a time (the crawler, the capped clean job, the load, the whole run), added "
-        "up; retries only add to it. Per upload, runs that wait for a crawl under way (Step Functions; "
-        "both Airflow forms, whose crawl task is GlueCrawlerRunOperator with fail_on_already_running false) share "
-        "crawls, so a burst crawls twice; the Glue Workflow crawls once a run.",
+        "up; retries only add to it. " + crawl_note(forms),
     ]
     return "\n".join(lines) + "\n"
 
 
+def compare(outdir: Path) -> tuple[Synth, dict[str, Form]]:
+    """The comparison environment synthesized per upload (the table's rows) and on HOURLY (`Form.scheduled`)."""
+    synth = synthesize(outdir / "upload")
+    forms = read_forms(synth)
+    read_scheduled(synthesize(outdir / "hourly", scheduled=True), forms)
+    return synth, forms
+
+
 def build_table() -> str:
     with tempfile.TemporaryDirectory(prefix="compare-forms-") as outdir:
-        synth = synthesize(Path(outdir))
-        forms = read_forms(synth)
+        _, forms = compare(Path(outdir))
     return render(forms, form_costs.load_prices())
 
 

@@ -72,6 +72,8 @@ class StateMachineShape:
     base: int
     crawl_loop: PollLoop
     load_loop: PollLoop
+    crawls: bool = True
+    """False when the run skips the crawl (its uploads cannot change the raw table): no crawl polls."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,11 @@ class FormShape:
     pending_check_dpus: float = 0.0
     shared_crawl: bool = False
     """Runs that find a crawl under way wait for it instead of starting their own (read from each form's crawl step)."""
+    skips_unchanged_crawl: bool = False
+    """A run whose uploads cannot change the raw table skips the crawl: costed as never crawling (the schema is fixed)."""
+    empty_run_transitions: int = 0
+    """State transitions of an empty scheduled run, read from the definition (0: the assumption's)."""
+    empty_run_lambda_invocations: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,7 @@ def polls(seconds: float, wait_seconds: int) -> int:
 def transitions(shape: StateMachineShape, d: Durations) -> int:
     return (
         shape.base
-        + (polls(d.crawl, shape.crawl_loop.wait_seconds) - 1) * shape.crawl_loop.cycle
+        + ((polls(d.crawl, shape.crawl_loop.wait_seconds) - 1) * shape.crawl_loop.cycle if shape.crawls else 0)
         + (polls(d.load, shape.load_loop.wait_seconds) - 1) * shape.load_loop.cycle
     )
 
@@ -152,7 +159,14 @@ def lambda_cost(prices: Prices, invocations: float, memory_mb: int) -> float:
     return invocations * prices.price("lambda_per_million_requests") / 1e6 + gb_seconds * prices.price("lambda_per_gb_second")
 
 
+def crawl_seconds(shape: FormShape, d: Durations) -> float:
+    """The crawl's part of a run: none in a form that skips a crawl that cannot change the raw table."""
+    return 0.0 if shape.skips_unchanged_crawl else d.crawl
+
+
 def crawl_cost(prices: Prices, seconds: float) -> float:
+    if seconds <= 0:
+        return 0.0
     name = "glue_crawler_per_dpu_hour"
     return prices.assume("crawler_dpus") * billed_hours(seconds, prices.minimum(name)) * prices.price(name)
 
@@ -175,7 +189,7 @@ def shared_run_cost(prices: Prices, shape: FormShape, uploads: float) -> float:
         prices.assume("ledger_writes_per_upload") * prices.price("dynamodb_on_demand_per_million_writes") / 1e6
         + prices.assume("ledger_reads_per_upload") * prices.price("dynamodb_on_demand_per_million_reads") / 1e6
     )
-    return crawl_cost(prices, d.crawl) + clean + athena + s3 + ledger
+    return crawl_cost(prices, crawl_seconds(shape, d)) + clean + athena + s3 + ledger
 
 
 def orchestration_run_cost(prices: Prices, shape: FormShape, uploads: float) -> float:
@@ -201,7 +215,9 @@ def empty_run_cost(prices: Prices, shape: FormShape) -> float:
     """An hourly run that finds no pending upload."""
     empty = prices.assume("empty_run")
     if shape.empty_run_kind == "transitions":
-        return empty["step_functions_transitions"] * prices.price("step_functions_standard_per_1000_transitions") / 1000
+        count = shape.empty_run_transitions or empty["step_functions_transitions"]
+        transitions_cost = count * prices.price("step_functions_standard_per_1000_transitions") / 1000
+        return transitions_cost + lambda_cost(prices, shape.empty_run_lambda_invocations, shape.lambda_memory_mb)
     if shape.empty_run_kind == "task":
         task = "mwaa_serverless_per_task_hour"
         return billed_hours(empty["serverless_task_seconds"], prices.minimum(task)) * prices.price(task)
@@ -255,7 +271,7 @@ def runs_of_day(shape: FormShape, uploads: int, mode: str) -> tuple[float, float
 def busiest(prices: Prices, shape: FormShape, runs: float, per_run: float) -> tuple[float, str]:
     """The largest share of a day that a one-at-a-time or capped step is busy: above 1, runs queue without end."""
     d = durations(prices, per_run)
-    whole = d.crawl + d.clean + d.load + (d.rows_check if shape.serverless_tasks or shape.mwaa_class else 0)
+    whole = crawl_seconds(shape, d) + d.clean + d.load + (d.rows_check if shape.serverless_tasks or shape.mwaa_class else 0)
     shares = {"clean job": runs * d.clean / (shape.clean_concurrency * SECONDS_PER_DAY)}
     if shape.load_one_at_a_time:
         shares["load"] = runs * d.load / SECONDS_PER_DAY
@@ -305,14 +321,17 @@ def burst_cost(prices: Prices, shape: FormShape, uploads: int, mode: str) -> Bur
     per_run = uploads / runs
     waves = math.ceil(runs / shape.run_concurrency) if shape.run_concurrency is not None else 1
     crawls = min(runs, 2 * waves) if shape.shared_crawl else runs  # each wave of runs at once shares at most two
+    if shape.skips_unchanged_crawl:
+        crawls = 0
     d = durations(prices, per_run)
+    crawl = crawl_seconds(shape, d)
     cost = runs * (shared_run_cost(prices, shape, per_run) + orchestration_run_cost(prices, shape, per_run))
-    cost -= (runs - crawls) * crawl_cost(prices, d.crawl)
-    whole = d.crawl + d.clean + d.load
+    cost -= (runs - crawls) * crawl_cost(prices, crawl)
+    whole = crawl + d.clean + d.load
     serial = [
-        crawls * d.crawl + d.clean + d.load,
-        d.crawl + math.ceil(runs / shape.clean_concurrency) * d.clean + d.load,
-        d.crawl + d.clean + (runs if shape.load_one_at_a_time else 1) * d.load,
+        crawls * crawl + d.clean + d.load,
+        crawl + math.ceil(runs / shape.clean_concurrency) * d.clean + d.load,
+        crawl + d.clean + (runs if shape.load_one_at_a_time else 1) * d.load,
     ]
     if shape.run_concurrency is not None:
         serial.append(math.ceil(runs / shape.run_concurrency) * whole)

@@ -163,9 +163,8 @@ def test_a_capped_step_busier_than_a_day_is_reported() -> None:
 # --- the rows against the templates ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory: pytest.TempPathFactory) -> tuple[compare_forms.Synth, dict[str, compare_forms.Form]]:
-    """One synth of the comparison environment (every form enabled) for this module, about 10 s."""
-    synth = compare_forms.synthesize(Path(tmp_path_factory.mktemp("compare")))
-    return synth, compare_forms.read_forms(synth)
+    """The comparison environment (every form enabled) per upload and hourly, for this module: two synths, about 20 s."""
+    return compare_forms.compare(Path(tmp_path_factory.mktemp("compare")))
 
 
 def test_every_form_stack_is_counted_whole(compared: tuple[compare_forms.Synth, dict[str, compare_forms.Form]]) -> None:
@@ -275,3 +274,58 @@ def test_a_burst_in_a_form_of_one_run_at_a_time_waits_for_every_batch_and_crawls
     assert burst.last_loaded_after == 20 * (90 + (120 + 9 * 10) + 30)
     with pytest.raises(ValueError, match="every_5_minutes"):
         form_costs.burst_cost(prices(), glue, 200, "weekly")
+
+
+def _loop(call: str) -> dict[str, Any]:
+    """A poll loop branch: start, wait, check, done."""
+    return {
+        "StartAt": "Start",
+        "States": {
+            "Start": {"Type": "Task", "Resource": f"arn:aws:states:::aws-sdk:{call}", "Next": "Wait"},
+            "Wait": {"Type": "Wait", "Seconds": 30, "Next": "Check"},
+            "Check": {"Type": "Task", "Resource": "arn:aws:states:::aws-sdk:glue:getCrawler", "Next": "Done?"},
+            "Done?": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.n", "NumericGreaterThanEquals": 60, "Next": "Done"}],
+                "Default": "Wait",
+            },
+            "Done": {"Type": "Succeed"},
+        },
+    }
+
+
+def test_a_run_is_read_from_the_definition_with_its_lambda_calls_and_a_skippable_crawl() -> None:
+    lam = "arn:aws:states:::lambda:invoke"
+    definition = {
+        "StartAt": "Claim",
+        "States": {
+            "Claim": {"Type": "Task", "Resource": lam, "Next": "Pending?"},
+            "Pending?": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.none", "BooleanEquals": True, "Next": "Nothing"}],
+                "Default": "Check",
+            },
+            "Nothing": {"Type": "Succeed"},
+            "Check": {"Type": "Task", "Resource": lam, "Next": "Crawl?"},
+            "Crawl?": {"Type": "Choice", "Choices": [{"Variable": "$.crawl", "BooleanEquals": True, "Next": "Crawl"}], "Default": "Load"},
+            "Crawl": {"Type": "Parallel", "Branches": [_loop("glue:startCrawler")], "Next": "Load"},
+            "Load": {"Type": "Parallel", "Branches": [_loop("athena:startQueryExecution")], "Next": "Loaded"},
+            "Loaded": {"Type": "Succeed"},
+        },
+    }
+    run = compare_forms.machine_run(definition)
+    # Claim, Pending?, Check, Crawl?, Load, Loaded + one pass of the load's loop (Start, Wait, Check, Done?, Done)
+    assert (run.shape.base, run.shape.crawls, run.lambdas) == (6 + 5, False, 2)
+    assert (run.empty_transitions, run.empty_lambdas) == (3, 1)
+    # a crawl that cannot be skipped is on the path, with one pass of its loop
+    definition["States"]["Crawl?"] = {"Type": "Pass", "Next": "Crawl"}
+    crawled = compare_forms.machine_run(definition)
+    assert (crawled.shape.base, crawled.shape.crawls) == (7 + 5 + 5, True)
+
+
+def test_a_form_that_skips_an_unchanged_schemas_crawl_pays_no_crawl() -> None:
+    p = prices()
+    skipping = FormShape(**{**SF.__dict__, "skips_unchanged_crawl": True})
+    assert form_costs.shared_run_cost(p, SF, 1) - form_costs.shared_run_cost(p, skipping, 1) == pytest.approx(2 * 600 / 3600)
+    burst = form_costs.burst_cost(p, skipping, 200, "hourly")
+    assert (burst.crawls, burst.last_loaded_after) == (0, 3600 + (120 + 199 * 10) + 30)
