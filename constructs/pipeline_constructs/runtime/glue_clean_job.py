@@ -23,11 +23,11 @@ Glue Workflow form (all set by the form's own job definition, Glue adds --WORKFL
   --inbox_queue_url        the form's inbox queue (the upload events); with --ledger_table, required
   --alert_topic_arn        optional: SNS topic told once about files rejected as a whole
   --pipeline_form          optional, default glue_workflow: the `pipeline` field of that message and the ledger's form
-Scheduled Airflow runs (MWAA): the DAG claims the run's uploads in the ledger and names them here:
+Scheduled runs (Step Functions, MWAA): the run claims its uploads in the ledger and names them here:
   --settle_uploads         "true": --source_uris (a JSON array) and --source_versions (one ledger version each: a
                            version id, 'etag:<etag>' or 'null') are uploads the run holds in --ledger_table; each is
                            settled as in the Glue Workflow form below (rejected, skipped_empty, quarantined end here,
-                           the rest stay running at step clean for the DAG's load), and any other error is recorded
+                           the rest stay running at step clean for the run's load), and any other error is recorded
                            `failed` on them
 In this form a file rejected as a whole does not fail the run: it is quarantined by the transform, ends `rejected` in
 the ledger (no later run takes it), is alerted once, and the run's other files go on to the load. Uploads with
@@ -82,7 +82,7 @@ OPTIONAL_ARGS: dict[str, str | None] = {
     "ledger_table": None,
     "source_versions": None,
     "ledger_ttl_days": "400",
-    # Scheduled Airflow runs: --source_uris are uploads the run claimed in the ledger; settle each one.
+    # Scheduled runs: --source_uris are uploads the run claimed in the ledger; settle each one.
     "settle_uploads": None,
 }
 # The `failed_step` of a rejection alert: the step names of the Glue Workflow form's messages are Crawl, Clean, Load.
@@ -486,7 +486,7 @@ def named_uploads(args: dict[str, Any]) -> dict[str, Any]:
 
 def _keep_for_load(uploads: list[Any]) -> None:
     """The hand-over of a settled run (--settle_uploads): the uploads to load stay running at step clean in the
-    ledger, where the DAG's load takes them from."""
+    ledger, where the run's load takes them from."""
     LOG.info("%d uploads with curated rows stay running at step clean for the run's load", len(uploads))
 
 
