@@ -4,6 +4,8 @@ metrics), it stays within CloudWatch's limits, and it shows every alarm and ever
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -158,6 +160,39 @@ def published(fake_aws_module: None, templates: Templates) -> dict[str, set[tupl
             if {"Name": "Environment", "Value": env} in m["Dimensions"]
         ]
         out[env] = {(m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"]))) for m in metrics}
+        out[env] |= serverless_run_counts(templates, env)
+    return out
+
+
+def serverless_run_counts(templates: Templates, env: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(metric, ((dimension, value), ...)) of the custom namespace that the MWAA Serverless form's event functions
+    print (one embedded-metric-format line per run outcome: runtime/upload_lambdas/mwaa_serverless.count_run), run with
+    each function's synthesized environment; CloudWatch Logs makes the metric from the line."""
+    template = templates.get((env, FORM_STACKS["mwaa_serverless"]))
+    if template is None:
+        return set()
+    from pipeline_constructs.runtime.upload_lambdas import mwaa_serverless as handler
+    from pipeline_constructs.runtime.upload_lambdas.serverless_runs import RUNS_FAILED, RUNS_SUCCEEDED
+
+    metrics = {"mwaa_serverless.report_failure": RUNS_FAILED, "mwaa_serverless.record_progress": RUNS_SUCCEEDED}
+    out = set()
+    for resource in template["Resources"].values():
+        props = resource["Properties"]
+        if resource["Type"] != "AWS::Lambda::Function" or props.get("Handler") not in metrics:
+            continue
+        printed = io.StringIO()
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+            for name in handler.METRICS_ENVIRONMENT:
+                patch.setenv(name, props["Environment"]["Variables"][name])
+            assert handler.count_run(metrics[props["Handler"]], f"{env}-service-run", outcome="test")
+        (line,) = printed.getvalue().splitlines()
+        document = json.loads(line)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            if directive["Namespace"] != METRICS_NAMESPACE:
+                continue
+            for dimensions in directive["Dimensions"]:
+                for metric in directive["Metrics"]:
+                    out.add((metric["Name"], tuple(sorted((name, document[name]) for name in dimensions))))
     return out
 
 
@@ -294,3 +329,21 @@ def test_it_shows_the_depth_of_every_dead_letter_queue(templates: Templates) -> 
             if "NotificationDeadLetterQueueUrl" in outputs:
                 expected.add((stack, outputs["NotificationDeadLetterQueueUrl"]["Value"]["Ref"]))
         assert expected and queues == expected, env
+
+
+def test_the_mwaa_serverless_run_counts_its_alarms_read_are_published(
+    templates: Templates, published: dict[str, set[tuple[str, tuple[tuple[str, str], ...]]]]
+) -> None:
+    """The form's RunsFailed alarm (shown on the dashboard) reads what its failure reporter prints, and the progress
+    function's RunsSucceeded is known too, so a widget may name either."""
+    for (env, stack), template in templates.items():
+        if stack != FORM_STACKS["mwaa_serverless"]:
+            continue
+        names = {name for name, _ in published[env]}
+        assert {"RunsFailed", "RunsSucceeded"} <= names, env
+        alarms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+        custom = [a for a in alarms if a.get("Namespace") == METRICS_NAMESPACE]
+        assert custom, env
+        for alarm in custom:
+            dims = tuple(sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"]))
+            assert (alarm["MetricName"], dims) in published[env], f"{env}: {alarm['MetricName']} {dims}: nothing publishes it"

@@ -131,8 +131,10 @@ def test_a_schedule_needs_the_ledger_and_a_cron_airflow_can_run(pipeline: Any) -
 
 
 def test_the_mwaa_serverless_form_refuses_a_schedule_naming_the_setting() -> None:
-    """Its scheduled runs cannot claim their uploads yet (see check_serverless_schedule): a configured schedule fails
-    the synth, naming the setting, instead of being ignored."""
+    """Its scheduled runs cannot claim their uploads yet (see check_serverless_schedule): a schedule given to the
+    construct fails, and a configured one fails before synth, naming the setting, instead of being ignored."""
+    from stacks.config import ConfigError
+
     from pipeline_constructs.forms.mwaa_serverless import check_serverless_schedule
 
     check_serverless_schedule(None)
@@ -141,5 +143,5 @@ def test_the_mwaa_serverless_form_refuses_a_schedule_naming_the_setting() -> Non
     context = pinned_context()
     dev = context["pipeline:environments"]["dev"]
     context["pipeline:environments"] = {"dev": {**dev, "trigger": {"mwaa_serverless": {"schedule": "cron(0 * * * ? *)"}}}}
-    with pytest.raises(PipelinePropsError, match="trigger.mwaa_serverless"):
+    with pytest.raises(ConfigError, match=r"^environments\.dev\.trigger\.mwaa_serverless\.schedule="):
         synth_app(context, nag=False)

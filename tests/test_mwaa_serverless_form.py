@@ -155,6 +155,8 @@ def _target_function(template: dict[str, Any], rule: dict[str, Any]) -> dict[str
 
 LEDGER_WRITES = {"dynamodb:UpdateItem", "dynamodb:GetItem"}
 RUN_LOOKUPS = {"airflow-serverless:GetWorkflowRun", "airflow-serverless:ListTaskInstances", "airflow-serverless:GetTaskInstance"}
+METRICS_VARIABLES = ("METRICS_NAMESPACE", "DATASET", "WORKFLOW_NAME")
+"""Where the event functions count runs (embedded metric format: no cloudwatch:PutMetricData permission)."""
 
 
 def test_failed_timed_out_and_stopped_runs_go_to_the_report_function_and_are_alarmed(template: dict[str, Any]) -> None:
@@ -163,13 +165,23 @@ def test_failed_timed_out_and_stopped_runs_go_to_the_report_function_and_are_ala
     rule = rules["MWAA Serverless Workflow Run Failed,MWAA Serverless Workflow Run Timeout,MWAA Serverless Workflow Run Stopped"]
     function = _target_function(template, rule)
     assert function["Handler"] == "mwaa_serverless.report_failure"
-    assert set(function["Environment"]["Variables"]) == {"WORKFLOW_ARN", "TOPIC_ARN", "DATASET", "LEDGER_TABLE", "LEDGER_TTL_DAYS"}
+    assert set(function["Environment"]["Variables"]) == {"WORKFLOW_ARN", "TOPIC_ARN", *METRICS_VARIABLES, "LEDGER_TABLE", "LEDGER_TTL_DAYS"}
     assert RUN_LOOKUPS | LEDGER_WRITES | {"sns:Publish"} <= _actions(template, function["Role"]["Fn::GetAtt"][0])
-    # Alarms: runs failed (MatchedEvents of the failure rule), unreported failures, unrecorded progress, and the
-    # trigger's two dead-letter queues.
+    # Alarms: runs failed (the RunsFailed lines the report function prints: test_mwaa_serverless_metrics.py),
+    # unreported failures, unrecorded progress, and the trigger's two dead-letter queues.
     alarms = resources(template, "AWS::CloudWatch::Alarm")
     assert len(alarms) == 5
-    t.has_resource_properties("AWS::CloudWatch::Alarm", {"MetricName": "MatchedEvents", "Namespace": "AWS/Events", "Threshold": 1})
+    t.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "MetricName": "RunsFailed",
+            "Namespace": "RetailPipeline",
+            "Dimensions": Match.array_equals(
+                [{"Name": "Dataset", "Value": "retail_sales"}, {"Name": "WorkflowName", "Value": "retail-dev-pipeline"}]
+            ),
+            "Threshold": 1,
+        },
+    )
     assert all(a["Properties"]["AlarmActions"] for a in alarms.values())
 
 
@@ -178,9 +190,10 @@ def test_task_running_and_run_succeeded_events_reach_the_ledger_through_one_func
     success = _target_function(template, rules["MWAA Serverless Workflow Run Succeeded"])
     task = _target_function(template, rules["MWAA Serverless Task Running"])
     assert success == task and success["Handler"] == "mwaa_serverless.record_progress"
-    assert set(success["Environment"]["Variables"]) == {"WORKFLOW_ARN", "LEDGER_TABLE", "LEDGER_TTL_DAYS"}
+    assert set(success["Environment"]["Variables"]) == {"WORKFLOW_ARN", *METRICS_VARIABLES, "LEDGER_TABLE", "LEDGER_TTL_DAYS"}
     actions = _actions(template, success["Role"]["Fn::GetAtt"][0])
     assert RUN_LOOKUPS | LEDGER_WRITES <= actions and "sns:Publish" not in actions
+    assert not {action for action in actions if action.startswith("cloudwatch:")}  # EMF: the log is the metric
     # Its dead-letter queue is published for pipeline-ops, as a Lambda's (replayed by invoking the function again).
     queues = json.dumps(template["Outputs"]["DeadLetterQueues"])
     assert queues.count('\\"kind\\":\\"lambda\\"') == 2, queues

@@ -24,6 +24,8 @@ def lambdas(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Stubber, Stu
     monkeypatch.setenv("WORKFLOW_ARN", WORKFLOW_ARN)
     monkeypatch.setenv("TOPIC_ARN", TOPIC_ARN)
     monkeypatch.setenv("DATASET", "sales")
+    monkeypatch.setenv("METRICS_NAMESPACE", "DataPipeline/sales")
+    monkeypatch.setenv("WORKFLOW_NAME", "sales-pipeline")
     from pipeline_constructs.runtime.upload_lambdas import mwaa_serverless as handler
 
     with Stubber(handler.mwaa_serverless) as service, Stubber(handler.sns) as topic:
@@ -201,7 +203,7 @@ def test_failure_report_names_the_object_the_failed_task_and_its_error(lambdas: 
         {"MessageId": "1"},
         {"TopicArn": TOPIC_ARN, "Subject": "sales pipeline (mwaa_serverless) failed at clean", "Message": json.dumps(expected)},
     )
-    assert handler.report_failure(failed_event(), None) == {**expected, "published": True}
+    assert handler.report_failure(failed_event(), None) == {**expected, "published": True, "counted": True}
 
 
 def test_timed_out_run_is_reported_even_when_the_lookup_fails(lambdas: tuple[Any, Stubber, Stubber]) -> None:

@@ -7,7 +7,9 @@ upload trigger (EventBridge -> SQS -> Lambda -> StartWorkflowRun) and the failur
 callbacks, has no event trigger yet, and its operators cannot write DynamoDB; the trigger Lambda and the service's
 events cover all three: with a ledger, the trigger takes the upload before it starts the run, the task-running and
 run-succeeded events record the steps and the outcome, the run-failed events the failure
-(runtime/upload_lambdas/mwaa_serverless.py), and the clean job writes its counts.
+(runtime/upload_lambdas/mwaa_serverless.py), and the clean job writes its counts. The Lambdas that take the outcome
+events count the runs (one embedded-metric-format line per outcome, `metric_runs_succeeded` / `metric_runs_failed`),
+with a ledger or without one.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from aws_cdk import (
 from constructs import Construct
 
 from ..acknowledgements import acknowledge, acknowledge_findings
-from ..alerting import PipelineAlerting, metric_rule_matches
+from ..alerting import PipelineAlerting
 from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
 from ..deployments import review_bucket_deployment
@@ -44,6 +46,7 @@ from ..lambda_code import stage_modules
 from ..ledger import UploadLedger
 from ..queue_trigger import QueueTrigger
 from ..runtime.mwaa_serverless.workflow_yaml import MAX_EXECUTION_TIMEOUT_SECONDS, MAX_RETRIES, workflow_yaml
+from ..runtime.upload_lambdas.serverless_runs import DATASET_DIMENSION, RUNS_FAILED, RUNS_SUCCEEDED, WORKFLOW_DIMENSION
 from ..schedules import Schedule
 from ..storage import PipelineStorage
 from ..targets.load_target import LoadTarget, check_load_target
@@ -94,9 +97,11 @@ class MwaaServerlessPipeline(Construct):
     """Upload -> EventBridge -> SQS -> Lambda (StartWorkflowRun) -> an MWAA Serverless workflow run: crawl, clean, load.
 
     Failures: the service's run-failed, run-timed-out and run-stopped events -> a small Lambda that looks the run up,
-    publishes one SNS message (pipeline, object, run_id, failed_step, error, cause, execution) and records the failure
-    in the ledger; an alarm counts the events. With a ledger, a second Lambda records the steps and the outcome from
-    the task-running and run-succeeded events (`progress_function`).
+    publishes one SNS message (pipeline, object, run_id, failed_step, error, cause, execution), records the failure
+    in the ledger and counts the run (RunsFailed, alarmed). Successes: the run-succeeded events -> a second Lambda
+    (`progress_function`) that counts the run (RunsSucceeded) and, with a ledger, records the steps and the outcome
+    (from the task-running events too). Both counts are embedded-metric-format lines in the clean job's metrics
+    namespace, dimensions Dataset and WorkflowName; with a ledger a repeated event is not counted twice.
     """
 
     def __init__(
@@ -156,6 +161,9 @@ class MwaaServerlessPipeline(Construct):
         )
         self.alerting = alerting
         self.key = storage.key
+        self.dataset = clean_job.contract.name
+        self.metrics_namespace = clean_job.metrics_namespace
+        """The namespace of the run counts the Lambdas publish (the clean job's)."""
 
         # --- the definition -----------------------------------------------------------------------------------------
         self.workflow_config = airflow_step_settings(
@@ -214,6 +222,12 @@ class MwaaServerlessPipeline(Construct):
         self.ledger_environment = (
             {"LEDGER_TABLE": ledger.table_name, "LEDGER_TTL_DAYS": str(ledger.retention_days)} if ledger is not None else {}
         )
+        self.metrics_environment = {
+            "METRICS_NAMESPACE": self.metrics_namespace,
+            "DATASET": self.dataset,
+            "WORKFLOW_NAME": self.workflow_name,
+        }
+        """Where the event Lambdas count runs (runtime/upload_lambdas/mwaa_serverless.count_run)."""
         # The Lambdas' asset is staged (their folder and the ledger modules) while they are built.
         with tempfile.TemporaryDirectory(prefix="mwaa-serverless-lambdas-") as staging:
             code = lambda_.Code.from_asset(str(stage_lambda_code(Path(staging))), exclude=["__pycache__", "*.pyc"])
@@ -250,7 +264,7 @@ class MwaaServerlessPipeline(Construct):
             self,
             "RunsFailed",
             self.metric_runs_failed(period=period),
-            f"A run of the {self.dag_id} MWAA Serverless workflow failed or timed out",
+            f"A run of the {self.dag_id} MWAA Serverless workflow failed, timed out or was stopped",
         )
         self.report_failures_alarm = alerting.alarm_when_any(
             self,
@@ -259,16 +273,19 @@ class MwaaServerlessPipeline(Construct):
             f"A failed run of {self.dag_id} could not be reported; the event waits in the dead-letter queue",
         )
         self.alarms: list[cloudwatch.Alarm] = [self.runs_failed_alarm, self.report_failures_alarm, *self.trigger.alarms]
-        if self.progress_dead_letter_queue is not None:
-            self.alarms.append(
-                alerting.alarm_when_any(
-                    self,
-                    "UnrecordedProgressAlarm",
-                    self.progress_dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
-                    f"A step or the outcome of a {self.dag_id} run could not be written to the upload ledger; the event waits in "
-                    "the dead-letter queue (pipeline-ops replay-dead-letters)",
-                )
+        self.alarms.append(
+            alerting.alarm_when_any(
+                self,
+                "UnrecordedProgressAlarm",
+                self.progress_dead_letter_queue.metric_approximate_number_of_messages_visible(period=period, statistic="Maximum"),
+                (
+                    f"A step or the outcome of a {self.dag_id} run could not be written to the upload ledger or counted; the "
+                    "event waits in the dead-letter queue (pipeline-ops replay-dead-letters)"
+                    if ledger is not None
+                    else f"A successful {self.dag_id} run could not be counted; the event waits in the dead-letter queue"
+                ),
             )
+        )
 
     # --- builders -------------------------------------------------------------------------------------------------------
 
@@ -341,7 +358,8 @@ class MwaaServerlessPipeline(Construct):
     ) -> tuple[lambda_.Function, iam.Role, sqs.Queue]:
         """A Lambda the service's events invoke (`<prefix>Function`): its role (logs, the run lookups, the ledger's
         writes), its log group, and the dead-letter queue of invocations that failed after Lambda's retries (the same
-        queue keeps events its rule could not deliver)."""
+        queue keeps events its rule could not deliver). It counts runs by printing embedded-metric-format lines to its
+        log group (METRICS_NAMESPACE, DATASET, WORKFLOW_NAME): CloudWatch Logs makes the metrics, no permission needed."""
         dead_letter_queue = self.alerting.new_dead_letter_queue(self, f"{prefix}DeadLetterQueue", removal_policy=removal_policy)
         log_group = self._encrypted_log_group(f"{prefix}Logs", purpose, log_retention, removal_policy)
         role = iam.Role(self, f"{prefix}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"), description=description[:1000])
@@ -361,7 +379,7 @@ class MwaaServerlessPipeline(Construct):
             role=role,
             timeout=Duration.seconds(30),
             memory_size=256,
-            environment={"WORKFLOW_ARN": self.workflow_arn, **environment, **self.ledger_environment},
+            environment={"WORKFLOW_ARN": self.workflow_arn, **self.metrics_environment, **environment, **self.ledger_environment},
             log_group=log_group,
             environment_encryption=self.key,
             retry_attempts=2,
@@ -404,7 +422,7 @@ class MwaaServerlessPipeline(Construct):
             handler="mwaa_serverless.report_failure",
             description=f"Report a failed run of the {self.dag_id} MWAA Serverless workflow to the alert topic",
             purpose="failure-reports",
-            environment={"TOPIC_ARN": self.alerting.topic.topic_arn, "DATASET": clean_job.contract.name},
+            environment={"TOPIC_ARN": self.alerting.topic.topic_arn},
             log_retention=log_retention,
             removal_policy=removal_policy,
         )
@@ -420,38 +438,36 @@ class MwaaServerlessPipeline(Construct):
         )
 
     def _build_progress_path(self, code: lambda_.Code, log_retention: logs.RetentionDays, removal_policy: RemovalPolicy) -> None:
-        """Successful runs are counted (metric_runs_succeeded); with a ledger, their events and those of tasks that
-        began go to the progress Lambda, which records the steps and the outcome."""
-        self.progress_function: lambda_.Function | None = None
-        self.progress_dead_letter_queue: sqs.Queue | None = None
+        """Run-succeeded events -> the progress Lambda, which counts the run (metric_runs_succeeded) and, with a ledger,
+        records the outcome; with a ledger the task-running events go to it too (the steps)."""
         self.task_running_rule: events.Rule | None = None
-        self.success_rule = events.Rule(
-            self,
-            "RunSucceededRule",
-            description=f"A run of the {self.dag_id} MWAA Serverless workflow succeeded"
-            + (" (its outcome goes to the upload ledger)" if self.ledger is not None else " (counted, no target)"),
-            event_pattern=events.EventPattern(
-                source=["aws.airflow-serverless"], detail_type=[RUN_SUCCEEDED_DETAIL_TYPE], resources=[self.workflow_arn]
-            ),
-        )
-        if self.ledger is None:
-            acknowledge(
-                self.success_rule,
-                "Serverless-EventBusDLQ",
-                "This rule has no target, so nothing can fail to be delivered: it only counts successful runs (MatchedEvents).",
-            )
-            return
-        self.progress_function, _, self.progress_dead_letter_queue = self._event_function(
+        with_ledger = self.ledger is not None
+        self.progress_function, _, progress_dead_letter_queue = self._event_function(
             "RunEvents",
             code=code,
             handler="mwaa_serverless.record_progress",
-            description=f"Record the steps and the outcome of runs of the {self.dag_id} MWAA Serverless workflow in the upload ledger",
+            description=(
+                f"Count the successful runs of the {self.dag_id} MWAA Serverless workflow"
+                + (" and record their steps and outcome in the upload ledger" if with_ledger else "")
+            ),
             purpose="run-events",
             environment={},
             log_retention=log_retention,
             removal_policy=removal_policy,
         )
-        self.success_rule.add_target(self._event_target(self.progress_function, self.progress_dead_letter_queue))
+        self.progress_dead_letter_queue: sqs.Queue = progress_dead_letter_queue
+        self.success_rule = events.Rule(
+            self,
+            "RunSucceededRule",
+            description=f"A run of the {self.dag_id} MWAA Serverless workflow succeeded: counted"
+            + (", its outcome goes to the upload ledger" if with_ledger else ""),
+            event_pattern=events.EventPattern(
+                source=["aws.airflow-serverless"], detail_type=[RUN_SUCCEEDED_DETAIL_TYPE], resources=[self.workflow_arn]
+            ),
+            targets=[self._event_target(self.progress_function, self.progress_dead_letter_queue)],
+        )
+        if not with_ledger:
+            return
         self.task_running_rule = events.Rule(
             self,
             "TaskRunningRule",
@@ -464,10 +480,23 @@ class MwaaServerlessPipeline(Construct):
 
     # --- metrics ----------------------------------------------------------------------------------------------------
 
+    def _run_count(self, metric_name: str, period: Duration | None) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace=self.metrics_namespace,
+            metric_name=metric_name,
+            dimensions_map={DATASET_DIMENSION: self.dataset, WORKFLOW_DIMENSION: self.workflow_name},
+            statistic="Sum",
+            period=period if period is not None else Duration.minutes(5),
+        )
+
     def metric_runs_failed(self, period: Duration | None = None) -> cloudwatch.Metric:
-        """Runs that failed or timed out (events the failure rule matched). Default period: 5 minutes."""
-        return metric_rule_matches(self.failure_rule, period)
+        """Runs that failed, timed out or were stopped, as the failure reporter counts them: one RunsFailed line per run
+        (embedded metric format; dimensions Dataset, WorkflowName), not the failure rule's best-effort MatchedEvents.
+        Default period: 5 minutes."""
+        return self._run_count(RUNS_FAILED, period)
 
     def metric_runs_succeeded(self, period: Duration | None = None) -> cloudwatch.Metric:
-        """Runs that succeeded (events the success rule matched). Default period: 5 minutes."""
-        return metric_rule_matches(self.success_rule, period)
+        """Runs that succeeded, as the progress Lambda counts them: one RunsSucceeded line per run (embedded metric
+        format; dimensions Dataset, WorkflowName), not the success rule's best-effort MatchedEvents. Default period:
+        5 minutes."""
+        return self._run_count(RUNS_SUCCEEDED, period)

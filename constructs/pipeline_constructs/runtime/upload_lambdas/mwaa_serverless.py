@@ -9,8 +9,9 @@ service's RunId as the run's execution (serverless_runs.py). A repeated event fo
 that has ended starts nothing and is not an error. Any other error fails that message only (partial batch response):
 SQS retries it and then keeps it in the dead-letter queue (alarmed); a malformed message fails the same way.
 
-`record_progress`: the service's events of this workflow's runs -> the ledger. `MWAA Serverless Task Running` of a
-later step records that step (the run reached it); `MWAA Serverless Workflow Run Succeeded` records the steps the
+`record_progress`: the service's events of this workflow's runs -> the run count and the ledger. `MWAA Serverless
+Workflow Run Succeeded` is counted (RunsSucceeded, below), with a ledger or without one. With a ledger, `MWAA
+Serverless Task Running` of a later step records that step (the run reached it); the success records the steps the
 run's task instances show it reached, then `loaded` when the load task succeeded, or
 `pipeline_plan.outcome_without_load(rows_quarantined)` when the rows check skipped it (the clean job curated no
 row). A repeated or late event finds the record ended (or at a later step) and writes nothing.
@@ -21,7 +22,17 @@ form sends (pipeline, object, run_id, failed_step, error, cause, execution) -> t
 task's step. A record that already shows this run failed means a repeated event: no second message. A refused or
 failed ledger write never stops the message. If a lookup fails it still publishes what the event says.
 
-Environment: WORKFLOW_ARN; TOPIC_ARN and DATASET for `report_failure`; LEDGER_TABLE and LEDGER_TTL_DAYS with a ledger.
+Run counts (`count_run`): each run outcome prints one embedded-metric-format line (serverless_runs.run_metric_line):
+RunsSucceeded from `record_progress`, RunsFailed from `report_failure` (failed, timed-out and stopped runs), in
+METRICS_NAMESPACE with dimensions Dataset (DATASET) and WorkflowName (WORKFLOW_NAME); CloudWatch Logs makes the metric
+from the function's log, so the form's alarms and `metric_runs_*` count what the runs record, not EventBridge's
+best-effort MatchedEvents. With a ledger the run's map is marked counted first (a conditional write), so a repeated
+event is not counted again, even one delivered after the Lambda stopped between its writes; without a ledger, or for
+a run the ledger holds no record of, every delivery is counted (EventBridge delivers at least once: a rare repeat
+counts twice; the line carries the service run id to tell).
+
+Environment: WORKFLOW_ARN, METRICS_NAMESPACE, DATASET, WORKFLOW_NAME; TOPIC_ARN for `report_failure`; LEDGER_TABLE and
+LEDGER_TTL_DAYS with a ledger.
 """
 
 from __future__ import annotations
@@ -40,7 +51,11 @@ try:
     from pipeline_constructs.runtime.upload_lambdas.serverless_runs import (
         FORM_NAME,
         RUN_ID_PARAMETER,
+        RUNS_FAILED,
+        RUNS_SUCCEEDED,
+        claim_run_count,
         repeated_event,
+        run_metric_line,
         start_upload_run,
     )
     from pipeline_constructs.runtime.upload_lambdas.upload_events import (
@@ -56,7 +71,16 @@ try:
     from pipeline_constructs.runtime.upload_ledger import FAILED, LOADED, RUNNING, LedgerConflict, Upload, UploadLedger
 except ImportError:  # in Lambda: the asset folder is the top level
     from pipeline_plan import LOAD, describe_pipeline, outcome_without_load  # type: ignore[import-not-found,no-redef]
-    from serverless_runs import FORM_NAME, RUN_ID_PARAMETER, repeated_event, start_upload_run  # type: ignore[import-not-found,no-redef]
+    from serverless_runs import (  # type: ignore[import-not-found,no-redef]
+        FORM_NAME,
+        RUN_ID_PARAMETER,
+        RUNS_FAILED,
+        RUNS_SUCCEEDED,
+        claim_run_count,
+        repeated_event,
+        run_metric_line,
+        start_upload_run,
+    )
     from upload_events import (  # type: ignore[import-not-found,no-redef]
         BatchItemFailure,
         BatchResponse,
@@ -219,6 +243,59 @@ def look_up_run(workflow_arn: str, service_run_id: str, *, with_tasks: bool = Tr
         kwargs["NextToken"] = page["NextToken"]
 
 
+# --- run counts ------------------------------------------------------------------------------------------------------
+
+METRICS_ENVIRONMENT = ("METRICS_NAMESPACE", "DATASET", "WORKFLOW_NAME")
+
+
+def count_run(
+    metric: str,
+    service_run_id: str | None,
+    *,
+    outcome: str,
+    run: WorkflowRun | None = None,
+    ledger: UploadLedger | None = None,
+    raise_on_ledger_error: bool = True,
+) -> bool:
+    """Print the EMF line that counts one run outcome (`metric`: RUNS_SUCCEEDED or RUNS_FAILED), unless the ledger shows
+    this service run counted already. Returns True when it printed the line. With a ledger and a run it holds, the
+    run's map is marked first (serverless_runs.claim_run_count); a ledger error raises with `raise_on_ledger_error`
+    (the invocation is retried and the retry counts it), otherwise it is logged and the run counted (at least once)."""
+    namespace, dataset, workflow_name = (os.environ.get(name) for name in METRICS_ENVIRONMENT)
+    if not (namespace and dataset and workflow_name):
+        logger.error("%s are not all set: the %s run %s is not counted", ", ".join(METRICS_ENVIRONMENT), outcome, service_run_id)
+        return False
+    upload, run_id = (run.upload, run.run_id) if run is not None else (None, None)
+    if ledger is not None and upload is not None and run_id is not None and service_run_id is not None:
+        try:
+            if not claim_run_count(ledger, upload, run_id=run_id, service_run_id=service_run_id):
+                logger.info("%s: service run %s (run %s) is counted already: a repeated event", upload.uri, service_run_id, run_id)
+                return False
+        except LookupError as missing:
+            logger.info("%s: counted without the ledger's mark", missing)
+        except (ClientError, BotoCoreError) as error:
+            if raise_on_ledger_error:
+                raise
+            logger.error("%s: marking run %s counted failed (%s); counted anyway", upload.uri, run_id, error)
+    properties = {
+        "Form": FORM_NAME,
+        "Outcome": outcome,
+        "ServiceRunId": service_run_id,
+        "RunId": run_id,
+        "Object": upload.uri if upload is not None else None,
+        "VersionId": upload.version_id if upload is not None else None,
+    }
+    line = run_metric_line(
+        metric,
+        namespace=namespace,
+        dataset=dataset,
+        workflow_name=workflow_name,
+        properties={name: value for name, value in properties.items() if value is not None},
+    )
+    print(line, flush=True)  # stdout -> the function's log group -> the metric (EMF)
+    return True
+
+
 # --- the ledger ------------------------------------------------------------------------------------------------------
 
 
@@ -238,20 +315,25 @@ def _owned(record: dict[str, Any] | None, run_id: str) -> bool:
 
 
 def record_progress(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """EventBridge target (task-running and run-succeeded events): the step reached, or the run's outcome. Raises when
-    a lookup or a write fails (the invocation is retried, then kept by the function's failure destination)."""
+    """EventBridge target (task-running and run-succeeded events): the step reached, or the run's outcome, and a
+    success is counted (RunsSucceeded). Raises when a lookup or a write fails (the invocation is retried, then kept by
+    the function's failure destination)."""
     ledger = open_ledger()
     service_run_id = event_run_id(event)
     detail_type = str(event.get("detail-type", ""))
+    if detail_type not in (TASK_RUNNING_DETAIL_TYPE, RUN_SUCCEEDED_DETAIL_TYPE):
+        raise ValueError(
+            f"detail-type {detail_type!r}: record_progress takes {TASK_RUNNING_DETAIL_TYPE!r} and {RUN_SUCCEEDED_DETAIL_TYPE!r}"
+        )
     if ledger is None or service_run_id is None:
-        logger.warning("nothing to record: %s", "no ledger" if ledger is None else f"the event names no run ({sorted(_detail(event))})")
-        return {"recorded": None}
+        counted = detail_type == RUN_SUCCEEDED_DETAIL_TYPE and count_run(RUNS_SUCCEEDED, service_run_id, outcome="Succeeded")
+        if service_run_id is None:
+            logger.warning("nothing to record: the event names no run (%s)", sorted(_detail(event)))
+        return {"recorded": None, "counted": counted}
     workflow_arn = os.environ["WORKFLOW_ARN"]
     if detail_type == TASK_RUNNING_DETAIL_TYPE:
         return _record_task_running(ledger, workflow_arn, service_run_id, event)
-    if detail_type == RUN_SUCCEEDED_DETAIL_TYPE:
-        return _record_success(ledger, workflow_arn, service_run_id)
-    raise ValueError(f"detail-type {detail_type!r}: record_progress takes {TASK_RUNNING_DETAIL_TYPE!r} and {RUN_SUCCEEDED_DETAIL_TYPE!r}")
+    return _record_success(ledger, workflow_arn, service_run_id)
 
 
 def _task_id_of(event: dict[str, Any], workflow_arn: str, service_run_id: str) -> str | None:
@@ -291,16 +373,19 @@ def _record_task_running(ledger: UploadLedger, workflow_arn: str, service_run_id
 def _record_success(ledger: UploadLedger, workflow_arn: str, service_run_id: str) -> dict[str, Any]:
     run = look_up_run(workflow_arn, service_run_id)
     upload, run_id = run.upload, run.run_id
+    # Counted first, once per service run (the run's map is marked): a retry after a failed write below, or a repeated
+    # event, finds it marked and counts nothing.
+    counted = count_run(RUNS_SUCCEEDED, service_run_id, outcome="Succeeded", run=run, ledger=ledger)
     if upload is None or run_id is None:
         logger.warning(
             "service run %s has no object or run id in its parameters (%s): not a run the ledger holds", service_run_id, run.parameters
         )
-        return {"recorded": None}
+        return {"recorded": None, "counted": counted}
     record = ledger.get(upload)
     if not _owned(record, run_id):
         # Repeated (the record is ended) or the clean job ended it itself (a file rejected as a whole).
         logger.info("%s: run %s does not hold the record (%s); nothing written", upload.uri, run_id, (record or {}).get("state"))
-        return {"recorded": None, "object": upload.uri, "run_id": run_id}
+        return {"recorded": None, "object": upload.uri, "run_id": run_id, "counted": counted}
     assert record is not None
     record = advance_steps(ledger, upload, run_id, record, run.reached())
     if "SUCCESS" in run.status_of(LOAD):
@@ -316,7 +401,7 @@ def _record_success(ledger: UploadLedger, workflow_arn: str, service_run_id: str
         outcome = outcome_without_load(int(quarantined or 0))
     record = ledger.finish(upload, run_id=run_id, outcome=outcome)
     logger.info("%s: run %s ended it %s at %s", upload.uri, run_id, outcome, record.get("step"))
-    return {"recorded": outcome, "object": upload.uri, "run_id": run_id, "step": record.get("step")}
+    return {"recorded": outcome, "object": upload.uri, "run_id": run_id, "step": record.get("step"), "counted": counted}
 
 
 # --- failure reports ---------------------------------------------------------------------------------------------
@@ -404,9 +489,12 @@ def report_failure(event: dict[str, Any], context: Any) -> dict[str, Any]:
     workflow_arn = os.environ["WORKFLOW_ARN"]
     message, run = failure_message(event, workflow_arn)
     ledger = open_ledger()
+    # Counted first, once per service run with a ledger (the run's map is marked); a ledger error counts it anyway.
+    state = str(event.get("detail-type", "")).removeprefix("MWAA Serverless Workflow Run ") or "Failed"
+    counted = count_run(RUNS_FAILED, event_run_id(event), outcome=state, run=run, ledger=ledger, raise_on_ledger_error=False)
     if ledger is not None and run is not None and already_reported(ledger, run):
         logger.info("%s: run %s is recorded failed already: a repeated event, reported before", message["object"], message["run_id"])
-        return {**message, "published": False}
+        return {**message, "published": False, "counted": counted}
     step = message["failed_step"] or "the workflow"
     sns.publish(
         TopicArn=os.environ["TOPIC_ARN"],
@@ -416,4 +504,4 @@ def report_failure(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.info("failure of run %s reported: %s", message["run_id"], message)
     if ledger is not None and run is not None:
         record_failure(ledger, run, message)
-    return {**message, "published": True}
+    return {**message, "published": True, "counted": counted}

@@ -7,12 +7,22 @@ trigger derives it from the object version (`upload_events.dag_run_id`): a repea
 the same run (`UploadLedger.start` is idempotent for one run id) and sends the same ClientToken, so a crash between
 the ledger write and StartWorkflowRun, or after it, starts exactly one run when the message comes back.
 
-boto3 clients are passed in (no client is made at import): pipeline-ops imports this module too.
+Run counts: the form's Lambdas print one CloudWatch embedded-metric-format (EMF) line per run outcome
+(`run_metric_line`): RUNS_SUCCEEDED or RUNS_FAILED = 1 in the clean job's metrics namespace, dimensions Dataset and
+WorkflowName, the run ids and the object as properties. Lambda sends stdout to the function's log group, and CloudWatch
+Logs turns the line into the metric: no PutMetricData call, no permission. With a ledger a run is counted once:
+`claim_run_count` marks the run's map (`counted`: the service run id) with a conditional write first, and a repeated
+event finds it marked.
+
+boto3 clients are passed in (no client is made at import): pipeline-ops imports this module too, and so does the
+form's construct (the metric names and dimensions).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from typing import Any
 
 try:
@@ -36,6 +46,12 @@ FORM_NAME = "mwaa_serverless"
 RUN_ID_PARAMETER = "run_id"
 NOT_STARTED = "(not started yet)"
 """The run's `execution` between the ledger write and StartWorkflowRun's answer (then the service's RunId)."""
+RUNS_SUCCEEDED, RUNS_FAILED = "RunsSucceeded", "RunsFailed"
+"""The metrics a run's outcome is counted in (one EMF line each: `run_metric_line`)."""
+DATASET_DIMENSION, WORKFLOW_DIMENSION = "Dataset", "WorkflowName"
+"""Their dimensions: the dataset and the MWAA Serverless workflow's name (as the Glue Workflow form's run count)."""
+COUNTED = "counted"
+"""The field of a run's map in the ledger that says its outcome was counted (the service run id)."""
 
 
 def upload_of(obj: UploadedObject) -> Upload:
@@ -98,3 +114,65 @@ def record_execution(ledger: UploadLedger, upload: Upload, *, run_id: str, execu
         )
     except ledger.client.exceptions.ConditionalCheckFailedException:
         logger.warning("%s: run %s no longer holds the record; its execution %s is not written", upload.uri, run_id, execution)
+
+
+# --- run counts -------------------------------------------------------------------------------------------------------
+def run_metric_line(
+    metric: str,
+    *,
+    namespace: str,
+    dataset: str,
+    workflow_name: str,
+    properties: dict[str, Any] | None = None,
+    timestamp_ms: int | None = None,
+) -> str:
+    """One embedded-metric-format line: `metric` = 1 (Count) in `namespace`, dimensions Dataset and WorkflowName;
+    `properties` (run ids, object, outcome) ride along as fields that are no dimension (searchable in Logs Insights)."""
+    if metric not in (RUNS_SUCCEEDED, RUNS_FAILED):
+        raise ValueError(f"metric={metric!r}: the form counts {RUNS_SUCCEEDED} and {RUNS_FAILED}")
+    extra = {
+        name: value for name, value in (properties or {}).items() if name not in (DATASET_DIMENSION, WORKFLOW_DIMENSION, metric, "_aws")
+    }
+    document = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [[DATASET_DIMENSION, WORKFLOW_DIMENSION]],
+                    "Metrics": [{"Name": metric, "Unit": "Count"}],
+                }
+            ],
+        },
+        DATASET_DIMENSION: dataset,
+        WORKFLOW_DIMENSION: workflow_name,
+        metric: 1,
+        **extra,
+    }
+    return json.dumps(document, sort_keys=True, default=str)
+
+
+def claim_run_count(ledger: UploadLedger, upload: Upload, *, run_id: str, service_run_id: str) -> bool:
+    """Mark the run's map `counted` (the service run id) unless it is marked for that service run already: True when
+    this call marked it (count the outcome now), False when it was marked (a repeated event: counted before). Raises
+    LookupError when the record holds no map for the run (nothing to mark), ClientError or BotoCoreError otherwise."""
+    expression = {
+        "UpdateExpression": "SET #run.#counted = :service_run",
+        "ConditionExpression": "attribute_exists(#run) AND (attribute_not_exists(#run.#counted) OR #run.#counted <> :service_run)",
+    }
+    try:
+        ledger.client.update_item(
+            TableName=ledger.table_name,
+            Key=upload.item_key(),
+            UpdateExpression=expression["UpdateExpression"],
+            ConditionExpression=expression["ConditionExpression"],
+            ExpressionAttributeNames=attribute_names(expression, run_id),
+            ExpressionAttributeValues={":service_run": {"S": service_run_id}},
+        )
+    except ledger.client.exceptions.ConditionalCheckFailedException:
+        record = ledger.get(upload)
+        entry = next((run for run in (record or {}).get("runs", []) if run["run_id"] == run_id), None)
+        if entry is None:
+            raise LookupError(f"{upload.uri} (version {upload.version}): the ledger holds no run {run_id}") from None
+        return False
+    return True
