@@ -1,8 +1,9 @@
 """`make demo FORM=<form> [FAIL_AT=load]`: one orchestration form run end to end on this machine, from its synth.
 
-The app is synthesized in-process (no cdk-nag: a demo needs the artifacts, not the policy checks), dev's stacks are
-"deployed" into moto (tests/deployed_environment.py), a generated CSV (scripts/make_sample_sales.py) is uploaded to
-moto's versioned landing bucket, and the form's own definition runs with each step answered by the real local work:
+The app is synthesized in-process (no cdk-nag: a demo needs the artifacts, not the policy checks), the form's
+environment's stacks are "deployed" into moto (tests/deployed_environment.py; dev, and staging for mwaa, the only
+environment the app deploys it in), a generated CSV (scripts/make_sample_sales.py) is uploaded to moto's versioned
+landing bucket, and the form's own definition runs with each step answered by the real local work:
 
 - step_functions: the synthesized state machine in the ASL interpreter (aws-local-stepfunctions), each Task answered
   while the execution waits (scripts/asl_live.mjs): DynamoDB tasks on moto's ledger table (DynamoDB's conditions
@@ -13,12 +14,26 @@ moto's versioned landing bucket, and the form's own definition runs with each st
 - glue_workflow: the synthesized triggers walked (start trigger -> actions -> conditional triggers whose predicates
   the finished nodes meet), each job node the real job code (pending check, clean on Spark, load with its MERGE on
   DuckDB) with moto's S3, SQS, Glue run properties, SNS and ledger.
+- mwaa: the DAG folder the Mwaa stack deploys (its BucketDeployment's assets from the cloud assembly, the deploy-time
+  values filled in) parsed and run by Airflow 3.3.1 in .venv-airflow (scripts/demo_airflow.py), started by the
+  trigger's REST request (the run id it derives from the object). The DAG's own operators make their AWS calls
+  through boto3 to a local endpoint into this process's moto (scripts/demo_airflow_stand_ins.py): the crawler is
+  moto's (it crawls nothing), the Glue job run is the real clean job on local Spark, the rows check lists what Spark
+  wrote, the Redshift Data batch runs on DuckDB (CREATE and MERGE as sqlglot translates them, COPY as a read of the
+  run's Parquet), the DAG's ledger writes and its failure callback's SNS message land in the same moto. The one
+  change to the deployed configuration: no retries and 1 s polls (DEMO_DAG_SETTINGS).
 
-FAIL_AT=load: the first load fails (the Iceberg table is not there yet, so DuckDB refuses the MERGE), the form's
-failure message is shown (the Step Functions failure reporter run on the execution's status-change event; the Glue
-form's EventBridge rule's input template), the table is created, and `pipeline-ops rerun` recovers the upload
-against the same stand-ins (moto, with Stubber for the APIs moto lacks); the new run is executed and the upload ends
-loaded once. mwaa and mwaa_serverless exit 2 (see NOT_HERE).
+FAIL_AT=load: the first load fails (step_functions, glue_workflow: the Iceberg table is not there yet, so DuckDB
+refuses the MERGE; mwaa: the warehouse has no schema "public" yet), the form's failure message is shown (the Step
+Functions failure reporter run on the execution's status-change event; the Glue form's EventBridge rule's input
+template; the DAG's notify_failure, read back from a queue subscribed to the topic), the cause is fixed, and
+`pipeline-ops rerun` recovers the upload against the same stand-ins (moto, with Stubber for the APIs moto lacks; for
+mwaa, MWAA's InvokeRestApi answered by the demo's Airflow: the run's failed tasks are cleared and the scheduler's
+loop runs them again); the upload ends loaded once. mwaa_serverless exits 2 (see NOT_HERE).
+
+What only AWS can show: a real crawl, Glue's and MWAA's workers, IAM, the network paths (the MWAA environment's
+private subnets and endpoints), Redshift's own SQL (DuckDB runs the statements as sqlglot translates them), the
+trigger Lambda and EventBridge delivering the event, and the services' timings.
 """
 
 from __future__ import annotations
@@ -50,25 +65,24 @@ ENV = "dev"
 REGION = "eu-west-1"
 QUERY = ROOT / "sql" / "athena" / "daily_revenue_by_store.sql"
 NOT_HERE = {
-    "mwaa": "the MWAA form's DAG runs in Airflow 3.3.1 (.venv-airflow), not in this demo: tests/airflow/test_pipeline_dag.py "
-    "and test_dag_ledger.py run the DAG with dag.test(), its operators' calls answered by moto and Stubber, and check "
-    "the ledger it keeps (make test runs them)",
-    "mwaa_serverless": "the MWAA Serverless workflow runs in Airflow (dag-factory), not in this demo: "
+    "mwaa_serverless": "the MWAA Serverless workflow runs in Airflow (dag-factory), not in this demo yet: "
     "tests/airflow/test_mwaa_serverless_yaml.py loads the synthesized YAML into a DAG and runs it, and "
     "tests/test_mwaa_serverless_ledger.py and test_mwaa_serverless_trigger.py cover its trigger and ledger",
 }
 
 
 # --- set-up ------------------------------------------------------------------------------------------------------
-def synthesize() -> dict[tuple[str, str], dict[str, Any]]:
-    """Every stage's templates, {(environment, stack id): template}, from one in-process synth without cdk-nag."""
+def synthesize(outdir: Path | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every stage's templates, {(environment, stack id): template}, from one in-process synth without cdk-nag; the
+    cloud assembly (with the assets the MWAA demo deploys its DAG folder from) stays in `outdir` when given."""
     import aws_cdk as cdk
 
     from app import build_app
     from tests.cdk_app import pinned_context
 
-    with tempfile.TemporaryDirectory(prefix="demo-form-") as outdir:
-        app = cdk.App(context=pinned_context(), outdir=outdir)
+    kept = contextlib.nullcontext(str(outdir)) if outdir is not None else tempfile.TemporaryDirectory(prefix="demo-form-")
+    with kept as outdir_name:
+        app = cdk.App(context=pinned_context(), outdir=outdir_name)
         stages = build_app(app, nag=False, control_tower=False)
         assembly = app.synth()
         out = {}
@@ -106,7 +120,9 @@ def resource_of(template: dict[str, Any], kind: str, predicate: Any = None) -> t
 class World:
     """What every form's demo shares: the deployment in moto, the landing mirror, DuckDB's Athena, the printer."""
 
-    def __init__(self, templates: dict[tuple[str, str], dict[str, Any]], form_stack: str, workdir: Path, spark: Any, out: TextIO) -> None:
+    def __init__(
+        self, templates: dict[tuple[str, str], dict[str, Any]], form_stack: str, workdir: Path, spark: Any, out: TextIO, env: str = ENV
+    ) -> None:
         import boto3
         from demo_stand_ins import AthenaOnDuckDB, LocalMirror, StackValues
 
@@ -117,10 +133,12 @@ class World:
         self.out = out
         self.workdir = workdir
         self.spark = spark
+        self.env = env
+        self.assembly: Path | None = None  # the cloud assembly, for the forms that deploy files from its assets
         self.started = time.perf_counter()
-        self.deployment = FakeDeployment(templates, ENV, stacks=("Stateful", form_stack))
-        self.stateful = templates[(ENV, "Stateful")]
-        self.form_template = templates[(ENV, form_stack)]
+        self.deployment = FakeDeployment(templates, env, stacks=("Stateful", form_stack))
+        self.stateful = templates[(env, "Stateful")]
+        self.form_template = templates[(env, form_stack)]
         self.stateful_values = StackValues(self.deployment, "Stateful")
         self.form_values = StackValues(self.deployment, form_stack)
         self.mirror = LocalMirror(workdir / "s3")
@@ -132,6 +150,11 @@ class World:
         self.ledger_table = self.deployment.output("Stateful", "LedgerTableName")
         self.landing = self.deployment.output("Stateful", "LandingBucketName")
         self.curated = self.deployment.output("Stateful", "CuratedBucketName")
+        self.messages: list[dict[str, Any]] = []
+        self.clean_summaries: list[dict[str, Any]] = []
+        self.athena: Any = None  # the Athena target's stand-in; an environment that loads into Redshift has none
+        if not any("OpenTableFormatInput" in r.get("Properties", {}) for r in self.stateful["Resources"].values()):
+            return
         _, runs = resource_of(self.stateful, "AWS::Glue::Table", lambda _k, r: "PartitionKeys" in r["Properties"]["TableInput"])
         _, target = resource_of(self.stateful, "AWS::Glue::Table", lambda _k, r: "OpenTableFormatInput" in r["Properties"])
         runs_location = str(self.stateful_values.resolve(runs["Properties"]["TableInput"]["StorageDescriptor"]["Location"]))
@@ -144,8 +167,6 @@ class World:
             target_table=self.target_table,
             target_columns=[(f["Name"], f["Type"]) for f in iceberg["Schema"]["Fields"]],
         )
-        self.messages: list[dict[str, Any]] = []
-        self.clean_summaries: list[dict[str, Any]] = []
 
     # --- printing -------------------------------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
@@ -239,8 +260,11 @@ class World:
             "duplicates_dropped",
             "finished_at",
         )
+        shown = {k: record.get(k) for k in keys if k in record}
+        if len(str(shown.get("cause", ""))) > 400:  # an operator's error can carry a whole API answer
+            shown["cause"] = f"{str(shown['cause'])[:400]} ... ({len(str(shown['cause']))} characters)"
         self.say("ledger record (moto DynamoDB):")
-        self.say("  " + json.dumps({k: record.get(k) for k in keys if k in record}, default=str))
+        self.say("  " + json.dumps(shown, default=str))
         for run in record.get("runs", []):
             self.say("  run " + json.dumps({k: run.get(k) for k in ("run_id", "outcome", "execution", "error") if run.get(k)}, default=str))
 
@@ -628,8 +652,8 @@ def pipeline_ops(world: World, *argv: str, **clients: Any) -> dict[str, Any]:
     from tests.deployed_environment import FakeSession
 
     out = io.StringIO()
-    world.say(f"$ pipeline-ops --env {ENV} {' '.join(argv)}")
-    code = main(["--env", ENV, "--json", *argv], session=FakeSession(world.deployment, **clients), out=out, now=datetime.now(UTC))
+    world.say(f"$ pipeline-ops --env {world.env} {' '.join(argv)}")
+    code = main(["--env", world.env, "--json", *argv], session=FakeSession(world.deployment, **clients), out=out, now=datetime.now(UTC))
     answer = json.loads(out.getvalue())
     world.say(f"  exit {code}: " + json.dumps(answer, default=str)[:600])
     if code != 0:
@@ -862,9 +886,250 @@ def demo_glue_workflow(world: World, *, rows: int, fail_at: str | None) -> dict[
     }
 
 
+# --- MWAA ------------------------------------------------------------------------------------------------------------
+DEMO_DAG_SETTINGS = {"retries": 0, "retry_delay_seconds": 1, "max_retry_delay_seconds": 1, "poll_interval_seconds": 1}
+"""The demo's one change to the deployed DAG configuration: no retries and 1 s polls, so a failure reports at once
+(deployed: each task retries with backoff, and the operators poll Glue and Redshift every 30 s)."""
+
+
+class MwaaDemo:
+    """The Mwaa stack's deployed DAG folder run on Airflow (scripts/demo_airflow.py in .venv-airflow), its operators'
+    AWS calls answered by this process's moto through one local endpoint (scripts/demo_airflow_stand_ins.py)."""
+
+    def __init__(self, world: World, *, fail_at: str | None) -> None:
+        from demo_airflow_stand_ins import GlueJobRuns, RedshiftOnDuckDB, deployed_dag_folder
+
+        self.world = world
+        stack = FORM_STACKS["mwaa"]
+        self.folder, self.deployed = deployed_dag_folder(
+            world.assembly, world.form_template, world.form_values.resolve, world.workdir / "dags", DEMO_DAG_SETTINGS
+        )
+        self.config = json.loads((self.folder / "pipeline_dag_config.json").read_text(encoding="utf-8"))
+        self.environment_name = world.deployment.output(stack, "MwaaEnvironmentName")
+        self.dag_id = world.deployment.output(stack, "DagId")
+        if self.config["load"]["target"] != "redshift":
+            raise SystemExit(f"the MWAA demo answers a Redshift load; this DAG loads into {self.config['load']['target']}")
+        _, job = resource_of(world.stateful, "AWS::Glue::Job", lambda k, _r: k.startswith("CleanJob"))
+        self.job_defaults = world.stateful_values.job_arguments(job)
+        self.warehouse = RedshiftOnDuckDB(world.mirror.local, schema_exists=fail_at != "load")
+        self.jobs = GlueJobRuns(self.clean_job)
+        self.alerts = self._alert_copy()
+        self._create_glue()
+
+    def _create_glue(self) -> None:
+        """The Glue resources the stateful stack declares and the DAG's operators call (FakeDeployment names them)."""
+        glue, role = self.world.glue, "arn:aws:iam::123456789012:role/demo"
+        _, database = resource_of(self.world.stateful, "AWS::Glue::Database")
+        name = str(self.world.stateful_values.resolve(database["Properties"]["DatabaseInput"]["Name"]))
+        glue.create_database(DatabaseInput={"Name": name})
+        landing = f"s3://{self.world.landing}/{self.world.deployment.output('Mwaa', 'LandingPrefix')}"
+        glue.create_crawler(Name=self.config["crawler_name"], Role=role, DatabaseName=name, Targets={"S3Targets": [{"Path": landing}]})
+        glue.create_job(
+            Name=self.config["clean_job_name"],
+            Role=role,
+            Command={"Name": "glueetl", "ScriptLocation": "s3://assets/glue_clean_job.py"},
+            DefaultArguments=self.job_defaults,
+        )
+
+    def _alert_copy(self) -> str:
+        """An SQS queue subscribed to the alert topic: what notify_failure publishes, read back."""
+        url = self.world.sqs.create_queue(QueueName="demo-alert-copy")["QueueUrl"]
+        arn = self.world.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.world.sns.subscribe(TopicArn=self.config["topic_arn"], Protocol="sqs", Endpoint=arn)
+        return str(url)
+
+    def alert_messages(self) -> list[dict[str, Any]]:
+        got = self.world.sqs.receive_message(QueueUrl=self.alerts, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        return [json.loads(m["Body"]) for m in got]
+
+    # --- the clean job's Glue run ----------------------------------------------------------------------------------
+    def clean_job(self, job_run_id: str, arguments: dict[str, str]) -> str:
+        """The Glue run moto started: the real entrypoint on local Spark with the job's defaults and the operator's
+        script_args (moto merged them, as Glue does), its counts into the ledger, its Parquet into moto's S3."""
+        from pipeline_constructs.runtime import glue_clean_job
+        from pipeline_constructs.runtime.clean_transform import CleanRunFailed
+
+        world = self.world
+        merged = {**arguments, "--JOB_NAME": self.config["clean_job_name"], "--JOB_RUN_ID": job_run_id}
+        (uri,) = json.loads(merged["--source_uris"])
+        (version,) = json.loads(merged["--source_versions"])
+        local = world.local_job_argv(merged, source_uris=json.dumps([world.mirror.local(uri)]))
+        for name in ("--ledger_table", "--source_versions"):  # recorded below against the s3:// upload
+            index = local.index(name)
+            del local[index : index + 2]
+        started = time.perf_counter()
+        glue_clean_job.check_source_versions(world.s3, [uri], [version])
+        try:
+            result = world.run_clean_main(local)
+        except CleanRunFailed as failed:
+            record_clean_counts(world, merged, failed.result)
+            raise
+        glue_clean_job.check_source_versions(world.s3, [uri], [version])
+        record_clean_counts(world, merged, result)
+        rows = self.config["curated_rows"]
+        prefix = f"{rows['prefix']}{merged['--run_id']}/"
+        keys = world.mirror.keys(rows["bucket"], prefix)
+        for key in keys:  # where the DAG's rows check lists them
+            world.s3.put_object(Bucket=rows["bucket"], Key=key, Body=world.mirror.path(f"s3://{rows['bucket']}/{key}").read_bytes())
+        return (
+            f"glue_clean_job.main on local Spark: {result.rows_in} rows in, {result.rows_out} out, {result.rows_quarantined} "
+            f"quarantined, {result.duplicates_dropped} duplicates ({time.perf_counter() - started:.1f} s); {len(keys)} curated objects"
+        )
+
+    # --- printing --------------------------------------------------------------------------------------------------
+    def show_run(self, run: dict[str, Any], since: int = 0, before: dict[str, Any] | None = None) -> None:
+        """Each task instance with its time (Airflow's start and end), the operator, its outcome and what answered it;
+        with `before` (the run before its tasks were cleared), the tasks that did not run again are marked kept."""
+        kept = {(t["task_id"], t["try_number"], t["start"]) for t in (before or {}).get("tasks", [])}
+        tasks = [t for t in run["tasks"] if t["start"]]
+        origin = min((datetime.fromisoformat(t["start"]) for t in tasks), default=None)
+        for task in run["tasks"]:
+            if not task["start"] or origin is None:
+                self.world.say(f"{'':8s}  {'':7s}     {task['task_id']} [{task['operator']}] {task['state'].upper()}")
+                continue
+            start, end = datetime.fromisoformat(task["start"]), datetime.fromisoformat(task["end"] or task["start"])
+            mark = "" if task["state"] == "success" else f" {task['state'].upper()}"
+            again = (task["task_id"], task["try_number"], task["start"]) not in kept
+            note = self.note(task["task_id"], since) if again else "(not cleared: its first try stands)"
+            self.world.say(
+                f"{(start - origin).total_seconds():8.2f}s {int((end - start).total_seconds() * 1000):7d} ms  "
+                f"{task['task_id']} [{task['operator']}] try {task['try_number']}{mark}{'  ' + note if note else ''}"
+            )
+        self.world.say(f"  -> DAG run {run['dag_run_id']}: {run['state']}")
+
+    def note(self, task_id: str, since: int) -> str:
+        if task_id == "clean":
+            runs = list(self.jobs.states.values())
+            if runs:
+                last = runs[-1]
+                return str(last.get("note") or f"the clean job FAILED: {last.get('error', '')[:300]}")
+        if task_id == "load" and len(self.warehouse.batches) > since:
+            batch = self.warehouse.batches[-1]
+            verdict = "FINISHED" if batch["status"] == "FINISHED" else f"FAILED ({batch['error']})"
+            return f"Redshift Data BatchExecuteStatement: {len(batch['Sqls'])} statements on DuckDB in one transaction, {verdict}"
+        if task_id == "crawl":
+            return "moto's crawler (no crawl runs locally; the clean job reads the CSV by the contract)"
+        if task_id == "find_curated_rows":
+            return "listed the run's partition folders in moto's curated bucket"
+        return ""
+
+    # --- the result ------------------------------------------------------------------------------------------------
+    def results(self, run_id: str) -> dict[str, Any]:
+        """The loaded table against the run's curated Parquet, and the shipped query over the loaded table."""
+        from athena_on_duckdb import format_table, translate
+
+        schema_table = '"public"."retail_sales"'
+        columns = [row[0] for row in self.warehouse.rows(f"DESCRIBE {schema_table}")[1]]
+        types = {row[0]: row[1] for row in self.warehouse.rows(f"DESCRIBE {schema_table}")[1]}
+        listed = ", ".join(f'"{c}"' for c in columns)
+        _, table_rows = self.warehouse.rows(f"SELECT {listed} FROM {schema_table} ORDER BY 1")
+        rows = self.config["curated_rows"]
+        run_dir = self.world.mirror.path(f"s3://{rows['bucket']}/{rows['prefix']}{run_id}/")
+        cast = ", ".join(f'CAST("{c}" AS {types[c]})' for c in columns)
+        _, curated = self.warehouse.rows(
+            f"SELECT {cast} FROM read_parquet('{run_dir}/*/*.parquet', hive_partitioning = true, "
+            "hive_types = {'sale_date': 'DATE'}) ORDER BY 1"
+        )
+        with self.warehouse.lock:
+            self.warehouse.con.execute("SET schema = 'public'")
+        names, revenue = self.warehouse.rows(translate(QUERY.read_text(encoding="utf-8")))
+        self.world.say(f"query: {QUERY.relative_to(ROOT)} on DuckDB over the loaded table public.retail_sales (the Redshift target):")
+        self.world.say(format_table(names, revenue, limit=8))
+        same = table_rows == curated
+        self.world.say(f"loaded table: {len(table_rows)} rows; the run's curated rows: {len(curated)}; identical: {same}")
+        return {"table_rows": len(table_rows), "curated_rows": len(curated), "rows_match": same, "query_rows": len(revenue)}
+
+
+def record_clean_counts(world: World, arguments: dict[str, str], result: Any) -> None:
+    """The clean job's counts into the upload's record, as the job writes them with --ledger_table."""
+    from pipeline_constructs.runtime import glue_clean_job
+
+    names = ("--source_uris", "--source_versions", "--run_id", "--ledger_table", "--ledger_ttl_days", "--pipeline_form")
+    argv = [x for name in names for x in (name, arguments[name])]
+    argv += [
+        "--curated_root",
+        world.mirror.local(arguments["--curated_root"]),
+        "--quarantine_root",
+        world.mirror.local(arguments["--quarantine_root"]),
+    ]
+    argv += ["--contract_path", str(world.contract_path)]
+    glue_clean_job.record_counts_in_ledger(glue_clean_job.resolve_args(argv), result, world.dynamodb)
+
+
+def demo_mwaa(world: World, *, rows: int, fail_at: str | None) -> dict[str, Any]:
+    from demo_airflow_stand_ins import AirflowRestApi, AwsEndpoint
+
+    from pipeline_constructs.operations.runs import uploaded_object
+    from pipeline_constructs.runtime.upload_lambdas.upload_events import dag_run_request
+
+    demo = MwaaDemo(world, fail_at=fail_at)
+    shipped = sorted(path.name for path in demo.folder.iterdir())
+    world.say(f"the stack's DAG folder (from the cloud assembly, deploy-time values filled in): {', '.join(shipped)}")
+    changed = ", ".join(f"{k} {demo.deployed[k]} -> {v}" for k, v in DEMO_DAG_SETTINGS.items())
+    world.say(f"DAG {demo.config['dag_id']}, load into {demo.config['load']['target']}; the demo's settings: {changed}")
+    prefix = world.deployment.output("Mwaa", "LandingPrefix")
+    upload, _event = world.upload(f"{prefix}store-sales-2024-05.csv", rows)
+    if fail_at == "load":
+        world.say('FAIL_AT=load: the warehouse has no schema "public" yet, so the load\'s first statement fails')
+    runs: list[dict[str, Any]] = []
+    failure = None
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AIRFLOW", "AWS_", "VIRTUAL_ENV"))},
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    with AwsEndpoint() as endpoint, demo.jobs.installed(), demo.warehouse.installed():
+        api = AirflowRestApi(world.workdir / "airflow", demo.folder, {**environment, "AWS_ENDPOINT_URL": endpoint.url}, world.workdir)
+        request = dag_run_request(uploaded_object(upload))
+        world.say(f"the trigger's InvokeRestApi POST /dags/{demo.dag_id}/dagRuns {json.dumps(request)}")
+        world.say(f"DAG run on Airflow 3.3.1 (.venv-airflow, dag.test()), AWS calls to moto at {endpoint.url}:")
+        answer = api.invoke_rest_api(Name=demo.environment_name, Path=f"/dags/{demo.dag_id}/dagRuns", Method="POST", Body=request)
+        run = answer["RestApiResponse"]
+        demo.show_run(run)
+        runs.append(run)
+        if run["state"] != "success":
+            messages = demo.alert_messages()
+            if not messages:
+                raise SystemExit(f"the failed DAG run published nothing; Airflow's logs are in {world.workdir}")
+            failure = {"subject": messages[-1].get("Subject"), "message": json.loads(messages[-1]["Message"])}
+            world.messages.append(failure)
+            world.say("failure message (notify_failure -> SNS, read back from a queue subscribed to the topic):")
+            world.say(f"  Subject: {failure['subject']}")
+            cause = str(failure["message"].get("cause", ""))  # the operator's error: all of DescribeStatement's answer
+            shown = {**failure["message"], "cause": cause[:400] + (f" ... ({len(cause)} characters)" if len(cause) > 400 else "")}
+            world.say("  " + json.dumps(shown, default=str))
+            world.show_record(world.record(upload, "mwaa"))
+            demo.warehouse.create_schema()
+            world.say('the cause is fixed: the schema "public" is created (in AWS: the Redshift database has it)')
+            batches = len(demo.warehouse.batches)
+            action = pipeline_ops(world, "rerun", upload.uri, mwaa=api)
+            world.say(f"the scheduler runs the cleared tasks of DAG run {action['run']}:")
+            run = api.airflow("run_queued", str(action["run"]))
+            demo.show_run(run, since=batches, before=runs[0])
+            runs.append(run)
+    record = world.record(upload, "mwaa")
+    world.show_record(record)
+    results = demo.results(record["runs"][-1]["run_id"])
+    return {
+        "form": "mwaa",
+        "upload": upload.uri,
+        "executions": ["SUCCEEDED" if r["state"] == "success" else "FAILED" for r in runs],
+        "steps": [[{"state": t["task_id"], "outcome": t["state"], "try": t["try_number"]} for t in r["tasks"]] for r in runs],
+        "failure_message": failure,
+        "record": {"state": record["state"], "runs": [run_.get("outcome") for run_ in record.get("runs", [])]},
+        "merges_succeeded": sum(1 for batch in demo.warehouse.batches if batch["status"] == "FINISHED"),
+        "clean_job_runs": len(demo.jobs.states),
+        **results,
+    }
+
+
 # --- entry point ---------------------------------------------------------------------------------------------------
-FORM_STACKS = {"step_functions": "StepFunctions", "glue_workflow": "GlueWorkflow"}
-DEMOS = {"step_functions": demo_step_functions, "glue_workflow": demo_glue_workflow}
+FORM_STACKS = {"step_functions": "StepFunctions", "glue_workflow": "GlueWorkflow", "mwaa": "Mwaa"}
+FORM_ENVIRONMENTS = {"mwaa": "staging"}
+"""The environment whose stacks a form's demo deploys into moto: the app deploys the MWAA form in staging only."""
+DEMOS = {"step_functions": demo_step_functions, "glue_workflow": demo_glue_workflow, "mwaa": demo_mwaa}
 
 
 def run_demo(
@@ -874,17 +1139,22 @@ def run_demo(
     rows: int = 2000,
     workdir: Path,
     templates: dict[tuple[str, str], dict[str, Any]] | None = None,
+    assembly: Path | None = None,
     spark: Any = None,
     out: TextIO = sys.stdout,
 ) -> dict[str, Any]:
-    """One form's demo (in-process: the tests pass their synth and SparkSession); returns its summary."""
+    """One form's demo (in-process: the tests pass their synth, its cloud assembly and SparkSession); returns its summary."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     started = time.perf_counter()
     if templates is None:
         print("synthesizing the app (cdk-nag off) ... ", end="", file=out, flush=True)
-        templates = synthesize()
+        assembly = workdir / "cdk.out"
+        templates = synthesize(assembly)
         print(f"{time.perf_counter() - started:.0f} s", file=out, flush=True)
+    if form == "mwaa" and assembly is None:
+        raise ValueError("the MWAA demo deploys its DAG folder from the cloud assembly: pass the synth's `assembly`")
+    env = FORM_ENVIRONMENTS.get(form, ENV)
     own_spark = spark is None
     if own_spark:
         from pipeline_constructs.runtime.spark_settings import local_session
@@ -892,8 +1162,9 @@ def run_demo(
         spark = local_session(app_name="demo-form", cores=2)
     try:
         with fake_aws():
-            world = World(templates, FORM_STACKS[form], workdir, spark, out)
-            world.say(f"{ENV}'s {FORM_STACKS[form]} and Stateful stacks deployed into moto (tests/deployed_environment.py)")
+            world = World(templates, FORM_STACKS[form], workdir, spark, out, env=env)
+            world.assembly = assembly
+            world.say(f"{env}'s {FORM_STACKS[form]} and Stateful stacks deployed into moto (tests/deployed_environment.py)")
             summary = DEMOS[form](world, rows=rows, fail_at=fail_at)
     finally:
         if own_spark:
