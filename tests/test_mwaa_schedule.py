@@ -133,9 +133,8 @@ def test_a_schedule_needs_the_ledger_and_a_cron_airflow_can_run(pipeline: Any) -
 def test_the_mwaa_serverless_form_refuses_a_schedule_naming_the_setting() -> None:
     """Its scheduled runs cannot claim their uploads yet (see check_serverless_schedule): a schedule given to the
     construct fails, and a configured one fails before synth, naming the setting, instead of being ignored."""
-    from stacks.config import ConfigError
-
     from pipeline_constructs.forms.mwaa_serverless import check_serverless_schedule
+    from stacks.config import ConfigError
 
     check_serverless_schedule(None)
     with pytest.raises(PipelinePropsError, match=r"schedule='cron\(0 \* \* \* \? \*\)': .* remove trigger.mwaa_serverless"):
