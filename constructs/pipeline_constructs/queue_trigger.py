@@ -218,3 +218,26 @@ class QueueTrigger(Construct):
             f"An upload event could not reach the trigger queue; it waits in the dead-letter queue ({description})",
         )
         self.alarms: list[cloudwatch.Alarm] = [self.dead_letter_alarm, self.undelivered_alarm]
+
+
+def upload_inbox(scope: Construct, key: kms.IKey, removal_policy: RemovalPolicy, *, read_by: str) -> sqs.Queue:
+    """`Inbox` in `scope`: the encrypted queue a scheduled form's upload rule feeds and its runs claim from (`read_by`
+    names what claims), 14 days' retention. No dead-letter queue: a claimed message is deleted, none fails."""
+    inbox = sqs.Queue(
+        scope,
+        "Inbox",
+        encryption=sqs.QueueEncryption.KMS,
+        encryption_master_key=key,
+        enforce_ssl=True,
+        retention_period=Duration.days(14),
+        visibility_timeout=Duration.minutes(5),
+        removal_policy=removal_policy,
+    )
+    for finding in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
+        acknowledge(
+            inbox,
+            finding,
+            f"The inbox is read by {read_by}, which deletes a message once its upload is claimed in the ledger: no "
+            "message is processed and fails, so none would move to a dead-letter queue; reconcile finds any upload left behind.",
+        )
+    return inbox

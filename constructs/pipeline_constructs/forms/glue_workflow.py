@@ -13,7 +13,6 @@ from aws_cdk import (
     aws_events as events,
     aws_glue as glue,
     aws_iam as iam,
-    aws_sqs as sqs,
 )
 from aws_cdk.interfaces.aws_glue import ITriggerRef
 
@@ -24,6 +23,7 @@ from ..alerting import PipelineAlerting, metric_rule_matches
 from ..catalog import GLUE_ASSET_READ_ACTIONS, PipelineCatalog, review_glue_logs
 from ..clean_job import CleanJob
 from ..ledger import KEY_WRITE_ACTIONS, WRITE_ACTIONS, UploadLedger
+from ..queue_trigger import upload_inbox
 from ..runtime.glue_load_job import RUN_ID_TOKEN, WORKFLOW_RUNS_SUCCEEDED
 from ..runtime.pipeline_plan import CRAWL, DEFAULT_TIMINGS, LOAD
 from ..runtime.upload_ledger import STATE_INDEX
@@ -178,7 +178,7 @@ class GlueWorkflowPipeline(Construct):
             max_concurrent_runs=1,
         )
         self.dead_letter_queue = alerting.new_dead_letter_queue(self, "DeadLetterQueue", removal_policy=removal_policy)
-        self.inbox = self._inbox(removal_policy)
+        self.inbox = upload_inbox(self, self.alerting.key, removal_policy, read_by="the clean job")
         self.delivery_retry_attempts = delivery_retry_attempts
         self.max_event_age = max_event_age if max_event_age is not None else Duration.hours(6)
 
@@ -387,27 +387,6 @@ class GlueWorkflowPipeline(Construct):
                 "with the pipeline key; it lives in another stack, where cdk-nag cannot resolve it.",
             )
         return job
-
-    def _inbox(self, removal_policy: RemovalPolicy) -> sqs.Queue:
-        """The queue every upload event also goes to, from which the clean job claims a run's uploads."""
-        inbox = sqs.Queue(
-            self,
-            "Inbox",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=self.alerting.key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            visibility_timeout=Duration.minutes(5),
-            removal_policy=removal_policy,
-        )
-        for finding in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
-            acknowledge(
-                inbox,
-                finding,
-                "The inbox is read by the clean job, which deletes a message once its upload is claimed in the ledger: no "
-                "message is processed and fails, so none would move to a dead-letter queue; reconcile finds any upload left behind.",
-            )
-        return inbox
 
     def _ledger_arguments(self) -> dict[str, str]:
         return {

@@ -34,14 +34,14 @@ from aws_cdk import (
 
 from constructs import Construct
 
-from ..acknowledgements import acknowledge, acknowledge_findings
+from ..acknowledgements import acknowledge_findings
 from ..alerting import PipelineAlerting
 from ..catalog import PipelineCatalog
 from ..clean_job import CleanJob
 from ..deployments import review_bucket_deployment
 from ..keys import allow_cloudwatch_logs
 from ..ledger import UploadLedger
-from ..queue_trigger import QueueTrigger
+from ..queue_trigger import QueueTrigger, upload_inbox
 from ..runtime.mwaa.pipeline_steps import CONFIG_FILE_NAME
 from ..runtime.upload_ledger import STATE_INDEX
 from ..schedules import Schedule, ScheduleError, airflow_cron
@@ -229,7 +229,7 @@ class MwaaPipeline(Construct):
         """On a schedule: lets the shared clean job alert once about the files it rejects (None in upload mode)."""
         if self.schedule is not None and self.schedule_cron is not None:
             self.dead_letter_queue = alerting.new_dead_letter_queue(self, "DeadLetterQueue", removal_policy=removal_policy)
-            self.inbox = self._build_inbox(removal_policy)
+            self.inbox = upload_inbox(self, self.alerting.key, removal_policy, read_by="the DAG's claim")
             self.dag_config.update(
                 {
                     "schedule": {"cron": self.schedule_cron, "time_zone": self.schedule.time_zone, "expression": self.schedule.expression},
@@ -328,27 +328,6 @@ class MwaaPipeline(Construct):
         self.trigger.function.node.add_dependency(self.environment)
         self.trigger_rule = self.trigger.rule
         self.dead_letter_queue = self.trigger.dead_letter_queue
-
-    def _build_inbox(self, removal_policy: RemovalPolicy) -> sqs.Queue:
-        """On a schedule: the queue every upload event goes to, from which each DAG run claims its uploads."""
-        inbox = sqs.Queue(
-            self,
-            "Inbox",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=self.alerting.key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            visibility_timeout=Duration.minutes(5),
-            removal_policy=removal_policy,
-        )
-        for finding in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
-            acknowledge(
-                inbox,
-                finding,
-                "The inbox is read by the DAG's claim, which deletes a message once its upload is claimed in the ledger: no "
-                "message is processed and fails, so none would move to a dead-letter queue; reconcile finds any upload left behind.",
-            )
-        return inbox
 
     def _build_inbox_rule(self, storage: PipelineStorage) -> None:
         """On a schedule: the upload rule sends each event to the inbox only (no Lambda starts a run); delivery is

@@ -48,6 +48,7 @@ from ..acknowledgements import acknowledge, acknowledge_findings
 from ..alerting import PipelineAlerting
 from ..lambda_code import stage_modules
 from ..ledger import KEY_WRITE_ACTIONS, UploadLedger
+from ..queue_trigger import upload_inbox
 from ..runtime.scheduled_runs import run_lock_object
 from ..runtime.upload_ledger import STATE_INDEX
 from ..schedules import Schedule, ScheduleError, scheduler_expression
@@ -125,31 +126,10 @@ class ScheduledRuns(Construct):
         self.lock_object = run_lock_object(FORM_NAME, landing_prefix)
         self.lease = Duration.seconds(int(execution_timeout.to_seconds() + LEASE_MARGIN.to_seconds()))
         """How long a run lock nobody released counts as held: the execution's timeout and a margin."""
-        self.inbox = self._build_inbox(removal_policy)
+        self.inbox = upload_inbox(self, self.alerting.key, removal_policy, read_by="the scheduled run's claim")
         self.function = self._build_function(log_key, log_retention, removal_policy)
         self.schedule: scheduler.Schedule | None = None
         self.dead_letter_queue: sqs.Queue | None = None
-
-    def _build_inbox(self, removal_policy: RemovalPolicy) -> sqs.Queue:
-        """The queue the upload rule sends every event to, from which a scheduled run claims its uploads."""
-        inbox = sqs.Queue(
-            self,
-            "Inbox",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=self.alerting.key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            visibility_timeout=Duration.minutes(5),
-            removal_policy=removal_policy,
-        )
-        for finding in ("AwsSolutions-SQS3", "Serverless-SQSRedrivePolicy"):
-            acknowledge(
-                inbox,
-                finding,
-                "The inbox is read by the scheduled run's claim, which deletes a message once its upload is taken in the ledger: "
-                "no message is processed and fails, so none would move to a dead-letter queue; reconcile finds any upload left behind.",
-            )
-        return inbox
 
     def _build_function(self, log_key: kms.IKey, log_retention: logs.RetentionDays, removal_policy: RemovalPolicy) -> lambda_.Function:
         log_group = logs.LogGroup(self, "Logs", encryption_key=log_key, retention=log_retention, removal_policy=removal_policy)
