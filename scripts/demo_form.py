@@ -350,7 +350,7 @@ class StepFunctionsDemo:
             "arn:aws:states:::aws-sdk:glue:startCrawler": lambda _input: {},
             "arn:aws:states:::glue:startJobRun.sync": self.clean_job,
             "arn:aws:states:::aws-sdk:s3:listObjectsV2": self.list_objects,
-            "arn:aws:states:::lambda:invoke": self.load_lock,
+            "arn:aws:states:::lambda:invoke": self.invoke,
             "arn:aws:states:::aws-sdk:athena:startQueryExecution": self.start_query,
             "arn:aws:states:::aws-sdk:athena:getQueryExecution": self.get_query,
             "arn:aws:states:::aws-sdk:athena:stopQueryExecution": lambda q: self.world.athena.stop_query_execution(**q),
@@ -479,6 +479,22 @@ class StepFunctionsDemo:
             "MaxKeys": request.get("MaxKeys", 1000),
             "IsTruncated": len(keys) > len(shown),
         }
+
+    def invoke(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The form's two Lambdas, told apart by their payload: the schema check (it names the run's uploads and the
+        raw table's columns) and the load lock."""
+        if "columns" in request["Payload"]:
+            return self.check_schema(request)
+        return self.load_lock(request)
+
+    def check_schema(self, request: dict[str, Any]) -> dict[str, Any]:
+        from pipeline_constructs.runtime import crawl_check
+
+        payload = crawl_check.check(
+            request["Payload"], {"glue": self.world.glue, "s3": self.world.s3, "dynamodb": self.world.dynamodb}
+        )
+        self.note(f"schema check (its Lambda's code on moto): crawl={payload['crawl']} ({payload['reason']})")
+        return {"Payload": payload, "StatusCode": 200, "ExecutedVersion": "$LATEST"}
 
     def load_lock(self, request: dict[str, Any]) -> dict[str, Any]:
         from asl_live import TaskError

@@ -180,6 +180,20 @@ def parse_triggers(prefix: str, raw: Any, forms: tuple[str, ...]) -> tuple[tuple
     return tuple(schedules)
 
 
+def _load_targets(path: str, value: Any) -> tuple[str, ...]:
+    """`load_target`: one name, or a list of distinct names loaded in parallel."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        raise _fail(path, value, f"give one of {', '.join(LOAD_TARGETS)}, or a list of them, e.g. [athena, redshift]")
+    for i, name in enumerate(names):
+        if name not in LOAD_TARGETS:
+            where = path if isinstance(value, str) else f"{path}[{i}]"
+            raise _fail(where, name, f"use one of {', '.join(LOAD_TARGETS)}")
+    if len(set(names)) != len(names):
+        raise _fail(path, names, "lists a target twice")
+    return tuple(names)
+
+
 # --- end of trigger settings ---------------------------------------------------------------------------------------
 
 
@@ -191,7 +205,8 @@ class EnvironmentConfig:
     region: str
     account: str | None
     forms: tuple[str, ...]
-    load_target: str
+    load_targets: tuple[str, ...]
+    """`load_target`: one name, or a list (loaded in parallel after the clean job)."""
     alarm_emails: tuple[str, ...]
     glue_worker_type: str
     glue_worker_count: int
@@ -234,7 +249,7 @@ _DEFAULTS = EnvironmentConfig(
     region="",
     account=None,
     forms=(),
-    load_target="athena",
+    load_targets=("athena",),
     alarm_emails=(),
     glue_worker_type="G.1X",
     glue_worker_count=2,
@@ -337,9 +352,7 @@ def parse_environment(
     if len(set(forms)) != len(forms):
         raise _fail(f"{prefix}.forms", list(forms), "lists a form twice")
 
-    load_target = raw.get("load_target", _DEFAULTS.load_target)
-    if load_target not in LOAD_TARGETS:
-        raise _fail(f"{prefix}.load_target", load_target, f"use one of {', '.join(LOAD_TARGETS)}")
+    load_targets = _load_targets(f"{prefix}.load_target", raw.get("load_target", list(_DEFAULTS.load_targets)))
 
     emails = _string_list(f"{prefix}.alarm_emails", raw.get("alarm_emails", []))
     if not emails:
@@ -454,7 +467,7 @@ def parse_environment(
             )
     if len(set(azs)) != len(azs):
         raise _fail(f"{prefix}.availability_zones", list(azs), "lists a zone twice")
-    if load_target == "redshift" and len(azs) < 3:
+    if "redshift" in load_targets and len(azs) < 3:
         # Redshift Serverless with enhanced VPC routing needs subnets in 3 AZs; synth makes no AZ lookups, so name them.
         raise _fail(
             f"{prefix}.availability_zones",
@@ -500,7 +513,7 @@ def parse_environment(
         region=region,
         account=account,
         forms=forms,
-        load_target=load_target,
+        load_targets=load_targets,
         alarm_emails=tuple(e.strip() for e in emails),
         glue_worker_type=worker_type,
         glue_worker_count=workers,

@@ -14,7 +14,7 @@ from .step_functions_stack import _retention
 
 def needs_network(config: EnvironmentConfig) -> bool:
     """True when an enabled piece of this environment runs inside a VPC."""
-    return config.load_target == "redshift" or "mwaa" in config.forms
+    return "redshift" in config.load_targets or "mwaa" in config.forms
 
 
 class NetworkStack(Stack):
@@ -30,7 +30,7 @@ class NetworkStack(Stack):
                 "The zones are named in the environment config on purpose: Redshift Serverless needs subnets in 3 given zones "
                 "and synth makes no availability-zone lookups.",
             )
-        min_azs = REDSHIFT_SERVERLESS_MIN_AZS if config.load_target == "redshift" else MWAA_MIN_AZS
+        min_azs = REDSHIFT_SERVERLESS_MIN_AZS if "redshift" in config.load_targets else MWAA_MIN_AZS
         self.network = PipelineNetwork(
             self,
             "Network",
@@ -38,7 +38,7 @@ class NetworkStack(Stack):
             min_availability_zones=min_azs,
             nat_gateways=config.nat_gateways,
             # Without NAT, MWAA and its DAG reach AWS through interface endpoints; with NAT they are not needed.
-            interface_endpoints=mwaa_interface_endpoints(config.load_target) if "mwaa" in config.forms and config.nat_gateways == 0 else (),
+            interface_endpoints=mwaa_interface_endpoints(config.load_targets) if "mwaa" in config.forms and config.nat_gateways == 0 else (),
             flow_log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
         )

@@ -15,7 +15,7 @@ from pipeline_constructs.ledger import UploadLedger
 from pipeline_constructs.network import PipelineNetwork
 from pipeline_constructs.storage import PipelineStorage
 from pipeline_constructs.targets.athena import AthenaTarget
-from pipeline_constructs.targets.load_target import LoadTarget
+from pipeline_constructs.targets.load_target import LoadTarget, LoadTargets
 from pipeline_constructs.targets.redshift import RedshiftTarget
 
 from .config import EnvironmentConfig
@@ -91,35 +91,44 @@ class StatefulStack(Stack):
             metrics_namespace=METRICS_NAMESPACE,
         )
         self.ledger.grant_write(self.clean_job.role)
-        self.target: LoadTarget
-        if config.load_target == "redshift":
-            if network is None:
-                raise ValueError(f"environments.{config.name}.load_target='redshift': the stateful stack needs the network (pass network=)")
-            self.target = RedshiftTarget(
-                self,
-                "RedshiftTarget",
-                storage=self.storage,
-                clean_job=self.clean_job,
-                vpc=network.vpc,
-                subnets=network.private_subnets,
-                base_capacity=config.redshift_base_capacity,
-                namespace_name=f"retail-{config.name}",
-                workgroup_name=f"retail-{config.name}",
-                database_name=f"retail_{config.name}",
-                log_retention=_retention(config.log_retention_days),
-                removal_policy=removal,
-            )
-        else:
-            self.target = AthenaTarget(
-                self,
-                "AthenaTarget",
-                storage=self.storage,
-                catalog=self.catalog,
-                clean_job=self.clean_job,
-                bytes_scanned_cutoff=config.athena_bytes_scanned_cutoff,
-                workgroup_name=f"retail-sales-{config.name}",
-                removal_policy=removal,
-            )
+        built: list[LoadTarget] = []
+        for name in config.load_targets:
+            if name == "redshift":
+                if network is None:
+                    raise ValueError(f"environments.{config.name}.load_target: 'redshift' needs the network (pass network=)")
+                built.append(
+                    RedshiftTarget(
+                        self,
+                        "RedshiftTarget",
+                        storage=self.storage,
+                        clean_job=self.clean_job,
+                        vpc=network.vpc,
+                        subnets=network.private_subnets,
+                        base_capacity=config.redshift_base_capacity,
+                        namespace_name=f"retail-{config.name}",
+                        workgroup_name=f"retail-{config.name}",
+                        database_name=f"retail_{config.name}",
+                        log_retention=_retention(config.log_retention_days),
+                        removal_policy=removal,
+                    )
+                )
+            else:
+                built.append(
+                    AthenaTarget(
+                        self,
+                        "AthenaTarget",
+                        storage=self.storage,
+                        catalog=self.catalog,
+                        clean_job=self.clean_job,
+                        bytes_scanned_cutoff=config.athena_bytes_scanned_cutoff,
+                        workgroup_name=f"retail-sales-{config.name}",
+                        removal_policy=removal,
+                    )
+                )
+        self.targets: tuple[LoadTarget, ...] = tuple(built)
+        """Every load target of the environment, in the config's order."""
+        self.target: LoadTargets = self.targets[0] if len(self.targets) == 1 else self.targets
+        """What the forms' `target=` takes: the one target, or the list loaded in parallel."""
         self.reconcile_check = ReconcileCheck(
             self,
             "ReconcileCheck",

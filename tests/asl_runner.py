@@ -491,6 +491,10 @@ LEDGER_UPDATE_STATES = (
     "Record Skipped Empty",
     "Record Failure",
 )
+FIELD_UPDATE_STATES = ("Record Crawl Decision",)
+"""Ledger writes that set a field of the running record (the crawl decision) without a transition of state or step."""
+CHECK_SCHEMA = "Check Schema"
+"""The schema check's invoke (forms/step_functions_schema.py): crawl, or skip straight to the clean job."""
 TAKE_LOCK, RELEASE_LOCK = "Take Load Lock", "Release Load Lock"
 """The load lock's states (forms/step_functions_lock.py): the lock function's invoke, and the conditional delete of the
 pipeline (after the load) and of the failure reporter."""
@@ -504,15 +508,24 @@ def lock_taken(
     return {"result": {"Payload": payload, "StatusCode": 200, "ExecutedVersion": "$LATEST"}}
 
 
+def schema_checked(crawl: bool = True, reason: str = "no raw table yet") -> dict[str, Any]:
+    """The schema check function's answer through Step Functions' Lambda integration."""
+    return {"result": {"Payload": {"crawl": crawl, "reason": reason}, "StatusCode": 200, "ExecutedVersion": "$LATEST"}}
+
+
 LOCK_HELD = {"error": "LoadLockHeld", "cause": '{"errorMessage": "the load lock is held by another-run", "errorType": "LoadLockHeld"}'}
 """What the Lambda integration raises while another execution holds the lock (the function's errorType)."""
 
 
 def ledger_answers(*, rows_quarantined: int = 0) -> dict[str, list[dict[str, Any]]]:
     """Scripts that accept every ledger write of the pipeline's state machine (the failure is the reporter's write) (UpdateItem answers with no attributes, as with ReturnValues NONE) and
-    give the clean job's count of quarantined rows to Read Clean Counts. What DynamoDB's conditions decide is tested
-    by replaying the writes on moto (`replay_ledger_writes`)."""
-    answers: dict[str, list[dict[str, Any]]] = {name: [{"result": {}}] for name in LEDGER_UPDATE_STATES if name != "Record Failure"}
+    give the clean job's count of quarantined rows to Read Clean Counts; Check Schema answers "crawl" (no raw table
+    yet), so the run walks through the crawl. What DynamoDB's conditions decide is tested by replaying the writes on
+    moto (`replay_ledger_writes`)."""
+    answers: dict[str, list[dict[str, Any]]] = {
+        name: [{"result": {}}] for name in (*LEDGER_UPDATE_STATES, *FIELD_UPDATE_STATES) if name != "Record Failure"
+    }
+    answers[CHECK_SCHEMA] = [schema_checked()]
     answers[TAKE_LOCK] = [lock_taken()]
     answers[RELEASE_LOCK] = [{"result": {}}]
     answers["Read Clean Counts"] = [{"result": {"Item": {"rows_quarantined": {"N": str(rows_quarantined)}}}}]
@@ -556,6 +569,9 @@ def replay_ledger_writes(
             bucket, _, key = uri[len("s3://") :].partition("/")
             ledger = UploadLedger(dynamodb, table_name, form=job["--pipeline_form"])
             ledger.counts(Upload(bucket, key, version_id=version), run_id=job["--run_id"], counts=clean_counts)
+            continue
+        if request is not None and call["state"] in FIELD_UPDATE_STATES:
+            dynamodb.update_item(**{**request, "TableName": table_name})
             continue
         if request is None or call["state"] not in LEDGER_UPDATE_STATES:
             continue

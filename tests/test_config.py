@@ -58,6 +58,10 @@ def test_account_and_region_fall_back_to_cdk_defaults() -> None:
         ("dev", {"forms": ["step_functions", "airflow"]}, "environments.dev.forms[1]", "'airflow'"),
         ("dev", {"forms": []}, "environments.dev.forms", "[]"),
         ("dev", {"load_target": "bigquery"}, "environments.dev.load_target", "'bigquery'"),
+        ("dev", {"load_target": ["athena", "bigquery"]}, "environments.dev.load_target[1]", "'bigquery'"),
+        ("dev", {"load_target": []}, "environments.dev.load_target", "[]"),
+        ("dev", {"load_target": ["athena", "athena"]}, "environments.dev.load_target", "['athena', 'athena']"),
+        ("dev", {"load_target": 3}, "environments.dev.load_target", "3"),
         ("dev", {"alarm_emails": []}, "environments.dev.alarm_emails", "[]"),
         ("dev", {"alarm_emails": [""]}, "environments.dev.alarm_emails[0]", "''"),
         ("dev", {"alarm_emails": ["not-an-address"]}, "environments.dev.alarm_emails[0]", "'not-an-address'"),
@@ -390,3 +394,12 @@ def test_max_minutes_without_load_defaults_to_26_hours_and_is_read() -> None:
     base = {"region": "eu-west-1", "forms": ["step_functions"], "alarm_emails": ["oncall@example.com"]}
     assert parse_environment("dev", base).max_minutes_without_load == 1560
     assert parse_environment("dev", {**base, "max_minutes_without_load": 2880}).max_minutes_without_load == 2880
+
+
+def test_load_target_takes_one_name_or_a_list_loaded_in_parallel() -> None:
+    assert parse_environment("dev", settings()).load_targets == ("athena",)
+    zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+    both = parse_environment("dev", settings(load_target=["athena", "redshift"], availability_zones=zones))
+    assert both.load_targets == ("athena", "redshift")
+    with pytest.raises(ConfigError, match=r"^environments\.dev\.availability_zones=\[\]: load_target 'redshift' needs 3"):
+        parse_environment("dev", settings(load_target=["athena", "redshift"]))

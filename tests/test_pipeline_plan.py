@@ -46,7 +46,11 @@ def test_the_state_machine_renders_the_steps_their_order_timeouts_and_ledger_wri
         for name in ("Record Start", "Record Clean Step", "Record Load Step")
     ]
     assert recorded == [CRAWL, CLEAN, LOAD] == [step.name for step in describe_pipeline()]
-    assert states["Record Start"]["Next"] == "Crawl" and states["Crawl"]["Branches"][0]["StartAt"] == "Get Crawler"
+    # Crawl only when it can change something: the schema check and its decision's ledger write come first.
+    assert states["Record Start"]["Next"] == "Check Schema" and states["Check Schema"]["Next"] == "Record Crawl Decision"
+    crawl_needed = states[states["Record Crawl Decision"]["Next"]]
+    assert crawl_needed["Choices"][0]["Next"] == "Crawl" and crawl_needed["Default"] == "Record Clean Step"
+    assert states["Crawl"]["Branches"][0]["StartAt"] == "Get Crawler" and states["Crawl"]["Next"] == "Record Clean Step"
     assert states["Record Clean Step"]["Next"] == "Run Clean Job"
     # Timeouts: the crawl's and the load's poll caps, the clean job task's own timeout.
     assert _cap_seconds(states, "Poll Again?", "Wait For Crawler") == PLAN[CRAWL].timing.timeout_seconds

@@ -14,6 +14,7 @@ else 10 rows) and hands them to the real settlement.
 from __future__ import annotations
 
 import copy
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,7 +30,7 @@ from pipeline_constructs.contract import DatasetContract
 from pipeline_constructs.operations.dead_letters import replay_dead_letters
 from pipeline_constructs.operations.environment import DeadLetterQueue, Environment, FormStack
 from pipeline_constructs.operations.runs import Refused, Runs
-from pipeline_constructs.runtime import glue_clean_job as job, scheduled_runs
+from pipeline_constructs.runtime import crawl_check, glue_clean_job as job, scheduled_runs
 from pipeline_constructs.runtime.clean_transform import CleanResult
 from pipeline_constructs.runtime.upload_ledger import FAILED, LOADED, REJECTED, SKIPPED_EMPTY, Upload, UploadLedger
 from pipeline_constructs.schedules import Schedule
@@ -53,7 +54,10 @@ pytestmark = [pytest.mark.timeout(300)]
 ENV, STACK = "dev", "StepFunctions"
 SCHEDULE = {"schedule": "cron(0 6-18 ? * MON-FRI *)", "time_zone": "Europe/Paris"}
 MACHINE = "arn:aws:states:eu-west-1:123456789012:execution:retail-pipeline"
-LAMBDA_STATES = ("Claim Pending Uploads", "Record Load Step", "Record Loaded", "Record Run Without Load")
+LAMBDA_STATES = ("Claim Pending Uploads", "Check Schema", "Record Load Step", "Record Loaded", "Record Run Without Load")
+COLUMNS = [column.name for column in DatasetContract.from_file(CONTRACT_PATH).columns]
+HEADER = ",".join(COLUMNS)
+CRAWL_STATES = ("Crawl", "Get Crawler", "Start Crawler")
 CRAWLER_BEFORE = {"result": {"Crawler": {"State": "READY", "LastCrawl": {"Status": "SUCCEEDED", "StartTime": "2020-01-01T00:00:00Z"}}}}
 CRAWLED_AFTER = {"result": {"Crawler": {"State": "READY", "LastCrawl": {"Status": "SUCCEEDED", "StartTime": "2099-01-01T00:00:00Z"}}}}
 JOB_DONE = {"result": {"Id": "jr_1", "JobRunState": "SUCCEEDED"}}
@@ -98,8 +102,20 @@ def resolve(parameters: Any, state: dict[str, Any], context: dict[str, Any]) -> 
     return parameters
 
 
+class LandingHeads:
+    """The landing bucket as the schema check reads it (a ranged GET of each upload's first bytes); the bucket's name
+    in the resolved definition is no name moto's S3 accepts, so the objects' heads are kept here."""
+
+    def __init__(self) -> None:
+        self.heads: dict[tuple[str, str, str | None], bytes] = {}
+
+    def get_object(self, *, Bucket: str, Key: str, Range: str, VersionId: str | None = None) -> dict[str, Any]:  # noqa: N803
+        end = int(Range.removeprefix("bytes=0-"))
+        return {"Body": io.BytesIO(self.heads[(Bucket, Key, VersionId)][: end + 1])}
+
+
 class ScheduledWorld:
-    """The moto ledger and inbox the synthesized definition names, and the form's runs played against them."""
+    """The moto ledger, inbox and Glue catalog the synthesized definition names, and the form's runs played against them."""
 
     def __init__(self, definition: dict[str, Any], reporter: dict[str, Any], *, spark: Any = None, tmp_path: Path | None = None) -> None:
         self.spark, self.tmp_path = spark, tmp_path
@@ -113,14 +129,26 @@ class ScheduledWorld:
         self.inbox = self.sqs.create_queue(QueueName="inbox")["QueueUrl"]
         self.bucket, self.prefix = claim["landing_bucket"], claim["landing_prefix"]
         self.ledger = UploadLedger(self.dynamodb, self.table, form="step_functions")
-        self.clients = {"dynamodb": self.dynamodb, "sqs": self.sqs}
+        check = definition["States"]["Check Schema"]["Parameters"]["Payload"]
+        self.glue = boto3.client("glue", region_name=FAKE_AWS_REGION)
+        self.glue.create_database(DatabaseInput={"Name": check["database"]})
+        self.raw_table = (check["database"], check["table"])
+        self.landing = LandingHeads()
+        self.clients = {"dynamodb": self.dynamodb, "sqs": self.sqs, "glue": self.glue, "s3": self.landing}
         self.alerts: list[dict[str, Any]] = []
         self.uploads: list[Upload] = []
 
-    def upload(self, name: str, text: str = "") -> Upload:
+    def crawled(self) -> None:
+        """What a crawl of the contract's files leaves: the raw table, the contract's columns in the header's order."""
+        database, table = self.raw_table
+        columns = [{"Name": name, "Type": "string"} for name in COLUMNS]
+        self.glue.create_table(DatabaseName=database, TableInput={"Name": table, "StorageDescriptor": {"Columns": columns}})
+
+    def upload(self, name: str, text: str = "", *, header: str = HEADER) -> Upload:
         """An upload's event reaches the inbox, as the upload rule delivers it (and, for the real clean job, its
-        `text` lands where the local Spark reads it)."""
+        `text` lands where the local Spark reads it); the schema check reads `text`, or `header` without it."""
         upload = Upload(self.bucket, f"{self.prefix}{name}", f"v-{len(self.uploads)}", f"e{len(self.uploads)}")
+        self.landing.heads[(upload.bucket, upload.key, upload.version_id)] = (text or f"{header}\n").encode()
         if self.tmp_path is not None:
             local = Path(self.read_from(upload.uri))
             local.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +193,7 @@ class ScheduledWorld:
         if claim["held"] or claim["count"] == 0:
             return self._execute(name, context, scripts, sent), sent
         data = {"claim": {"answer": claim}, "upload": {"run_id": name}}
+        call("Check Schema", lambda p: crawl_check.check(p, self.clients), data)
         arguments = self.definition["States"]["Run Clean Job"]["Parameters"]["Arguments"]
         loading = self.clean_on_spark(arguments, data, context) if self.spark is not None else self.clean(arguments, data, context)
         scripts.update({"Get Crawler": [CRAWLER_BEFORE, CRAWLED_AFTER], "Start Crawler": [{"result": {}}], "Run Clean Job": [JOB_DONE]})
@@ -341,6 +370,39 @@ def test_a_scheduled_run_whose_load_fails_leaves_all_twelve_for_the_next_which_l
     for upload in good:
         assert [run["outcome"] for run in world.record(upload)["runs"]] == [FAILED, LOADED], "loaded exactly once"
     assert world.run("sched-3")[0].states_entered[-1] == "Nothing To Run"
+
+
+def test_a_scheduled_run_of_several_uploads_with_one_different_header_crawls_once_and_says_why_on_each(world: ScheduledWorld) -> None:
+    world.crawled()
+    good = [world.upload(f"store-{i}.csv") for i in range(3)]
+    bad = world.upload("bad-renamed.csv", header=HEADER.replace("store_id", "store_code"))
+    result, _ = world.run("sched-1")
+    assert result.status == "SUCCEEDED", result
+    assert result.states_entered.count("Crawl") == 1 and len(result.calls_to("Start Crawler")) == 1, "one crawl for the run"
+    [check], [clean] = result.inputs_to("Check Schema"), result.inputs_to("Run Clean Job")
+    assert check["Payload"]["source_uris"] == clean["Arguments"]["--source_uris"], "the check sees the uploads the run cleans"
+    reasons = {world.record(upload)["crawl"] for upload in [*good, bad]}
+    [reason] = reasons
+    assert reason.startswith(f"{bad.uri}: header (") and "store_code" in reason, reasons
+    assert world.record(bad)["state"] == REJECTED, "the clean job still rejects the file as a whole"
+    assert [world.record(upload)["state"] for upload in good] == [LOADED] * 3
+
+
+def test_a_scheduled_run_whose_uploads_all_have_the_tables_header_skips_the_crawl(world: ScheduledWorld) -> None:
+    world.crawled()
+    good = [world.upload(f"store-{i}.csv") for i in range(3)]
+    result, _ = world.run("sched-1")
+    assert result.status == "SUCCEEDED", result
+    assert not any(state in result.states_entered for state in CRAWL_STATES), "nothing for a crawl to change"
+    assert len(result.calls_to("Run Clean Job")) == 1 and len(result.calls_to("Start Load Query")) == 1
+    assert [(world.record(u)["crawl"], world.record(u)["state"]) for u in good] == [("schema unchanged", LOADED)] * 3
+
+
+def test_a_first_scheduled_run_without_a_raw_table_crawls(world: ScheduledWorld) -> None:
+    uploads = [world.upload(f"store-{i}.csv") for i in range(2)]
+    result, _ = world.run("sched-1")
+    assert result.status == "SUCCEEDED" and len(result.calls_to("Start Crawler")) == 1
+    assert {world.record(upload)["crawl"] for upload in uploads} == {crawl_check.NO_TABLE}
 
 
 def lock_item(world: ScheduledWorld) -> dict[str, Any] | None:

@@ -13,6 +13,9 @@ from pipeline_constructs.runtime.upload_ledger import (
     LedgerConflict,
     Upload,
     UploadLedger,
+    loaded_targets,
+    target_attribute,
+    targets_to_load,
     version_of,
 )
 from tests.ledger_table import create_ledger_table
@@ -115,3 +118,24 @@ def test_the_clean_job_writes_its_counts_into_the_record_its_run_holds(ledger: U
     # A file rejected as a whole ends rejected.
     result.rejected_files.append({"source_uri": UPLOAD.uri, "reason": "header differs"})
     assert record_counts_in_ledger(args, result, ledger.client)["state"] == "rejected"
+
+
+def test_each_load_target_outcome_is_kept_so_a_re_run_loads_only_the_failed_one(ledger: UploadLedger) -> None:
+    ledger.start(UPLOAD, run_id="r1", execution="arn:exec:r1", step="load")
+    ledger.target(UPLOAD, run_id="r1", target="athena", outcome=LOADED)
+    record = ledger.target(UPLOAD, run_id="r1", target="redshift", outcome=FAILED)
+    assert (record["state"], record["load_athena"], record["load_redshift"]) == (RUNNING, LOADED, FAILED)
+    ledger.fail(UPLOAD, run_id="r1", error="LoadFailed", cause="load into redshift failed")
+    record = ledger.start(UPLOAD, run_id="r2", execution="arn:exec:r2", step="load")
+    assert loaded_targets(record) == ["athena"]
+    assert targets_to_load(record, ("athena", "redshift")) == ["redshift"]
+    assert targets_to_load(None, ("athena", "redshift")) == ["athena", "redshift"]
+    with pytest.raises(LedgerConflict):
+        ledger.target(UPLOAD, run_id="r1", target="redshift", outcome=LOADED)  # r1 no longer owns the upload
+
+
+def test_a_target_or_outcome_the_ledger_does_not_know_is_refused_by_name(ledger: UploadLedger) -> None:
+    with pytest.raises(ValueError, match="target='bigquery'"):
+        target_attribute("bigquery")
+    with pytest.raises(ValueError, match="outcome='running'"):
+        ledger.target(UPLOAD, run_id="r1", target="athena", outcome=RUNNING)

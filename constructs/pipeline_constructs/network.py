@@ -17,13 +17,14 @@ MWAA_MIN_AZS = 2
 PRIVATE_SUBNET_GROUP = "Private"
 
 
-def mwaa_interface_endpoints(load_target: str) -> list[ec2.InterfaceVpcEndpointAwsService]:
+def mwaa_interface_endpoints(load_target: str | Sequence[str]) -> list[ec2.InterfaceVpcEndpointAwsService]:
     """Interface endpoints a private MWAA environment without NAT needs: MWAA's own (airflow api/env/ops, SQS for its
     Celery queue, CloudWatch Logs and monitoring, KMS, ECR api/dkr for its images, STS), and what the DAG calls:
-    Glue, SNS, and Athena or the Redshift Data API (`load_target`). S3 and DynamoDB (the upload ledger) go through
-    the gateway endpoints."""
-    if load_target not in ("athena", "redshift"):
-        raise PipelinePropsError(f"load_target={load_target!r}: use 'athena' or 'redshift'")
+    Glue, SNS, and Athena and/or the Redshift Data API (`load_target`: one name or a list). S3 and DynamoDB (the
+    upload ledger) go through the gateway endpoints."""
+    targets = [load_target] if isinstance(load_target, str) else list(load_target)
+    if not targets or any(target not in ("athena", "redshift") for target in targets):
+        raise PipelinePropsError(f"load_target={load_target!r}: use 'athena', 'redshift' or a list of both")
     service = ec2.InterfaceVpcEndpointAwsService
     return [
         service.AIRFLOW_API,
@@ -38,7 +39,8 @@ def mwaa_interface_endpoints(load_target: str) -> list[ec2.InterfaceVpcEndpointA
         service.STS,
         service.GLUE,
         service.SNS,
-        service.ATHENA if load_target == "athena" else service.REDSHIFT_DATA,
+        *([service.ATHENA] if "athena" in targets else []),
+        *([service.REDSHIFT_DATA] if "redshift" in targets else []),
     ]
 
 

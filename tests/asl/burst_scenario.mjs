@@ -23,7 +23,8 @@
 //   reports QUEUED/RUNNING/SUCCEEDED/FAILED and stopQueryExecution cancels.
 // - s3:listObjectsV2 finds `curated_files` objects (KeyCount); sns:publish records the message (only the definition from
 //   before issue 12 publishes; today failures are reported outside the run).
-// - lambda:invoke is the load lock function (runtime/load_lock/load_lock.py) on the virtual clock: it takes the lock
+// - lambda:invoke is the schema check (its payload names the contract's columns: crawl, unless world.schema_unchanged)
+//   or the load lock function (runtime/load_lock/load_lock.py) on the virtual clock: it takes the lock
 //   when nobody holds it, the caller already does, or the holder's lease ended, and throws LoadLockHeld otherwise;
 //   dynamodb:deleteItem is the conditional release (ConditionalCheckFailedException unless the caller holds it).
 //
@@ -301,6 +302,17 @@ function startQuery() {
   return query;
 }
 
+// The schema check function (runtime/crawl_check.py): every burst upload is new to the raw table, so each run crawls
+// (shares a crawl) as before the check existed; world.schema_unchanged answers "schema unchanged" instead (no crawl).
+function checkSchema() {
+  const crawl = !world.schema_unchanged;
+  return { Payload: { crawl, reason: crawl ? 'no raw table yet' : 'schema unchanged' }, StatusCode: 200 };
+}
+
+function invokeLambda(input) {
+  return input && input.Payload && input.Payload.columns !== undefined ? checkSchema() : takeLoadLock(input);
+}
+
 function takeLoadLock({ Payload: event }) {
   if (!event || event.lease_seconds === undefined) throw new Error(`lambda:invoke of an unknown function: ${JSON.stringify(event)}`);
   const t = now();
@@ -383,7 +395,7 @@ const handlers = {
   'dynamodb:updateItem': () => ({}),
   'dynamodb:getItem': () => ({ Item: { rows_quarantined: { N: '0' } } }),
   'dynamodb:deleteItem': releaseLoadLock,
-  'lambda:invoke': takeLoadLock,
+  'lambda:invoke': invokeLambda,
   'sns:publish': (input) => {
     notifications.push(input);
     return { MessageId: `m-${notifications.length}` };

@@ -39,6 +39,7 @@ from .step_functions_failures import FailureReporter
 from .step_functions_ledger import FORM_NAME, LedgerStates
 from .step_functions_lock import LoadLock, lease_seconds
 from .step_functions_schedule import ScheduledRuns, check_schedule
+from .step_functions_schema import SchemaCheck
 from .step_functions_states import acknowledge_tracing_and_log_delivery, format_literal, name_object_version, retry_transient
 
 _COLON = ArnFormat.COLON_RESOURCE_NAME
@@ -53,6 +54,10 @@ class StepFunctionsPipeline(Construct):
 
     - Trigger: an EventBridge rule on `Object Created` for `<prefix>*.csv` with a size above zero; delivery is retried
       and undeliverable events wait in an encrypted dead-letter queue (alarmed, so nothing is lost silently).
+    - Check Schema: a crawl runs only when the run's uploads can change the raw table (no table yet, its columns
+      differ from the contract's, or an upload's header differs from them): a small Lambda over
+      `runtime/crawl_check.py` (forms/step_functions_schema.py) reads the table and each upload's first line, and
+      Crawl Needed? skips to the clean job otherwise. The ledger's `crawl` field says "schema unchanged" or why.
     - Crawl: a run needs a successful crawl that began after its object arrived, not a crawl of its own. It reads the
       crawler first: a crawl that started after the upload and succeeded lets it go on; a running crawl is waited for;
       otherwise it starts one, and `CrawlerRunningException` then means another run just started one, which is
@@ -200,6 +205,19 @@ class StepFunctionsPipeline(Construct):
                 removal_policy=removal_policy,
             )
 
+        self.schema_check = SchemaCheck(
+            self,
+            "SchemaCheck",
+            storage=storage,
+            catalog=catalog,
+            columns=[column.name for column in clean_job.contract.columns],
+            landing_prefix=self.landing_prefix,
+            ledger=ledger if self.scheduled_runs is not None else None,
+            log_key=self.log_key,
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        """Check Schema: the Lambda that decides whether a run crawls (forms/step_functions_schema.py)."""
         build = self._build_scheduled_steps if self.scheduled_runs is not None else self._build_steps
         definition = build(
             storage=storage,
@@ -260,7 +278,8 @@ class StepFunctionsPipeline(Construct):
         load_max_polls: int,
         load_conflict_retries: int,
     ) -> sfn.IChainable:
-        """Describe Upload -> Crawl -> Run Clean Job -> rows? -> Load Into ... -> Loaded (built back to front).
+        """Describe Upload -> Check Schema -> Crawl Needed? -> (Crawl) -> Run Clean Job -> rows? -> Load Into ... -> Loaded
+        (built back to front).
 
         Each step is one state the execution fails at (the crawl and the load are Parallel states of one branch, so
         their polling and their verdicts stay inside them): nothing catches a step's failure."""
@@ -284,6 +303,12 @@ class StepFunctionsPipeline(Construct):
             clean = self._ledger.step(CLEAN).next(run_job)
         crawl = self._build_crawl_steps(catalog, max_polls=crawler_max_polls)
         crawl.next(clean)
+        checked = self._build_schema_check(
+            crawl=crawl,
+            skip=clean,
+            source_uris=self._clean_arguments()["--source_uris"],
+            source_versions=self._clean_arguments().get("--source_versions"),
+        )
         start = sfn.Pass(
             self,
             "Describe Upload",
@@ -301,11 +326,11 @@ class StepFunctionsPipeline(Construct):
             },
         )
         if self._ledger is None:
-            return start.next(crawl)
+            return start.next(checked)
         record = self._ledger.start()
         taken = sfn.Succeed(self, "Upload Already Taken", comment="Another run holds this upload, or it already ended: a repeated event")
         record.add_catch(taken, errors=["DynamoDB.ConditionalCheckFailedException"], result_path="$.ledger_refused")
-        start.next(record).next(crawl)
+        start.next(record).next(checked)
         return name_object_version(self, "$", then=start)
 
     def _build_scheduled_steps(
@@ -320,7 +345,8 @@ class StepFunctionsPipeline(Construct):
         load_max_polls: int,
         load_conflict_retries: int,
     ) -> sfn.IChainable:
-        """Claim Pending Uploads -> Anything Pending? -> (Run Already Going | Nothing To Run) or Describe Run -> Crawl ->
+        """Claim Pending Uploads -> Anything Pending? -> (Run Already Going | Nothing To Run) or Describe Run -> Check
+        Schema (every claimed upload; it records the decision on each) -> Crawl Needed? -> (Crawl) ->
         Run Clean Job (every claimed upload) -> Rows To Load? -> Record Load Step -> Load Into ... -> Release Load
         Lock -> Record Loaded -> Loaded; no rows -> Record Run Without Load -> No Rows To Load (built back to front).
 
@@ -346,6 +372,12 @@ class StepFunctionsPipeline(Construct):
         run_job.next(rows)
         crawl = self._build_crawl_steps(catalog, max_polls=crawler_max_polls)
         crawl.next(run_job)
+        checked = self._build_schema_check(
+            crawl=crawl,
+            skip=run_job,
+            source_uris=sfn.JsonPath.string_at("$.claim.answer.source_uris"),
+            source_versions=sfn.JsonPath.string_at("$.claim.answer.source_versions"),
+        )
         describe = sfn.Pass(
             self,
             "Describe Run",
@@ -356,7 +388,7 @@ class StepFunctionsPipeline(Construct):
                 "crawler_poll": {"iteration": 0},
             },
         )
-        describe.next(crawl)
+        describe.next(checked)
         going = sfn.Pass(self, "Another Run Going", parameters={"message.$": "$.claim.message"}).next(
             sfn.Succeed(self, "Run Already Going", comment="Another scheduled run holds the run lock: this one takes nothing")
         )
@@ -369,6 +401,19 @@ class StepFunctionsPipeline(Construct):
             .when(sfn.Condition.number_equals("$.claim.count", 0), empty)
             .otherwise(describe)
         )
+
+    def _build_schema_check(
+        self, *, crawl: sfn.IChainable, skip: sfn.IChainable, source_uris: str, source_versions: str | None
+    ) -> sfn.IChainable:
+        """Check Schema (the run's uploads) -> [Record Crawl Decision, upload mode with a ledger] -> Crawl Needed? ->
+        `crawl` | `skip` (the clean job's first state). A scheduled run's check records the decision itself."""
+        check = self.schema_check.check(self, source_uris=source_uris, source_versions=source_versions)
+        choice = SchemaCheck.choose(self, crawl=crawl, skip=skip)
+        if self._ledger is not None and self.scheduled_runs is None:
+            check.next(self._ledger.crawl_decision()).next(choice)
+        else:
+            check.next(choice)
+        return check
 
     def _build_crawl_steps(self, catalog: PipelineCatalog, *, max_polls: int) -> sfn.Parallel:
         """Crawl: Get Crawler -> Crawl Covers Upload? -> Upload Crawled | Start Crawler | wait and look again (at most
@@ -885,6 +930,7 @@ class StepFunctionsPipeline(Construct):
             self.ledger.grant_write(self.state_machine)
         if self.scheduled_runs is not None:  # its ledger writes are the function's
             self.scheduled_runs.acknowledge_invoke(self.state_machine.role)
+        self.schema_check.acknowledge_invoke(self.state_machine.role)
         if self.load_lock is not None:
             self.load_lock.grant_release(self.state_machine)
             self.load_lock.acknowledge_invoke(self.state_machine.role)

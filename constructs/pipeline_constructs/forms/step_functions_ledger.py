@@ -103,6 +103,14 @@ class LedgerStates:
             f"Record {step.title()} Step", records.step_expression(), comment=f"The run reached {step}", **{":step": {"S": step}}
         )
 
+    def crawl_decision(self) -> sfn.CustomState:
+        return self.update(
+            "Record Crawl Decision",
+            records.crawl_expression(),
+            comment="The crawl decision: 'schema unchanged' (skipped) or why the run crawls",
+            **{":crawl": {"S.$": "$.schema_check.reason"}},
+        )
+
     def finish(self, state_id: str, outcome: str) -> sfn.CustomState:
         return self.update(
             state_id,

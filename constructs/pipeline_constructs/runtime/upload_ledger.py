@@ -9,6 +9,9 @@ Item (table keys: `object` = 's3://bucket/key', `version` = the S3 version id, o
   bucket, key, etag, form     what was uploaded and which form owns its landing prefix
   state                       received | running | loaded | quarantined | rejected | skipped_empty | failed
   step                        the last step reached (crawl, clean, load)
+  crawl                       the crawl decision of the last run: 'schema unchanged' (skipped) or why it crawled
+  load_<target>               each load target's outcome (load_athena, load_redshift): loaded | failed; kept across
+                              runs, so a re-run loads only the targets not yet loaded
   owner                       the run that holds the upload while it is running (removed when the run ends)
   run:<run id>                one map per run that touched it: execution, started_at, ended_at, outcome
   rows_in, rows_out, rows_quarantined, duplicates_dropped, lines_read, lines_quarantined, quarantine_uri
@@ -49,6 +52,9 @@ PARTITION_KEY, SORT_KEY = "object", "version"
 STATE_INDEX = "by_state"
 """Global secondary index: partition key `state`, sort key `updated_at` (what `pipeline-ops status` queries)."""
 RUN_ATTRIBUTE_PREFIX = "run:"
+TARGET_NAMES = ("athena", "redshift")
+"""The load targets a record can name (`load_<target>`), in the order the forms load and report them."""
+TARGET_OUTCOMES = (LOADED, FAILED)
 COUNT_FIELDS = ("rows_in", "rows_out", "rows_quarantined", "duplicates_dropped", "lines_read", "lines_quarantined")
 
 
@@ -139,6 +145,42 @@ _OWNED = "#state = :running AND #owner = :run_id"
 def step_expression() -> dict[str, str]:
     """The run reached `:step`. Values: :step, :now, :running, :run_id."""
     return {"UpdateExpression": "SET #step = :step, #updated_at = :now", "ConditionExpression": _OWNED}
+
+
+def crawl_expression() -> dict[str, str]:
+    """The run's crawl decision (runtime/crawl_check.py): 'schema unchanged' or why it crawled. Values: :crawl, :now,
+    :running, :run_id."""
+    return {"UpdateExpression": "SET #crawl = :crawl, #updated_at = :now", "ConditionExpression": _OWNED}
+
+
+def target_attribute(target: str) -> str:
+    """The record's attribute for one load target's outcome: load_athena, load_redshift."""
+    if target not in TARGET_NAMES:
+        raise ValueError(f"target={target!r}: the ledger records the load targets {', '.join(TARGET_NAMES)}")
+    return f"load_{target}"
+
+
+def target_expression(target: str) -> dict[str, str]:
+    """One load target's outcome in the run (parallel loads): loaded or failed. Values: :target_outcome, :now,
+    :running, :run_id. The record's state stays running: the run finishes it when every target is loaded, or fails
+    it naming the target that failed."""
+    return {
+        "UpdateExpression": f"SET #{target_attribute(target)} = :target_outcome, #updated_at = :now",
+        "ConditionExpression": _OWNED,
+    }
+
+
+def loaded_targets(record: Mapping[str, Any] | None) -> list[str]:
+    """The targets a record says are loaded (`load_<target>` = loaded), in TARGET_NAMES order: what a re-run skips."""
+    if not record:
+        return []
+    return [target for target in TARGET_NAMES if record.get(target_attribute(target)) == LOADED]
+
+
+def targets_to_load(record: Mapping[str, Any] | None, targets: Iterable[str]) -> list[str]:
+    """Of `targets`, those a run must still load for this record (all of them for a new record)."""
+    done = set(loaded_targets(record))
+    return [target for target in targets if target not in done]
 
 
 def counts_expression(fields: Iterable[str]) -> dict[str, str]:
@@ -243,6 +285,18 @@ class UploadLedger:
 
     def step(self, upload: Upload, *, run_id: str, step: str) -> dict[str, Any]:
         return self._update(upload, step_expression(), {":step": {"S": step}, ":now": {"S": now_iso()}, ":run_id": {"S": run_id}})
+
+    def crawl(self, upload: Upload, *, run_id: str, decision: str) -> dict[str, Any]:
+        """Record the run's crawl decision ('schema unchanged', or why it crawled) on the upload."""
+        values = {":crawl": {"S": decision[:1000]}, ":now": {"S": now_iso()}, ":run_id": {"S": run_id}}
+        return self._update(upload, crawl_expression(), values, run_id)
+
+    def target(self, upload: Upload, *, run_id: str, target: str, outcome: str) -> dict[str, Any]:
+        """Record one load target's outcome (TARGET_OUTCOMES) in this run; the record stays running."""
+        if outcome not in TARGET_OUTCOMES:
+            raise ValueError(f"outcome={outcome!r}: a load target's outcome is one of {', '.join(TARGET_OUTCOMES)}")
+        values = {":target_outcome": {"S": outcome}, ":now": {"S": now_iso()}, ":run_id": {"S": run_id}}
+        return self._update(upload, target_expression(target), values, run_id)
 
     def counts(self, upload: Upload, *, run_id: str, counts: Mapping[str, Any]) -> dict[str, Any]:
         """Row and line counts (COUNT_FIELDS, numbers) and quarantine_uri (text) of this upload in the run."""
