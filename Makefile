@@ -56,8 +56,8 @@ help:
 	@echo "make airflow-venv    the DAG tests' virtualenv (.venv-airflow, Airflow 3.3.1 from locks/airflow.txt, within MWAA's constraints)"
 	@echo "make demo            run the clean job locally on a generated file and query the result with DuckDB"
 	@echo "make demo FORM=step_functions   one form's synthesized definition end to end without AWS (also glue_workflow,"
-	@echo "                     and mwaa: the deployed DAG on Airflow in .venv-airflow; FAIL_AT=load: the load fails, then"
-	@echo "                     pipeline-ops rerun recovers it; mwaa_serverless is not in the demo yet)"
+	@echo "                     mwaa: the deployed DAG, and mwaa_serverless: the deployed workflow YAML with its Lambdas, on"
+	@echo "                     Airflow in .venv-airflow; FAIL_AT=load: the load fails, then pipeline-ops rerun recovers it)"
 	@echo "make compare         set up, synthesize one environment with every form, print the forms side by side (rows and costs)"
 	@echo "                     and write the table into README.md (prices: docs/prices.yaml)"
 	@echo "make diagrams        draw each form from the synth (Airflow parses the DAG) into README.md's Mermaid blocks"
@@ -135,10 +135,11 @@ deploy: setup
 diff: setup
 	$(CDK) diff "$(ENV)/*"
 
-# Without FORM: the quick demo. FORM=step_functions|glue_workflow|mwaa runs that form's synthesized definition end to end
-# on this machine (scripts/demo_form.py; mwaa runs the DAG folder the Mwaa stack deploys on Airflow in .venv-airflow,
-# which it creates first); FAIL_AT=load makes its first load fail and recovers it with pipeline-ops.
-demo: setup $(if $(filter mwaa,$(FORM)),airflow-venv)
+# Without FORM: the quick demo. FORM=step_functions|glue_workflow|mwaa|mwaa_serverless runs that form's synthesized
+# definition end to end on this machine (scripts/demo_form.py; mwaa runs the DAG folder the Mwaa stack deploys and
+# mwaa_serverless the workflow YAML the MwaaServerless stack deploys, on Airflow in .venv-airflow, which it creates
+# first); FAIL_AT=load makes its first load fail and recovers it with pipeline-ops.
+demo: setup $(if $(filter mwaa mwaa_serverless,$(FORM)),airflow-venv)
 	$(if $(FORM),$(BIN)/python scripts/demo_form.py --form $(FORM)$(if $(FAIL_AT), --fail-at $(FAIL_AT)),$(BIN)/python scripts/demo.py)
 
 # The table of the four forms, read from a synth with every form enabled; `--check` instead fails when README.md differs.

@@ -1,4 +1,5 @@
-"""The MWAA form's DAG on Airflow for `make demo FORM=mwaa` (scripts/demo_form.py runs this with the Airflow virtualenv).
+"""The Airflow forms' DAG on Airflow for `make demo FORM=mwaa|mwaa_serverless` (scripts/demo_form.py runs this with the
+Airflow virtualenv).
 
     .venv-airflow/bin/python scripts/demo_airflow.py HOME DAG_FOLDER OUT.json COMMAND [ARGUMENT]
 
@@ -18,7 +19,9 @@ Commands, each what the MWAA REST API (or the scheduler) does in an environment:
   until the run ends.
 
 The answer goes to OUT.json (Airflow logs to standard output): the run's state and each task instance's state, try
-number, start and end.
+number, start, end and, for a failed try, its error (recorded by a task listener: what MWAA Serverless's
+GetTaskInstance answers as ErrorMessage). DAG_FOLDER may instead hold a MWAA Serverless workflow YAML and the
+dag-factory loader beside it (scripts/demo_form.py writes both): the DAG is dag-factory's, the commands the same.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ def configure(home: str, folder: str) -> None:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
             "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": ".*",
+            # dag-factory reports usage unless told not to; the demo sends nothing anywhere.
+            "SCARF_NO_ANALYTICS": "True",
+            "DO_NOT_TRACK": "True",
         }
     )
     sys.path.insert(0, folder)  # as Airflow and MWAA do: the DAG imports its modules from beside it
@@ -54,6 +60,24 @@ def the_dag(folder: str) -> Any:
     if bag.import_errors or len(bag.dags) != 1:
         raise SystemExit(f"the DAG folder did not parse into one DAG: {bag.import_errors or sorted(bag.dags)}")
     return next(iter(bag.dags.values()))
+
+
+class TaskErrors:
+    """An Airflow listener (on_task_instance_failed, which the task runner calls in dag.test()'s process too): the
+    error of each failed try, {(task_id, try_number): "Type: message"}."""
+
+    errors: dict[tuple[str, int], str] = {}
+
+    def __init__(self) -> None:
+        from airflow.listeners import hookimpl
+        from airflow.sdk.listener import get_listener_manager
+
+        def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any) -> None:
+            text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error or "")
+            TaskErrors.errors[(task_instance.task_id, task_instance.try_number)] = text
+
+        self.on_task_instance_failed = hookimpl(on_task_instance_failed)
+        get_listener_manager().add_listener(self)
 
 
 def migrated(home: str) -> None:
@@ -82,6 +106,7 @@ def described(dag_run: Any) -> dict[str, Any]:
                 "try_number": ti.try_number,
                 "start": when(ti.start_date),
                 "end": when(ti.end_date),
+                **({"error": TaskErrors.errors[(ti.task_id, ti.try_number)]} if (ti.task_id, ti.try_number) in TaskErrors.errors else {}),
             }
             for ti in tasks
         ],
@@ -159,6 +184,7 @@ def main(argv: list[str]) -> int:
     configure(home, folder)
     migrated(home)
     dag = the_dag(folder)
+    TaskErrors()
     argument = rest[0] if rest else ""
     if command == "post_dag_run":
         answer = post_dag_run(dag, json.loads(argument))

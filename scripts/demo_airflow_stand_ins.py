@@ -1,7 +1,8 @@
-"""The local stand-ins `make demo FORM=mwaa` answers the DAG's operators with (see scripts/demo_form.py).
+"""The local stand-ins `make demo FORM=mwaa` and `FORM=mwaa_serverless` answer the operators with (scripts/demo_form.py).
 
-The DAG runs on Airflow in its own virtualenv (scripts/demo_airflow.py); everything it calls is answered here, in the
-demo's process, by the same engines the other forms' demos use:
+The DAG (MWAA) or the workflow YAML (MWAA Serverless, loaded by dag-factory) runs on Airflow in its own virtualenv
+(scripts/demo_airflow.py); everything it calls is answered here, in the demo's process, by the same engines the other
+forms' demos use:
 
 - `AwsEndpoint`: an HTTP endpoint on 127.0.0.1 that hands each signed AWS request of the Airflow process to this
   process's moto (the one `mock_aws` the demo's deployment, ledger and landing bucket live in), so both processes
@@ -14,8 +15,12 @@ demo's process, by the same engines the other forms' demos use:
   CREATE and MERGE as sqlglot translates them from Redshift SQL, COPY as DuckDB's read of the run's Parquet by
   position, LOCK left out (DuckDB serializes writers itself); DescribeStatement answers FINISHED or FAILED with
   DuckDB's message.
+- `athena_through_moto`: moto's Athena query API answered by demo_stand_ins.AthenaOnDuckDB (the MERGE on DuckDB).
 - `AirflowRestApi`: MWAA's InvokeRestApi (what the trigger and `pipeline-ops rerun` call) answered by the demo's
   Airflow: POST dagRuns, GET a dagRun, POST clearTaskInstances, each a run of scripts/demo_airflow.py.
+- `MwaaServerlessApi`: MWAA Serverless's StartWorkflowRun, GetWorkflowRun, ListTaskInstances and GetTaskInstance
+  (moto has none; what the trigger, the run-event Lambdas and `pipeline-ops rerun` call) through botocore's Stubber,
+  each run driven on the demo's Airflow, and the EventBridge events the service sends for it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,13 +48,10 @@ AIRFLOW_TIMEOUT_SECONDS = 900
 """One Airflow command (a whole DAG run at most): far above the demo's minute or two, so a hang ends it."""
 
 
-# --- the deployed DAG folder ----------------------------------------------------------------------------------------
-def deployed_dag_folder(
-    assembly: Path, template: dict[str, Any], resolve: Callable[[Any], Any], into: Path, overrides: dict[str, Any]
-) -> tuple[Path, dict[str, Any]]:
-    """The folder the stack's BucketDeployment ships (its assets from the cloud assembly), its deploy-time markers
-    replaced by their values as CloudFormation gives them; `overrides` replace top-level settings of the
-    configuration. Returns (folder, the configuration as deployed, before the overrides)."""
+# --- the deployed files ------------------------------------------------------------------------------------------------
+def deployed_files(assembly: Path, template: dict[str, Any], resolve: Callable[[Any], Any], into: Path) -> Path:
+    """The files the stack's one BucketDeployment ships (its assets from the cloud assembly, folders kept) written
+    into `into`, each deploy-time marker replaced by its value as CloudFormation gives it. Returns `into`."""
     (deployment,) = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "Custom::CDKBucketDeployment"]
     markers: dict[str, Any] = {}
     for entry in deployment.get("SourceMarkers", []):
@@ -58,9 +62,20 @@ def deployed_dag_folder(
         source = assembly / f"asset.{key.split('.')[0]}"
         if not source.is_dir():
             raise SystemExit(f"asset {key}: {source} is not in the cloud assembly")
-        for path in source.iterdir():
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
             text = path.read_text(encoding="utf-8")
-            (into / path.name).write_text(MARKER.sub(lambda m: str(resolve(markers[m.group(0)])), text), encoding="utf-8")
+            target = into / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(MARKER.sub(lambda m: str(resolve(markers[m.group(0)])), text), encoding="utf-8")
+    return into
+
+
+def deployed_dag_folder(
+    assembly: Path, template: dict[str, Any], resolve: Callable[[Any], Any], into: Path, overrides: dict[str, Any]
+) -> tuple[Path, dict[str, Any]]:
+    """The DAG folder the Mwaa stack's BucketDeployment ships (`deployed_files`); `overrides` replace top-level
+    settings of its configuration. Returns (folder, the configuration as deployed, before the overrides)."""
+    deployed_files(assembly, template, resolve, into)
     config_path = into / "pipeline_dag_config.json"
     deployed = json.loads(config_path.read_text(encoding="utf-8"))
     config_path.write_text(json.dumps({**deployed, **overrides}), encoding="utf-8")
@@ -355,3 +370,291 @@ class AirflowRestApi:
                 "InvokeRestApi",
             )
         return {"RestApiStatusCode": status, "RestApiResponse": answer}
+
+
+# --- Athena on DuckDB, through moto --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def athena_through_moto(athena: Any) -> Iterator[Any]:
+    """moto's Athena answering StartQueryExecution, GetQueryExecution and StopQueryExecution with `athena`
+    (demo_stand_ins.AthenaOnDuckDB: each query run on DuckDB as sqlglot translates it), for the operators that reach
+    moto through the endpoint."""
+    from moto.athena.responses import AthenaResponse
+
+    def start_query_execution(response: Any) -> str:
+        request = {name: response._get_param(name) for name in ("QueryString", "QueryExecutionContext", "WorkGroup")}
+        return json.dumps(athena.start_query_execution(**request))
+
+    def get_query_execution(response: Any) -> str:
+        return json.dumps(athena.get_query_execution(response._get_param("QueryExecutionId")), default=str)
+
+    def stop_query_execution(response: Any) -> str:
+        return json.dumps(athena.stop_query_execution(response._get_param("QueryExecutionId")))
+
+    with patched(
+        (AthenaResponse, "start_query_execution", start_query_execution),
+        (AthenaResponse, "get_query_execution", get_query_execution),
+        (AthenaResponse, "stop_query_execution", stop_query_execution),
+    ):
+        yield athena
+
+
+# --- MWAA Serverless's run API on the demo's Airflow ---------------------------------------------------------------------
+SERVERLESS_TASK_STATUS = {
+    "success": "SUCCESS",
+    "failed": "FAILED",
+    "upstream_failed": "UPSTREAM_FAILED",
+    "skipped": "NONE",  # the service's task statuses have no SKIPPED
+    "up_for_retry": "UP_FOR_RETRY",
+    "up_for_reschedule": "UP_FOR_RESCHEDULE",
+    "running": "RUNNING",
+    "queued": "QUEUED",
+    "scheduled": "SCHEDULED",
+    "deferred": "DEFERRED",
+    "restarting": "RESTARTING",
+    "removed": "REMOVED",
+}
+"""Airflow's task instance states -> MWAA Serverless's TaskInstance Status."""
+SERVERLESS_EVENT_SOURCE = "aws.airflow-serverless"
+SERVERLESS_OPERATIONS = ("start_workflow_run", "get_workflow_run", "list_task_instances", "get_task_instance")
+"""The service's calls the pipeline makes (the trigger and `pipeline-ops`: the first; the run-event Lambdas: the rest)."""
+
+
+class MwaaServerlessApi:
+    """MWAA Serverless's run API for one workflow (moto has none): StartWorkflowRun records the run (a repeated
+    ClientToken answers the run it started), `drive` runs it on the demo's Airflow (the workflow YAML loaded by
+    dag-factory, `dag.test()` with the run's parameters as its conf), and GetWorkflowRun, ListTaskInstances and
+    GetTaskInstance answer from that run. `client()` is a real botocore client whose calls a Stubber answers: the
+    requests and the answers are checked against the service's model."""
+
+    def __init__(self, workflow_arn: str, airflow: AirflowRestApi, *, region: str) -> None:
+        self.workflow_arn = workflow_arn
+        self.airflow = airflow
+        self.region = region
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.tokens: dict[str, str] = {}
+        self.calls: list[str] = []
+
+    # --- the runs, driven on Airflow -------------------------------------------------------------------------------
+    def drive(self, service_run_id: str) -> dict[str, Any]:
+        """The run on Airflow, to its end, under the service's run id; returns Airflow's answer (demo_airflow.py)."""
+        run = self.runs[service_run_id]
+        run["status"] = "RUNNING"
+        answer = self.airflow.airflow("post_dag_run", json.dumps({"dag_run_id": service_run_id, "conf": run["parameters"]}))
+        run.update(airflow=answer, status="SUCCESS" if answer["state"] == "success" else "FAILED", ended=_now())
+        return answer
+
+    def events(self, service_run_id: str) -> list[dict[str, Any]]:
+        """The events the service sends for a driven run: one `Task Running` per task that began (in the order they
+        began), then the run's outcome."""
+        run = self.runs[service_run_id]
+        began = sorted((t for t in run["airflow"]["tasks"] if t["start"]), key=lambda t: t["start"])
+        out = [
+            self._event(
+                "MWAA Serverless Task Running",
+                service_run_id,
+                taskId=t["task_id"],
+                taskInstanceId=_task_instance_id(t),
+                status="RUNNING",
+                at=t["start"],
+            )
+            for t in began
+        ]
+        outcome = "Succeeded" if run["status"] == "SUCCESS" else "Failed"
+        out.append(
+            self._event(f"MWAA Serverless Workflow Run {outcome}", service_run_id, status=run["status"], at=run["ended"].isoformat())
+        )
+        return out
+
+    def _event(self, detail_type: str, service_run_id: str, *, at: str, **detail: str) -> dict[str, Any]:
+        return {
+            "version": "0",
+            "id": uuid.uuid4().hex,
+            "detail-type": detail_type,
+            "source": SERVERLESS_EVENT_SOURCE,
+            "account": self.workflow_arn.split(":")[4],
+            "time": datetime.fromisoformat(at).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self.region,
+            "resources": [self.workflow_arn],
+            "detail": {"workflowArn": self.workflow_arn, "runId": service_run_id, **detail},
+        }
+
+    # --- the API ------------------------------------------------------------------------------------------------------
+    def start_workflow_run(self, **request: Any) -> dict[str, Any]:
+        self._workflow(request["WorkflowArn"])
+        token = str(request.get("ClientToken", ""))
+        if token in self.tokens:  # the service answers a repeated token with the run it started
+            run = self.runs[self.tokens[token]]
+        else:
+            service_run_id = uuid.uuid4().hex
+            run = {
+                "run_id": service_run_id,
+                "parameters": dict(request.get("OverrideParameters") or {}),
+                "status": "STARTING",
+                "started": _now(),
+            }
+            self.runs[service_run_id] = run
+            self.tokens[token] = service_run_id
+        return {"RunId": run["run_id"], "Status": run["status"], "StartedAt": run["started"]}
+
+    def get_workflow_run(self, WorkflowArn: str, RunId: str) -> dict[str, Any]:  # noqa: N803
+        run = self._run(WorkflowArn, RunId)
+        detail: dict[str, Any] = {"WorkflowArn": WorkflowArn, "RunId": RunId, "RunType": "ON_DEMAND", "RunState": run["status"]}
+        detail["StartedOn"] = run["started"]
+        if "ended" in run:
+            detail.update(CompletedOn=run["ended"], Duration=int((run["ended"] - run["started"]).total_seconds()))
+        answer = {"WorkflowArn": WorkflowArn, "RunId": RunId, "RunType": "ON_DEMAND", "RunDetail": detail}
+        return {**answer, "OverrideParameters": run["parameters"]}
+
+    def list_task_instances(self, WorkflowArn: str, RunId: str, **_: Any) -> dict[str, Any]:  # noqa: N803
+        run = self._run(WorkflowArn, RunId)
+        summaries = [
+            {
+                "WorkflowArn": WorkflowArn,
+                "RunId": RunId,
+                "TaskInstanceId": _task_instance_id(t),
+                "Status": _status(t),
+                "OperatorName": t["operator"],
+            }
+            for t in run.get("airflow", {}).get("tasks", [])
+        ]
+        return {"TaskInstances": summaries}
+
+    def get_task_instance(self, WorkflowArn: str, RunId: str, TaskInstanceId: str) -> dict[str, Any]:  # noqa: N803
+        run = self._run(WorkflowArn, RunId)
+        task = next((t for t in run.get("airflow", {}).get("tasks", []) if _task_instance_id(t) == TaskInstanceId), None)
+        if task is None:
+            raise ServiceError("ResourceNotFoundException", f"task instance {TaskInstanceId} of run {RunId} does not exist")
+        answer: dict[str, Any] = {
+            "WorkflowArn": WorkflowArn,
+            "RunId": RunId,
+            "TaskInstanceId": TaskInstanceId,
+            "TaskId": task["task_id"],
+            "Status": _status(task),
+            "OperatorName": task["operator"],
+            "AttemptNumber": task["try_number"],
+        }
+        for name, value in (("StartedAt", task["start"]), ("EndedAt", task["end"])):
+            if value:
+                answer[name] = datetime.fromisoformat(value)
+        if task.get("error"):
+            answer["ErrorMessage"] = task["error"]
+        return answer
+
+    def _workflow(self, workflow_arn: str) -> None:
+        if workflow_arn != self.workflow_arn:
+            raise ServiceError("ResourceNotFoundException", f"workflow {workflow_arn} does not exist")
+
+    def _run(self, workflow_arn: str, run_id: str) -> dict[str, Any]:
+        self._workflow(workflow_arn)
+        if run_id not in self.runs:
+            raise ServiceError("ResourceNotFoundException", f"run {run_id} of {workflow_arn} does not exist")
+        return self.runs[run_id]
+
+    def client(self) -> Any:
+        """An `mwaa-serverless` client answered by this API (each call's answer added to its Stubber as it comes)."""
+        import boto3
+        from botocore.stub import Stubber
+
+        client = boto3.client("mwaa-serverless", region_name=self.region)
+        stubber = Stubber(client)
+        stubber.activate()
+        api = self
+
+        class Answered:
+            exceptions = client.exceptions
+            meta = client.meta
+
+            def __getattr__(self, name: str) -> Any:
+                operation = getattr(api, name) if name in SERVERLESS_OPERATIONS else None
+                if operation is None:
+                    raise AttributeError(f"mwaa-serverless {name}: not a call the pipeline makes")
+
+                def call(**kwargs: Any) -> Any:
+                    api.calls.append(name)
+                    try:
+                        stubber.add_response(name, operation(**kwargs), kwargs)
+                    except ServiceError as error:
+                        stubber.add_client_error(name, error.code, str(error), http_status_code=404, expected_params=kwargs)
+                    return getattr(client, name)(**kwargs)
+
+                return call
+
+        return Answered()
+
+
+class ServiceError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _task_instance_id(task: dict[str, Any]) -> str:
+    return f"{task['task_id']}-{task['try_number']}"
+
+
+def _status(task: dict[str, Any]) -> str:
+    return SERVERLESS_TASK_STATUS.get(str(task["state"]), "NONE")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- a deployed Lambda, in this process ---------------------------------------------------------------------------------
+LAMBDA_PACKAGE = "pipeline_constructs.runtime.upload_lambdas"
+"""The package of the folder the form's Lambda asset is staged from (flat: its handler modules are top-level there)."""
+
+
+class DeployedLambda:
+    """A Lambda function of a synthesized template run in this process: the handler its template names (a module of
+    runtime/upload_lambdas), its environment as deployed (`resolve`: the template's values against the fake
+    deployment), and every boto3 client the module made at import replaced by `clients[service]` (moto's, or a
+    Stubber-backed one) for the call."""
+
+    def __init__(self, logical_id: str, properties: dict[str, Any], resolve: Callable[[Any], Any], clients: dict[str, Any]) -> None:
+        self.logical_id = logical_id
+        self.handler = str(properties["Handler"])
+        self.environment = {name: str(resolve(value)) for name, value in properties.get("Environment", {}).get("Variables", {}).items()}
+        self.clients = clients
+
+    def invoke(self, event: dict[str, Any]) -> tuple[Any, list[str], list[str]]:
+        """The handler on `event`; returns (its answer, the lines it printed, the lines it logged)."""
+        import importlib
+        import io
+        import logging
+        import os
+
+        from botocore.client import BaseClient
+
+        module_name, function_name = self.handler.rsplit(".", 1)
+        module = importlib.import_module(f"{LAMBDA_PACKAGE}.{module_name}")
+        replaced = []
+        for name, value in list(vars(module).items()):
+            if isinstance(value, BaseClient):
+                service = value.meta.service_model.service_name
+                if service not in self.clients:
+                    raise SystemExit(f"{self.handler}: no client for {service} (module attribute {name})")
+                replaced.append((module, name, self.clients[service]))
+        saved = {name: os.environ.get(name) for name in self.environment}
+        printed, logged = io.StringIO(), []
+
+        class Kept(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.name in ("root", module.__name__) or record.name.startswith(LAMBDA_PACKAGE):
+                    logged.append(record.getMessage())
+
+        kept = Kept(logging.INFO)
+        root = logging.getLogger()
+        os.environ.update(self.environment)
+        root.addHandler(kept)
+        try:
+            with patched(*replaced), contextlib.redirect_stdout(printed):
+                answer = getattr(module, function_name)(event, None)
+        finally:
+            root.removeHandler(kept)
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        return answer, printed.getvalue().splitlines(), logged

@@ -1,8 +1,8 @@
 """`make demo FORM=<form> [FAIL_AT=load]`: one orchestration form run end to end on this machine, from its synth.
 
 The app is synthesized in-process (no cdk-nag: a demo needs the artifacts, not the policy checks), the form's
-environment's stacks are "deployed" into moto (tests/deployed_environment.py; dev, and staging for mwaa, the only
-environment the app deploys it in), a generated CSV (scripts/make_sample_sales.py) is uploaded to moto's versioned
+environment's stacks are "deployed" into moto (tests/deployed_environment.py; dev, where the app deploys
+mwaa_serverless, and staging for mwaa, the only environment the app deploys it in), a generated CSV (scripts/make_sample_sales.py) is uploaded to moto's versioned
 landing bucket, and the form's own definition runs with each step answered by the real local work:
 
 - step_functions: the synthesized state machine in the ASL interpreter (aws-local-stepfunctions), each Task answered
@@ -22,18 +22,30 @@ landing bucket, and the form's own definition runs with each step answered by th
   wrote, the Redshift Data batch runs on DuckDB (CREATE and MERGE as sqlglot translates them, COPY as a read of the
   run's Parquet), the DAG's ledger writes and its failure callback's SNS message land in the same moto. The one
   change to the deployed configuration: no retries and 1 s polls (DEMO_DAG_SETTINGS).
+- mwaa_serverless: the workflow YAML the MwaaServerless stack deploys (its BucketDeployment's asset from the cloud
+  assembly, the deploy-time values filled in, DEMO_DAG_SETTINGS written into its tasks) built into its DAG by
+  dag-factory and run by the same Airflow, its operators' AWS calls to the same endpoint (the Athena MERGE on DuckDB,
+  as the Step Functions demo runs it). The stack's Lambdas run here with their deployed environment, on moto: the
+  upload rule's event goes to the trigger's queue and its batch to the trigger Lambda (the ledger takes the upload,
+  StartWorkflowRun with OverrideParameters), and after the run each event the service sends (Task Running per task,
+  then Workflow Run Succeeded or Failed) goes to the Lambda its rule targets (record_progress: the steps, `loaded`,
+  RunsSucceeded; report_failure: the SNS message, `failed`, RunsFailed). MWAA Serverless's API (moto has none) is
+  answered from the demo's Airflow through botocore's Stubber (demo_airflow_stand_ins.MwaaServerlessApi).
 
 FAIL_AT=load: the first load fails (step_functions, glue_workflow: the Iceberg table is not there yet, so DuckDB
 refuses the MERGE; mwaa: the warehouse has no schema "public" yet), the form's failure message is shown (the Step
 Functions failure reporter run on the execution's status-change event; the Glue form's EventBridge rule's input
-template; the DAG's notify_failure, read back from a queue subscribed to the topic), the cause is fixed, and
+template; the DAG's notify_failure, or for mwaa_serverless the report Lambda, read back from a queue subscribed to
+the topic), the cause is fixed, and
 `pipeline-ops rerun` recovers the upload against the same stand-ins (moto, with Stubber for the APIs moto lacks; for
 mwaa, MWAA's InvokeRestApi answered by the demo's Airflow: the run's failed tasks are cleared and the scheduler's
-loop runs them again); the upload ends loaded once. mwaa_serverless exits 2 (see NOT_HERE).
+loop runs them again; for mwaa_serverless, a new workflow run with a new run id that the ledger takes first); the
+upload ends loaded once.
 
 What only AWS can show: a real crawl, Glue's and MWAA's workers, IAM, the network paths (the MWAA environment's
 private subnets and endpoints), Redshift's own SQL (DuckDB runs the statements as sqlglot translates them), the
-trigger Lambda and EventBridge delivering the event, and the services' timings.
+MWAA trigger Lambda, EventBridge delivering the events (when, how often, in which order), MWAA Serverless's own
+scheduler and its API's real answers, and the services' timings.
 """
 
 from __future__ import annotations
@@ -64,11 +76,6 @@ FAIL_POINTS = ("load",)
 ENV = "dev"
 REGION = "eu-west-1"
 QUERY = ROOT / "sql" / "athena" / "daily_revenue_by_store.sql"
-NOT_HERE = {
-    "mwaa_serverless": "the MWAA Serverless workflow runs in Airflow (dag-factory), not in this demo yet: "
-    "tests/airflow/test_mwaa_serverless_yaml.py loads the synthesized YAML into a DAG and runs it, and "
-    "tests/test_mwaa_serverless_ledger.py and test_mwaa_serverless_trigger.py cover its trigger and ledger",
-}
 
 
 # --- set-up ------------------------------------------------------------------------------------------------------
@@ -490,9 +497,7 @@ class StepFunctionsDemo:
     def check_schema(self, request: dict[str, Any]) -> dict[str, Any]:
         from pipeline_constructs.runtime import crawl_check
 
-        payload = crawl_check.check(
-            request["Payload"], {"glue": self.world.glue, "s3": self.world.s3, "dynamodb": self.world.dynamodb}
-        )
+        payload = crawl_check.check(request["Payload"], {"glue": self.world.glue, "s3": self.world.s3, "dynamodb": self.world.dynamodb})
         self.note(f"schema check (its Lambda's code on moto): crawl={payload['crawl']} ({payload['reason']})")
         return {"Payload": payload, "StatusCode": 200, "ExecutedVersion": "$LATEST"}
 
@@ -902,32 +907,29 @@ def demo_glue_workflow(world: World, *, rows: int, fail_at: str | None) -> dict[
     }
 
 
-# --- MWAA ------------------------------------------------------------------------------------------------------------
+# --- MWAA and MWAA Serverless: Airflow -------------------------------------------------------------------------------
 DEMO_DAG_SETTINGS = {"retries": 0, "retry_delay_seconds": 1, "max_retry_delay_seconds": 1, "poll_interval_seconds": 1}
 """The demo's one change to the deployed DAG configuration: no retries and 1 s polls, so a failure reports at once
-(deployed: each task retries with backoff, and the operators poll Glue and Redshift every 30 s)."""
+(deployed: each task retries with backoff, and the operators poll Glue, Athena and Redshift every 30 s)."""
 
 
-class MwaaDemo:
-    """The Mwaa stack's deployed DAG folder run on Airflow (scripts/demo_airflow.py in .venv-airflow), its operators'
-    AWS calls answered by this process's moto through one local endpoint (scripts/demo_airflow_stand_ins.py)."""
+class AirflowDemo:
+    """What the two Airflow forms' demos share: the deployed definition run on Airflow (scripts/demo_airflow.py in
+    .venv-airflow), its operators' AWS calls answered by this process's moto through one local endpoint
+    (scripts/demo_airflow_stand_ins.py): the Glue resources the operators call, each Glue run of the clean job the
+    real job on Spark, a queue on the alert topic that reads its messages back. `config` names what the definition
+    calls: crawler_name, clean_job_name, curated_rows (bucket, prefix: where the rows check lists a run's rows),
+    topic_arn."""
 
-    def __init__(self, world: World, *, fail_at: str | None) -> None:
-        from demo_airflow_stand_ins import GlueJobRuns, RedshiftOnDuckDB, deployed_dag_folder
+    stack = ""
+
+    def __init__(self, world: World, config: dict[str, Any]) -> None:
+        from demo_airflow_stand_ins import GlueJobRuns
 
         self.world = world
-        stack = FORM_STACKS["mwaa"]
-        self.folder, self.deployed = deployed_dag_folder(
-            world.assembly, world.form_template, world.form_values.resolve, world.workdir / "dags", DEMO_DAG_SETTINGS
-        )
-        self.config = json.loads((self.folder / "pipeline_dag_config.json").read_text(encoding="utf-8"))
-        self.environment_name = world.deployment.output(stack, "MwaaEnvironmentName")
-        self.dag_id = world.deployment.output(stack, "DagId")
-        if self.config["load"]["target"] != "redshift":
-            raise SystemExit(f"the MWAA demo answers a Redshift load; this DAG loads into {self.config['load']['target']}")
+        self.config = config
         _, job = resource_of(world.stateful, "AWS::Glue::Job", lambda k, _r: k.startswith("CleanJob"))
         self.job_defaults = world.stateful_values.job_arguments(job)
-        self.warehouse = RedshiftOnDuckDB(world.mirror.local, schema_exists=fail_at != "load")
         self.jobs = GlueJobRuns(self.clean_job)
         self.alerts = self._alert_copy()
         self._create_glue()
@@ -938,7 +940,7 @@ class MwaaDemo:
         _, database = resource_of(self.world.stateful, "AWS::Glue::Database")
         name = str(self.world.stateful_values.resolve(database["Properties"]["DatabaseInput"]["Name"]))
         glue.create_database(DatabaseInput={"Name": name})
-        landing = f"s3://{self.world.landing}/{self.world.deployment.output('Mwaa', 'LandingPrefix')}"
+        landing = f"s3://{self.world.landing}/{self.world.deployment.output(self.stack, 'LandingPrefix')}"
         glue.create_crawler(Name=self.config["crawler_name"], Role=role, DatabaseName=name, Targets={"S3Targets": [{"Path": landing}]})
         glue.create_job(
             Name=self.config["clean_job_name"],
@@ -948,7 +950,7 @@ class MwaaDemo:
         )
 
     def _alert_copy(self) -> str:
-        """An SQS queue subscribed to the alert topic: what notify_failure publishes, read back."""
+        """An SQS queue subscribed to the alert topic: what the form publishes, read back."""
         url = self.world.sqs.create_queue(QueueName="demo-alert-copy")["QueueUrl"]
         arn = self.world.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.world.sns.subscribe(TopicArn=self.config["topic_arn"], Protocol="sqs", Endpoint=arn)
@@ -957,6 +959,34 @@ class MwaaDemo:
     def alert_messages(self) -> list[dict[str, Any]]:
         got = self.world.sqs.receive_message(QueueUrl=self.alerts, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
         return [json.loads(m["Body"]) for m in got]
+
+    def show_failure(self, upload: Any, form: str, sender: str) -> dict[str, Any]:
+        """The failure message the topic got (read back from the queue on it), printed, with the ledger record."""
+        messages = self.alert_messages()
+        if not messages:
+            raise SystemExit(f"the failed run published nothing; Airflow's logs are in {self.world.workdir}")
+        failure = {"subject": messages[-1].get("Subject"), "message": json.loads(messages[-1]["Message"])}
+        self.world.messages.append(failure)
+        self.world.say(f"failure message ({sender} -> SNS, read back from a queue subscribed to the topic):")
+        self.world.say(f"  Subject: {failure['subject']}")
+        cause = str(failure["message"].get("cause", ""))  # the operator's error: it can carry a whole API answer
+        shown = {**failure["message"], "cause": cause[:400] + (f" ... ({len(cause)} characters)" if len(cause) > 400 else "")}
+        self.world.say("  " + json.dumps(shown, default=str))
+        self.world.show_record(self.world.record(upload, form))
+        return failure
+
+    @staticmethod
+    def airflow_environment(endpoint_url: str) -> dict[str, str]:
+        """The Airflow process's environment: this one's without Python's, Airflow's and AWS's settings, fake
+        credentials, and every AWS call to the local endpoint (this process's moto)."""
+        return {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AIRFLOW", "AWS_", "VIRTUAL_ENV"))},
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": endpoint_url,
+        }
 
     # --- the clean job's Glue run ----------------------------------------------------------------------------------
     def clean_job(self, job_run_id: str, arguments: dict[str, str]) -> str:
@@ -1019,15 +1049,49 @@ class MwaaDemo:
             if runs:
                 last = runs[-1]
                 return str(last.get("note") or f"the clean job FAILED: {last.get('error', '')[:300]}")
-        if task_id == "load" and len(self.warehouse.batches) > since:
-            batch = self.warehouse.batches[-1]
-            verdict = "FINISHED" if batch["status"] == "FINISHED" else f"FAILED ({batch['error']})"
-            return f"Redshift Data BatchExecuteStatement: {len(batch['Sqls'])} statements on DuckDB in one transaction, {verdict}"
+        if task_id == "load":
+            return self.load_note(since)
         if task_id == "crawl":
             return "moto's crawler (no crawl runs locally; the clean job reads the CSV by the contract)"
         if task_id == "find_curated_rows":
             return "listed the run's partition folders in moto's curated bucket"
         return ""
+
+    def load_note(self, since: int) -> str:
+        """What answered the load task (`since`: the loads before this run's)."""
+        return ""
+
+    def results(self, run_id: str) -> dict[str, Any]:
+        """The loaded table against the run's curated rows, and the shipped query over it (Athena's: World.results)."""
+        return self.world.results(run_id)
+
+
+class MwaaDemo(AirflowDemo):
+    """The Mwaa stack's deployed DAG folder run on Airflow, its Redshift load on DuckDB."""
+
+    stack = "Mwaa"
+
+    def __init__(self, world: World, *, fail_at: str | None) -> None:
+        from demo_airflow_stand_ins import RedshiftOnDuckDB, deployed_dag_folder
+
+        assert world.assembly is not None, "the MWAA demo deploys its DAG folder from the cloud assembly"
+        self.folder, self.deployed = deployed_dag_folder(
+            world.assembly, world.form_template, world.form_values.resolve, world.workdir / "dags", DEMO_DAG_SETTINGS
+        )
+        config = json.loads((self.folder / "pipeline_dag_config.json").read_text(encoding="utf-8"))
+        self.environment_name = world.deployment.output(self.stack, "MwaaEnvironmentName")
+        self.dag_id = world.deployment.output(self.stack, "DagId")
+        if config["load"]["target"] != "redshift":
+            raise SystemExit(f"the MWAA demo answers a Redshift load; this DAG loads into {config['load']['target']}")
+        self.warehouse = RedshiftOnDuckDB(world.mirror.local, schema_exists=fail_at != "load")
+        super().__init__(world, config)
+
+    def load_note(self, since: int) -> str:
+        if len(self.warehouse.batches) <= since:
+            return ""
+        batch = self.warehouse.batches[-1]
+        verdict = "FINISHED" if batch["status"] == "FINISHED" else f"FAILED ({batch['error']})"
+        return f"Redshift Data BatchExecuteStatement: {len(batch['Sqls'])} statements on DuckDB in one transaction, {verdict}"
 
     # --- the result ------------------------------------------------------------------------------------------------
     def results(self, run_id: str) -> dict[str, Any]:
@@ -1072,6 +1136,26 @@ def record_clean_counts(world: World, arguments: dict[str, str], result: Any) ->
     glue_clean_job.record_counts_in_ledger(glue_clean_job.resolve_args(argv), result, world.dynamodb)
 
 
+def airflow_summary(
+    demo: AirflowDemo, form: str, upload: Any, runs: list[dict[str, Any]], failure: dict[str, Any] | None, merges: int
+) -> dict[str, Any]:
+    """The summary both Airflow forms' demos return: the upload's record (printed), the results, each run's tasks."""
+    record = demo.world.record(upload, form)
+    demo.world.show_record(record)
+    results = demo.results(record["runs"][-1]["run_id"])
+    return {
+        "form": form,
+        "upload": upload.uri,
+        "executions": ["SUCCEEDED" if r["state"] == "success" else "FAILED" for r in runs],
+        "steps": [[{"state": t["task_id"], "outcome": t["state"], "try": t["try_number"]} for t in r["tasks"]] for r in runs],
+        "failure_message": failure,
+        "record": {"state": record["state"], "runs": [run_.get("outcome") for run_ in record.get("runs", [])]},
+        "merges_succeeded": merges,
+        "clean_job_runs": len(demo.jobs.states),
+        **results,
+    }
+
+
 def demo_mwaa(world: World, *, rows: int, fail_at: str | None) -> dict[str, Any]:
     from demo_airflow_stand_ins import AirflowRestApi, AwsEndpoint
 
@@ -1089,15 +1173,8 @@ def demo_mwaa(world: World, *, rows: int, fail_at: str | None) -> dict[str, Any]
         world.say('FAIL_AT=load: the warehouse has no schema "public" yet, so the load\'s first statement fails')
     runs: list[dict[str, Any]] = []
     failure = None
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AIRFLOW", "AWS_", "VIRTUAL_ENV"))},
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }
     with AwsEndpoint() as endpoint, demo.jobs.installed(), demo.warehouse.installed():
-        api = AirflowRestApi(world.workdir / "airflow", demo.folder, {**environment, "AWS_ENDPOINT_URL": endpoint.url}, world.workdir)
+        api = AirflowRestApi(world.workdir / "airflow", demo.folder, demo.airflow_environment(endpoint.url), world.workdir)
         request = dag_run_request(uploaded_object(upload))
         world.say(f"the trigger's InvokeRestApi POST /dags/{demo.dag_id}/dagRuns {json.dumps(request)}")
         world.say(f"DAG run on Airflow 3.3.1 (.venv-airflow, dag.test()), AWS calls to moto at {endpoint.url}:")
@@ -1106,17 +1183,7 @@ def demo_mwaa(world: World, *, rows: int, fail_at: str | None) -> dict[str, Any]
         demo.show_run(run)
         runs.append(run)
         if run["state"] != "success":
-            messages = demo.alert_messages()
-            if not messages:
-                raise SystemExit(f"the failed DAG run published nothing; Airflow's logs are in {world.workdir}")
-            failure = {"subject": messages[-1].get("Subject"), "message": json.loads(messages[-1]["Message"])}
-            world.messages.append(failure)
-            world.say("failure message (notify_failure -> SNS, read back from a queue subscribed to the topic):")
-            world.say(f"  Subject: {failure['subject']}")
-            cause = str(failure["message"].get("cause", ""))  # the operator's error: all of DescribeStatement's answer
-            shown = {**failure["message"], "cause": cause[:400] + (f" ... ({len(cause)} characters)" if len(cause) > 400 else "")}
-            world.say("  " + json.dumps(shown, default=str))
-            world.show_record(world.record(upload, "mwaa"))
+            failure = demo.show_failure(upload, "mwaa", "notify_failure")
             demo.warehouse.create_schema()
             world.say('the cause is fixed: the schema "public" is created (in AWS: the Redshift database has it)')
             batches = len(demo.warehouse.batches)
@@ -1125,27 +1192,219 @@ def demo_mwaa(world: World, *, rows: int, fail_at: str | None) -> dict[str, Any]
             run = api.airflow("run_queued", str(action["run"]))
             demo.show_run(run, since=batches, before=runs[0])
             runs.append(run)
-    record = world.record(upload, "mwaa")
-    world.show_record(record)
-    results = demo.results(record["runs"][-1]["run_id"])
-    return {
-        "form": "mwaa",
-        "upload": upload.uri,
-        "executions": ["SUCCEEDED" if r["state"] == "success" else "FAILED" for r in runs],
-        "steps": [[{"state": t["task_id"], "outcome": t["state"], "try": t["try_number"]} for t in r["tasks"]] for r in runs],
-        "failure_message": failure,
-        "record": {"state": record["state"], "runs": [run_.get("outcome") for run_ in record.get("runs", [])]},
-        "merges_succeeded": sum(1 for batch in demo.warehouse.batches if batch["status"] == "FINISHED"),
-        "clean_job_runs": len(demo.jobs.states),
-        **results,
-    }
+    merges = sum(1 for batch in demo.warehouse.batches if batch["status"] == "FINISHED")
+    return airflow_summary(demo, "mwaa", upload, runs, failure, merges)
+
+
+# --- MWAA Serverless -------------------------------------------------------------------------------------------------
+SERVERLESS_POLLS = ("poll_interval", "job_poll_interval", "sleep_time")
+"""The workflow's operator arguments that set a poll interval (crawler, Glue job, Athena)."""
+DAG_FACTORY_LOADER = """\
+# dag-factory's entry point: the workflow YAML beside it built into its DAG, as MWAA Serverless builds a definition
+# (an airflow DAG folder: written by scripts/demo_form.py)
+from pathlib import Path
+
+from dagfactory import load_yaml_dags
+
+load_yaml_dags(globals_dict=globals(), dags_folder=str(Path(__file__).parent))
+"""
+
+
+class MwaaServerlessDemo(AirflowDemo):
+    """The workflow YAML the MwaaServerless stack deploys run on Airflow through dag-factory, its Athena load on
+    DuckDB; the stack's Lambdas (the trigger, the run-event ones) run in this process with their deployed environment
+    and MWAA Serverless's API answered by the demo's Airflow (demo_airflow_stand_ins.MwaaServerlessApi)."""
+
+    stack = "MwaaServerless"
+
+    def __init__(self, world: World) -> None:
+        import yaml
+        from demo_airflow_stand_ins import DeployedLambda, deployed_files
+
+        if world.athena is None:
+            raise SystemExit("the MWAA Serverless demo answers an Athena load; this environment loads into Redshift")
+        assert world.assembly is not None, "the MWAA Serverless demo deploys its workflow YAML from the cloud assembly"
+        shipped = deployed_files(world.assembly, world.form_template, world.form_values.resolve, world.workdir / "definition")
+        (definition,) = sorted(shipped.rglob("*.yaml"))
+        self.definition_key = str(definition.relative_to(shipped))
+        document = yaml.safe_load(definition.read_text(encoding="utf-8"))
+        ((self.dag_id, dag),) = document.items()
+        tasks = dag["tasks"]
+        self.deployed = self._demo_settings(tasks)
+        self.folder = world.workdir / "dags"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / definition.name).write_text(yaml.safe_dump(document, sort_keys=False, width=100_000), encoding="utf-8")
+        (self.folder / "load_workflows.py").write_text(DAG_FACTORY_LOADER, encoding="utf-8")
+        self.workflow_arn = world.deployment.output(self.stack, "WorkflowArn")
+        _, workflow = resource_of(world.form_template, "AWS::MWAAServerless::Workflow")
+        self.workflow_name = str(world.form_values.resolve(workflow["Properties"]["Name"]))
+        self.clients: dict[str, Any] = {"dynamodb": world.dynamodb, "sns": world.sns}
+        self.lambdas: dict[str, Any] = {}  # handler -> the stack's function with it (the form's handlers: mwaa_serverless.*)
+        for logical_id, resource in world.form_template["Resources"].items():
+            handler = str(resource["Properties"].get("Handler", "")) if resource["Type"] == "AWS::Lambda::Function" else ""
+            if handler.startswith("mwaa_serverless."):
+                self.lambdas[handler] = DeployedLambda(logical_id, resource["Properties"], world.form_values.resolve, self.clients)
+        crawl, rows_check = tasks["crawl"], tasks["find_curated_rows"]
+        super().__init__(
+            world,
+            {
+                "crawler_name": crawl.get("crawler_name") or crawl["config"]["Name"],
+                "clean_job_name": tasks["clean"]["job_name"],
+                "curated_rows": {"bucket": rows_check["bucket_name"], "prefix": rows_check["bucket_key"].split("{{", 1)[0]},
+                "topic_arn": self.lambdas["mwaa_serverless.report_failure"].environment["TOPIC_ARN"],
+            },
+        )
+
+    @staticmethod
+    def _demo_settings(tasks: dict[str, Any]) -> dict[str, Any]:
+        """DEMO_DAG_SETTINGS into every task of the definition; returns the deployed values they replace."""
+        deployed: dict[str, Any] = {}
+        for task in tasks.values():
+            deployed.setdefault("retries", task["retries"])
+            task["retries"] = DEMO_DAG_SETTINGS["retries"]
+            for name in ("retry_delay", "max_retry_delay"):
+                deployed.setdefault(f"{name}_seconds", task[name]["seconds"])
+                task[name] = {**task[name], "seconds": DEMO_DAG_SETTINGS[f"{name}_seconds"]}
+            for name in SERVERLESS_POLLS:
+                if name in task:
+                    deployed.setdefault("poll_interval_seconds", task[name])
+                    task[name] = DEMO_DAG_SETTINGS["poll_interval_seconds"]
+        return deployed
+
+    def load_note(self, since: int) -> str:
+        merges = [q for q in self.world.athena.queries.values() if q["Query"].startswith("MERGE")][since:]
+        if not merges:
+            return ""
+        status = merges[-1]["Status"]
+        reason = f" ({status['StateChangeReason']})" if "StateChangeReason" in status else ""
+        return f"Athena StartQueryExecution: the MERGE on DuckDB, {status['State']}{reason}"
+
+    def merges(self, state: str | None = None) -> int:
+        queries = [q for q in self.world.athena.queries.values() if q["Query"].startswith("MERGE")]
+        return sum(1 for q in queries if state is None or q["Status"]["State"] == state)
+
+    # --- the service around the YAML -------------------------------------------------------------------------------
+    def trigger(self, event: dict[str, Any], upload: Any) -> str:
+        """The upload rule's event into the trigger's queue (moto SQS), the queue's batch to the trigger Lambda (as
+        its event source mapping gives it), the messages it took deleted; returns the run it started."""
+        _, mapping = resource_of(self.world.form_template, "AWS::Lambda::EventSourceMapping")
+        queue_id = mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+        queue = str(self.world.form_values.resolve({"Ref": queue_id}))
+        self.world.sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(event))
+        got = self.world.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0)["Messages"]
+        batch = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"]} for m in got]}
+        self.world.say(f"the upload rule delivers the event to the trigger's queue (moto SQS {queue.rsplit('/', 1)[-1]}); its Lambda:")
+        answer = self.invoke("mwaa_serverless.start", batch)
+        failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+        for message in got:
+            if message["MessageId"] not in failed:
+                self.world.sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+        if failed:
+            raise SystemExit(f"the trigger failed its messages {sorted(failed)}")
+        record = self.world.record(upload, "mwaa_serverless")
+        return str(record["runs"][-1]["execution"])
+
+    def invoke(self, handler: str, event: dict[str, Any]) -> Any:
+        """One Lambda's handler on an event, printed: what it logged, the run counts it printed (EMF), its answer."""
+        function = self.lambdas[handler]
+        answer, printed, logged = function.invoke(event)
+        for line in logged:
+            self.world.say(f"    log: {line[:300]}")
+        for line in printed:
+            if line.startswith("{") and '"_aws"' in line:
+                metric = json.loads(line)
+                ((name, metrics),) = [(m["Metrics"][0]["Name"], m) for m in metric["_aws"]["CloudWatchMetrics"]]
+                dims = ", ".join(f"{d}={metric[d]}" for d in metrics["Dimensions"][0])
+                self.world.say(f"    run metric (EMF line): {metrics['Namespace']} {name} = {metric[name]} ({dims})")
+        shown = {k: v for k, v in answer.items() if v is not None} if isinstance(answer, dict) else answer
+        self.world.say(f"    -> {json.dumps(shown, default=str)[:400]}")
+        return answer
+
+    def run(self, service: Any, service_run_id: str, endpoint: str) -> dict[str, Any]:
+        """The run on Airflow, then each event the service sends for it to the Lambda its rule targets."""
+        parameters = service.runs[service_run_id]["parameters"]
+        self.world.say(
+            f"workflow run {service_run_id} (parameters {json.dumps(parameters)}) on Airflow 3.3.1 (.venv-airflow, "
+            f"dag-factory, dag.test()), AWS calls to moto at {endpoint}:"
+        )
+        queries = self.merges()
+        answer: dict[str, Any] = service.drive(service_run_id)
+        self.show_run(answer, since=queries)
+        self.world.say("  the service's events for the run, each to the Lambda its rule targets (sent here when the run has ended):")
+        for event in service.events(service_run_id):
+            detail = event["detail"]
+            what = f"{event['detail-type']}" + (f" ({detail['taskId']})" if "taskId" in detail else "")
+            for rule, handler in self.rules(event):
+                self.world.say(f"  event {what} -> rule {rule} -> {handler}:")
+                self.invoke(handler, event)
+        return answer
+
+    def rules(self, event: dict[str, Any]) -> list[tuple[str, str]]:
+        """The stack's rules whose pattern the service's event matches (source, detail-type, the workflow), and the
+        handler of each one's Lambda target."""
+        out = []
+        handlers = {function.logical_id: handler for handler, function in self.lambdas.items()}
+        for rule_id, rule in self.world.form_template["Resources"].items():
+            if rule["Type"] != "AWS::Events::Rule":
+                continue
+            pattern = rule["Properties"].get("EventPattern", {})
+            resources = [str(self.world.form_values.resolve(r)) for r in pattern.get("resources", [])]
+            if event["source"] not in pattern.get("source", []) or event["detail-type"] not in pattern.get("detail-type", []):
+                continue
+            if resources and not set(event["resources"]) & set(resources):
+                continue
+            for target in rule["Properties"].get("Targets", []):
+                function = target["Arn"].get("Fn::GetAtt", [None])[0]
+                if function in handlers:
+                    out.append((rule_id, handlers[function]))
+        return out
+
+
+def demo_mwaa_serverless(world: World, *, rows: int, fail_at: str | None) -> dict[str, Any]:
+    from demo_airflow_stand_ins import AirflowRestApi, AwsEndpoint, MwaaServerlessApi, athena_through_moto
+
+    demo = MwaaServerlessDemo(world)
+    world.say(
+        f"the stack's workflow definition (from the cloud assembly, deploy-time values filled in): {demo.definition_key}, "
+        "built into its DAG by dag-factory, as the service does"
+    )
+    changed = ", ".join(f"{k} {demo.deployed[k]} -> {v}" for k, v in DEMO_DAG_SETTINGS.items())
+    world.say(f"workflow {demo.workflow_name} (DAG {demo.dag_id}), load into Athena; the demo's settings: {changed}")
+    prefix = world.deployment.output(demo.stack, "LandingPrefix")
+    upload, event = world.upload(f"{prefix}store-sales-2024-05.csv", rows)
+    if fail_at != "load":
+        world.athena.create_target_table(world.database)
+    else:
+        world.say(f"FAIL_AT=load: the Iceberg table {world.database}.{world.target_table} is not there yet, so the MERGE fails")
+    runs: list[dict[str, Any]] = []
+    failure = None
+    with AwsEndpoint() as endpoint, demo.jobs.installed(), athena_through_moto(world.athena):
+        airflow = AirflowRestApi(world.workdir / "airflow", demo.folder, demo.airflow_environment(endpoint.url), world.workdir)
+        service = MwaaServerlessApi(demo.workflow_arn, airflow, region=REGION)
+        demo.clients["mwaa-serverless"] = service.client()
+        runs.append(demo.run(service, demo.trigger(event, upload), endpoint.url))
+        if runs[-1]["state"] != "success":
+            failure = demo.show_failure(upload, "mwaa_serverless", "the report Lambda")
+            world.athena.create_target_table(world.database)
+            world.say(f"the cause is fixed: {world.database}.{world.target_table} is created (in AWS: the stateful stack's table)")
+            action = pipeline_ops(world, "rerun", upload.uri, **{"mwaa-serverless": demo.clients["mwaa-serverless"]})
+            runs.append(demo.run(service, str(action["run"]), endpoint.url))
+    return airflow_summary(demo, "mwaa_serverless", upload, runs, failure, demo.merges("SUCCEEDED"))
 
 
 # --- entry point ---------------------------------------------------------------------------------------------------
-FORM_STACKS = {"step_functions": "StepFunctions", "glue_workflow": "GlueWorkflow", "mwaa": "Mwaa"}
+FORM_STACKS = {"step_functions": "StepFunctions", "glue_workflow": "GlueWorkflow", "mwaa": "Mwaa", "mwaa_serverless": "MwaaServerless"}
 FORM_ENVIRONMENTS = {"mwaa": "staging"}
-"""The environment whose stacks a form's demo deploys into moto: the app deploys the MWAA form in staging only."""
-DEMOS = {"step_functions": demo_step_functions, "glue_workflow": demo_glue_workflow, "mwaa": demo_mwaa}
+"""The environment whose stacks a form's demo deploys into moto (dev otherwise): the app deploys the MWAA form in
+staging only (and MWAA Serverless in dev only)."""
+DEMOS = {
+    "step_functions": demo_step_functions,
+    "glue_workflow": demo_glue_workflow,
+    "mwaa": demo_mwaa,
+    "mwaa_serverless": demo_mwaa_serverless,
+}
+ASSEMBLY_FORMS = ("mwaa", "mwaa_serverless")
+"""The forms whose demo deploys files from the cloud assembly's assets (the DAG folder, the workflow YAML)."""
 
 
 def run_demo(
@@ -1168,8 +1427,8 @@ def run_demo(
         assembly = workdir / "cdk.out"
         templates = synthesize(assembly)
         print(f"{time.perf_counter() - started:.0f} s", file=out, flush=True)
-    if form == "mwaa" and assembly is None:
-        raise ValueError("the MWAA demo deploys its DAG folder from the cloud assembly: pass the synth's `assembly`")
+    if form in ASSEMBLY_FORMS and assembly is None:
+        raise ValueError(f"the {form} demo deploys its definition from the cloud assembly: pass the synth's `assembly`")
     env = FORM_ENVIRONMENTS.get(form, ENV)
     own_spark = spark is None
     if own_spark:
@@ -1201,9 +1460,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fail_at and args.fail_at not in FAIL_POINTS:
         parser.error(f"--fail-at {args.fail_at!r}: one of {', '.join(FAIL_POINTS)}")
-    if args.form in NOT_HERE:
-        print(f"make demo FORM={args.form}: not available. {NOT_HERE[args.form]}.", file=sys.stderr)
-        return 2
     summary = run_demo(args.form, fail_at=args.fail_at or None, rows=args.rows, workdir=Path(args.workdir) / args.form)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(summary, indent=2, default=str))

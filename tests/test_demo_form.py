@@ -1,7 +1,7 @@
-"""`make demo FORM=...` (scripts/demo_form.py), run in-process on a small generated upload: each implemented form's
-synthesized definition (for MWAA, its deployed DAG folder on Airflow in .venv-airflow) ends with the upload loaded
-exactly once in the ledger and the loaded table holding exactly the rows its clean job curated, with and without a
-failed first load recovered by `pipeline-ops rerun`."""
+"""`make demo FORM=...` (scripts/demo_form.py), run in-process on a small generated upload: each form's synthesized
+definition (for MWAA its deployed DAG folder, for MWAA Serverless its workflow YAML, on Airflow in .venv-airflow) ends
+with the upload loaded exactly once in the ledger and the loaded table holding exactly the rows its clean job curated,
+with and without a failed first load recovered by `pipeline-ops rerun`."""
 
 from __future__ import annotations
 
@@ -107,6 +107,45 @@ def test_the_mwaa_dag_on_airflow_loads_the_upload_once_with_exactly_its_curated_
     assert {t["state"]: t["try"] for t in summary["steps"][-1]} == {"crawl": 1, "clean": 1, "find_curated_rows": 1, "load": 2}
 
 
-def test_the_serverless_form_says_what_covers_it_instead(capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo_form.main(["--form", "mwaa_serverless"]) == 2
-    assert "tests/airflow/" in capsys.readouterr().err
+@pytest.mark.airflow
+@pytest.mark.timeout(300)
+# Only the failing run (about a minute): both workflow runs, the failure report and the rerun; the plain run is its
+# second half (`make demo FORM=mwaa_serverless`).
+def test_the_serverless_workflow_on_airflow_recovers_a_failed_load_with_a_new_run(
+    demo_templates: dict[tuple[str, str], dict[str, Any]], demo_assembly: Path, spark: Any, tmp_path: Path
+) -> None:
+    """The MwaaServerless stack's workflow YAML on Airflow 3.3.1 through dag-factory, its Athena load on DuckDB, its
+    trigger and run-event Lambdas' code on the demo's moto with the service's events and API (Stubber): the failed load
+    is reported and recorded by the report Lambda, and `pipeline-ops rerun` starts a new workflow run that loads."""
+    if not AIRFLOW_PYTHON.exists():
+        pytest.fail(f"{AIRFLOW_PYTHON} is missing: run `make airflow-venv` (make test does it)")
+    out = io.StringIO()
+    summary = demo_form.run_demo(
+        "mwaa_serverless",
+        fail_at="load",
+        rows=ROWS,
+        workdir=tmp_path / "mwaa_serverless",
+        templates=demo_templates,
+        assembly=demo_assembly,
+        spark=spark,
+        out=out,
+    )
+    text = out.getvalue()
+    assert summary["record"]["state"] == "loaded", text
+    # The rerun is a new workflow run with its own run id: the record's runs are the failed one and the loaded one.
+    assert summary["record"]["runs"] == ["failed", "loaded"], text
+    assert summary["merges_succeeded"] == 1, "the upload was loaded exactly once"
+    assert summary["rows_match"] and summary["table_rows"] == summary["curated_rows"] > 0, text
+    assert summary["query_rows"] > 0 and "daily_revenue_by_store.sql" in text
+    assert summary["executions"] == ["FAILED", "SUCCEEDED"]
+    assert [t["state"] for t in summary["steps"][-1]] == ["crawl", "clean", "find_curated_rows", "load"]
+    assert all(t["outcome"] == "success" for t in summary["steps"][-1]), text
+    assert summary["clean_job_runs"] == 2, "the new run cleans the upload again"
+    failure = summary["failure_message"]
+    assert failure["subject"].endswith("failed at load")
+    message = failure["message"]
+    assert message["pipeline"] == "mwaa_serverless" and message["failed_step"] == "load", message
+    assert "DuckDB CatalogException" in message["cause"] and "retail_sales does not exist" in message["cause"], message
+    assert '"state": "failed", "step": "load"' in text, "the report Lambda recorded the failure before the rerun"
+    assert f"$ pipeline-ops --env dev rerun {summary['upload']}" in text and '"how": "started"' in text
+    assert "RunsFailed = 1" in text and "RunsSucceeded = 1" in text, "each run counted once by its event's Lambda"

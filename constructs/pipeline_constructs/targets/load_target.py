@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 from ..validation import PipelinePropsError
 from .athena import AthenaTarget
 from .redshift import RedshiftTarget
 
 LoadTarget = AthenaTarget | RedshiftTarget
-LoadTargets = Union[LoadTarget, Sequence[LoadTarget]]
+LoadTargets = LoadTarget | Sequence[LoadTarget]
 """What a form's `target=` takes: one target, or a list of them loaded in parallel (one of each kind)."""
 
 
