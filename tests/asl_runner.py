@@ -497,7 +497,28 @@ CHECK_SCHEMA = "Check Schema"
 """The schema check's invoke (forms/step_functions_schema.py): crawl, or skip straight to the clean job."""
 TAKE_LOCK, RELEASE_LOCK = "Take Load Lock", "Release Load Lock"
 """The load lock's states (forms/step_functions_lock.py): the lock function's invoke, and the conditional delete of the
-pipeline (after the load) and of the failure reporter."""
+pipeline (after the load) and of the failure reporter. With parallel loads each target's carry its name:
+"Take Load Lock (redshift)", "Release Load Lock (athena)", "Release Load Lock After Failure (redshift)"."""
+TARGET_UPDATE_STATE = re.compile(r"^Record (Athena|Redshift) (Loaded|Failed)$")
+"""Parallel loads: one target's outcome (`load_<target>`) on the running record (forms/step_functions_ledger.py)."""
+
+
+def task_states(definition: dict[str, Any]) -> list[str]:
+    """The names of every Task state of `definition`, Parallel branches and Map processors included."""
+    found: list[str] = []
+    for name, state in definition.get("States", {}).items():
+        if state.get("Type") == "Task":
+            found.append(name)
+        for branch in state.get("Branches", []):
+            found.extend(task_states(branch))
+        for key in ("Iterator", "ItemProcessor"):
+            if key in state:
+                found.extend(task_states(state[key]))
+    return found
+
+
+def _is_lock_state(state: str, base: str) -> bool:
+    return state == base or (state.startswith(f"{base} (") or state.startswith(f"{base} After Failure (")) and state.endswith(")")
 
 
 def lock_taken(
@@ -553,10 +574,10 @@ def replay_ledger_writes(
     seen: list[tuple[str, str]] = []
     for call in result.calls:
         request = dict(call["input"]) if isinstance(call["input"], dict) else None
-        if call["state"] == TAKE_LOCK and request is not None:
+        if _is_lock_state(call["state"], TAKE_LOCK) and request is not None:
             take(dynamodb, {**request["Payload"], "TableName": table_name}, now or datetime.datetime.now(datetime.UTC))
             continue
-        if call["state"] == RELEASE_LOCK and request is not None:
+        if _is_lock_state(call["state"], RELEASE_LOCK) and request is not None:
             try:
                 dynamodb.delete_item(**{**request, "TableName": table_name})
             except dynamodb.exceptions.ConditionalCheckFailedException:
@@ -570,7 +591,7 @@ def replay_ledger_writes(
             ledger = UploadLedger(dynamodb, table_name, form=job["--pipeline_form"])
             ledger.counts(Upload(bucket, key, version_id=version), run_id=job["--run_id"], counts=clean_counts)
             continue
-        if request is not None and call["state"] in FIELD_UPDATE_STATES:
+        if request is not None and (call["state"] in FIELD_UPDATE_STATES or TARGET_UPDATE_STATE.match(call["state"])):
             dynamodb.update_item(**{**request, "TableName": table_name})
             continue
         if request is None or call["state"] not in LEDGER_UPDATE_STATES:
@@ -636,9 +657,10 @@ def run_failure_report(
     """The failure reporter run on the status-change event of the execution `result` ran (its history read from that
     run); its ledger accepts the failure and the topic accepts the message unless `answers` says otherwise."""
     event = status_change_event(result, execution_input, name=name, execution_arn=execution_arn)
+    releases = [name for name in task_states(reporter) if _is_lock_state(name, RELEASE_LOCK)] or [RELEASE_LOCK]
     scripts = {
         "Read Execution History": [history_answer(result)],
-        RELEASE_LOCK: [{"result": {}}],
+        **{name: [{"result": {}}] for name in releases},
         "Record Failure": [{"result": {}}],
         "Read Upload State": [{"result": {"Item": {"state": {"S": "running"}}}}],
         "Notify Failure": [{"result": {"MessageId": "5b6c9a8e-1f1e-5d4e-9a3b-1a2b3c4d5e6f"}}],
@@ -653,3 +675,101 @@ def published_message(report: ExecutionResult) -> tuple[dict[str, Any], str]:
     assert report.status == "SUCCEEDED", report
     [published] = report.inputs_to("Notify Failure")
     return published["Message"], published["Subject"]
+
+
+# ------------------------------------------------------------------------------------------- a burst of uploads, scheduled
+
+SCHEDULED_BURST_RUNNER = ROOT / "tests" / "asl" / "scheduled_burst.mjs"
+
+
+@dataclass
+class ScheduledBurstResult:
+    """What the firings of a scheduled definition did with a burst of uploads (tests/asl/scheduled_burst.mjs)."""
+
+    executions: list[dict[str, Any]]
+    """One per firing: name, started_at, ended_at, status, claimed (uploads taken), ending (the last state entered)."""
+    uploads: list[dict[str, Any]]
+    """One per upload: name, arrived_at, loaded_at, run, state."""
+    crawls_started: int
+    merges_started: int
+    loads_committed: int
+    load_conflicts: int
+    max_concurrent_merges: int
+    clean_runs: list[int]
+    """Uploads per clean job run, in order."""
+    simulated_seconds: int
+    trace: str
+
+    @property
+    def loaded(self) -> int:
+        return sum(1 for upload in self.uploads if upload["state"] == "loaded")
+
+    @property
+    def failed_runs(self) -> int:
+        return sum(1 for execution in self.executions if execution["status"] != "SUCCEEDED")
+
+    @property
+    def runs_with_uploads(self) -> list[dict[str, Any]]:
+        return [execution for execution in self.executions if execution["claimed"] > 0]
+
+    @property
+    def last_loaded_after(self) -> float:
+        """Seconds from its upload to its load (Record Loaded) of the upload that waited longest."""
+        return max((u["loaded_at"] - u["arrived_at"] for u in self.uploads if u["loaded_at"] is not None), default=0)
+
+
+def run_scheduled_burst(
+    definition: dict[str, Any],
+    *,
+    interval_seconds: float,
+    uploads: int = 20,
+    spread_seconds: float = 10,
+    seed: int = 1,
+    first_firing: float | None = None,
+    world: dict[str, Any] | None = None,
+    max_simulated_seconds: float = 86400,
+    timeout: float = 120,
+) -> ScheduledBurstResult:
+    """`uploads` objects arrive within `spread_seconds` at run_burst's instants; the schedule fires every
+    `interval_seconds` from `first_firing` (default: 1 ms before the last upload lands, the worst case for it) until
+    every upload is loaded, each firing one execution of the scheduled `definition` on the virtual clock."""
+    arrivals = [spread_seconds * i / max(uploads - 1, 1) for i in range(uploads)]
+    request = {
+        "definition": definition,
+        "uploads": [{"name": f"store-{i + 1:03d}.csv", "at": at} for i, at in enumerate(arrivals)],
+        "first_firing": arrivals[-1] - 0.001 if first_firing is None else first_firing,
+        "interval": interval_seconds,
+        "seed": seed,
+        "world": world or {},
+        "max_simulated_seconds": max_simulated_seconds,
+    }
+    env = dict(os.environ)
+    env.setdefault("NODE_NO_WARNINGS", "1")
+    try:
+        proc = subprocess.run(
+            [_node(), str(SCHEDULED_BURST_RUNNER)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AslHarnessError(f"the scheduled burst did not finish within {timeout} s of real time") from exc
+    if proc.returncode != 0:
+        raise AslHarnessError(f"{SCHEDULED_BURST_RUNNER.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+    report = json.loads(proc.stdout)
+    return ScheduledBurstResult(
+        executions=report["executions"],
+        uploads=report["uploads"],
+        crawls_started=report["crawls_started"],
+        merges_started=report["merges_started"],
+        loads_committed=report["loads_committed"],
+        load_conflicts=report["load_conflicts"],
+        max_concurrent_merges=report["max_concurrent_merges"],
+        clean_runs=report["clean_runs"],
+        simulated_seconds=report["simulated_seconds"],
+        trace=report["trace"],
+    )

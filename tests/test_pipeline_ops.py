@@ -265,7 +265,7 @@ def _failed_execution(dev: FakeDeployment, stubber: Stubber, *, last_event: str)
     arn = execution_arn(dev, "run-1")
     stubber.add_response("describe_execution", _described(arn, "FAILED", "REDRIVABLE"), {"executionArn": arn})
     history = {"events": [{"timestamp": datetime(2026, 12, 4, tzinfo=UTC), "type": last_event, "id": 40}]}
-    stubber.add_response("get_execution_history", history, {"executionArn": arn, "reverseOrder": True, "maxResults": 5})
+    stubber.add_response("get_execution_history", history, {"executionArn": arn, "reverseOrder": True, "maxResults": 25})
     return item, arn
 
 

@@ -30,7 +30,7 @@ from ..runtime.upload_ledger import STATE_INDEX
 from ..schedules import Schedule, ScheduleError, glue_cron
 from ..storage import PipelineStorage
 from ..targets.athena import AthenaTarget
-from ..targets.load_target import LoadTarget, check_load_target
+from ..targets.load_target import LoadTarget, LoadTargets, load_targets, target_name
 from ..validation import PipelinePropsError, check_positive
 from .glue_workflow_target import GlueWorkflowTarget, RuleQueueTarget
 
@@ -47,6 +47,8 @@ CHECK_STEP = "Check"
 """The `failed_step` of a scheduled run whose pending check failed (the step before the crawl, scheduled runs only)."""
 # The pending check may end STOPPED: an empty run stops its own workflow run, and with it the check. Not a failure.
 CHECK_FAILURE_STATES = ("FAILED", "TIMEOUT", "ERROR")
+FINISH_TIMEOUT = Duration.minutes(10)
+"""The finish job's timeout (parallel loads): a few ledger writes per upload."""
 
 
 class GlueWorkflowPipeline(Construct):
@@ -71,6 +73,12 @@ class GlueWorkflowPipeline(Construct):
       curated: no load), or failed at the step with its error (recorded by the failing job itself).
     - The load job (Glue Python shell, `runtime/glue_load_job.py`) runs the target's SQL for the workflow run id and
       fails with the engine's error. Athena: the MERGE; Redshift: COPY + MERGE in one Data API transaction.
+    - Two targets (`target=[AthenaTarget, RedshiftTarget]`): parallel loads. The clean job's SUCCEEDED starts one
+      load job per target (`load_jobs`, one trigger); each records `load_<target>` on every upload and skips the
+      uploads the ledger has loaded into its target already; a join trigger (AND of both SUCCEEDED) starts the finish
+      job (`finish_job`), which ends the uploads loaded. A failed load fails the run's uploads naming the target
+      (error LoadFailed, cause `load into <target> failed: ...`; its rule's failed_step `Load <target>`);
+      `pipeline-ops rerun` resumes the run at its clean job and only the failed target loads again.
     - Failures: one EventBridge rule per step (Crawl, Clean, Load) on its own resource's failure states sends one
       message (pipeline, object, run_id, failed_step, error, cause) to the alert topic; `alarms` holds an alarm on
       `metric_runs_failed()` and one on the dead-letter queue.
@@ -92,7 +100,7 @@ class GlueWorkflowPipeline(Construct):
         storage: PipelineStorage,
         catalog: PipelineCatalog,
         clean_job: CleanJob,
-        target: LoadTarget,
+        target: LoadTargets,
         alerting: PipelineAlerting,
         ledger: UploadLedger | None = None,
         landing_prefix: str | None = None,
@@ -111,7 +119,8 @@ class GlueWorkflowPipeline(Construct):
         :param storage: the landing bucket whose uploads start runs.
         :param catalog: the database, crawler role and security configuration of this form's crawler and load job.
         :param clean_job: the clean job this form runs a job definition of (same script, role and arguments).
-        :param target: where a successful run is loaded (AthenaTarget or RedshiftTarget).
+        :param target: where a successful run is loaded (AthenaTarget or RedshiftTarget), or a list of one of each
+            (loaded in parallel after the clean job).
         :param alerting: the topic for failure messages and alarms; its key encrypts the dead-letter and inbox queues.
         :param ledger: the upload ledger the jobs claim and record every upload in. Required: it is how this form
             knows which uploads a run takes (None is refused, naming this setting).
@@ -140,7 +149,8 @@ class GlueWorkflowPipeline(Construct):
                 "(the stateful stack's `ledger`)"
             )
         self.ledger = ledger
-        check_load_target(target)
+        self.targets = load_targets(target)
+        """The targets as a tuple (one, or an Athena and a Redshift target loaded in parallel)."""
         check_positive("batch_size", batch_size)
         if not isinstance(batch_size, bool) and batch_size > 100:
             raise PipelinePropsError(f"batch_size={batch_size!r}: must be <= 100")
@@ -182,15 +192,16 @@ class GlueWorkflowPipeline(Construct):
         self.delivery_retry_attempts = delivery_retry_attempts
         self.max_event_age = max_event_age if max_event_age is not None else Duration.hours(6)
 
-        self._build_steps(storage, catalog, clean_job, target, load_run_timeout, load_max_concurrent_runs)
+        self._build_steps(storage, catalog, clean_job, load_run_timeout, load_max_concurrent_runs)
         self.pending_check_job: glue.PythonShellJob | None = (
             self._build_pending_check(catalog) if self.schedule_expression is not None else None
         )
         """A scheduled run's first step (None in upload mode): ends the run before its crawl when nothing is pending."""
         crawl_seconds = DEFAULT_TIMINGS[CRAWL].timeout_seconds
         clean_seconds = (clean_timeout or clean_job.timeout).to_seconds()
-        self.run_timeout_seconds = int(crawl_seconds + clean_seconds + load_run_timeout.to_seconds())
-        """How long one workflow run may take: the crawl's allowance plus the clean and load jobs' timeouts."""
+        finish_seconds = FINISH_TIMEOUT.to_seconds() if self.finish_job is not None else 0
+        self.run_timeout_seconds = int(crawl_seconds + clean_seconds + load_run_timeout.to_seconds() + finish_seconds)
+        """How long one workflow run may take: the crawl's allowance plus the clean, load (and finish) jobs' timeouts."""
         self._build_triggers(batch_size, window, clean_timeout)
         self._build_upload_trigger(storage)
         self._build_failure_path()
@@ -202,7 +213,6 @@ class GlueWorkflowPipeline(Construct):
         storage: PipelineStorage,
         catalog: PipelineCatalog,
         clean_job: CleanJob,
-        target: LoadTarget,
         load_timeout: Duration,
         load_max_concurrent_runs: int,
     ) -> None:
@@ -250,10 +260,11 @@ class GlueWorkflowPipeline(Construct):
             assumed_by=iam.ServicePrincipal("glue.amazonaws.com"),
             description=f"Load job of the {FORM_NAME} form: runs the load SQL of a run, records its uploads loaded or failed",
         )
-        target.grant_load(self.load_role)
+        for target in self.targets:
+            target.grant_load(self.load_role)
         for statement in (
             *self._ledger_statements(query=False),
-            iam.PolicyStatement(actions=["glue:GetWorkflowRunProperties"], resources=[self.workflow.workflow_arn]),
+            iam.PolicyStatement(actions=self._load_run_property_actions(), resources=[self.workflow.workflow_arn]),
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
                 resources=["*"],  # PutMetricData has no resource type; the namespace condition scopes it.
@@ -269,31 +280,17 @@ class GlueWorkflowPipeline(Construct):
             matching=r"Resource::\*",
             actions=["cloudwatch:PutMetricData"],
         )
-        target.review_load_findings(self.load_role)
-        self.load_job = self._python_shell_job(
-            "LoadJob",
-            catalog,
-            role=self.load_role,
-            description=f"Loads one {FORM_NAME} run of {self.dataset} into {type(target).__name__} (idempotent MERGE)",
-            script="glue_load_job.py",
-            max_concurrent_runs=load_max_concurrent_runs,
-            timeout=load_timeout,
-            default_arguments={
-                **self._load_arguments(target),
-                **self._ledger_arguments(),
-                "--max_wait_seconds": str(int(max(load_timeout.to_seconds() - 120, 60))),
-                "--metrics_namespace": self.metrics_namespace,
-                "--dataset": self.dataset,
-            },
-        )
-        self.load_job_name: str = self.load_job.job_name
+        for target in self.targets:
+            target.review_load_findings(self.load_role)
+        self._build_load_jobs(catalog, load_timeout, load_max_concurrent_runs)
 
         # cdk-nag cannot follow the security configuration into the stateful stack (a cross-stack reference).
         findings = {"AwsSolutions-GL1": "CloudWatch Logs", "AwsSolutions-GL3": "job bookmark"}
         for resource, kind, ids in (
             (self.crawler, "crawler", ["AwsSolutions-GL1"]),
             (self.clean_job, "job", list(findings)),
-            (self.load_job, "job", list(findings)),
+            *((job, "job", list(findings)) for job in self.load_jobs.values()),
+            *(((self.finish_job, "job", list(findings)),) if self.finish_job is not None else ()),
         ):
             for finding in ids:
                 acknowledge(
@@ -302,6 +299,66 @@ class GlueWorkflowPipeline(Construct):
                     f"The {kind} uses the pipeline's security configuration (catalog.security_configuration), which "
                     f"encrypts {findings[finding]} with the pipeline key; it lives in another stack, where cdk-nag cannot resolve it.",
                 )
+
+    def _build_load_jobs(self, catalog: PipelineCatalog, load_timeout: Duration, load_max_concurrent_runs: int) -> None:
+        """One load job of the target; with two targets one per target (`--load_target`) and the finish job."""
+        max_wait = {"--max_wait_seconds": str(int(max(load_timeout.to_seconds() - 120, 60)))}
+        success_metric = {"--metrics_namespace": self.metrics_namespace, "--dataset": self.dataset}
+        self.load_jobs: dict[str, glue.PythonShellJob] = {}
+        """The load job of each target, by target name (athena, redshift)."""
+        self.finish_job: glue.PythonShellJob | None = None
+        """Two targets: the job after both loads (the join) that ends the uploads loaded; None with one target."""
+        if len(self.targets) == 1:
+            [target] = self.targets
+            self.load_jobs[target_name(target)] = self._python_shell_job(
+                "LoadJob",
+                catalog,
+                role=self.load_role,
+                description=f"Loads one {FORM_NAME} run of {self.dataset} into {type(target).__name__} (idempotent MERGE)",
+                script="glue_load_job.py",
+                max_concurrent_runs=load_max_concurrent_runs,
+                timeout=load_timeout,
+                default_arguments={**self._load_arguments(target), **self._ledger_arguments(), **max_wait, **success_metric},
+            )
+        else:
+            names = ",".join(target_name(target) for target in self.targets)
+            for target in self.targets:
+                name = target_name(target)
+                self.load_jobs[name] = self._python_shell_job(
+                    f"Load{name.capitalize()}Job",
+                    catalog,
+                    role=self.load_role,
+                    description=f"Loads one {FORM_NAME} run of {self.dataset} into {type(target).__name__}, in parallel with {names}",
+                    script="glue_load_job.py",
+                    max_concurrent_runs=load_max_concurrent_runs,
+                    timeout=load_timeout,
+                    default_arguments={
+                        **self._load_arguments(target),
+                        **self._ledger_arguments(),
+                        **max_wait,
+                        "--load_target": name,
+                        "--parallel_targets": names,
+                    },
+                )
+            self.finish_job = self._python_shell_job(
+                "FinishLoadJob",
+                catalog,
+                role=self.load_role,
+                description=f"Ends a {FORM_NAME} run of {self.dataset} after its parallel loads: its uploads loaded into {names}",
+                script="glue_load_job.py",
+                max_concurrent_runs=load_max_concurrent_runs,
+                timeout=FINISH_TIMEOUT,
+                default_arguments={**self._ledger_arguments(), "--finish_targets": names, **success_metric},
+            )
+        self.load_job = next(iter(self.load_jobs.values()))
+        """The load job (with two targets: the first target's; see `load_jobs`)."""
+        self.load_job_name: str = self.load_job.job_name
+
+    def _load_run_property_actions(self) -> list[str]:
+        """Parallel loads also write their outcome into the run's properties (the failed one waits for the other's)."""
+        if len(self.targets) == 1:
+            return ["glue:GetWorkflowRunProperties"]
+        return ["glue:GetWorkflowRunProperties", "glue:PutWorkflowRunProperties"]
 
     def _python_shell_job(
         self,
@@ -457,13 +514,27 @@ class GlueWorkflowPipeline(Construct):
             predicate=glue.Predicate(conditions=[glue.Condition.crawler(self.crawler, glue.CrawlerState.SUCCEEDED)]),
             actions=[glue.Action.job(self.clean_job, timeout=clean_timeout)],
         )
+        kinds = " and ".join(type(target).__name__ for target in self.targets)
         self.cleaned_trigger = self.workflow.add_conditional_trigger(
             "Cleaned",
-            description=f"The clean job succeeded: load the run into {type(self.target).__name__}",
+            description=f"The clean job succeeded: load the run into {kinds}" + (" in parallel" if len(self.targets) > 1 else ""),
             start_on_creation=True,
             predicate=glue.Predicate(conditions=[glue.Condition.job(self.clean_job, glue.JobState.SUCCEEDED)]),
-            actions=[glue.Action.job(self.load_job)],
+            actions=[glue.Action.job(job) for job in self.load_jobs.values()],
         )
+        self.loaded_trigger: ITriggerRef | None = None
+        """Two targets: the join (every load job SUCCEEDED) that starts the finish job; None with one target."""
+        if self.finish_job is not None:
+            self.loaded_trigger = self.workflow.add_conditional_trigger(
+                "Loaded",
+                description=f"Every load succeeded ({', '.join(self.load_jobs)}): end the run's uploads loaded",
+                start_on_creation=True,
+                predicate=glue.Predicate(
+                    logical=glue.PredicateLogical.AND,
+                    conditions=[glue.Condition.job(job, glue.JobState.SUCCEEDED) for job in self.load_jobs.values()],
+                ),
+                actions=[glue.Action.job(self.finish_job)],
+            )
 
     # --- the trigger: uploads -> workflow -------------------------------------------------------------------------
     def _build_upload_trigger(self, storage: PipelineStorage) -> None:
@@ -502,10 +573,28 @@ class GlueWorkflowPipeline(Construct):
         self.clean_failure_rule = self._failure_rule(
             "CleanFailureRule", CLEAN_STEP, job_change, {"jobName": [self.clean_job_name], "state": list(JOB_FAILURE_STATES)}
         )
-        self.load_failure_rule = self._failure_rule(
-            "LoadFailureRule", LOAD_STEP, job_change, {"jobName": [self.load_job_name], "state": list(JOB_FAILURE_STATES)}
-        )
-        self.failure_rules = [self.crawl_failure_rule, self.clean_failure_rule, self.load_failure_rule]
+        self.load_failure_rules: dict[str, events.Rule] = {}
+        """The load step's failure rules by what failed: the target's load job (and, with two targets, `finish`)."""
+        if len(self.load_jobs) == 1:
+            [name] = self.load_jobs
+            self.load_failure_rules[name] = self._failure_rule(
+                "LoadFailureRule", LOAD_STEP, job_change, {"jobName": [self.load_job_name], "state": list(JOB_FAILURE_STATES)}
+            )
+        else:
+            for name, job in self.load_jobs.items():
+                self.load_failure_rules[name] = self._failure_rule(
+                    f"Load{name.capitalize()}FailureRule",
+                    f"{LOAD_STEP} {name}",
+                    job_change,
+                    {"jobName": [job.job_name], "state": list(JOB_FAILURE_STATES)},
+                )
+            assert self.finish_job is not None
+            self.load_failure_rules["finish"] = self._failure_rule(
+                "FinishLoadFailureRule", LOAD_STEP, job_change, {"jobName": [self.finish_job.job_name], "state": list(JOB_FAILURE_STATES)}
+            )
+        self.load_failure_rule = next(iter(self.load_failure_rules.values()))
+        """The load step's failure rule (with two targets: the first target's; see `load_failure_rules`)."""
+        self.failure_rules = [self.crawl_failure_rule, self.clean_failure_rule, *self.load_failure_rules.values()]
         self.check_failure_rule: events.Rule | None = None
         if self.pending_check_job is not None:
             self.check_failure_rule = self._failure_rule(
@@ -569,7 +658,7 @@ class GlueWorkflowPipeline(Construct):
         using_metrics = {
             "crawl": metric_rule_matches(self.crawl_failure_rule, period),
             "clean": metric_rule_matches(self.clean_failure_rule, period),
-            "load": metric_rule_matches(self.load_failure_rule, period),
+            **self._load_failure_metrics(period),
         }
         if self.check_failure_rule is not None:  # a scheduled run's pending check
             using_metrics["check"] = metric_rule_matches(self.check_failure_rule, period)
@@ -580,10 +669,16 @@ class GlueWorkflowPipeline(Construct):
             period=period if period is not None else Duration.minutes(5),
         )
 
+    def _load_failure_metrics(self, period: Duration | None) -> dict[str, cloudwatch.IMetric]:
+        if len(self.load_failure_rules) == 1:
+            return {"load": metric_rule_matches(self.load_failure_rule, period)}
+        return {f"load_{name}": metric_rule_matches(rule, period) for name, rule in self.load_failure_rules.items()}
+
     def metric_runs_succeeded(self, period: Duration | None = None) -> cloudwatch.IMetric:
         """Runs of this form whose load job succeeded (runs with nothing new or zero rows included), as each run
-        records it: the load job publishes WorkflowRunsSucceeded (dimensions Dataset, WorkflowName) once at its end
-        (`runtime/glue_load_job.py`), not an EventBridge rule's best-effort matches. Default period: 5 minutes."""
+        records it: the load job (with two targets, the finish job) publishes WorkflowRunsSucceeded (dimensions
+        Dataset, WorkflowName) once at its end (`runtime/glue_load_job.py`), not an EventBridge rule's best-effort
+        matches. Default period: 5 minutes."""
         return cloudwatch.Metric(
             namespace=self.metrics_namespace,
             metric_name=WORKFLOW_RUNS_SUCCEEDED,
@@ -600,6 +695,14 @@ class GlueWorkflowPipeline(Construct):
             rules[CHECK_STEP] = self.check_failure_rule
         if step not in rules:
             raise PipelinePropsError(f"step={step!r}: must be one of {sorted(rules)}")
+        if step == LOAD_STEP and len(self.load_failure_rules) > 1:  # every target's load and the finish
+            using = self._load_failure_metrics(period)
+            return cloudwatch.MathExpression(
+                expression=" + ".join(f"FILL({name}, 0)" for name in using),
+                using_metrics=using,
+                label=f"{FORM_NAME} {LOAD_STEP} failures",
+                period=period if period is not None else Duration.minutes(5),
+            )
         return metric_rule_matches(rules[step], period)
 
     def metric_files_rejected(self, period: Duration | None = None) -> cloudwatch.IMetric:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_cdk import (
@@ -31,7 +32,7 @@ from ..runtime.pipeline_plan import CLEAN, CRAWL, DEFAULT_TIMINGS, LOAD, QUARANT
 from ..schedules import Schedule
 from ..storage import PipelineStorage
 from ..targets.athena import AthenaTarget
-from ..targets.load_target import LoadTarget, check_load_target
+from ..targets.load_target import LoadTarget, LoadTargets, load_targets, target_name
 from ..targets.redshift import RedshiftTarget
 from ..validation import PipelinePropsError, check_positive
 from .glue_workflow_target import RuleQueueTarget
@@ -45,6 +46,11 @@ from .step_functions_states import acknowledge_tracing_and_log_delivery, format_
 _COLON = ArnFormat.COLON_RESOURCE_NAME
 CONFLICT_ERROR = "Load.IcebergCommitConflict"
 """The error a load attempt ends with when Athena reports ICEBERG_COMMIT_ERROR (another MERGE committed first)."""
+LOAD_FAILED = "LoadFailed"
+BRANCH_FAILURES = [LOAD_FAILED, "LoadAborted", "LoadTimeout", "InvalidRunId", "LoadLockTimeout", CONFLICT_ERROR]
+"""Parallel loads: the errors a target's load ends with at one of its own Fail states (a redrive would only enter
+that Fail state again). Its branch records the target failed, releases its lock and fails naming the target; any
+other error (a task's, after its retries) fails the branch at Load Into <Target>, where a redrive resumes it."""
 
 _GLUE_TRANSIENT = ["Glue.ThrottlingException", "Glue.InternalServiceException", "States.Timeout"]
 
@@ -69,6 +75,13 @@ class StepFunctionsPipeline(Construct):
       (Take Load Lock, a conditional write with a lease, waited for with jittered retries) and Release Load Lock
       follows the load; the failure reporter releases the lock of a run that failed, timed out or was aborted
       (forms/step_functions_lock.py). Crawl and clean still run side by side.
+    - Parallel loads (`target=[AthenaTarget, RedshiftTarget]`): after the rows check, Load Targets (a Parallel) runs
+      one branch per target: Read <Target> Outcome (the ledger's `load_<target>`) skips a target an earlier run
+      loaded; otherwise Load Into <Target> (taking that target's own load lock, so the two loads run side by side)
+      -> Record <Target> Loaded -> Release Load Lock (<target>). A load that ends at one of its Fail states records
+      <Target> Failed, releases its lock and fails the branch at <Target> Load Failed, cause 'load into <target>
+      failed: ...'; a task's error fails it at Load Into <Target>, where a redrive resumes that branch only (the
+      failure reporter then releases every target's lock). Record Loaded follows once every target is loaded.
     - Failure: every task retries its transient errors and has a timeout; nothing catches the rest, so a step that
       fails ends the execution failed at the step's own state (Crawl, Run Clean Job, Load Into ...), which is where
       `RedriveExecution` resumes it. The execution's status-change event reaches `failure_reporter`
@@ -91,7 +104,7 @@ class StepFunctionsPipeline(Construct):
         storage: PipelineStorage,
         catalog: PipelineCatalog,
         clean_job: CleanJob,
-        target: LoadTarget,
+        target: LoadTargets,
         alerting: PipelineAlerting,
         ledger: UploadLedger | None = None,
         landing_prefix: str | None = None,
@@ -111,7 +124,8 @@ class StepFunctionsPipeline(Construct):
         :param storage: the landing bucket whose uploads start runs, and the curated bucket the run writes to.
         :param catalog: the raw crawler.
         :param clean_job: the Glue job run for each upload (RUN_JOB, .sync).
-        :param target: where a successful run is loaded (AthenaTarget or RedshiftTarget).
+        :param target: where a successful run is loaded (AthenaTarget or RedshiftTarget), or a list of one of each,
+            loaded in parallel.
         :param alerting: the topic for failure messages and alarms.
         :param ledger: the upload ledger this form keeps current (native DynamoDB states: start, each step, the
             outcome, the failure; the clean job writes its counts). Default: none (no ledger writes).
@@ -135,7 +149,10 @@ class StepFunctionsPipeline(Construct):
             `ledger` (where the pending uploads are claimed). Default: None (one execution per upload).
         """
         super().__init__(scope, construct_id)
-        check_load_target(target)
+        self.targets = load_targets(target)
+        """The load targets, in the given order (one, or one of each kind loaded in parallel)."""
+        self._state_suffix = ""
+        """Parallel loads: ' (<target>)', appended to the name of every state of the target's load being built."""
         self.schedule: Schedule | None = None
         """When runs start (None: one execution per upload)."""
         self.schedule_expression: str | None = None
@@ -176,7 +193,7 @@ class StepFunctionsPipeline(Construct):
                 self,
                 "LoadLock",
                 ledger=ledger,
-                target=target,
+                target=self.targets,
                 lease=lease,
                 wait_budget=Duration.seconds(2 * int(lease.to_seconds())),
                 log_key=self.log_key,
@@ -223,7 +240,7 @@ class StepFunctionsPipeline(Construct):
             storage=storage,
             catalog=catalog,
             clean_job=clean_job,
-            target=target,
+            target=self.targets[0],
             crawler_max_polls=crawler_max_polls,
             job_timeout=job_timeout if job_timeout is not None else Duration.seconds(DEFAULT_TIMINGS[CLEAN].timeout_seconds),
             load_max_polls=load_max_polls,
@@ -231,12 +248,11 @@ class StepFunctionsPipeline(Construct):
         )
         self.state_machine = self._build_state_machine(
             definition,
-            target=target,
             execution_timeout=self.state_machine_timeout,
             log_retention=log_retention,
             removal_policy=removal_policy,
         )
-        self._grant(storage, clean_job, target)
+        self._grant(storage, clean_job)
         self.failure_reporter = FailureReporter(
             self,
             "FailureReporter",
@@ -286,13 +302,13 @@ class StepFunctionsPipeline(Construct):
         loaded: sfn.IChainable = sfn.Succeed(self, "Loaded")
         if self._ledger is not None:
             loaded = self._ledger.finish("Record Loaded", "loaded").next(loaded)
-        if self.load_lock is not None:
-            loaded = self.load_lock.release(self, owner_path=sfn.JsonPath.execution_id, then=loaded)
         load: sfn.IChainable
-        if isinstance(target, RedshiftTarget):
-            load = self._build_redshift_load(target, loaded=loaded, max_polls=load_max_polls)
+        if len(self.targets) > 1:
+            load = self._build_parallel_loads(loaded=loaded, max_polls=load_max_polls, conflict_retries=load_conflict_retries)
         else:
-            load = self._build_athena_load(target, loaded=loaded, max_polls=load_max_polls, conflict_retries=load_conflict_retries)
+            if self.load_lock is not None:
+                loaded = self.load_lock.release(self, owner_path=sfn.JsonPath.execution_id, then=loaded)
+            load = self._build_load(target, loaded=loaded, max_polls=load_max_polls, conflict_retries=load_conflict_retries)
         if self._ledger is not None:
             load = self._ledger.step(LOAD).next(load)
         rows = self._build_rows_check(storage, clean_job, then=load)
@@ -349,6 +365,8 @@ class StepFunctionsPipeline(Construct):
         Schema (every claimed upload; it records the decision on each) -> Crawl Needed? -> (Crawl) ->
         Run Clean Job (every claimed upload) -> Rows To Load? -> Record Load Step -> Load Into ... -> Release Load
         Lock -> Record Loaded -> Loaded; no rows -> Record Run Without Load -> No Rows To Load (built back to front).
+        Parallel loads: Load Targets instead of the load and its release, each target's outcome recorded on every
+        upload the run holds (no skip: a scheduled run's uploads are loaded together).
 
         As in upload mode, nothing catches a step's failure: the failure reporter records it on the run's uploads."""
         runs, lock = self.scheduled_runs, self.load_lock
@@ -356,12 +374,17 @@ class StepFunctionsPipeline(Construct):
         loaded: sfn.IChainable = runs.finish(self, "Record Loaded", loaded=True).next(
             sfn.Succeed(self, "Loaded", comment="Every upload of the run ended with its own outcome", output_path="$.outcome")
         )
-        loaded = lock.release(self, owner_path=sfn.JsonPath.execution_id, then=loaded)
         load: sfn.IChainable
-        if isinstance(target, RedshiftTarget):
-            load = self._build_redshift_load(target, loaded=loaded, max_polls=load_max_polls)
+        if len(self.targets) > 1:
+            load = self._build_parallel_loads(
+                loaded=loaded,
+                max_polls=load_max_polls,
+                conflict_retries=load_conflict_retries,
+                record=lambda name, outcome: runs.record_target(self, name, outcome),
+            )
         else:
-            load = self._build_athena_load(target, loaded=loaded, max_polls=load_max_polls, conflict_retries=load_conflict_retries)
+            loaded = lock.release(self, owner_path=sfn.JsonPath.execution_id, then=loaded)
+            load = self._build_load(target, loaded=loaded, max_polls=load_max_polls, conflict_retries=load_conflict_retries)
         nothing = runs.finish(self, "Record Run Without Load", loaded=False).next(
             sfn.Succeed(
                 self, "No Rows To Load", comment="No upload curated a row: nothing to load, and nothing failed.", output_path="$.outcome"
@@ -605,7 +628,105 @@ class StepFunctionsPipeline(Construct):
             .otherwise(empty)
         )
 
-    def _build_athena_load(self, target: AthenaTarget, *, loaded: sfn.IChainable, max_polls: int, conflict_retries: int) -> sfn.IChainable:
+    def _build_load(self, target: LoadTarget, *, loaded: sfn.IChainable, max_polls: int, conflict_retries: int) -> sfn.Parallel:
+        """Load Into Athena | Load Into Redshift -> `loaded`."""
+        if isinstance(target, RedshiftTarget):
+            return self._build_redshift_load(target, loaded=loaded, max_polls=max_polls)
+        return self._build_athena_load(target, loaded=loaded, max_polls=max_polls, conflict_retries=conflict_retries)
+
+    def _named(self, state_id: str) -> str:
+        """`state_id` of the target's load being built: as it is with one target, '<state_id> (<target>)' otherwise."""
+        return f"{state_id}{self._state_suffix}"
+
+    def _build_parallel_loads(
+        self,
+        *,
+        loaded: sfn.IChainable,
+        max_polls: int,
+        conflict_retries: int,
+        record: Callable[[str, str], sfn.CustomState | sfn.TaskStateBase] | None = None,
+    ) -> sfn.IChainable:
+        """Load Targets: a Parallel of one branch per target (see the class docstring) -> `loaded`. `record` makes a
+        target outcome's ledger state (default: the upload's own native write; a scheduled run's: every held upload's,
+        and no skip, since a scheduled run's uploads are loaded together or not at all)."""
+        scheduled = record is not None
+        if record is None and self._ledger is not None:
+            record = self._ledger.target
+        load = sfn.Parallel(
+            self,
+            "Load Targets",
+            comment="Every target at once, each under its own load lock"
+            + ("" if scheduled or self._ledger is None else "; a target an earlier run loaded is skipped"),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        for target in self.targets:
+            branch = self._build_target_branch(
+                target, max_polls=max_polls, conflict_retries=conflict_retries, record=record, skip_loaded=not scheduled
+            )
+            load.branch(branch)
+        load.next(loaded)
+        return load
+
+    def _build_target_branch(
+        self,
+        target: LoadTarget,
+        *,
+        max_polls: int,
+        conflict_retries: int,
+        record: Callable[[str, str], sfn.CustomState | sfn.TaskStateBase] | None,
+        skip_loaded: bool,
+    ) -> sfn.IChainable:
+        """Read <Target> Outcome -> <Target> Loaded Before? -> (Load Into <Target> -> Record <Target> Loaded -> Release
+        Load Lock (<target>) -> <Target> Loaded) | <Target> Loaded Before; the load's own failures -> Record <Target>
+        Failed -> Release Load Lock After Failure (<target>) -> <Target> Load Failed."""
+        name, title = target_name(target), target_name(target).title()
+        done: sfn.IChainable = sfn.Succeed(self, f"{title} Loaded")
+        lock = self.load_lock
+        if lock is not None:
+            done = lock.release(self, owner_path=sfn.JsonPath.execution_id, then=done, target=target)
+        if record is not None:
+            done = record(name, "loaded").next(done)
+        describe = sfn.Pass(
+            self,
+            f"Describe {title} Load Failure",
+            parameters={
+                "Error.$": "$.load_error.Error",
+                "Cause.$": f"States.Format('load into {name} failed: {{}}', $.load_error.Cause)",
+            },
+            result_path="$.branch_failure",
+        )
+        describe.next(sfn.Fail(self, f"{title} Load Failed", error_path="$.branch_failure.Error", cause_path="$.branch_failure.Cause"))
+        failed: sfn.IChainable = describe
+        if lock is not None:
+            release = lock.release(
+                self, owner_path=sfn.JsonPath.execution_id, then=failed, target=target, state_id=f"Release Load Lock After Failure ({name})"
+            )
+            release.add_catch(failed, errors=["States.ALL"], result_path="$.load_lock_error")
+            failed = release
+        if record is not None:
+            recorded = record(name, "failed")
+            assert isinstance(recorded, (sfn.CustomState, sfn.TaskStateBase))
+            recorded.add_catch(failed, errors=["States.ALL"], result_path="$.ledger_error")
+            failed = recorded.next(failed)
+        self._state_suffix = f" ({name})"
+        try:
+            load = self._build_load(target, loaded=done, max_polls=max_polls, conflict_retries=conflict_retries)
+        finally:
+            self._state_suffix = ""
+        load.add_catch(failed, errors=BRANCH_FAILURES, result_path="$.load_error")
+        if self._ledger is None or not skip_loaded:
+            return load
+        attribute = f"$.target_record.Item.load_{name}.S"
+        return self._ledger.read_target(name).next(
+            sfn.Choice(self, f"{title} Loaded Before?")
+            .when(
+                sfn.Condition.and_(sfn.Condition.is_present(attribute), sfn.Condition.string_equals(attribute, "loaded")),
+                sfn.Succeed(self, f"{title} Loaded Before", comment=f"An earlier run of this upload loaded {name}: not again"),
+            )
+            .otherwise(load)
+        )
+
+    def _build_athena_load(self, target: AthenaTarget, *, loaded: sfn.IChainable, max_polls: int, conflict_retries: int) -> sfn.Parallel:
         """Load Into Athena: a Parallel of one branch (start the MERGE -> poll -> outcome), retried on conflict only.
 
         Athena reports a MERGE that lost the race with a concurrent commit as a FAILED query whose reason holds
@@ -615,7 +736,7 @@ class StepFunctionsPipeline(Construct):
         """
         start_query = tasks.CallAwsService(
             self,
-            "Start Load Query",
+            self._named("Start Load Query"),
             comment="MERGE the run into the Iceberg table on the natural key",
             service="athena",
             action="startQueryExecution",
@@ -637,10 +758,10 @@ class StepFunctionsPipeline(Construct):
             interval=Duration.seconds(10),
             max_attempts=5,
         )
-        wait = sfn.Wait(self, "Wait For Load", time=sfn.WaitTime.duration(self._load_poll))
+        wait = sfn.Wait(self, self._named("Wait For Load"), time=sfn.WaitTime.duration(self._load_poll))
         get_query = tasks.CallAwsService(
             self,
-            "Get Load Query",
+            self._named("Get Load Query"),
             service="athena",
             action="getQueryExecution",
             iam_action="athena:GetQueryExecution",
@@ -658,18 +779,18 @@ class StepFunctionsPipeline(Construct):
         )
         count = sfn.Pass(
             self,
-            "Count Load Poll",
+            self._named("Count Load Poll"),
             parameters={"QueryExecutionId.$": "$.load.QueryExecutionId", "polls.$": "States.MathAdd($.load.polls, 1)"},
             result_path="$.load",
         )
         stuck = self._fail(
-            "Load Query Poll Cap Reached",
+            self._named("Load Query Poll Cap Reached"),
             "LoadTimeout",
             f"States.Format('query {{}} was still running after {max_polls} checks; stopped', $.load.QueryExecutionId)",
         )
         stop = tasks.CallAwsService(
             self,
-            "Stop Load Query",
+            self._named("Stop Load Query"),
             service="athena",
             action="stopQueryExecution",
             iam_action="athena:StopQueryExecution",
@@ -688,16 +809,18 @@ class StepFunctionsPipeline(Construct):
         stop.add_catch(stuck, errors=["States.ALL"], result_path="$.stop_error")
         stop.next(stuck)
         below_cap = (
-            sfn.Choice(self, "Poll Load Again?")
+            sfn.Choice(self, self._named("Poll Load Again?"))
             .when(sfn.Condition.number_greater_than_equals("$.load.polls", max_polls), stop)
             .otherwise(wait)
         )
         count.next(below_cap)
-        failed = self._fail("Load Query Failed", "LoadFailed", "States.JsonToString($.load_status.Status)")
-        conflict = sfn.Fail(self, "Load Commit Conflict", error=CONFLICT_ERROR, cause_path="$.load_status.Status.StateChangeReason")
+        failed = self._fail(self._named("Load Query Failed"), "LoadFailed", "States.JsonToString($.load_status.Status)")
+        conflict = sfn.Fail(
+            self, self._named("Load Commit Conflict"), error=CONFLICT_ERROR, cause_path="$.load_status.Status.StateChangeReason"
+        )
         reason = "$.load_status.Status.StateChangeReason"
         why = (
-            sfn.Choice(self, "Load Conflict?")
+            sfn.Choice(self, self._named("Load Conflict?"))
             .when(sfn.Condition.not_(sfn.Condition.is_present(reason)), failed)
             .when(
                 sfn.Condition.and_(
@@ -709,8 +832,11 @@ class StepFunctionsPipeline(Construct):
             .otherwise(failed)
         )
         finished = (
-            sfn.Choice(self, "Load Finished?")
-            .when(sfn.Condition.string_equals("$.load_status.Status.State", "SUCCEEDED"), sfn.Succeed(self, "Load Query Succeeded"))
+            sfn.Choice(self, self._named("Load Finished?"))
+            .when(
+                sfn.Condition.string_equals("$.load_status.Status.State", "SUCCEEDED"),
+                sfn.Succeed(self, self._named("Load Query Succeeded")),
+            )
             .when(
                 sfn.Condition.or_(
                     sfn.Condition.string_equals("$.load_status.Status.State", "FAILED"),
@@ -727,7 +853,7 @@ class StepFunctionsPipeline(Construct):
             result_selector={"QueryExecutionId.$": "$[0].load.QueryExecutionId", "State.$": "$[0].load_status.Status.State"},
             result_path="$.load",
         )
-        load.branch(self._check_run_id(then=start_query))
+        load.branch(self._check_run_id(target, then=start_query))
         start_query.next(wait).next(get_query).next(finished)
         load.add_retry(
             errors=[CONFLICT_ERROR],
@@ -740,7 +866,7 @@ class StepFunctionsPipeline(Construct):
         load.next(loaded)
         return load
 
-    def _build_redshift_load(self, target: RedshiftTarget, *, loaded: sfn.IChainable, max_polls: int) -> sfn.IChainable:
+    def _build_redshift_load(self, target: RedshiftTarget, *, loaded: sfn.IChainable, max_polls: int) -> sfn.Parallel:
         """Load Into Redshift: a Parallel of one branch: batchExecuteStatement (one transaction) -> Wait ->
         describeStatement -> Choice.
 
@@ -751,7 +877,7 @@ class StepFunctionsPipeline(Construct):
         """
         submit = tasks.CallAwsService(
             self,
-            "Start Load Statements",
+            self._named("Start Load Statements"),
             comment="COPY the run into a staging table and MERGE it on the natural key, as one transaction",
             service="redshiftdata",
             action="batchExecuteStatement",
@@ -774,12 +900,12 @@ class StepFunctionsPipeline(Construct):
             interval=Duration.seconds(10),
             max_attempts=6,
         )
-        wait = sfn.Wait(self, "Wait For Load", time=sfn.WaitTime.duration(self._load_poll))
+        wait = sfn.Wait(self, self._named("Wait For Load"), time=sfn.WaitTime.duration(self._load_poll))
         # Describe and Cancel are authorized by the target's load policy (no resource-level permissions exist for
         # them; an owner condition limits them to this role's statements); the task's own statement names the workgroup.
         describe = tasks.CallAwsService(
             self,
-            "Describe Load",
+            self._named("Describe Load"),
             service="redshiftdata",
             action="describeStatement",
             iam_action="redshift-data:DescribeStatement",
@@ -796,22 +922,22 @@ class StepFunctionsPipeline(Construct):
         )
         count = sfn.Pass(
             self,
-            "Count Load Poll",
+            self._named("Count Load Poll"),
             parameters={"Id.$": "$.load.Id", "polls.$": "States.MathAdd($.load.polls, 1)"},
             result_path="$.load",
         )
-        statement_failed = sfn.Fail(self, "Load Statement Failed", error="LoadFailed", cause_path="$.load_status.Error")
+        statement_failed = sfn.Fail(self, self._named("Load Statement Failed"), error="LoadFailed", cause_path="$.load_status.Error")
         statement_aborted = self._fail(
-            "Load Statement Aborted", "LoadAborted", "States.Format('statement {} was {}', $.load.Id, $.load_status.Status)"
+            self._named("Load Statement Aborted"), "LoadAborted", "States.Format('statement {} was {}', $.load.Id, $.load_status.Status)"
         )
         stuck = self._fail(
-            "Load Poll Cap Reached",
+            self._named("Load Poll Cap Reached"),
             "LoadTimeout",
             f"States.Format('statement {{}} was still running after {max_polls} checks; cancelled', $.load.Id)",
         )
         cancel = tasks.CallAwsService(
             self,
-            "Cancel Load",
+            self._named("Cancel Load"),
             service="redshiftdata",
             action="cancelStatement",
             iam_action="redshift-data:CancelStatement",
@@ -830,14 +956,16 @@ class StepFunctionsPipeline(Construct):
         cancel.add_catch(stuck, errors=["States.ALL"], result_path="$.cancel_error")
         cancel.next(stuck)
         below_cap = (
-            sfn.Choice(self, "Poll Load Again?")
+            sfn.Choice(self, self._named("Poll Load Again?"))
             .when(sfn.Condition.number_greater_than_equals("$.load.polls", max_polls), cancel)
             .otherwise(wait)
         )
         count.next(below_cap)
         finished = (
-            sfn.Choice(self, "Load Finished?")
-            .when(sfn.Condition.string_equals("$.load_status.Status", "FINISHED"), sfn.Succeed(self, "Load Statements Finished"))
+            sfn.Choice(self, self._named("Load Finished?"))
+            .when(
+                sfn.Condition.string_equals("$.load_status.Status", "FINISHED"), sfn.Succeed(self, self._named("Load Statements Finished"))
+            )
             .when(
                 sfn.Condition.and_(
                     sfn.Condition.or_(
@@ -865,22 +993,26 @@ class StepFunctionsPipeline(Construct):
             result_selector={"Id.$": "$[0].load.Id", "Status.$": "$[0].load_status.Status"},
             result_path="$.load",
         )
-        load.branch(self._check_run_id(then=submit))
+        load.branch(self._check_run_id(target, then=submit))
         load.next(loaded)
         return load
 
-    def _check_run_id(self, *, then: sfn.IChainable) -> sfn.IChainable:
+    def _check_run_id(self, target: LoadTarget, *, then: sfn.IChainable) -> sfn.IChainable:
         """The run id is spliced into the load's SQL (the MERGE's literal, the COPY's S3 URI); execution names may
         contain a quote, so such a run fails before the database sees it. Then the load lock is taken (with a ledger),
         inside the load's branch, so a retried or redriven load takes it again."""
         if self.load_lock is not None:
-            then = self.load_lock.take(self, then=then)
+            then = self.load_lock.take(self, then=then, target=target)
         bad = self._fail(
-            "Run Id Not Loadable",
+            self._named("Run Id Not Loadable"),
             "InvalidRunId",
             "States.Format('run id {} contains a quote and cannot be used in the load SQL', $.upload.run_id)",
         )
-        return sfn.Choice(self, "Run Id Loadable?").when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad).otherwise(then)
+        return (
+            sfn.Choice(self, self._named("Run Id Loadable?"))
+            .when(sfn.Condition.string_matches("$.upload.run_id", "*'*"), bad)
+            .otherwise(then)
+        )
 
     # --- state machine, permissions ----------------------------------------------------------------------------------
     def _build_log_key(self, removal_policy: RemovalPolicy) -> kms.Key:
@@ -898,7 +1030,6 @@ class StepFunctionsPipeline(Construct):
         self,
         definition: sfn.IChainable,
         *,
-        target: LoadTarget,
         execution_timeout: Duration,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
@@ -918,14 +1049,15 @@ class StepFunctionsPipeline(Construct):
             timeout=execution_timeout,
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
-            comment=f"{self.dataset} pipeline: crawl, clean, load into {type(target).__name__}",
+            comment=f"{self.dataset} pipeline: crawl, clean, load into {' and '.join(type(each).__name__ for each in self.targets)}",
         )
 
-    def _grant(self, storage: PipelineStorage, clean_job: CleanJob, target: LoadTarget) -> None:
+    def _grant(self, storage: PipelineStorage, clean_job: CleanJob) -> None:
         """The tasks' own statements come from their integrations (crawler, job, topic, Athena workgroup, Redshift
         workgroup); the load's data access comes from the target's load policy; the rows check may list the run
         output's prefix only. Nothing on '*' but what tracing and log delivery need."""
-        target.grant_load(self.state_machine)
+        for target in self.targets:
+            target.grant_load(self.state_machine)
         if self.ledger is not None and self.scheduled_runs is None:
             self.ledger.grant_write(self.state_machine)
         if self.scheduled_runs is not None:  # its ledger writes are the function's

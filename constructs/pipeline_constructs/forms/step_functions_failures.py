@@ -7,7 +7,8 @@ pipeline's steps have no catch-all: a step that fails after its retries ends the
 where a redrive resumes it. EventBridge then delivers the execution's `Step Functions Execution Status Change` event
 to a small Express state machine (this module) that
 
-1. releases the form's load lock if that execution holds it (a conditional delete: forms/step_functions_lock.py),
+1. releases the form's load lock (with parallel loads: every target's) if that execution holds it (a conditional
+   delete: forms/step_functions_lock.py),
 2. reads the upload from the execution's input (the S3 event) and the failing state from its history,
 3. records the failure in the upload ledger (the run must own the record: the write is conditional), and
 4. publishes the message (pipeline, object, run_id, failed_step, error, cause, execution) to the alert topic.
@@ -185,10 +186,9 @@ class FailureReporter(Construct):
         if self._load_lock is None:
             return read
         # First, so the next load into the table starts as early as it can: refused when the execution held no lock
-        # (or an event came again); any other error leaves the lock to its lease and the report goes on.
-        release = self._load_lock.release(self, owner_path="$.detail.executionArn", then=read)
-        release.add_catch(read, errors=["States.ALL"], result_path="$.load_lock_error")
-        return release
+        # (or an event came again); any other error leaves the lock to its lease and the report goes on. With
+        # parallel loads, every target's lock, one after the other.
+        return self._load_lock.release_every(self, owner_path="$.detail.executionArn", then=read)
 
     def _scheduled_definition(self, runs: ScheduledRuns, alerting: PipelineAlerting, history_arn: str) -> sfn.IChainable:
         """Release Load Lock -> Describe Run -> How Did It End? -> Read Execution History -> Record Run Failure ->
@@ -232,9 +232,7 @@ class FailureReporter(Construct):
         run.next(describe)
         if self._load_lock is None:
             return run
-        release = self._load_lock.release(self, owner_path="$.detail.executionArn", then=run)
-        release.add_catch(run, errors=["States.ALL"], result_path="$.load_lock_error")
-        return release
+        return self._load_lock.release_every(self, owner_path="$.detail.executionArn", then=run)
 
     def _describe_failure(self, *, then: sfn.IChainable) -> sfn.IChainable:
         """$.error = {Error, Cause} from the event: a failure's own, or what a timeout or an abort means."""

@@ -111,6 +111,29 @@ class LedgerStates:
             **{":crawl": {"S.$": "$.schema_check.reason"}},
         )
 
+    def target(self, target: str, outcome: str) -> sfn.CustomState:
+        """Record <Target> Loaded | Failed: one load target's outcome (`load_<target>`); the record stays running."""
+        return self.update(
+            f"Record {target.title()} {outcome.title()}",
+            records.target_expression(target),
+            comment=f"The load into {target} {'succeeded' if outcome == records.LOADED else 'failed'} in this run",
+            **{":target_outcome": {"S": outcome}},
+        )
+
+    def read_target(self, target: str) -> sfn.CustomState:
+        """Read <Target> Outcome: `load_<target>` of the record, so a re-run skips a target an earlier run loaded."""
+        return self._task(
+            f"Read {target.title()} Outcome",
+            "getItem",
+            {
+                "ProjectionExpression": "#target",
+                "ExpressionAttributeNames": {"#target": records.target_attribute(target)},
+                "ConsistentRead": True,
+            },
+            comment=f"Did an earlier run of this upload load {target} already?",
+            result_path="$.target_record",
+        )
+
     def finish(self, state_id: str, outcome: str) -> sfn.CustomState:
         return self.update(
             state_id,

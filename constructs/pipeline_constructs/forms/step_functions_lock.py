@@ -22,6 +22,10 @@ it, and its object is no S3 URI, so `show` and `reconcile` (which look records u
   on the same condition: a repeated status-change event, or an execution that never held the lock, is refused
   harmlessly.
 - The lease (load timeout x the step description's attempts) only frees a lock that both releases missed.
+- Parallel loads (`target=[athena, redshift]`): one lock item per target table, so the Athena load and the Redshift
+  load run at the same time while two loads into one table still wait for each other. One function takes either
+  (it may write those items only); the states carry the target in their names ("Take Load Lock (redshift)"), and
+  the failure reporter releases every target's lock.
 
 Why a Lambda: a lease needs `now` and `now + lease` on every attempt. JSONPath intrinsics cannot add to a timestamp,
 and `$$.State.EnteredTime` stays the same through a state's retries, so a native DynamoDB task could not tell a lease
@@ -31,6 +35,7 @@ clock, so it stays a native task in both state machines.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +57,7 @@ from ..acknowledgements import acknowledge, acknowledge_findings
 from ..ledger import KEY_WRITE_ACTIONS, UploadLedger
 from ..runtime.pipeline_plan import DEFAULT_TIMINGS, LOAD
 from ..runtime.upload_ledger import PARTITION_KEY, SORT_KEY
-from ..targets.load_target import LoadTarget
+from ..targets.load_target import LoadTarget, load_targets, target_name
 from ..targets.redshift import RedshiftTarget
 from .step_functions_ledger import _TRANSIENT as _DYNAMODB_TRANSIENT
 from .step_functions_states import acknowledge_tracing_and_log_delivery, retry_transient
@@ -105,9 +110,10 @@ class LoadLock(Construct):
     """The lock item of one target table in the upload ledger, the function that takes it, and the states that take
     and release it (see the module docstring).
 
-    - `object`: the item's partition key; `lease`: how long a lock nobody released stays held;
-      `wait_budget`: how long (on average) a load waits for the lock before its run fails at Load Lock Wait Cap Reached.
-    - `function`: the Lambda that takes the lock; it may update that one item only (dynamodb:LeadingKeys).
+    - `object`: the item's partition key (the first target's; `objects` names each target's); `lease`: how long a lock
+      nobody released stays held; `wait_budget`: how long (on average) a load waits for the lock before its run
+      fails at Load Lock Wait Cap Reached.
+    - `function`: the Lambda that takes the lock; it may update those items only (dynamodb:LeadingKeys).
     """
 
     def __init__(
@@ -116,7 +122,7 @@ class LoadLock(Construct):
         construct_id: str,
         *,
         ledger: UploadLedger,
-        target: LoadTarget,
+        target: LoadTarget | Sequence[LoadTarget],
         lease: Duration,
         wait_budget: Duration,
         log_key: kms.IKey,
@@ -125,10 +131,13 @@ class LoadLock(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.ledger = ledger
-        self.object = lock_object(target)
+        self.targets = load_targets(target)
+        self.objects = {target_name(each): lock_object(each) for each in self.targets}
+        """Each target's lock item (partition key), by target name."""
+        self.object = lock_object(self.targets[0])
         self.lease = lease
         self.wait_budget = wait_budget
-        self.key = {PARTITION_KEY: {"S": self.object}, SORT_KEY: {"S": LOCK_VERSION}}
+        self.key = self._key(self.object)
         log_group = logs.LogGroup(self, "Logs", encryption_key=log_key, retention=log_retention, removal_policy=removal_policy)
         role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"), description="Take the load lock")
         role.add_to_principal_policy(
@@ -141,7 +150,7 @@ class LoadLock(Construct):
             runtime=lambda_.Runtime.PYTHON_3_12,
             code=lambda_.Code.from_asset(str(CODE), exclude=["__pycache__", "*.pyc"]),
             handler=HANDLER,
-            description=f"Take the load lock of {type(target).__name__} table (one conditional write with a lease)",
+            description=f"Take the load lock of {self._described_tables()} table (one conditional write with a lease)",
             role=role,
             timeout=Duration.seconds(10),
             memory_size=256,
@@ -158,14 +167,30 @@ class LoadLock(Construct):
         }.items():
             acknowledge(self.function, finding, reason)
 
+    @staticmethod
+    def _key(lock: str) -> dict[str, Any]:
+        return {PARTITION_KEY: {"S": lock}, SORT_KEY: {"S": LOCK_VERSION}}
+
+    def _described_tables(self) -> str:
+        if len(self.targets) == 1:
+            return type(self.targets[0]).__name__
+        return "an " + " or a ".join(type(each).__name__ for each in self.targets)
+
+    def _suffix(self, target: LoadTarget | None) -> tuple[str, dict[str, Any], str]:
+        """(state name suffix, lock key, lock object) of `target`: no suffix with one target, ' (<target>)' otherwise."""
+        if target is None or len(self.targets) == 1:
+            return "", self.key, self.object
+        lock = self.objects[target_name(target)]
+        return f" ({target_name(target)})", self._key(lock), lock
+
     def _grant_item(self, grantee: iam.IGrantable, action: str) -> None:
-        """`action` on the lock item only (its partition key), and the ledger key to encrypt with."""
+        """`action` on the lock items only (their partition keys), and the ledger key to encrypt with."""
         self.ledger.encryption_key.grant(grantee, *KEY_WRITE_ACTIONS)
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=[action],
                 resources=[self.ledger.table_arn],
-                conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [self.object]}},
+                conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": list(self.objects.values())}},
             )
         )
 
@@ -174,18 +199,20 @@ class LoadLock(Construct):
         self._grant_item(grantee, "dynamodb:DeleteItem")
 
     # --- states ------------------------------------------------------------------------------------------------------
-    def take(self, scope: Construct, *, then: sfn.IChainable) -> sfn.IChainable:
-        """Take Load Lock -> `then`; the waits used up -> Load Lock Wait Cap Reached (fails the branch)."""
+    def take(self, scope: Construct, *, then: sfn.IChainable, target: LoadTarget | None = None) -> sfn.IChainable:
+        """Take Load Lock -> `then`; the waits used up -> Load Lock Wait Cap Reached (fails the branch). With several
+        targets, `target`'s lock, in states named after it."""
+        suffix, key, lock = self._suffix(target)
         attempts = wait_attempts(int(self.wait_budget.to_seconds()))
         take = tasks.LambdaInvoke(
             scope,
-            "Take Load Lock",
+            f"Take Load Lock{suffix}",
             comment="One load into the table at a time: wait (retried) while another execution holds the lock",
             lambda_function=self.function,
             payload=sfn.TaskInput.from_object(
                 {
                     "TableName": self.ledger.table_name,
-                    "Key": self.key,
+                    "Key": key,
                     "owner": sfn.JsonPath.execution_id,
                     "run_id": sfn.JsonPath.string_at("$.upload.run_id"),
                     "lease_seconds": int(self.lease.to_seconds()),
@@ -207,23 +234,33 @@ class LoadLock(Construct):
         retry_transient(take, _LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=5)
         waited = sfn.Fail(
             scope,
-            "Load Lock Wait Cap Reached",
+            f"Load Lock Wait Cap Reached{suffix}",
             error=LOCK_WAIT_ERROR,
-            cause=f"another execution held the load lock ({self.object}) through {attempts} attempts "
+            cause=f"another execution held the load lock ({lock}) through {attempts} attempts "
             f"(about {int(self.wait_budget.to_seconds()) // 60} minutes)",
         )
         take.add_catch(waited, errors=[LOCK_HELD_ERROR], result_path="$.load_lock_error")
         return take.next(then)
 
-    def release(self, scope: Construct, *, owner_path: str, then: sfn.IChainable | None = None) -> sfn.CustomState:
-        """Release Load Lock: delete the item if the execution at `owner_path` holds it; refused -> `then` as well."""
+    def release(
+        self,
+        scope: Construct,
+        *,
+        owner_path: str,
+        then: sfn.IChainable | None = None,
+        target: LoadTarget | None = None,
+        state_id: str | None = None,
+    ) -> sfn.CustomState:
+        """Release Load Lock: delete the item if the execution at `owner_path` holds it; refused -> `then` as well.
+        With several targets, `target`'s lock, as 'Release Load Lock (<target>)' unless `state_id` names it."""
+        suffix, key, _ = self._suffix(target)
         state: dict[str, Any] = {
             "Type": "Task",
             "Comment": "Delete the load lock if this execution holds it (refused: released already, or never held)",
             "Resource": f"arn:{Stack.of(scope).partition}:states:::dynamodb:deleteItem",
             "Parameters": {
                 "TableName": self.ledger.table_name,
-                "Key": self.key,
+                "Key": key,
                 "ConditionExpression": "#owner = :owner",
                 "ExpressionAttributeNames": {"#owner": "owner"},
                 "ExpressionAttributeValues": {":owner": {"S.$": owner_path}},
@@ -231,12 +268,25 @@ class LoadLock(Construct):
             "ResultPath": "$.load_lock_release",
             "TimeoutSeconds": 60,
         }
-        release = sfn.CustomState(scope, "Release Load Lock", state_json=state)
+        release = sfn.CustomState(scope, state_id or f"Release Load Lock{suffix}", state_json=state)
         retry_transient(release, _DYNAMODB_TRANSIENT, interval=Duration.seconds(1), max_attempts=5)
         if then is not None:
             release.add_catch(then, errors=[_CONDITION_FAILED], result_path="$.load_lock_refused")
             release.next(then)
         return release
+
+    def release_every(self, scope: Construct, *, owner_path: str, then: sfn.IChainable) -> sfn.IChainable:
+        """Release every target's lock the execution at `owner_path` holds, one after the other, then `then`: refused or
+        failed (after its retries), each goes on (a lock not released is freed by its lease)."""
+        if len(self.targets) == 1:
+            release = self.release(scope, owner_path=owner_path, then=then)
+            release.add_catch(then, errors=["States.ALL"], result_path="$.load_lock_error")
+            return release
+        for target in reversed(self.targets):
+            release = self.release(scope, owner_path=owner_path, then=then, target=target)
+            release.add_catch(then, errors=["States.ALL"], result_path="$.load_lock_error")
+            then = release
+        return then
 
     def acknowledge_invoke(self, role: iam.IRole) -> None:
         """The invoke grant Step Functions adds names the function and its versions (its ARN followed by ':*')."""

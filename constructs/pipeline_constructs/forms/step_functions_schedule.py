@@ -12,7 +12,8 @@ That execution
    ends at once (Run Already Going) and says so; a run with nothing pending releases it and ends (Nothing To Run).
 2. crawls (the form's crawl steps), runs the clean job once over every claimed upload (`--settle_uploads`: each
    upload's own counts; rejected, empty and quarantined ones end there), and, when rows were curated, moves the
-   rest to step load and loads once, holding the load lock;
+   rest to step load and loads once, holding the load lock (parallel loads: each target at once under its own lock,
+   each target's outcome recorded on every upload the run holds; a failed target fails the run, naming it);
 3. ends the uploads it still holds `loaded` and releases the run lock (Record Loaded / Record Run Without Load).
 
 A failed, timed-out or aborted run is reported by the form's failure reporter (forms/step_functions_failures.py):
@@ -272,6 +273,20 @@ class ScheduledRuns(Construct):
             comment="The uploads the run still holds (the clean job ended the others) reach step load",
             result_path="$.loading",
             selector={"count.$": "$.Payload.loading"},
+            **self._claimed(),
+        )
+
+    def record_target(self, scope: Construct, target: str, outcome: str) -> tasks.LambdaInvoke:
+        """Record <Target> Loaded | Failed (parallel loads): `target`'s outcome on every upload the run still holds."""
+        return self.invoke(
+            scope,
+            f"Record {target.title()} {outcome.title()}",
+            "target",
+            comment=f"The load into {target} ended {outcome}: recorded on every upload the run still holds",
+            result_path="$.target_recorded",
+            selector={"count.$": "$.Payload.recorded"},
+            target=target,
+            outcome=outcome,
             **self._claimed(),
         )
 

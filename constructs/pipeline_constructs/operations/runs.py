@@ -11,9 +11,10 @@ cheapest correct recovery of a failed one (`rerun`).
   still holds is recorded failed first, for its owner.
 - Glue Workflow: resume the workflow run that last took the upload (the ledger record's last run) at its failed
   crawler, or at its clean job when the clean or the load job failed: a resumed run has a new run id, so a resumed
-  load alone would MERGE that id's empty output. Otherwise a new workflow run. Either way the upload is named in the
-  run's `REQUESTED_PROPERTY`, so its clean job takes it (a record a timed-out run still holds is recorded failed
-  first, for its owner).
+  load alone would MERGE that id's empty output (with two targets Glue runs both loads again, downstream of the clean
+  job, and the one the ledger has loaded skips its upload). Otherwise a new workflow run. Either way the upload is
+  named in the run's `REQUESTED_PROPERTY`, so its clean job takes it (a record a timed-out run still holds is
+  recorded failed first, for its owner).
 - MWAA: clear the failed tasks of the upload's DAG run (its run id derives from the object, as the trigger's does),
   with `dry_run` false: the REST API clears nothing unless told so; a new DAG run when there is none.
 - MWAA Serverless: a new workflow run with the object and a new run id as its parameters and a new ClientToken (the
@@ -245,8 +246,9 @@ class Runs:
             raise
 
     def _ended_in_fail_state(self, execution: str) -> bool:
-        """True when the execution ended in a Fail state: a redrive would enter it again and fail at once."""
-        history = self.clients["stepfunctions"].get_execution_history(executionArn=execution, reverseOrder=True, maxResults=5)
+        """True when the execution ended in a Fail state: a redrive would enter it again and fail at once. The last 25
+        events: with parallel loads, the other branch's aborted states are logged after the Fail state."""
+        history = self.clients["stepfunctions"].get_execution_history(executionArn=execution, reverseOrder=True, maxResults=25)
         return any(event.get("type") == "FailStateEntered" for event in history.get("events", []))
 
     def _rerun_workflow(self, stack: FormStack, upload: Upload, record: dict[str, Any] | None, now: datetime) -> RunAction:

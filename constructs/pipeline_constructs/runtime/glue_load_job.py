@@ -27,6 +27,16 @@ Job arguments:
                            WORKFLOW_RUNS_SUCCEEDED = 1 in this namespace, dimensions Dataset and WorkflowName (Glue's
                            --WORKFLOW_NAME): the Glue Workflow form counts its successful runs from what they record
   --dataset                optional: the dataset name of that metric
+  --load_target            optional: athena | redshift: parallel loads (the form's two targets). This job loads
+                           that one target (give only its SQL arguments), records `load_<target>` on each upload
+                           (loaded or failed), skips uploads the ledger already has loaded into it (a re-run loads
+                           only the target that failed), and leaves the uploads running for the finish job.
+                           A failure is recorded in the run property `pipeline_load_<target>`; the failed job waits
+                           (up to --max_wait_seconds) for the other targets' properties, then fails the run's
+                           uploads: error LoadFailed, cause `load into <target> failed: ...`
+  --parallel_targets       with --load_target or --finish_targets: the run's targets, comma-separated
+  --finish_targets         optional: the finish job after the parallel loads (the join): each upload the clean job
+                           handed over ends `loaded` when the ledger has it loaded into every target; no SQL
 """
 
 from __future__ import annotations
@@ -67,7 +77,17 @@ OPTIONAL_ARGS: dict[str, str | None] = {
     "max_wait_seconds": "1500",
     "metrics_namespace": None,
     "dataset": None,
+    "load_target": None,
+    "parallel_targets": None,
+    "finish_targets": None,
 }
+TARGET_ARGS = {
+    "athena": ("athena_sql_template", "athena_workgroup", "athena_database"),
+    "redshift": ("redshift_sql_templates", "redshift_workgroup", "redshift_database"),
+}
+LOAD_OUTCOME_PROPERTY = "pipeline_load_"
+"""Prefix of the run property each parallel load writes when it ends: `pipeline_load_<target>`, a JSON object
+{run_id, outcome: loaded | failed, cause?}."""
 
 
 class LoadFailed(RuntimeError):
@@ -188,8 +208,11 @@ def resolve_args(argv: Sequence[str]) -> dict[str, Any]:
     args["run_id"] = args["run_id"] or args["WORKFLOW_RUN_ID"] or args["JOB_RUN_ID"]
     if not args["run_id"]:
         raise SystemExit("--run_id is required (or Glue's --WORKFLOW_RUN_ID / --JOB_RUN_ID)")
-    athena = [n for n in ("athena_sql_template", "athena_workgroup", "athena_database") if args[n]]
-    redshift = [n for n in ("redshift_sql_templates", "redshift_workgroup", "redshift_database") if args[n]]
+    athena = [n for n in TARGET_ARGS["athena"] if args[n]]
+    redshift = [n for n in TARGET_ARGS["redshift"] if args[n]]
+    _resolve_parallel(args, athena, redshift)
+    if args["finish_targets"]:
+        return args
     if not athena and not redshift:
         raise SystemExit("nothing to load: give --athena_sql_template (and workgroup, database) or --redshift_sql_templates")
     if athena and len(athena) != 3:
@@ -207,6 +230,36 @@ def resolve_args(argv: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             raise SystemExit(f"--{name}: not a number: {args[name]!r}") from None
     return args
+
+
+def _names(value: str | None, what: str) -> list[str]:
+    names = [name.strip() for name in (value or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in TARGET_ARGS]
+    if unknown or not names:
+        raise SystemExit(f"--{what}={value!r}: give load targets among {', '.join(TARGET_ARGS)}, comma-separated")
+    return names
+
+
+def _resolve_parallel(args: dict[str, Any], athena: list[str], redshift: list[str]) -> None:
+    """Check the parallel-load arguments (--load_target, --finish_targets, --parallel_targets); lists in place."""
+    if args["load_target"] and args["finish_targets"]:
+        raise SystemExit("--load_target and --finish_targets exclude each other: a job loads one target or finishes the run")
+    if args["finish_targets"]:
+        if athena or redshift:
+            raise SystemExit("--finish_targets runs no SQL: leave out the target arguments")
+        args["finish_targets"] = _names(args["finish_targets"], "finish_targets")
+        return
+    if not args["load_target"]:
+        return
+    target = args["load_target"]
+    if target not in TARGET_ARGS:
+        raise SystemExit(f"--load_target={target!r}: one of {', '.join(TARGET_ARGS)}")
+    other = redshift if target == "athena" else athena
+    if other:
+        raise SystemExit(f"--load_target={target}: give only that target's arguments, not {', '.join('--' + n for n in other)}")
+    args["parallel_targets"] = _names(args["parallel_targets"] or target, "parallel_targets")
+    if target not in args["parallel_targets"]:
+        raise SystemExit(f"--parallel_targets={','.join(args['parallel_targets'])}: must include --load_target={target}")
 
 
 def _workflow_inputs() -> Any:
@@ -233,19 +286,20 @@ def run_load(args: dict[str, Any], clients: dict[str, Any], sleep: Callable[[flo
     if not args["WORKFLOW_NAME"]:
         raise SystemExit("--ledger_table needs Glue's --WORKFLOW_NAME: run the job from its workflow")
     inputs = _workflow_inputs()
-    uploads = inputs.read_uploads(clients["glue"], workflow_name=args["WORKFLOW_NAME"], run_id=run_id, name=inputs.LOADING_PROPERTY)
-    if uploads is None:
-        raise inputs.WorkflowInputsError(
-            f"workflow {args['WORKFLOW_NAME']} run {run_id} has no run property {inputs.LOADING_PROPERTY!r}: its clean job did "
-            "not hand over its uploads (a resumed run must resume at the clean job, which writes the run's output)"
-        )
+    uploads = _handed_over(inputs, args, clients)
     if not uploads:
         LOG.info("run %s handed over no upload to load: the load is skipped", run_id)
         summary.update(loaded_uploads=0, load_skipped="no upload with curated rows")
+        if args["load_target"]:
+            _put_outcome(clients["glue"], args, "loaded")
         return summary
     ledger = inputs.UploadLedger(
         clients["dynamodb"], args["ledger_table"], form=args["pipeline_form"], ttl_days=int(args["ledger_ttl_days"])
     )
+    if args["finish_targets"]:
+        return _finish(inputs, ledger, uploads, args, summary)
+    if args["load_target"]:
+        return _load_one_target(inputs, ledger, uploads, args, clients, summary, sleep)
     held = []
     for upload in uploads:
         try:
@@ -261,6 +315,131 @@ def run_load(args: dict[str, Any], clients: dict[str, Any], sleep: Callable[[flo
     for upload in held:
         ledger.finish(upload, run_id=run_id, outcome=inputs.LOADED)
     summary["loaded_uploads"] = len(held)
+    return summary
+
+
+def _handed_over(inputs: Any, args: dict[str, Any], clients: dict[str, Any]) -> list[Any]:
+    """The uploads the run's clean job handed to the load (LOADING_PROPERTY); WorkflowInputsError when it has none."""
+    run_id = args["run_id"]
+    uploads = inputs.read_uploads(clients["glue"], workflow_name=args["WORKFLOW_NAME"], run_id=run_id, name=inputs.LOADING_PROPERTY)
+    if uploads is None:
+        raise inputs.WorkflowInputsError(
+            f"workflow {args['WORKFLOW_NAME']} run {run_id} has no run property {inputs.LOADING_PROPERTY!r}: its clean job did "
+            "not hand over its uploads (a resumed run must resume at the clean job, which writes the run's output)"
+        )
+    return list(uploads)
+
+
+def _put_outcome(glue: Any, args: dict[str, Any], outcome: str, cause: str | None = None) -> None:
+    """This target's end in the run property `pipeline_load_<target>` (one key per target: no lost update)."""
+    value: dict[str, str] = {"run_id": args["run_id"], "outcome": outcome}
+    if cause is not None:
+        value["cause"] = cause[:2000]
+    glue.put_workflow_run_properties(
+        Name=args["WORKFLOW_NAME"], RunId=args["run_id"], RunProperties={LOAD_OUTCOME_PROPERTY + args["load_target"]: json.dumps(value)}
+    )
+
+
+def wait_for_targets(glue: Any, args: dict[str, Any], sleep: Callable[[float], None], budget_seconds: float) -> dict[str, dict[str, str]]:
+    """The outcomes this run's parallel loads recorded ({target: {outcome, cause?}}), after waiting (polls of
+    --poll_seconds, up to `budget_seconds`) until every target of --parallel_targets has recorded one. A value
+    written in another run (a resumed run may carry its original run's properties) does not count."""
+    waited = 0.0
+    while True:
+        properties = glue.get_workflow_run_properties(Name=args["WORKFLOW_NAME"], RunId=args["run_id"]).get("RunProperties", {})
+        outcomes: dict[str, dict[str, str]] = {}
+        for target in args["parallel_targets"]:
+            try:
+                value = json.loads(properties.get(LOAD_OUTCOME_PROPERTY + target, ""))
+            except ValueError:
+                continue
+            if isinstance(value, dict) and value.get("run_id") == args["run_id"]:
+                outcomes[target] = value
+        if len(outcomes) == len(args["parallel_targets"]) or waited >= budget_seconds:
+            missing = [t for t in args["parallel_targets"] if t not in outcomes]
+            if missing:
+                LOG.warning(
+                    "run %s: no outcome from %s after %.0f s: failing the run without it", args["run_id"], ", ".join(missing), waited
+                )
+            return outcomes
+        sleep(args["poll_seconds"])
+        waited += args["poll_seconds"]
+
+
+def _load_one_target(
+    inputs: Any,
+    ledger: Any,
+    uploads: list[Any],
+    args: dict[str, Any],
+    clients: dict[str, Any],
+    summary: dict[str, Any],
+    sleep: Callable[[float], None],
+) -> dict[str, Any]:
+    """One target of a parallel load (--load_target): the uploads the ledger does not have loaded into it are moved
+    to step load, loaded, and recorded `load_<target>`; the finish job ends them. A failure is recorded on each,
+    the other targets are waited for (so their outcomes are recorded before the run ends), and the run's uploads are
+    failed naming every target that failed."""
+    run_id, target = args["run_id"], args["load_target"]
+    pending = []
+    for upload in uploads:
+        if target in inputs.loaded_targets(ledger.get(upload)):
+            LOG.info("%s is loaded into %s already (an earlier run): not loaded again", upload.uri, target)
+            continue
+        try:
+            ledger.step(upload, run_id=run_id, step=inputs.LOAD)
+            pending.append(upload)
+        except inputs.LedgerConflict as refused:
+            LOG.warning("not loaded as this run's: %s", refused)
+    summary.update(load_target=target, already_loaded=len(uploads) - len(pending))
+    if pending:
+        started = time.monotonic()
+        try:
+            _load(args, clients, summary, sleep)
+        except BaseException as error:
+            cause = f"load into {target} failed: {error or repr(error)}"
+            _record_target(inputs, ledger, pending, run_id, target, inputs.FAILED)
+            _put_outcome(clients["glue"], args, inputs.FAILED, cause)
+            # The other loads started with this one and end within --max_wait_seconds of it (the job's timeout is longer).
+            budget = max(args["max_wait_seconds"] - (time.monotonic() - started), args["poll_seconds"])
+            outcomes = wait_for_targets(clients["glue"], args, sleep, budget)
+            causes = [o.get("cause") or f"load into {t} failed" for t, o in outcomes.items() if o.get("outcome") == inputs.FAILED]
+            inputs.fail_uploads(ledger, uploads, run_id=run_id, error=LoadFailed.__name__, cause="; ".join(causes or [cause]))
+            raise LoadFailed(cause) from error
+        _record_target(inputs, ledger, pending, run_id, target, inputs.LOADED)
+    _put_outcome(clients["glue"], args, inputs.LOADED)
+    summary["loaded_uploads"] = len(pending)
+    return summary
+
+
+def _record_target(inputs: Any, ledger: Any, uploads: list[Any], run_id: str, target: str, outcome: str) -> None:
+    for upload in uploads:
+        try:
+            ledger.target(upload, run_id=run_id, target=target, outcome=outcome)
+        except inputs.LedgerConflict as refused:  # the run ended it already (another target failed first)
+            LOG.warning("load_%s=%s not recorded: %s", target, outcome, refused)
+
+
+def _finish(inputs: Any, ledger: Any, uploads: list[Any], args: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The join after the parallel loads (--finish_targets): each upload ends `loaded` when the ledger has it loaded
+    into every target; an upload that is not is failed naming the targets, and LoadFailed raised."""
+    run_id, targets = args["run_id"], args["finish_targets"]
+    finished, missing = 0, []
+    for upload in uploads:
+        record = ledger.get(upload)
+        if record is None or record.get("owner") != run_id:
+            LOG.warning("%s is not this run's (it ended already): not finished", upload.uri)
+            continue
+        left = inputs.targets_to_load(record, targets)
+        if left:
+            missing.append((upload, left))
+            continue
+        ledger.finish(upload, run_id=run_id, outcome=inputs.LOADED)
+        finished += 1
+    if missing:
+        for upload, left in missing:
+            inputs.fail_uploads(ledger, [upload], run_id=run_id, error=LoadFailed.__name__, cause=f"not loaded into {', '.join(left)}")
+        raise LoadFailed(f"{len(missing)} upload(s) not loaded into every target: {missing[0][0].uri} misses {', '.join(missing[0][1])}")
+    summary.update(loaded_uploads=finished, targets=list(targets))
     return summary
 
 

@@ -1,7 +1,7 @@
 """The ledger work of a scheduled Step Functions run, as one small Lambda (forms/step_functions_schedule.py).
 
 A scheduled execution starts on the clock, not on an upload, so before anything else it must learn what it takes.
-Four actions, each one call from the state machine (or its failure reporter):
+Five actions, each one call from the state machine (or its failure reporter):
 
 - `claim` (the run's first state): take the form's run lock, so two scheduled runs never overlap (a lease in the
   ledger's table, the load lock's item and code: `load_lock.take`); held, the run ends at once and says so. Then
@@ -10,6 +10,8 @@ Four actions, each one call from the state machine (or its failure reporter):
   failed ones fewer than three runs tried, then the inbox. Nothing pending: the lock is released and the run ends.
   Otherwise the answer names the uploads as the clean job takes them (`--source_uris`, `--source_versions`).
 - `load` (before the load): the uploads the run still holds move to step load.
+- `target` (parallel loads, after each target's load): that target's outcome (`load_<target>`: loaded or failed) on
+  every upload the run still holds.
 - `finish` (the run's last state): each upload still held ends `loaded` (the clean job ended the others: rejected,
   skipped_empty, quarantined: `glue_clean_job` with --settle_uploads, `settle_workflow_run`), the lock is released, and the answer counts
   the outcomes.
@@ -195,6 +197,21 @@ def to_load(event: dict[str, Any], clients: dict[str, Any]) -> dict[str, Any]:
     return {"loading": moved}
 
 
+def record_target(event: dict[str, Any], clients: dict[str, Any]) -> dict[str, Any]:
+    """Parallel loads: record `event["target"]`'s outcome (`event["outcome"]`: loaded or failed) on each claimed upload
+    the run still holds (the clean job ended the others). Answer: {recorded: count}."""
+    ledger = _ledger(event, clients["dynamodb"])
+    recorded = 0
+    for upload in claimed_uploads(event["source_uris"], event["source_versions"]):
+        try:
+            ledger.target(upload, run_id=event["run_id"], target=str(event["target"]), outcome=str(event["outcome"]))
+            recorded += 1
+        except LedgerConflict:
+            continue
+    LOG.info("run %s: %s %s on %d uploads", event["run_id"], event["target"], event["outcome"], recorded)
+    return {"recorded": recorded}
+
+
 def finish(event: dict[str, Any], clients: dict[str, Any]) -> dict[str, Any]:
     """End the run: with `loaded` true, each upload it still holds ends `loaded`; then the lock is released. Answer:
     {outcomes: {state: count}, message}."""
@@ -259,7 +276,7 @@ def fail(event: dict[str, Any], clients: dict[str, Any]) -> dict[str, Any]:
 
 
 _CLIENTS: dict[str, Any] = {}
-ACTIONS = ("claim", "load", "finish", "fail")
+ACTIONS = ("claim", "load", "target", "finish", "fail")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -275,6 +292,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return claim(event, _CLIENTS, datetime.now(timezone.utc))  # noqa: UP017 (Python 3.9)
     if action == "load":
         return to_load(event, _CLIENTS)
+    if action == "target":
+        return record_target(event, _CLIENTS)
     if action == "finish":
         return finish(event, _CLIENTS)
     if action == "fail":

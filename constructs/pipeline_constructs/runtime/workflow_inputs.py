@@ -42,7 +42,17 @@ from typing import Any
 
 try:
     from pipeline_constructs.runtime.pipeline_plan import CLEAN, CRAWL, LOAD
-    from pipeline_constructs.runtime.upload_ledger import FAILED, LOADED, STATE_INDEX, LedgerConflict, Upload, UploadLedger, from_item
+    from pipeline_constructs.runtime.upload_ledger import (
+        FAILED,
+        LOADED,
+        STATE_INDEX,
+        LedgerConflict,
+        Upload,
+        UploadLedger,
+        from_item,
+        loaded_targets,
+        targets_to_load,
+    )
 except ImportError:  # on Glue: top-level modules shipped beside the job
     from pipeline_plan import CLEAN, CRAWL, LOAD  # type: ignore[import-not-found,no-redef]
     from upload_ledger import (  # type: ignore[import-not-found,no-redef]
@@ -53,10 +63,12 @@ except ImportError:  # on Glue: top-level modules shipped beside the job
         Upload,
         UploadLedger,
         from_item,
+        loaded_targets,
+        targets_to_load,
     )
 
 # Re-exported for the load job, which imports only this module by name.
-__all__ = ["LOAD", "LOADED", "LedgerConflict", "Upload", "UploadLedger"]
+__all__ = ["FAILED", "LOAD", "LOADED", "LedgerConflict", "Upload", "UploadLedger", "loaded_targets", "targets_to_load"]
 
 LOG = logging.getLogger("workflow_inputs")
 
