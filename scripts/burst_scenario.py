@@ -15,6 +15,15 @@ CrawlerRunningException; the clean job takes 60-120 s; a MERGE takes 15-30 s and
 another MERGE committed after it began. Time is virtual (the definitions' own Wait and Retry durations, on a clock
 that only the harness advances, with seeded randomness): the same seeds print the same table on any machine under any
 load. `trace` is the start of a digest of every call the run made, with its simulated time and input.
+
+The second table runs the same burst (same arrival instants, seeds and world) through the scheduled definition
+(the dev stage with its Step Functions form on `rate(5 minutes)`, micro-batch, and on `cron(0 * * * ? *)`, hourly;
+tests/asl/scheduled_burst.mjs): each firing starts one execution, whose claim takes the run lock and every upload
+that has arrived (the ledger and the scheduled runs function simulated on the virtual clock), cleans them in one
+clean job run (60-120 s plus 0.5 s per upload), loads once (one MERGE) and ends them loaded; the next firing takes
+what arrived after. The first firing comes 1 ms before the last upload lands: the worst case for that upload, which
+then waits a whole interval for the next firing (a firing that finds a run still going ends at once). Upload mode
+there is today's definition of the first table: one execution, and one MERGE, per upload.
 """
 
 from __future__ import annotations
@@ -27,10 +36,45 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "constructs"), str(ROOT)]
 
-from tests.asl_runner import definition_from_template, run_burst  # noqa: E402
+from tests.asl_runner import definition_from_template, run_burst, run_scheduled_burst  # noqa: E402
 from tests.cdk_app import pinned_context, synth_app  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "asl" / "fixtures"
+SCHEDULES = {"micro-batch 5 min": ("rate(5 minutes)", 300), "hourly": ("cron(0 * * * ? *)", 3600)}
+
+
+def scheduled_definition(expression: str) -> dict:
+    """dev's Step Functions definition with the form started by `expression` (UTC) instead of by each upload."""
+    context = pinned_context()
+    dev = {**context["pipeline:environments"]["dev"], "forms": ["step_functions"]}
+    dev["trigger"] = {"step_functions": {"schedule": expression, "time_zone": "UTC"}}
+    context["pipeline:environments"] = {"dev": dev}
+    return definition_from_template(synth_app(context, nag=False).template("dev", "StepFunctions"))
+
+
+def print_modes(today: dict, uploads_counts: list[int], seeds: list[int]) -> None:
+    """Upload mode (today's definition) against the scheduled definition at each schedule, in one table."""
+    scheduled = {label: (scheduled_definition(expression), interval) for label, (expression, interval) in SCHEDULES.items()}
+    print("\nThe same bursts in each mode: upload (one execution per upload), micro-batch and hourly (one per firing)")
+    print(
+        f"{'uploads':>7} {'mode':<17} {'seed':>4} {'executions':>10} {'crawls':>6} {'MERGEs':>6} {'MERGE conflicts':>15}"
+        f" {'loaded':>6} {'failed':>6} {'last upload s':>13}"
+    )
+    for uploads in uploads_counts:
+        for seed in seeds:
+            r = run_burst(today, uploads=uploads, seed=seed, timeout=600)
+            merges = r.loads_committed + r.load_conflicts
+            print(
+                f"{uploads:>7} {'upload':<17} {seed:>4} {len(r.executions):>10} {r.crawls_started:>6} {merges:>6}"
+                f" {r.load_conflicts:>15} {r.succeeded:>6} {r.failed:>6} {round(r.last_loaded_after):>13}"
+            )
+        for label, (definition, interval) in scheduled.items():
+            for seed in seeds:
+                s = run_scheduled_burst(definition, interval_seconds=interval, uploads=uploads, seed=seed, timeout=600)
+                print(
+                    f"{uploads:>7} {label:<17} {seed:>4} {len(s.executions):>10} {s.crawls_started:>6} {s.merges_started:>6}"
+                    f" {s.load_conflicts:>15} {s.loaded:>6} {uploads - s.loaded:>6} {round(s.last_loaded_after):>13}"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                     f" {r.max_concurrent_merges:>10} {round(r.longest_lock_wait):>9} {round(r.last_loaded_after):>11}"
                     f" {r.simulated_seconds:>7} {r.trace[:12]:>12}  {failed_at}"
                 )
+    print_modes(today, args.uploads, args.seeds)
     return 0
 
 

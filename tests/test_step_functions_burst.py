@@ -30,7 +30,8 @@ from typing import Any
 
 import pytest
 
-from tests.asl_runner import BurstResult, definition_from_template, run_burst
+from tests.asl_runner import BurstResult, definition_from_template, run_burst, run_scheduled_burst
+from tests.cdk_app import pinned_context, synth_app
 
 FIXTURES = Path(__file__).parent / "asl" / "fixtures"
 BEFORE = FIXTURES / "dev_state_machine_before_issue_12.json"
@@ -192,3 +193,47 @@ def test_the_same_seed_gives_the_same_burst_on_a_loaded_machine(definition: dict
 
     assert loaded.calls > 0 and len(loaded.trace) == 64
     assert loaded == quiet  # every field, the digest of every call at its simulated time and of every outcome included
+
+
+# --- the same burst on a schedule (issue 24) ------------------------------------------------------------------------------
+SCHEDULES = {"micro-batch": ("rate(5 minutes)", 300), "hourly": ("cron(0 * * * ? *)", 3600)}
+STAGE_OF = {"micro-batch": "dev", "hourly": "staging"}
+"""Both definitions come from one synth: dev's settings as the dev stage (micro-batch) and as the staging stage (hourly)."""
+
+
+@pytest.fixture(scope="module")
+def scheduled_definitions() -> dict[str, dict[str, Any]]:
+    """dev's Step Functions definition on each schedule (UTC), synthesized in one app (STAGE_OF)."""
+    context = pinned_context()
+    dev = {**context["pipeline:environments"]["dev"], "forms": ["step_functions"]}
+    context["pipeline:environments"] = {
+        STAGE_OF[mode]: {**dev, "trigger": {"step_functions": {"schedule": expression, "time_zone": "UTC"}}}
+        for mode, (expression, _) in SCHEDULES.items()
+    }
+    app = synth_app(context, nag=False)
+    return {mode: definition_from_template(app.template(STAGE_OF[mode], "StepFunctions")) for mode in SCHEDULES}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("uploads", [20, 200])
+@pytest.mark.parametrize("mode", sorted(SCHEDULES))
+def test_on_a_schedule_a_burst_loads_every_upload_with_one_merge_per_firing_that_took_uploads(
+    scheduled_definitions: dict[str, dict[str, Any]], mode: str, uploads: int
+) -> None:
+    """The burst's uploads land within 10 s; the schedule first fires 1 ms before the last one lands (its worst case),
+    so that one waits a whole interval. Each firing with uploads cleans them in one job run and loads once."""
+    _, interval = SCHEDULES[mode]
+    for seed in (1, 2, 3):
+        result = run_scheduled_burst(scheduled_definitions[mode], interval_seconds=interval, uploads=uploads, seed=seed)
+        print(
+            f"{mode} {uploads} uploads seed {seed}: {len(result.executions)} executions, {result.crawls_started} crawls, "
+            f"{result.merges_started} MERGEs, {result.load_conflicts} conflicts, {result.loaded} loaded, "
+            f"clean runs {result.clean_runs}, last upload {round(result.last_loaded_after)} s"
+        )
+        assert result.loaded == uploads and result.failed_runs == 0, result.executions
+        assert result.load_conflicts == 0 and result.max_concurrent_merges == 1
+        with_uploads = result.runs_with_uploads
+        assert result.merges_started == result.loads_committed == len(with_uploads)
+        assert result.clean_runs == [run["claimed"] for run in with_uploads] and sum(result.clean_runs) == uploads
+        assert {run["ending"] for run in result.executions if run["claimed"] == 0} <= {"Run Already Going", "Nothing To Run"}
+        assert interval < result.last_loaded_after < 2 * interval + 600, "the last upload waits for the next firing"
