@@ -92,6 +92,19 @@ def deployed_config(target: str) -> dict[str, Any]:
     }
 
 
+BOTH = "both"
+"""The DAG folder whose configuration loads both targets in parallel: DAG id `sales_both_pipeline`."""
+
+
+def both_config() -> dict[str, Any]:
+    """What the construct writes beside the DAG of a form given both targets (`load` is a list: athena, redshift)."""
+    return {
+        **deployed_config("athena"),
+        "dag_id": "sales_both_pipeline",
+        "load": [deployed_config(t)["load"] for t in ("athena", "redshift")],
+    }
+
+
 def scheduled_config() -> dict[str, Any]:
     """What the construct writes beside the DAG of a form with `schedule` (MwaaPipeline(schedule=...)): the athena
     configuration plus the timetable, the inbox and the landing prefix the claim takes uploads from."""
@@ -107,7 +120,7 @@ def scheduled_config() -> dict[str, Any]:
 
 def _write_dag_folder() -> None:
     shutil.rmtree(DAGS_FOLDER, ignore_errors=True)
-    for target in ("athena", "redshift", SCHEDULED):
+    for target in ("athena", "redshift", SCHEDULED, BOTH):
         folder = DAGS_FOLDER / target
         folder.mkdir(parents=True)
         for module in DAG_SOURCE.glob("*.py"):  # the DAG and its modules, as the construct deploys the folder
@@ -117,7 +130,7 @@ def _write_dag_folder() -> None:
             shutil.copy(module, folder / module.name)
         if target == SCHEDULED:  # the claim's module, shipped beside a scheduled DAG only
             shutil.copy(REPO / "constructs" / "pipeline_constructs" / "runtime" / "workflow_inputs.py", folder / "workflow_inputs.py")
-        config = scheduled_config() if target == SCHEDULED else deployed_config(target)
+        config = scheduled_config() if target == SCHEDULED else both_config() if target == BOTH else deployed_config(target)
         (folder / "pipeline_dag_config.json").write_text(json.dumps(config), encoding="utf-8")
     # Airflow puts the DAG folder on sys.path; the DAG imports its sibling pipeline_steps from there.
     sys.path.insert(0, str(DAGS_FOLDER / "athena"))

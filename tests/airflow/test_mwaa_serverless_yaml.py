@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import DAGS_FOLDER, LEDGER_TABLE, REPO, deployed_config
+from conftest import DAGS_FOLDER, LEDGER_TABLE, REPO, both_config, deployed_config
 from test_pipeline_dag import (
     CONF,
     KEY,
@@ -70,6 +70,7 @@ def yaml_dagbag() -> Any:
     SERVERLESS_FOLDER.mkdir(parents=True)
     for target in TARGETS:
         (SERVERLESS_FOLDER / f"{target}.yaml").write_text(workflow_yaml(serverless_config(target)), encoding="utf-8")
+    (SERVERLESS_FOLDER / "both.yaml").write_text(workflow_yaml({**both_config(), "dag_id": "sales_both_serverless"}), encoding="utf-8")
     (SERVERLESS_FOLDER / "load_workflows.py").write_text(
         "# dag-factory's entry point: builds every YAML workflow in this folder (airflow dag)\n"
         "from pathlib import Path\n"
@@ -100,7 +101,7 @@ def yaml_dagbag() -> Any:
 
 def test_dag_factory_loads_both_workflows_without_errors(yaml_dagbag: Any) -> None:
     assert yaml_dagbag.import_errors == {}
-    assert sorted(yaml_dagbag.dags) == ["sales_athena_serverless", "sales_redshift_serverless"]
+    assert sorted(yaml_dagbag.dags) == ["sales_athena_serverless", "sales_both_serverless", "sales_redshift_serverless"]
     dag = yaml_dagbag.dags["sales_athena_serverless"]
     assert dag.catchup is False and dag.schedule is None
     assert dag.params.dump() == {"bucket": "", "key": "", "version_id": "", "run_id": ""}
@@ -242,3 +243,56 @@ def test_retries_and_timeouts_are_within_the_service_limits(yaml_dagbag: Any) ->
             assert 0 <= task.retries <= 3
             assert task.retry_delay <= timedelta(seconds=300) and task.max_retry_delay <= timedelta(seconds=300)
             assert task.execution_timeout <= timedelta(seconds=3600)
+
+
+class _Service:
+    """StartWorkflowRun as pipeline-ops and the trigger call it: the parameters it was given."""
+
+    def __init__(self) -> None:
+        self.parameters: list[dict[str, str]] = []
+
+    def start_workflow_run(self, **request: Any) -> dict[str, str]:
+        self.parameters.append(dict(request["OverrideParameters"]))
+        return {"RunId": f"service-run-{len(self.parameters)}", "Status": "STARTING"}
+
+
+def test_two_targets_one_failing_and_the_new_run_loads_only_the_failed_one(yaml_dagbag: Any, fake_aws: FakeAws) -> None:
+    """The trigger takes the upload and starts the run; the run loads athena and fails at redshift; the failure
+    Lambda's ledger writes (from the run's task states) record both outcomes; the re-run (a new workflow run, as
+    `pipeline-ops rerun` starts it) is told athena is loaded and loads only redshift."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "constructs"))
+    from pipeline_constructs.runtime.upload_lambdas import serverless_runs
+
+    dag = yaml_dagbag.dags["sales_both_serverless"]
+    assert dag.task_dict["find_curated_rows"].downstream_task_ids == {"to_load_athena", "to_load_redshift"}
+    assert dag.task_dict["to_load_athena"].downstream_task_ids == {"load_athena"}
+    assert dag.task_dict["load_athena"].max_active_tis_per_dag == dag.task_dict["load_redshift"].max_active_tis_per_dag == 1
+    ledger = UploadLedger(fake_aws.dynamodb, LEDGER_TABLE, form="mwaa_serverless", ttl_days=30)
+    service = _Service()
+    obj = {"bucket": LANDING, "key": KEY, "version_id": "v1"}
+
+    serverless_runs.start_upload_run(service, "arn:workflow", obj, run_id=RUN_ID, client_token="t1", ledger=ledger)  # type: ignore[arg-type]
+    assert "loaded_targets" not in service.parameters[0]
+    fake_aws.redshift_fails = True
+    failed = dag.test(run_conf={"loaded_targets": "", **service.parameters[0]})
+
+    states = task_states(failed)
+    assert str(failed.state) == "failed" and states["load_athena"] == "success" and states["load_redshift"] == "failed", states
+    assert len(fake_aws.athena_queries()) == 1 and len(fake_aws.redshift_batches) == 1
+    # What the failure Lambda writes from the run's task states (mwaa_serverless.record_target_outcomes, then fail).
+    for task_id, target in (("load_athena", "athena"), ("load_redshift", "redshift")):
+        ledger.target(UPLOAD, run_id=RUN_ID, target=target, outcome="loaded" if states[task_id] == "success" else "failed")
+    ledger.fail(UPLOAD, run_id=RUN_ID, error="LoadFailed", cause="load into redshift failed: FAILED")
+
+    fake_aws.redshift_fails = False
+    serverless_runs.start_upload_run(service, "arn:workflow", obj, run_id="ops-rerun", client_token="t2", ledger=ledger)  # type: ignore[arg-type]
+    assert service.parameters[1]["loaded_targets"] == "athena"
+    rerun = dag.test(run_conf=service.parameters[1])
+
+    states = task_states(rerun)
+    assert str(rerun.state) == "success", states
+    assert states["to_load_athena"] == states["load_athena"] == "skipped" and states["load_redshift"] == "success"
+    assert len(fake_aws.athena_queries()) == 1  # no second MERGE into athena
+    assert len(fake_aws.redshift_batches) == 2  # redshift loaded by the new run

@@ -48,6 +48,8 @@ class FakeAws:
         self.glue = boto3.client("glue", region_name=REGION)
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.redshift_batches: list[dict[str, Any]] = []
+        self.redshift_fails = False
+        """True: every Redshift batch ends FAILED (as a COPY or MERGE that cannot run)."""
         self.curated_rows = True
         self.clean_counts: dict[str, Any] = dict(GOOD_COUNTS)
         self.ledger_writes: list[tuple[str, dict[str, Any]]] = []  # (update expression, the item after it)
@@ -171,7 +173,7 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
         params = {name: self._get_param(name) for name in ("WorkgroupName", "Database", "Sqls", "StatementName")}
         fake.redshift_batches.append(params)
         statement = Statement("", params["Database"], "", [], "; ".join(params["Sqls"]), "")
-        statement.status = "FINISHED"
+        statement.status = "FAILED" if fake.redshift_fails else "FINISHED"
         redshiftdata_backends[ACCOUNT][REGION].statements[statement.id] = statement
         return 200, {}, json.dumps({"Id": statement.id, "Database": params["Database"], "WorkgroupName": params["WorkgroupName"]})
 
@@ -198,7 +200,7 @@ def task_states(dag_run: Any) -> dict[str, str]:
 
 def test_dagbag_has_both_dags_without_import_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dags) == ["sales_athena_pipeline", "sales_redshift_pipeline", "sales_scheduled_pipeline"]
+    assert sorted(dagbag.dags) == ["sales_athena_pipeline", "sales_both_pipeline", "sales_redshift_pipeline", "sales_scheduled_pipeline"]
 
 
 @pytest.mark.parametrize("target, load_operator", [("athena", "AthenaOperator"), ("redshift", "RedshiftDataOperator")])

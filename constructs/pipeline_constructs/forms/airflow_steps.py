@@ -16,7 +16,7 @@ from ..clean_job import CleanJob
 from ..runtime.mwaa.pipeline_steps import RUN_ID_MARKER
 from ..runtime.pipeline_plan import describe_pipeline
 from ..storage import PipelineStorage
-from ..targets.load_target import LoadTarget
+from ..targets.load_target import LoadTarget, LoadTargets, load_targets
 from ..targets.redshift import RedshiftTarget
 
 RUNTIME = Path(__file__).resolve().parent.parent / "runtime"
@@ -36,14 +36,15 @@ def airflow_step_settings(
     storage: PipelineStorage,
     catalog: PipelineCatalog,
     clean_job: CleanJob,
-    target: LoadTarget,
+    target: LoadTargets,
     topic_arn: str,
     max_active_runs: int,
     task_retries: int,
     max_timeout_seconds: int | None = None,
 ) -> dict[str, Any]:
     """The step configuration: resource names, the load, the rows check, and each step's timeout, retry delay and
-    backoff cap from the pipeline plan (a timeout above `max_timeout_seconds`, the service's task limit, is capped)."""
+    backoff cap from the pipeline plan (a timeout above `max_timeout_seconds`, the service's task limit, is capped).
+    `load` is one target's settings, or a list of them for several targets (one load task each)."""
     steps = describe_pipeline()
     timeouts = {step.name: step.timing.timeout_seconds for step in steps}
     if max_timeout_seconds is not None:
@@ -61,7 +62,7 @@ def airflow_step_settings(
         "crawler_name": catalog.crawler_name,
         "clean_job_name": clean_job.job_name,
         "topic_arn": topic_arn,
-        "load": airflow_load_settings(target),
+        "load": _load_configuration(target),
         "curated_rows": {
             "bucket": storage.curated_bucket.bucket_name,
             "prefix": rows_prefix(clean_job),
@@ -75,6 +76,14 @@ def airflow_step_settings(
         "timeouts_seconds": timeouts,
         "dagrun_timeout_seconds": DAGRUN_TIMEOUT_SECONDS,
     }
+
+
+def _load_configuration(target: LoadTargets) -> dict[str, Any] | list[dict[str, Any]]:
+    """One target: its settings, as before; several: a list of them, in the given order."""
+    targets = load_targets(target)
+    if len(targets) == 1:
+        return airflow_load_settings(targets[0])
+    return [airflow_load_settings(each) for each in targets]
 
 
 def rows_prefix(clean_job: CleanJob) -> str:

@@ -46,7 +46,7 @@ from ..runtime.mwaa.pipeline_steps import CONFIG_FILE_NAME
 from ..runtime.upload_ledger import STATE_INDEX
 from ..schedules import Schedule, ScheduleError, airflow_cron
 from ..storage import PipelineStorage
-from ..targets.load_target import LoadTarget, check_load_target
+from ..targets.load_target import LoadTargets, load_targets
 from ..validation import PipelinePropsError, check_positive
 from .airflow_steps import SCHEDULED_STEP_MODULES, SHARED_STEP_MODULES, airflow_step_settings, grant_rows_check
 from .glue_workflow_target import RuleQueueTarget
@@ -116,7 +116,7 @@ class MwaaPipeline(Construct):
         storage: PipelineStorage,
         catalog: PipelineCatalog,
         clean_job: CleanJob,
-        target: LoadTarget,
+        target: LoadTargets,
         alerting: PipelineAlerting,
         vpc: ec2.IVpc,
         ledger: UploadLedger | None = None,
@@ -141,7 +141,9 @@ class MwaaPipeline(Construct):
         :param storage: the landing bucket whose uploads start runs; its access-log bucket receives the DAG bucket's logs.
         :param catalog: the raw crawler the DAG runs.
         :param clean_job: the Glue job the DAG runs for each upload.
-        :param target: where a run is loaded (AthenaTarget or RedshiftTarget).
+        :param target: where a run is loaded (AthenaTarget or RedshiftTarget), or a list of one of each: loaded in
+            parallel after the clean job, one load task per target (`load_athena`, `load_redshift`), each one at a
+            time across runs; a re-run loads only the target that failed. Not with `schedule`.
         :param alerting: the topic of failure messages and alarms, and the key of the trigger queues.
         :param vpc: the VPC of the environment and the trigger Lambda (with no NAT, it needs the interface endpoints
             `network.mwaa_interface_endpoints` lists, and a DynamoDB gateway endpoint for the ledger).
@@ -168,7 +170,13 @@ class MwaaPipeline(Construct):
             Default: None (one DAG run per upload).
         """
         super().__init__(scope, construct_id)
-        check_load_target(target)
+        self.targets = load_targets(target)
+        """The load targets (one, or one of each kind loaded in parallel)."""
+        if schedule is not None and len(self.targets) > 1:
+            raise PipelinePropsError(
+                f"schedule={getattr(schedule, 'expression', schedule)!r} with {len(self.targets)} load targets: a scheduled DAG run "
+                "loads one target; give one target, or run the upload-mode DAG for parallel loads"
+            )
         if airflow_version not in AIRFLOW_VERSIONS:
             raise PipelinePropsError(f"airflow_version={airflow_version!r}: use one of {', '.join(AIRFLOW_VERSIONS)} (Airflow 3 on MWAA)")
         check_mwaa_sizing(environment_class, min_workers, max_workers, schedulers)
@@ -383,7 +391,7 @@ class MwaaPipeline(Construct):
     def _build_dag_bucket(self, storage: PipelineStorage, removal_policy: RemovalPolicy) -> s3.Bucket:
         return storage.new_bucket(self, "DagBucket", log_prefix="mwaa-dags/", removal_policy=removal_policy, encryption_key=self.key)
 
-    def _build_execution_role(self, catalog: PipelineCatalog, clean_job: CleanJob, target: LoadTarget) -> iam.Role:
+    def _build_execution_role(self, catalog: PipelineCatalog, clean_job: CleanJob, target: LoadTargets) -> iam.Role:
         """MWAA's documented minimum, plus exactly the crawler, the clean job, the load target, the topic and the key."""
         stack = Stack.of(self)
         role = iam.Role(
@@ -459,8 +467,9 @@ class MwaaPipeline(Construct):
         ]
         for statement in statements:
             role.add_to_principal_policy(statement)
-        target.grant_load(role)
-        target.review_load_findings(role)
+        for each in load_targets(target):
+            each.grant_load(role)
+            each.review_load_findings(role)
         self.alerting.grant_publish(role)
         acknowledge_findings(
             role,

@@ -49,7 +49,7 @@ from ..runtime.mwaa_serverless.workflow_yaml import MAX_EXECUTION_TIMEOUT_SECOND
 from ..runtime.upload_lambdas.serverless_runs import DATASET_DIMENSION, RUNS_FAILED, RUNS_SUCCEEDED, WORKFLOW_DIMENSION
 from ..schedules import Schedule
 from ..storage import PipelineStorage
-from ..targets.load_target import LoadTarget, check_load_target
+from ..targets.load_target import LoadTargets, load_targets
 from ..validation import PipelinePropsError, check_positive
 from .airflow_steps import airflow_step_settings, grant_rows_check
 
@@ -112,7 +112,7 @@ class MwaaServerlessPipeline(Construct):
         storage: PipelineStorage,
         catalog: PipelineCatalog,
         clean_job: CleanJob,
-        target: LoadTarget,
+        target: LoadTargets,
         alerting: PipelineAlerting,
         ledger: UploadLedger | None = None,
         workflow_name: str | None = None,
@@ -129,7 +129,9 @@ class MwaaServerlessPipeline(Construct):
             log group, and its access-log bucket receives the definition bucket's logs.
         :param catalog: the raw crawler the workflow runs.
         :param clean_job: the Glue job the workflow runs for each upload.
-        :param target: where a run is loaded (AthenaTarget or RedshiftTarget).
+        :param target: where a run is loaded (AthenaTarget or RedshiftTarget), or a list of one of each: one load task
+            per target after the rows check, in parallel; a new run of an upload loads only the targets the ledger does
+            not show loaded (the trigger passes them as the `loaded_targets` parameter).
         :param alerting: the topic of failure messages and alarms, and the key of the trigger queues.
         :param ledger: the upload ledger this form keeps current (the trigger takes the upload, the service's events
             record each step, the outcome and the failure; the clean job writes its counts). Default: none.
@@ -147,7 +149,8 @@ class MwaaServerlessPipeline(Construct):
         """
         super().__init__(scope, construct_id)
         check_serverless_schedule(schedule)
-        check_load_target(target)
+        self.targets = load_targets(target)
+        """The load targets (one, or one of each kind loaded in parallel)."""
         check_positive("max_active_runs", max_active_runs)
         if isinstance(task_retries, bool) or not isinstance(task_retries, int) or not 0 <= task_retries <= MAX_RETRIES:
             raise PipelinePropsError(f"task_retries={task_retries!r}: MWAA Serverless accepts 0 to {MAX_RETRIES} retries per task")
@@ -289,7 +292,7 @@ class MwaaServerlessPipeline(Construct):
 
     # --- builders -------------------------------------------------------------------------------------------------------
 
-    def _build_role(self, catalog: PipelineCatalog, clean_job: CleanJob, target: LoadTarget) -> iam.Role:
+    def _build_role(self, catalog: PipelineCatalog, clean_job: CleanJob, target: LoadTargets) -> iam.Role:
         """The workflow's execution role: exactly the crawler, the clean job, the load target, the topic and the key."""
         role = iam.Role(
             self,
@@ -307,8 +310,9 @@ class MwaaServerlessPipeline(Construct):
         self.definition_bucket.grant_read(role, DEFINITION_KEY)
         self.key.grant_encrypt_decrypt(role)
         self.log_group.grant_write(role)
-        target.grant_load(role)
-        target.review_load_findings(role)
+        for each in load_targets(target):
+            each.grant_load(role)
+            each.review_load_findings(role)
         self.alerting.grant_publish(role)
         acknowledge_findings(
             role,

@@ -7,6 +7,13 @@ same states, steps and fields (`pipeline_plan.LEDGER_TRANSITIONS`, through `uplo
 - The rows check's skip ends it `pipeline_plan.outcome_without_load(rows_quarantined)`, from the clean job's counts.
 - A failed task records `failed` with the error and the cause, before its one SNS message (`pipeline_dag.notify_failure`).
 
+Two load targets (one load task each, `load_athena` and `load_redshift`): each task records its target's outcome
+(`load_<target>`, loaded or failed); a task whose target the ledger already shows loaded is skipped, so a re-run (a
+cleared run, or a new one) loads only the target that failed. The record ends when every target has an outcome,
+written by whichever load ends last: `loaded` when all are loaded, otherwise `failed` with error LoadFailed and a
+cause naming the target ("load into redshift failed: ..."). Failed outcomes of an earlier attempt are forgotten when
+a run takes the upload (or takes it back), so only this attempt's count.
+
 Clearing a run's failed tasks (`pipeline-ops rerun`, or the Airflow UI) re-runs them under the same run id: the first
 write of a cleared task that finds the upload ended by this very run takes it back (`UploadLedger.start`, with force
 for a run cleared after it succeeded, which `pipeline-ops rerun --force` does), then writes.
@@ -25,18 +32,51 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
-from pipeline_steps import CLAIM_TASK_ID, CLAIM_XCOM_KEY, FORM_NAME, pipeline_run_id
+from pipeline_steps import (
+    CLAIM_TASK_ID,
+    CLAIM_XCOM_KEY,
+    FORM_NAME,
+    LOAD_FAILED,
+    load_settings,
+    load_task_id,
+    parallel_loads,
+    pipeline_run_id,
+)
 
 try:
-    from pipeline_constructs.runtime.pipeline_plan import CRAWL, outcome_without_load
-    from pipeline_constructs.runtime.upload_ledger import FAILED, LOADED, RUNNING, LedgerConflict, Upload, UploadLedger
+    from pipeline_constructs.runtime.pipeline_plan import CRAWL, LOAD, outcome_without_load
+    from pipeline_constructs.runtime.upload_ledger import (
+        FAILED,
+        LOADED,
+        RUNNING,
+        LedgerConflict,
+        Upload,
+        UploadLedger,
+        attribute_names,
+        loaded_targets,
+        now_iso,
+        target_attribute,
+    )
 except ImportError:  # beside the DAG, shipped as top-level modules
-    from pipeline_plan import CRAWL, outcome_without_load  # type: ignore[import-not-found,no-redef]
-    from upload_ledger import FAILED, LOADED, RUNNING, LedgerConflict, Upload, UploadLedger  # type: ignore[import-not-found,no-redef]
+    from pipeline_plan import CRAWL, LOAD, outcome_without_load  # type: ignore[import-not-found,no-redef]
+    from upload_ledger import (  # type: ignore[import-not-found,no-redef]
+        FAILED,
+        LOADED,
+        RUNNING,
+        LedgerConflict,
+        Upload,
+        UploadLedger,
+        attribute_names,
+        loaded_targets,
+        now_iso,
+        target_attribute,
+    )
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[Any], None]
+LOAD_FAILURE_XCOM_KEY = "load_failure"
+"""XCom of a failed per-target load: its cause, for the load that ends last to write into the record."""
 SUPERSEDED = "VersionSuperseded"
 """The error of an upload a scheduled run gave up because it also held a newer version of the same object."""
 
@@ -48,6 +88,8 @@ class DagLedger:
         self.table = str(config["ledger_table"])
         self.ttl_days = int(config["ledger_ttl_days"])
         self.region = str(config["region"])
+        self.targets = [str(settings["target"]) for settings in load_settings(config)] if parallel_loads(config) else []
+        """The load targets when there are several (one load task each); empty with one target."""
 
     def _ledger(self) -> UploadLedger:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -67,6 +109,8 @@ class DagLedger:
             except LedgerConflict as conflict:
                 if not self._take_back(ledger, run, step):
                     raise AirflowSkipException(f"{conflict}: this run runs no step") from conflict
+                return
+            self._forget_failed_targets(ledger, run)
 
         take_upload.__name__ = f"take_upload_at_{step}"
         return take_upload
@@ -115,6 +159,91 @@ class DagLedger:
         run = _Run(context)
         self._ledger().fail(run.upload, run_id=run.run_id, error=error, cause=cause)
 
+    # --- one load task per target (two targets) ---------------------------------------------------------------------
+    def target_load(self, target: str) -> Hook:
+        """pre_execute of one target's load: skipped when the ledger shows the target loaded (a re-run loads only the
+        rest); otherwise the run reached the load (a cleared task takes the upload back first)."""
+
+        def start_target_load(context: Any) -> None:
+            run = _Run(context)
+            ledger = self._ledger()
+            if target in loaded_targets(ledger.get(run.upload)):
+                self._settle(ledger, run, context)  # every other target may be loaded too: the record ends here
+                raise AirflowSkipException(
+                    f"{run.upload.uri} is loaded into {target} already ({target_attribute(target)}): not loaded again"
+                )
+            self._write(run, LOAD, lambda ledger: ledger.step(run.upload, run_id=run.run_id, step=LOAD), after_take_back=False)
+
+        start_target_load.__name__ = f"start_{load_task_id(target)}"
+        return start_target_load
+
+    def target_loaded(self, target: str) -> Callable[[Any, Any], None]:
+        """post_execute of one target's load: `load_<target>` = loaded; the last target to end ends the record."""
+
+        def record_target_loaded(context: Any, result: Any = None) -> None:
+            run = _Run(context)
+            ledger = self._ledger()
+            ledger.target(run.upload, run_id=run.run_id, target=target, outcome=LOADED)
+            self._settle(ledger, run, context)
+
+        return record_target_loaded
+
+    def target_failed(self, context: Any, target: str, *, cause: str) -> None:
+        """A target's load failed (from notify_failure; raises when refused): `load_<target>` = failed, the cause kept
+        for the load that ends last (XCom), and the record failed now if every other target has ended."""
+        run = _Run(context)
+        ledger = self._ledger()
+        context["ti"].xcom_push(key=LOAD_FAILURE_XCOM_KEY, value=cause)
+        ledger.target(run.upload, run_id=run.run_id, target=target, outcome=FAILED)
+        self._settle(ledger, run, context, causes={target: cause})
+
+    def _settle(self, ledger: UploadLedger, run: _Run, context: Any, causes: Mapping[str, str] | None = None) -> None:
+        """End the record once every target has an outcome in this run: loaded when all are, else failed naming the
+        targets that failed. Nothing while another target's load is still going, or when the record has ended."""
+        record = ledger.get(run.upload)
+        if record is None or record.get("state") != RUNNING or record.get("owner") != run.run_id:
+            return
+        outcomes = {target: record.get(target_attribute(target)) for target in self.targets}
+        if any(outcome is None for outcome in outcomes.values()):
+            return
+        failed = [target for target, outcome in outcomes.items() if outcome == FAILED]
+        try:
+            if not failed:
+                ledger.finish(run.upload, run_id=run.run_id, outcome=LOADED)
+                return
+            known = dict(causes or {})
+            for target in failed:
+                if target not in known:
+                    pulled = context["ti"].xcom_pull(task_ids=load_task_id(target), key=LOAD_FAILURE_XCOM_KEY)
+                    known[target] = str(pulled) if pulled else f"load into {target} failed (its alert has the error)"
+            ledger.fail(run.upload, run_id=run.run_id, error=LOAD_FAILED, cause="; ".join(known[target] for target in failed))
+        except LedgerConflict:
+            if (ledger.get(run.upload) or {}).get("state") not in (LOADED, FAILED):
+                raise
+            log.info("%s: another load of run %s ended the record at the same moment", run.upload.uri, run.run_id)
+
+    def _forget_failed_targets(self, ledger: UploadLedger, run: _Run) -> None:
+        """Remove the failed target outcomes of an earlier attempt (the run just took the upload): only this
+        attempt's outcomes end the record. Loaded ones stay (those targets are not loaded again)."""
+        if not self.targets:
+            return
+        record = ledger.get(run.upload) or {}
+        stale = [target for target in self.targets if record.get(target_attribute(target)) == FAILED]
+        if not stale:
+            return
+        expression = {
+            "UpdateExpression": "SET #updated_at = :now REMOVE " + ", ".join(f"#{target_attribute(target)}" for target in stale),
+            "ConditionExpression": "#state = :running AND #owner = :run_id",
+        }
+        ledger.client.update_item(
+            TableName=ledger.table_name,
+            Key=run.upload.item_key(),
+            UpdateExpression=expression["UpdateExpression"],
+            ConditionExpression=expression["ConditionExpression"],
+            ExpressionAttributeNames=attribute_names(expression, run.run_id),
+            ExpressionAttributeValues={":now": {"S": now_iso()}, ":running": {"S": RUNNING}, ":run_id": {"S": run.run_id}},
+        )
+
     # --- writes -----------------------------------------------------------------------------------------------------
     def _write(self, run: _Run, step: str | None, write: Callable[[UploadLedger], Any], *, after_take_back: bool = True) -> None:
         """`write`; refused because this run had ended the upload (its tasks were cleared), take it back at `step` (the
@@ -128,8 +257,7 @@ class DagLedger:
             if after_take_back:
                 write(ledger)
 
-    @staticmethod
-    def _take_back(ledger: UploadLedger, run: _Run, step: str | None) -> bool:
+    def _take_back(self, ledger: UploadLedger, run: _Run, step: str | None) -> bool:
         """Take the upload again when this run ended it (failed, or finished before its tasks were cleared); False
         when another run holds it or another run ended it."""
         record = ledger.get(run.upload)
@@ -138,6 +266,7 @@ class DagLedger:
         taken_at = step if step is not None else str(record.get("step"))
         ledger.start(run.upload, run_id=run.run_id, execution=run.execution, step=taken_at, force=True)
         log.info("run %s takes %s back from %s (its tasks were cleared)", run.run_id, run.upload.uri, record.get("state"))
+        self._forget_failed_targets(ledger, run)
         return True
 
 

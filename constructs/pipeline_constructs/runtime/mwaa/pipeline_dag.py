@@ -12,6 +12,12 @@ pending upload in the ledger (`dag_ledger.ScheduledLedger`); nothing pending and
 tasks skipped. Otherwise one crawl, one clean job run over all of them, one load; each upload ends with its own
 outcome, and a failure is recorded on every upload the run still holds, for the next run to retake.
 
+With two load targets (`load` a list in the configuration): one load task per target after the rows check
+(`load_athena`, `load_redshift`), in parallel, each one at a time across runs; each records its target's outcome in
+the ledger and is skipped when the ledger shows its target loaded, so clearing the failed task of a run (or a new
+run) loads only the target that failed (dag_ledger.DagLedger.target_load). A failed load's message names it
+(failed_step `load_<target>`, cause "load into <target> failed: ...").
+
 Parse time stays small: the top level reads one JSON file and imports the operator classes; AWS clients are created
 only when a task runs.
 """
@@ -25,7 +31,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, chain
+from airflow.sdk import DAG, CronTriggerTimetable
 from dag_ledger import DagLedger, ScheduledLedger  # type: ignore[import-not-found]  # beside the DAG in its folder
 from pipeline_steps import (
     CLAIM_TASK_ID,
@@ -36,6 +42,7 @@ from pipeline_steps import (
     describe_steps,
     failure_message,
     is_scheduled,
+    parallel_loads,
 )
 
 try:
@@ -48,7 +55,13 @@ log = logging.getLogger(__name__)
 CONFIG = json.loads((Path(__file__).resolve().parent / CONFIG_FILE_NAME).read_text(encoding="utf-8"))
 DAG_ID = CONFIG["dag_id"]
 SCHEDULED = is_scheduled(CONFIG)
+if SCHEDULED and parallel_loads(CONFIG):
+    raise ValueError(f"{DAG_ID}: a scheduled DAG loads one target (the configuration's `load` is a list of {len(CONFIG['load'])})")
 LEDGER: DagLedger | None = ScheduledLedger(CONFIG) if SCHEDULED else DagLedger(CONFIG) if CONFIG.get("ledger_table") is not None else None
+
+
+TARGET_OF_TASK = {step.task_id: step.target for step in describe_steps(CONFIG) if step.target is not None}
+"""The per-target load tasks (two targets) and their target."""
 
 
 def notify_failure(context: Any) -> None:
@@ -60,12 +73,21 @@ def notify_failure(context: Any) -> None:
     dag_run = context["dag_run"]
     task_id = context["ti"].task_id
     uploads = LEDGER.claimed_uris(context) if isinstance(LEDGER, ScheduledLedger) else None
+    target = TARGET_OF_TASK.get(task_id)
     message = failure_message(
-        conf=dag_run.conf, airflow_run_id=dag_run.run_id, failed_step=task_id, error=context.get("exception"), uploads=uploads
+        conf=dag_run.conf,
+        airflow_run_id=dag_run.run_id,
+        failed_step=task_id,
+        error=context.get("exception"),
+        uploads=uploads,
+        target=target,
     )
     if LEDGER is not None:
         try:
-            LEDGER.fail(context, error=message["error"], cause=message["cause"])
+            if target is not None:  # one of several targets: its outcome; the last load to end fails the record
+                LEDGER.target_failed(context, target, cause=message["cause"])
+            else:
+                LEDGER.fail(context, error=message["error"], cause=message["cause"])
         except Exception:
             log.exception("the ledger did not record the failure of %s at %s; the alert goes out all the same", message["object"], task_id)
     SnsHook(aws_conn_id=None, region_name=CONFIG["region"]).publish_to_target(
@@ -83,6 +105,8 @@ def _ledger_hooks(step: Step, first: str, last: str) -> dict[str, Any]:
         return {}
     if step.task_id == ROWS_CHECK_TASK_ID:
         return {"on_skipped_callback": LEDGER.outcome_without_load}
+    if step.target is not None:  # one of several load targets: its own outcome, skipped when already loaded
+        return {"pre_execute": LEDGER.target_load(step.target), "post_execute": LEDGER.target_loaded(step.target)}
     hooks: dict[str, Any]
     if isinstance(LEDGER, ScheduledLedger):  # the claim took the uploads; the clean job is told which ones it holds
         hooks = {"pre_execute": LEDGER.clean_sources(step.task_id) if step.task_id == CLEAN else LEDGER.step(step.task_id)}
@@ -161,5 +185,9 @@ with DAG(
 ) as dag:
     steps = describe_steps(CONFIG)
     planned = [step.task_id for step in steps if step.task_id != ROWS_CHECK_TASK_ID]
-    operators = [_operator(step, planned[0], planned[-1]) for step in steps]
-    chain(*([_claim(), *operators] if SCHEDULED else operators))
+    operators = {step.task_id: _operator(step, planned[0], planned[-1]) for step in steps}
+    for step in steps:  # crawl -> clean -> rows check -> the load (or one load per target, side by side)
+        for upstream in step.upstream:
+            operators[upstream] >> operators[step.task_id]
+    if SCHEDULED:
+        _claim() >> operators[steps[0].task_id]

@@ -7,6 +7,10 @@ A step the plan runs one at a time (the load) gets `max_active_tis_per_dag=1`: t
 of the DAG, which needs nothing created in the environment (a pool must exist first: Airflow leaves a task whose
 pool does not exist unscheduled, and MWAA Serverless offers no way to create one).
 
+With two load targets (the configuration's `load` is a list) the load is one task per target after the rows check,
+`load_athena` and `load_redshift`, each with its own limit of one: the two targets load in parallel, two loads into
+one target never do.
+
 Standard library only: Airflow's DAG processor imports this module beside the DAG file (the DAG folder is on
 `sys.path`, with pipeline_plan.py and upload_ledger.py beside it), and the construct library imports it without
 Airflow installed. Everything deployment-specific (resource names, the load SQL, timeouts) comes from the JSON
@@ -74,11 +78,29 @@ class Step:
     max_active_tis_per_dag: int | None = None
     """1 for a step the plan runs one at a time (the load): Airflow's scheduler queues this task of one run only
     while no other run's instance of it is active; None: no limit of its own."""
+    target: str | None = None
+    """The load target of a per-target load task (two targets: 'athena' or 'redshift'); None otherwise."""
 
 
 def is_scheduled(config: Mapping[str, Any]) -> bool:
     """True when the deployed configuration has a `schedule` (the DAG starts on the clock and claims its uploads)."""
     return config.get("schedule") is not None
+
+
+def load_settings(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The configuration's load targets: `load` is one target's settings, or a list of them (parallel loads)."""
+    load = config["load"]
+    return list(load) if isinstance(load, list) else [load]
+
+
+def parallel_loads(config: Mapping[str, Any]) -> bool:
+    """True when the configuration loads more than one target (one load task per target)."""
+    return len(load_settings(config)) > 1
+
+
+def load_task_id(target: str) -> str:
+    """The task of one target's load when there are several: load_athena, load_redshift."""
+    return f"{LOAD}_{target}"
 
 
 def pipeline_run_id(airflow_run_id: str) -> str:
@@ -98,8 +120,17 @@ def describe_steps(config: Mapping[str, Any]) -> list[Step]:
             guard = _rows_check(config, planned, common, upstream)
             steps.append(guard)
             upstream = (guard.task_id,)
+        timeout = int(config["timeouts_seconds"][planned.name])
+        if planned.name == LOAD and parallel_loads(config):  # one task per target, side by side after the guard
+            for settings in load_settings(config):
+                target = str(settings["target"])
+                operator, arguments = _load_target(settings, common, poll)
+                doc = f"{planned.doc} Into {target}; skipped when the ledger says {target} is loaded (a re-run loads only the rest)."
+                task = _task(config, load_task_id(target), operator, arguments, timeout, doc, upstream)
+                steps.append(replace(task, max_active_tis_per_dag=1 if planned.one_at_a_time else None, target=target))
+            continue
         operator, arguments = _OPERATORS[planned.name](config, common, poll)
-        task = _task(config, planned.name, operator, arguments, int(config["timeouts_seconds"][planned.name]), planned.doc, upstream)
+        task = _task(config, planned.name, operator, arguments, timeout, planned.doc, upstream)
         steps.append(replace(task, max_active_tis_per_dag=1) if planned.one_at_a_time else task)
     return steps
 
@@ -171,7 +202,10 @@ def _clean(config: Mapping[str, Any], common: dict[str, Any], poll: int) -> tupl
 
 
 def _load(config: Mapping[str, Any], common: dict[str, Any], poll: int) -> tuple[str, dict[str, Any]]:
-    load_config = config["load"]
+    return _load_target(config["load"], common, poll)
+
+
+def _load_target(load_config: Mapping[str, Any], common: dict[str, Any], poll: int) -> tuple[str, dict[str, Any]]:
     if load_config["target"] == "athena":
         return "airflow.providers.amazon.aws.operators.athena.AthenaOperator", {
             "query": load_config["sql"].replace(RUN_ID_MARKER, RUN_ID_TEMPLATE),
@@ -225,6 +259,8 @@ def _rows_check(config: Mapping[str, Any], guarded: PipelineStep, common: dict[s
     )
 
 
+LOAD_FAILED = "LoadFailed"
+"""The error of a failed per-target load (two targets), in its message and the ledger."""
 MESSAGE_URIS = 20
 """A scheduled run's failure message names at most this many of its uploads (and how many there are)."""
 
@@ -236,9 +272,11 @@ def failure_message(
     failed_step: str,
     error: BaseException | str | None,
     uploads: list[str] | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """The SNS message of a failed run: the same fields the other forms send. `uploads`: the URIs a scheduled run
-    claimed (its `object` names them instead of the conf's object)."""
+    claimed (its `object` names them instead of the conf's object). `target`: the failed step is that target's load
+    (two targets): error LoadFailed, the cause starting "load into <target> failed: "."""
     conf = conf or {}
     bucket, key = conf.get("bucket"), conf.get("key")
     exception_name = type(error).__name__ if isinstance(error, BaseException) else "TaskFailed"
@@ -246,6 +284,9 @@ def failure_message(
     if uploads:
         more = f" and {len(uploads) - MESSAGE_URIS} more" if len(uploads) > MESSAGE_URIS else ""
         named = f"{len(uploads)} uploads of a scheduled run: " + ", ".join(uploads[:MESSAGE_URIS]) + more
+    cause = str(error) if error is not None else "the task failed without an exception (killed, or timed out outside the task)"
+    if target is not None:
+        exception_name, cause = LOAD_FAILED, f"load into {target} failed: {exception_name}: {cause}"
     return {
         "pipeline": FORM_NAME,
         "object": named,
@@ -253,5 +294,5 @@ def failure_message(
         "run_id": pipeline_run_id(airflow_run_id),
         "failed_step": failed_step,
         "error": exception_name,
-        "cause": str(error) if error is not None else "the task failed without an exception (killed, or timed out outside the task)",
+        "cause": cause,
     }

@@ -16,6 +16,12 @@ dag-factory YAML file, so the two cannot drift apart. Only what the service does
 - The load runs one at a time across runs through the task's own `max_active_tis_per_dag: 1`, as in the MWAA DAG:
   a pool would have to exist in the environment first, and MWAA Serverless has no API to create one.
 
+- Two load targets: one load task per target after the rows check, as in the MWAA DAG, each behind its own guard
+  (`to_load_<target>`, the rows check's sensor): the YAML runs no Python, so the ledger check is made by whoever
+  starts the run, which passes the targets the ledger shows loaded as the `loaded_targets` run parameter
+  (serverless_runs.start_upload_run); the guard of such a target lists a key that cannot exist and soft-fails, so
+  its load is skipped and a re-run (a new workflow run) loads only the target that failed.
+
 Standard library and PyYAML only: the construct library imports this module at synth time without Airflow.
 """
 
@@ -28,11 +34,16 @@ from typing import Any
 
 import yaml
 
-from ..mwaa.pipeline_steps import Step, describe_steps
+from ..mwaa.pipeline_steps import ROWS_CHECK_TASK_ID, Step, describe_steps, parallel_loads
 
 FORM_NAME = "mwaa_serverless"
 # The run's parameters: StartWorkflowRun's OverrideParameters override these defaults.
 RUN_PARAMETERS = ("bucket", "key", "version_id", "run_id")
+LOADED_TARGETS_PARAMETER = "loaded_targets"
+"""Two targets: the targets the ledger shows loaded, comma-separated (empty: load every target)."""
+GUARD_PREFIX = "to_load_"
+"""Two targets: the guard task before each target's load (`to_load_athena`), skipped when the target is loaded."""
+_RUN_ID_EXPRESSION = "((params.run_id or ti.run_id) | replace('~', '-') | replace(':', '-') | replace('+', '-'))"
 MAX_RETRIES = 3
 MAX_RETRY_DELAY_SECONDS = 300
 MAX_EXECUTION_TIMEOUT_SECONDS = 3600
@@ -90,11 +101,39 @@ def _serverless_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def serverless_steps(config: Mapping[str, Any]) -> list[Step]:
-    """The MWAA DAG's steps for the same configuration, with the templates and the form name MWAA Serverless uses."""
-    steps = [replace(step, arguments=_serverless_arguments(step.arguments)) for step in describe_steps(config)]
+    """The MWAA DAG's steps for the same configuration, with the templates and the form name MWAA Serverless uses
+    (two targets: each load behind its guard)."""
+    steps: list[Step] = []
+    for step in describe_steps(config):
+        step = replace(step, arguments=_serverless_arguments(step.arguments))
+        if step.target is not None:
+            guard = _target_guard(config, step, steps)
+            steps.append(guard)
+            step = replace(step, upstream=(guard.task_id,))
+        steps.append(step)
     for step in steps:
         check_limits(step)
     return steps
+
+
+def _target_guard(config: Mapping[str, Any], load: Step, steps: list[Step]) -> Step:
+    """The rows check's sensor again, for one target: the same listing when the target is to be loaded, else a key
+    under the run's folder that cannot exist, so the guard soft-fails and the target's load is skipped."""
+    assert load.target is not None
+    rows_check = next(step for step in steps if step.task_id == ROWS_CHECK_TASK_ID)
+    rows = config["curated_rows"]
+    target = load.target
+    key = (
+        f"{{{{ '{rows['prefix']}' ~ {_RUN_ID_EXPRESSION} ~ ('/{rows['partition']}=*' if '{target}' not in "
+        f"(params.{LOADED_TARGETS_PARAMETER} or '').split(',') else '/already-loaded-into-{target}') }}}}"
+    )
+    return replace(
+        rows_check,
+        task_id=f"{GUARD_PREFIX}{target}",
+        arguments={**rows_check.arguments, "bucket_key": key},
+        doc=f"Load into {target}? Skipped (and its load) when the run's `{LOADED_TARGETS_PARAMETER}` names {target}.",
+        upstream=(ROWS_CHECK_TASK_ID,),
+    )
 
 
 def _timedelta(seconds: int) -> dict[str, Any]:
@@ -133,7 +172,7 @@ def workflow_definition(config: Mapping[str, Any]) -> dict[str, Any]:
             "start_date": START_DATE.isoformat(),
             "catchup": False,
             "max_active_runs": int(config["max_active_runs"]),
-            "params": {name: "" for name in RUN_PARAMETERS},
+            "params": {name: "" for name in RUN_PARAMETERS + ((LOADED_TARGETS_PARAMETER,) if parallel_loads(config) else ())},
             "tags": [FORM_NAME, config["dataset"]],
             "tasks": {step.task_id: _task(step) for step in serverless_steps(config)},
         }

@@ -22,6 +22,11 @@ form sends (pipeline, object, run_id, failed_step, error, cause, execution) -> t
 task's step. A record that already shows this run failed means a repeated event: no second message. A refused or
 failed ledger write never stops the message. If a lookup fails it still publishes what the event says.
 
+Two load targets (one load task each, `load_athena`, `load_redshift`): the success and the failure record each target's
+outcome (`load_<target>`) from its task (success: loaded; failed or timed out: failed); the run failed at a target's
+load is recorded with error LoadFailed and a cause naming it ("load into redshift failed: ..."). A later run of the
+upload is told which targets are loaded (serverless_runs.LOADED_TARGETS_PARAMETER) and loads only the others.
+
 Run counts (`count_run`): each run outcome prints one embedded-metric-format line (serverless_runs.run_metric_line):
 RunsSucceeded from `record_progress`, RunsFailed from `report_failure` (failed, timed-out and stopped runs), in
 METRICS_NAMESPACE with dimensions Dataset (DATASET) and WorkflowName (WORKFLOW_NAME); CloudWatch Logs makes the metric
@@ -68,7 +73,7 @@ try:
         dag_run_id,
         uploaded_object,
     )
-    from pipeline_constructs.runtime.upload_ledger import FAILED, LOADED, RUNNING, LedgerConflict, Upload, UploadLedger
+    from pipeline_constructs.runtime.upload_ledger import FAILED, LOADED, RUNNING, TARGET_NAMES, LedgerConflict, Upload, UploadLedger
 except ImportError:  # in Lambda: the asset folder is the top level
     from pipeline_plan import LOAD, describe_pipeline, outcome_without_load  # type: ignore[import-not-found,no-redef]
     from serverless_runs import (  # type: ignore[import-not-found,no-redef]
@@ -91,7 +96,15 @@ except ImportError:  # in Lambda: the asset folder is the top level
         dag_run_id,
         uploaded_object,
     )
-    from upload_ledger import FAILED, LOADED, RUNNING, LedgerConflict, Upload, UploadLedger  # type: ignore[import-not-found,no-redef]
+    from upload_ledger import (  # type: ignore[import-not-found,no-redef]
+        FAILED,
+        LOADED,
+        RUNNING,
+        TARGET_NAMES,
+        LedgerConflict,
+        Upload,
+        UploadLedger,
+    )
 
 logger = logging.getLogger()
 logger.setLevel(logging.INFO)
@@ -104,6 +117,9 @@ FAILED_TASK_STATES = ("FAILED", "TIMEOUT")
 STARTED_TASK_STATES = ("RUNNING", "SUCCESS", "FAILED", "TIMEOUT", "UP_FOR_RETRY", "UP_FOR_RESCHEDULE", "DEFERRED", "RESTARTING")
 """Task instance states of a task that began (the run reached its step)."""
 STEPS = tuple(step.name for step in describe_pipeline())
+TARGET_TASKS = {f"{LOAD}_{target}": target for target in TARGET_NAMES}
+"""The load task of each target in a workflow with two targets (runtime/mwaa/pipeline_steps.load_task_id)."""
+LOAD_FAILED = "LoadFailed"
 TASK_RUNNING_DETAIL_TYPE = "MWAA Serverless Task Running"
 RUN_SUCCEEDED_DETAIL_TYPE = "MWAA Serverless Workflow Run Succeeded"
 
@@ -212,8 +228,19 @@ class WorkflowRun:
     def reached(self) -> list[str]:
         """The plan's steps whose task began, in the plan's order (the rows check is no step: a run that failed there
         reached clean)."""
-        began = {task.task_id for task in self.tasks if task.status in STARTED_TASK_STATES}
+        began = {LOAD if task.task_id in TARGET_TASKS else task.task_id for task in self.tasks if task.status in STARTED_TASK_STATES}
         return [step for step in STEPS if step in began]
+
+    def target_outcomes(self) -> dict[str, str]:
+        """Two targets: the outcome of each target whose load task ended (loaded, or failed); empty with one target."""
+        outcomes: dict[str, str] = {}
+        for task in self.tasks:
+            target = TARGET_TASKS.get(task.task_id)
+            if target is not None and task.status == "SUCCESS":
+                outcomes[target] = LOADED
+            elif target is not None and task.status in FAILED_TASK_STATES:
+                outcomes[target] = FAILED
+        return outcomes
 
     def status_of(self, task_id: str) -> set[str]:
         return {task.status for task in self.tasks if task.task_id == task_id}
@@ -347,6 +374,8 @@ def _task_id_of(event: dict[str, Any], workflow_arn: str, service_run_id: str) -
 
 def _record_task_running(ledger: UploadLedger, workflow_arn: str, service_run_id: str, event: dict[str, Any]) -> dict[str, Any]:
     task_id = _task_id_of(event, workflow_arn, service_run_id)
+    if task_id in TARGET_TASKS:  # one target's load: the run reached the load step
+        task_id = LOAD
     if task_id not in STEPS[1:]:  # the first step is taken by the trigger; the rows check is no step
         return {"recorded": None, "task": task_id}
     run = look_up_run(workflow_arn, service_run_id, with_tasks=False)
@@ -388,7 +417,8 @@ def _record_success(ledger: UploadLedger, workflow_arn: str, service_run_id: str
         return {"recorded": None, "object": upload.uri, "run_id": run_id, "counted": counted}
     assert record is not None
     record = advance_steps(ledger, upload, run_id, record, run.reached())
-    if "SUCCESS" in run.status_of(LOAD):
+    targets = record_target_outcomes(ledger, run)
+    if "SUCCESS" in run.status_of(LOAD) or LOADED in targets.values() or _skipped_as_loaded(run):
         outcome = LOADED
     else:
         rows_out, quarantined = record.get("rows_out"), record.get("rows_quarantined")
@@ -441,7 +471,30 @@ def failure_message(event: dict[str, Any], workflow_arn: str) -> tuple[dict[str,
     reached = run.reached()
     message["failed_step"] = failed.task_id if failed else (reached[-1] if reached else None)
     message["cause"] = (failed.error if failed else None) or run.error or message["cause"]
+    failed_targets = [target for target, outcome in run.target_outcomes().items() if outcome == FAILED]
+    if failed_targets:  # two targets: the message and the ledger name the target that failed
+        message["error"] = LOAD_FAILED
+        message["cause"] = "; ".join(f"load into {target} failed: {message['cause'] or 'no error given'}" for target in failed_targets)
     return message, run
+
+
+def record_target_outcomes(ledger: UploadLedger, run: WorkflowRun) -> dict[str, str]:
+    """Two targets: write each ended target load's outcome (`load_<target>`) while the run holds the record."""
+    outcomes = run.target_outcomes()
+    upload, run_id = run.upload, run.run_id
+    if upload is None or run_id is None:
+        return outcomes
+    for target, outcome in outcomes.items():
+        ledger.target(upload, run_id=run_id, target=target, outcome=outcome)
+    return outcomes
+
+
+def _skipped_as_loaded(run: WorkflowRun) -> bool:
+    """Two targets: every target load was skipped because the run was told its target is loaded (a re-run of an
+    upload already loaded into both)."""
+    loaded = set(str(run.parameters.get("loaded_targets") or "").split(","))
+    present = {TARGET_TASKS[task.task_id] for task in run.tasks if task.task_id in TARGET_TASKS}
+    return bool(present) and present <= loaded
 
 
 def already_reported(ledger: UploadLedger, run: WorkflowRun) -> bool:
@@ -471,6 +524,7 @@ def record_failure(ledger: UploadLedger, run: WorkflowRun, message: dict[str, An
         record = ledger.get(upload)
         if _owned(record, run_id):
             advance_steps(ledger, upload, run_id, record or {}, run.reached())
+            record_target_outcomes(ledger, run)
         return ledger.fail(upload, run_id=run_id, error=str(message["error"]), cause=str(message["cause"] or ""))
     except LedgerConflict as conflict:
         logger.warning("%s; its failure was reported, not recorded", conflict)

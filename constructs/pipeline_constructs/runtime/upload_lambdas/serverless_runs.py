@@ -28,7 +28,7 @@ from typing import Any
 try:
     from pipeline_constructs.runtime.pipeline_plan import CRAWL
     from pipeline_constructs.runtime.upload_lambdas.upload_events import UploadedObject, run_parameters
-    from pipeline_constructs.runtime.upload_ledger import RECEIVED, RUNNING, Upload, UploadLedger, attribute_names
+    from pipeline_constructs.runtime.upload_ledger import RECEIVED, RUNNING, Upload, UploadLedger, attribute_names, loaded_targets
 except ImportError:  # in Lambda: the asset folder is the top level
     from pipeline_plan import CRAWL  # type: ignore[import-not-found,no-redef]
     from upload_events import UploadedObject, run_parameters  # type: ignore[import-not-found,no-redef]
@@ -38,12 +38,17 @@ except ImportError:  # in Lambda: the asset folder is the top level
         Upload,
         UploadLedger,
         attribute_names,
+        loaded_targets,
     )
 
 logger = logging.getLogger(__name__)
 
 FORM_NAME = "mwaa_serverless"
 RUN_ID_PARAMETER = "run_id"
+LOADED_TARGETS_PARAMETER = "loaded_targets"
+"""A workflow with two load targets: the targets the ledger shows loaded (comma-separated), whose loads the run skips
+(runtime/mwaa_serverless/workflow_yaml.py). Passed only when there is one, so a one-target workflow's parameters stay
+as they were."""
 NOT_STARTED = "(not started yet)"
 """The run's `execution` between the ledger write and StartWorkflowRun's answer (then the service's RunId)."""
 RUNS_SUCCEEDED, RUNS_FAILED = "RunsSucceeded", "RunsFailed"
@@ -87,11 +92,13 @@ def start_upload_run(
     """Take the upload for `run_id` (LedgerConflict when the ledger refuses: nothing is started), start the run, and
     record the service's RunId as the run's execution. Returns that RunId; raises ClientError or BotoCoreError."""
     upload = upload_of(obj)
+    parameters = workflow_run_parameters(obj, run_id)
     if ledger is not None:
-        ledger.start(upload, run_id=run_id, execution=NOT_STARTED, step=CRAWL, force=force)
-    answer = service.start_workflow_run(
-        WorkflowArn=workflow_arn, ClientToken=client_token, OverrideParameters=workflow_run_parameters(obj, run_id)
-    )
+        record = ledger.start(upload, run_id=run_id, execution=NOT_STARTED, step=CRAWL, force=force)
+        loaded = loaded_targets(record)
+        if loaded:  # a re-run of an upload loaded into some targets: the run loads only the others
+            parameters[LOADED_TARGETS_PARAMETER] = ",".join(loaded)
+    answer = service.start_workflow_run(WorkflowArn=workflow_arn, ClientToken=client_token, OverrideParameters=parameters)
     service_run_id = str(answer["RunId"])
     logger.info("run %s (service run %s, %s) of %s for %s", run_id, service_run_id, answer.get("Status"), workflow_arn, upload.uri)
     if ledger is not None:
