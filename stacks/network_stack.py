@@ -38,7 +38,9 @@ class NetworkStack(Stack):
             min_availability_zones=min_azs,
             nat_gateways=config.nat_gateways,
             # Without NAT, MWAA and its DAG reach AWS through interface endpoints; with NAT they are not needed.
-            interface_endpoints=mwaa_interface_endpoints(config.load_targets) if "mwaa" in config.forms and config.nat_gateways == 0 else (),
+            interface_endpoints=mwaa_interface_endpoints(config.load_targets)
+            if "mwaa" in config.forms and config.nat_gateways == 0
+            else (),
             flow_log_retention=_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN,
         )
