@@ -115,7 +115,7 @@ synth: setup
 # The virtualenvs are independent: build them side by side (pip is mostly single-threaded).
 test:
 	@$(MAKE) --no-print-directory -j3 setup checkov airflow-venv
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest
 
 test-fast: setup checkov
 	$(BIN)/python -m pytest -m "not spark and not consumer and not airflow"
