@@ -634,7 +634,9 @@ def demo_step_functions(world: World, *, rows: int, fail_at: str | None) -> dict
                     "stateEnteredEventDetails": {"name": state},
                 }
             )
-        stubber.add_response("get_execution_history", {"events": events[:5]}, {"executionArn": arn, "reverseOrder": True, "maxResults": 5})
+        stubber.add_response(
+            "get_execution_history", {"events": events[:25]}, {"executionArn": arn, "reverseOrder": True, "maxResults": 25}
+        )
         stubber.activate()
         client = RoutedStepFunctions(sfn, stubbed)
         action = pipeline_ops(world, "rerun", upload.uri, stepfunctions=client)
