@@ -333,6 +333,29 @@ def definition_from_template(
 BURST_RUNNER = ROOT / "tests" / "asl" / "burst_scenario.mjs"
 
 
+def _run_burst_script(runner: Path, request: dict[str, Any], *, timeout: float, what: str) -> dict[str, Any]:
+    """Run one of the burst worlds (a Node script reading its request on stdin) and return its JSON report;
+    AslHarnessError naming the script when it fails or outlives `timeout` seconds of real time."""
+    env = dict(os.environ)
+    env.setdefault("NODE_NO_WARNINGS", "1")
+    try:
+        proc = subprocess.run(
+            [_node(), str(runner)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AslHarnessError(f"{what} did not finish within {timeout} s of real time") from exc
+    if proc.returncode != 0:
+        raise AslHarnessError(f"{runner.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return json.loads(proc.stdout)
+
+
 @dataclass
 class BurstResult:
     """What a burst of executions against one shared scripted world did (see tests/asl/burst_scenario.mjs). Time is
@@ -442,24 +465,7 @@ def run_burst(
         "handler_busy_ms": handler_busy_ms,
         "max_simulated_seconds": max_simulated_seconds,
     }
-    env = dict(os.environ)
-    env.setdefault("NODE_NO_WARNINGS", "1")
-    try:
-        proc = subprocess.run(
-            [_node(), str(BURST_RUNNER)],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AslHarnessError(f"the burst did not finish within {timeout} s of real time") from exc
-    if proc.returncode != 0:
-        raise AslHarnessError(f"{BURST_RUNNER.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
-    report = json.loads(proc.stdout)
+    report = _run_burst_script(BURST_RUNNER, request, timeout=timeout, what="the burst")
     return BurstResult(
         crawls_started=report["crawls_started"],
         crawler_running_errors=report["crawler_running_errors"],
@@ -743,24 +749,7 @@ def run_scheduled_burst(
         "world": world or {},
         "max_simulated_seconds": max_simulated_seconds,
     }
-    env = dict(os.environ)
-    env.setdefault("NODE_NO_WARNINGS", "1")
-    try:
-        proc = subprocess.run(
-            [_node(), str(SCHEDULED_BURST_RUNNER)],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AslHarnessError(f"the scheduled burst did not finish within {timeout} s of real time") from exc
-    if proc.returncode != 0:
-        raise AslHarnessError(f"{SCHEDULED_BURST_RUNNER.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
-    report = json.loads(proc.stdout)
+    report = _run_burst_script(SCHEDULED_BURST_RUNNER, request, timeout=timeout, what="the scheduled burst")
     return ScheduledBurstResult(
         executions=report["executions"],
         uploads=report["uploads"],
