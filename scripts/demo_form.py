@@ -1069,12 +1069,16 @@ class AirflowDemo:
 
 
 class MwaaDemo(AirflowDemo):
-    """The Mwaa stack's deployed DAG folder run on Airflow, its Redshift load on DuckDB."""
+    """The Mwaa stack's deployed DAG folder run on Airflow: its Redshift load on DuckDB, its Athena load (when it loads
+    both targets) the MERGE on DuckDB through moto's Athena. FAIL_AT=load fails the Redshift load (the schema is not
+    there yet), so with both targets the rerun loads Redshift only."""
 
     stack = "Mwaa"
 
     def __init__(self, world: World, *, fail_at: str | None) -> None:
         from demo_airflow_stand_ins import RedshiftOnDuckDB, deployed_dag_folder
+
+        from pipeline_constructs.runtime.mwaa.pipeline_steps import load_settings
 
         assert world.assembly is not None, "the MWAA demo deploys its DAG folder from the cloud assembly"
         self.folder, self.deployed = deployed_dag_folder(
@@ -1083,10 +1087,20 @@ class MwaaDemo(AirflowDemo):
         config = json.loads((self.folder / "pipeline_dag_config.json").read_text(encoding="utf-8"))
         self.environment_name = world.deployment.output(self.stack, "MwaaEnvironmentName")
         self.dag_id = world.deployment.output(self.stack, "DagId")
-        if config["load"]["target"] != "redshift":
-            raise SystemExit(f"the MWAA demo answers a Redshift load; this DAG loads into {config['load']['target']}")
+        self.targets = [str(settings["target"]) for settings in load_settings(config)]
+        if "redshift" not in self.targets:
+            raise SystemExit(f"the MWAA demo fails and recovers a Redshift load; this DAG loads into {', '.join(self.targets)}")
+        if "athena" in self.targets and world.athena is None:
+            raise SystemExit("the DAG loads into Athena but the environment's Stateful stack has no Iceberg table")
         self.warehouse = RedshiftOnDuckDB(world.mirror.local, schema_exists=fail_at != "load")
         super().__init__(world, config)
+
+    def note(self, task_id: str, since: int) -> str:
+        if task_id == "load_athena":
+            return self.athena_note()
+        if task_id in ("load", "load_redshift"):
+            return self.load_note(since)
+        return super().note(task_id, since)
 
     def load_note(self, since: int) -> str:
         if len(self.warehouse.batches) <= since:
@@ -1095,9 +1109,29 @@ class MwaaDemo(AirflowDemo):
         verdict = "FINISHED" if batch["status"] == "FINISHED" else f"FAILED ({batch['error']})"
         return f"Redshift Data BatchExecuteStatement: {len(batch['Sqls'])} statements on DuckDB in one transaction, {verdict}"
 
+    def athena_note(self) -> str:
+        merges = [q for q in self.world.athena.queries.values() if q["Query"].startswith("MERGE")]
+        return f"Athena StartQueryExecution: the MERGE on DuckDB, {merges[-1]['Status']['State']}" if merges else ""
+
+    def loads_succeeded(self) -> dict[str, int]:
+        """Each target's successful loads: Redshift's finished batches, Athena's succeeded MERGEs."""
+        loads = {"redshift": sum(1 for batch in self.warehouse.batches if batch["status"] == "FINISHED")}
+        if "athena" in self.targets:
+            merges = self.world.athena.queries.values()
+            loads["athena"] = sum(1 for q in merges if q["Query"].startswith("MERGE") and q["Status"]["State"] == "SUCCEEDED")
+        return loads
+
     # --- the result ------------------------------------------------------------------------------------------------
     def results(self, run_id: str) -> dict[str, Any]:
-        """The loaded table against the run's curated Parquet, and the shipped query over the loaded table."""
+        """Each target's loaded table against the run's curated rows, and the shipped query over it: the top-level
+        figures are Redshift's, `targets` has each target's, and `rows_match` holds only when every target matches."""
+        each = {"redshift": self.redshift_results(run_id)}
+        if "athena" in self.targets:
+            each["athena"] = self.world.results(run_id)
+        return {**each["redshift"], "rows_match": all(r["rows_match"] for r in each.values()), "targets": each}
+
+    def redshift_results(self, run_id: str) -> dict[str, Any]:
+        """The Redshift table (on DuckDB) against the run's curated Parquet, and the shipped query over it."""
         from athena_on_duckdb import format_table, translate
 
         schema_table = '"public"."retail_sales"'
@@ -1159,7 +1193,9 @@ def airflow_summary(
 
 
 def demo_mwaa(world: World, *, rows: int, fail_at: str | None) -> dict[str, Any]:
-    from demo_airflow_stand_ins import AirflowRestApi, AwsEndpoint
+    from contextlib import nullcontext
+
+    from demo_airflow_stand_ins import AirflowRestApi, AwsEndpoint, athena_through_moto
 
     from pipeline_constructs.operations.runs import uploaded_object
     from pipeline_constructs.runtime.upload_lambdas.upload_events import dag_run_request
@@ -1168,14 +1204,17 @@ def demo_mwaa(world: World, *, rows: int, fail_at: str | None) -> dict[str, Any]
     shipped = sorted(path.name for path in demo.folder.iterdir())
     world.say(f"the stack's DAG folder (from the cloud assembly, deploy-time values filled in): {', '.join(shipped)}")
     changed = ", ".join(f"{k} {demo.deployed[k]} -> {v}" for k, v in DEMO_DAG_SETTINGS.items())
-    world.say(f"DAG {demo.config['dag_id']}, load into {demo.config['load']['target']}; the demo's settings: {changed}")
+    world.say(f"DAG {demo.config['dag_id']}, load into {' and '.join(demo.targets)}; the demo's settings: {changed}")
+    if "athena" in demo.targets:
+        world.athena.create_target_table(world.database)
     prefix = world.deployment.output("Mwaa", "LandingPrefix")
     upload, _event = world.upload(f"{prefix}store-sales-2024-05.csv", rows)
     if fail_at == "load":
         world.say('FAIL_AT=load: the warehouse has no schema "public" yet, so the load\'s first statement fails')
     runs: list[dict[str, Any]] = []
     failure = None
-    with AwsEndpoint() as endpoint, demo.jobs.installed(), demo.warehouse.installed():
+    athena = athena_through_moto(world.athena) if "athena" in demo.targets else nullcontext()
+    with AwsEndpoint() as endpoint, demo.jobs.installed(), demo.warehouse.installed(), athena:
         api = AirflowRestApi(world.workdir / "airflow", demo.folder, demo.airflow_environment(endpoint.url), world.workdir)
         request = dag_run_request(uploaded_object(upload))
         world.say(f"the trigger's InvokeRestApi POST /dags/{demo.dag_id}/dagRuns {json.dumps(request)}")
@@ -1194,8 +1233,8 @@ def demo_mwaa(world: World, *, rows: int, fail_at: str | None) -> dict[str, Any]
             run = api.airflow("run_queued", str(action["run"]))
             demo.show_run(run, since=batches, before=runs[0])
             runs.append(run)
-    merges = sum(1 for batch in demo.warehouse.batches if batch["status"] == "FINISHED")
-    return airflow_summary(demo, "mwaa", upload, runs, failure, merges)
+    loads = demo.loads_succeeded()
+    return {**airflow_summary(demo, "mwaa", upload, runs, failure, loads["redshift"]), "loads_succeeded": loads}
 
 
 # --- MWAA Serverless -------------------------------------------------------------------------------------------------

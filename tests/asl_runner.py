@@ -101,6 +101,33 @@ def _node() -> str:
     return node
 
 
+def _run_node_script(script: Path, request: dict[str, Any], *, timeout: float, timeout_message: str) -> dict[str, Any]:
+    """Run one of the Node scripts (the request on stdin, a JSON report on stdout) and return the report;
+    AslHarnessError naming the script when it exits non-zero or prints no JSON, `timeout_message` when it outlives
+    `timeout` seconds of real time."""
+    env = dict(os.environ)
+    env.setdefault("NODE_NO_WARNINGS", "1")
+    try:
+        proc = subprocess.run(
+            [_node(), str(script)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AslHarnessError(timeout_message) from exc
+    if proc.returncode != 0:
+        raise AslHarnessError(f"{script.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise AslHarnessError(f"{script.name} printed no JSON report: {proc.stdout!r} {proc.stderr!r}") from exc
+
+
 def run_state_machine(
     definition: dict[str, Any],
     input: Any,
@@ -128,27 +155,12 @@ def run_state_machine(
         request["waitTimeOverrides"] = wait_time_overrides
     if validation_options:
         request["validationOptions"] = validation_options
-    env = dict(os.environ)
-    env.setdefault("NODE_NO_WARNINGS", "1")
-    try:
-        proc = subprocess.run(
-            [_node(), str(RUNNER)],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AslHarnessError(f"the state machine did not finish within {timeout} s (a Wait or Task timeout really sleeping?)") from exc
-    if proc.returncode != 0:
-        raise AslHarnessError(f"{RUNNER.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
-    try:
-        report = json.loads(proc.stdout)
-    except json.JSONDecodeError as exc:
-        raise AslHarnessError(f"{RUNNER.name} printed no JSON report: {proc.stdout!r} {proc.stderr!r}") from exc
+    report = _run_node_script(
+        RUNNER,
+        request,
+        timeout=timeout,
+        timeout_message=f"the state machine did not finish within {timeout} s (a Wait or Task timeout really sleeping?)",
+    )
     result = ExecutionResult(
         status=report["status"],
         output=report["output"],
@@ -333,29 +345,6 @@ def definition_from_template(
 BURST_RUNNER = ROOT / "tests" / "asl" / "burst_scenario.mjs"
 
 
-def _run_burst_script(runner: Path, request: dict[str, Any], *, timeout: float, what: str) -> dict[str, Any]:
-    """Run one of the burst worlds (a Node script reading its request on stdin) and return its JSON report;
-    AslHarnessError naming the script when it fails or outlives `timeout` seconds of real time."""
-    env = dict(os.environ)
-    env.setdefault("NODE_NO_WARNINGS", "1")
-    try:
-        proc = subprocess.run(
-            [_node(), str(runner)],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AslHarnessError(f"{what} did not finish within {timeout} s of real time") from exc
-    if proc.returncode != 0:
-        raise AslHarnessError(f"{runner.name} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return json.loads(proc.stdout)
-
-
 @dataclass
 class BurstResult:
     """What a burst of executions against one shared scripted world did (see tests/asl/burst_scenario.mjs). Time is
@@ -465,7 +454,9 @@ def run_burst(
         "handler_busy_ms": handler_busy_ms,
         "max_simulated_seconds": max_simulated_seconds,
     }
-    report = _run_burst_script(BURST_RUNNER, request, timeout=timeout, what="the burst")
+    report = _run_node_script(
+        BURST_RUNNER, request, timeout=timeout, timeout_message=f"the burst did not finish within {timeout} s of real time"
+    )
     return BurstResult(
         crawls_started=report["crawls_started"],
         crawler_running_errors=report["crawler_running_errors"],
@@ -749,7 +740,12 @@ def run_scheduled_burst(
         "world": world or {},
         "max_simulated_seconds": max_simulated_seconds,
     }
-    report = _run_burst_script(SCHEDULED_BURST_RUNNER, request, timeout=timeout, what="the scheduled burst")
+    report = _run_node_script(
+        SCHEDULED_BURST_RUNNER,
+        request,
+        timeout=timeout,
+        timeout_message=f"the scheduled burst did not finish within {timeout} s of real time",
+    )
     return ScheduledBurstResult(
         executions=report["executions"],
         uploads=report["uploads"],

@@ -27,6 +27,16 @@ def templates(synthesized: SynthesizedApp) -> dict[tuple[str, str], dict[str, An
     return synthesized.templates()
 
 
+@pytest.fixture(scope="session")
+def redshift_only_templates() -> dict[tuple[str, str], dict[str, Any]]:
+    """Staging alone with one load target, Redshift (cdk.json gives it both), synthesized with cdk-nag: the templates of
+    the one-target Redshift path, which no environment of the app deploys by itself."""
+    context = pinned_context()
+    staging = context["pipeline:environments"]["staging"]
+    context["pipeline:environments"] = {"staging": {**staging, "load_target": "redshift"}}
+    return synth_app(context).templates()
+
+
 @pytest.fixture(scope="module")
 def reporter(template: dict[str, Any]) -> dict[str, Any]:
     """The Step Functions form's failure reporter (its Express definition) beside the state machine of the module's

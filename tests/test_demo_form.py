@@ -72,7 +72,8 @@ def test_the_mwaa_dag_on_airflow_loads_the_upload_once_with_exactly_its_curated_
     fail_at: str | None, demo_templates: dict[tuple[str, str], dict[str, Any]], demo_assembly: Path, spark: Any, tmp_path: Path
 ) -> None:
     """The Mwaa stack's deployed DAG folder on Airflow 3.3.1 (.venv-airflow), its Glue job run the clean job on Spark,
-    its Redshift load on DuckDB, its ledger in the demo's moto; a failed load recovered by clearing it."""
+    its two loads (staging loads Athena and Redshift in parallel) on DuckDB, its ledger in the demo's moto; the
+    Redshift load fails, the Athena load still loads, and clearing the failed task loads Redshift only."""
     if not AIRFLOW_PYTHON.exists():
         pytest.fail(f"{AIRFLOW_PYTHON} is missing: run `make airflow-venv` (make test does it)")
     out = io.StringIO()
@@ -90,21 +91,28 @@ def test_the_mwaa_dag_on_airflow_loads_the_upload_once_with_exactly_its_curated_
     assert summary["record"]["state"] == "loaded", text
     # Clearing the failed task re-runs it in the same DAG run, under the same run id: the record's one run ends loaded.
     assert summary["record"]["runs"] == ["loaded"], text
-    assert summary["merges_succeeded"] == 1, "the upload was loaded exactly once"
+    assert summary["loads_succeeded"] == {"athena": 1, "redshift": 1}, "each target loaded the upload exactly once"
     assert summary["clean_job_runs"] == 1, "clearing the failed load does not clean again"
-    assert summary["rows_match"] and summary["table_rows"] == summary["curated_rows"] > 0, text
-    assert summary["query_rows"] > 0 and "daily_revenue_by_store.sql" in text
-    assert [t["state"] for t in summary["steps"][-1]] == ["crawl", "clean", "find_curated_rows", "load"]
+    assert summary["rows_match"] and set(summary["targets"]) == {"athena", "redshift"}, text
+    for target, result in summary["targets"].items():
+        assert result["rows_match"] and result["table_rows"] == result["curated_rows"] > 0, (target, text)
+        assert result["query_rows"] > 0, target
+    assert "daily_revenue_by_store.sql" in text
+    tasks = ["crawl", "clean", "find_curated_rows", "load_athena", "load_redshift"]
+    assert sorted(t["state"] for t in summary["steps"][-1]) == sorted(tasks)
     assert all(t["outcome"] == "success" for t in summary["steps"][-1]), text
     assert summary["executions"] == ["FAILED", "SUCCEEDED"]
+    first = {t["state"]: t["outcome"] for t in summary["steps"][0]}
+    assert first["load_athena"] == "success" and first["load_redshift"] == "failed", first
     message = summary["failure_message"]["message"]
-    assert message["pipeline"] == "mwaa" and message["failed_step"] == "load", message
+    assert message["pipeline"] == "mwaa" and message["failed_step"] == "load_redshift", message
     assert "DuckDB CatalogException" in message["cause"] and "Schema with name public" in message["cause"]
-    assert summary["failure_message"]["subject"].endswith("failed at load")
+    assert summary["failure_message"]["subject"].endswith("failed at load_redshift")
     assert f"$ pipeline-ops --env staging rerun {summary['upload']}" in text
-    assert '"how": "cleared"' in text and "tasks cleared: load" in text
-    assert '"state": "failed", "step": "load"' in text, "the ledger recorded the failure before the rerun"
-    assert {t["state"]: t["try"] for t in summary["steps"][-1]} == {"crawl": 1, "clean": 1, "find_curated_rows": 1, "load": 2}
+    assert '"how": "cleared"' in text and "tasks cleared: load_redshift" in text
+    assert '"state": "failed"' in text, "the ledger recorded the failure before the rerun"
+    tries = {t["state"]: t["try"] for t in summary["steps"][-1]}
+    assert tries == {"crawl": 1, "clean": 1, "find_curated_rows": 1, "load_athena": 1, "load_redshift": 2}, tries
 
 
 @pytest.mark.airflow

@@ -1,4 +1,4 @@
-"""The MWAA form (MwaaPipeline) as synthesized in staging (beside Step Functions, over Redshift).
+"""The MWAA form (MwaaPipeline) as synthesized in staging (beside Step Functions, loading Athena and Redshift in parallel).
 
 No cdk-nag pack covers AWS::MWAA::Environment, so what matters for it is asserted here: the private webserver, the
 five log types, the key (and its policy for CloudWatch Logs), the DAG bucket's settings, the execution role's
@@ -16,12 +16,23 @@ from aws_cdk.assertions import Template
 
 from pipeline_constructs.forms.mwaa import ENVIRONMENT_CLASSES, check_mwaa_sizing
 from pipeline_constructs.network import mwaa_interface_endpoints
-from pipeline_constructs.runtime.mwaa.pipeline_steps import RUN_ID_MARKER, RUN_ID_TEMPLATE, SOURCE_VERSIONS_TEMPLATE, describe_steps
+from pipeline_constructs.runtime.mwaa.pipeline_steps import (
+    RUN_ID_MARKER,
+    RUN_ID_TEMPLATE,
+    SOURCE_VERSIONS_TEMPLATE,
+    describe_steps,
+    load_task_id,
+)
 from pipeline_constructs.validation import PipelinePropsError
 from stacks.config import ConfigError, parse_environment
 from stacks.network_stack import NetworkStack
+from tests.cdk_app import cdk_context
 
 ENV = "staging"
+_LOAD_TARGET = cdk_context()["pipeline:environments"][ENV]["load_target"]
+TARGETS = [_LOAD_TARGET] if isinstance(_LOAD_TARGET, str) else list(_LOAD_TARGET)
+"""Staging's load targets as cdk.json gives them (both, loaded in parallel)."""
+LOAD_OPERATORS = {"athena": "AthenaOperator", "redshift": "RedshiftDataOperator"}
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -117,8 +128,11 @@ def test_execution_role_is_mwaa_minimum_plus_the_pipeline(template: dict[str, An
     for needed in ("airflow:PublishMetrics", "glue:StartCrawler", "glue:StartJobRun", "glue:GetJobRun", "sns:Publish", "airflow-celery-*"):
         assert needed in text, needed
     assert "glue:CreateJob" not in text and "glue:UpdateCrawler" not in text
-    # The load target's managed policy (Redshift Data API in staging).
-    assert len(role["ManagedPolicyArns"]) == 1
+    # One managed policy per load target (Athena's and the Redshift Data API's), each from the stateful stack.
+    policies = [json.dumps(arn) for arn in role["ManagedPolicyArns"]]
+    assert len(policies) == len(TARGETS)
+    for target in TARGETS:
+        assert sum(f"PublishOutputRef{target.capitalize()}" in p for p in policies) == 1, (target, policies)
 
 
 def test_execution_role_writes_the_upload_ledger_and_nothing_else_of_it(template: dict[str, Any], environment: dict[str, Any]) -> None:
@@ -178,8 +192,11 @@ def test_network_has_the_endpoints_mwaa_and_the_dag_need_without_nat(templates: 
     endpoints = resources(templates[(ENV, "Network")], "AWS::EC2::VPCEndpoint")
     services = sorted(json.dumps(e["Properties"]["ServiceName"]).split(".amazonaws.com.")[-1].strip('"]}') for e in endpoints.values())
     names = [s.rsplit(".", 1)[-1] if "com.amazonaws" in s else s for s in services]
-    assert len(endpoints) == 2 + len(mwaa_interface_endpoints("redshift"))  # the S3 and DynamoDB gateways
-    assert {"sts", "sqs", "logs", "kms", "glue", "sns", "redshift-data", "dynamodb"} <= {n.split(".")[-1] for n in names} | set(names)
+    assert len(endpoints) == 2 + len(mwaa_interface_endpoints(TARGETS))  # the S3 and DynamoDB gateways
+    needed = {"sts", "sqs", "logs", "kms", "glue", "sns", "dynamodb"} | {
+        {"athena": "athena", "redshift": "redshift-data"}[t] for t in TARGETS
+    }
+    assert needed <= {n.split(".")[-1] for n in names} | set(names)
 
 
 def test_no_interface_endpoints_with_nat() -> None:
@@ -220,7 +237,8 @@ def test_deployed_dag_config_drives_the_step_description(synthesized: Any) -> No
     pipeline = stage.orchestration["mwaa"].pipeline
     config = deployed(cdk.Stack.of(pipeline).resolve(pipeline.dag_config))
     steps = describe_steps(config)
-    assert [s.task_id for s in steps] == ["crawl", "clean", "find_curated_rows", "load"]
+    loads = [load_task_id(t) for t in TARGETS] if len(TARGETS) > 1 else ["load"]
+    assert [s.task_id for s in steps] == ["crawl", "clean", "find_curated_rows", *loads]
     assert steps[0].operator.endswith("GlueCrawlerRunOperator") and steps[0].arguments["fail_on_already_running"] is False
     assert steps[1].arguments["script_args"]["--run_id"] == RUN_ID_TEMPLATE
     # The ledger's table and retention reach the DAG and its clean job (the Step Functions form's arguments).
@@ -231,9 +249,11 @@ def test_deployed_dag_config_drives_the_step_description(synthesized: Any) -> No
         "--pipeline_form": "mwaa",
         "--source_versions": SOURCE_VERSIONS_TEMPLATE,
     }
-    load = steps[3].arguments
-    assert steps[3].operator.endswith("RedshiftDataOperator") and isinstance(load["sql"], list)
-    assert any(RUN_ID_TEMPLATE in sql for sql in load["sql"]) and not any(RUN_ID_MARKER in sql for sql in load["sql"])
+    for target, step in zip(TARGETS, steps[3:], strict=True):
+        assert step.operator.endswith(LOAD_OPERATORS[target]), (target, step.operator)
+        statements = step.arguments["sql"] if target == "redshift" else [step.arguments["query"]]
+        assert isinstance(statements, list) and statements, target
+        assert any(RUN_ID_TEMPLATE in sql for sql in statements) and not any(RUN_ID_MARKER in sql for sql in statements), target
     assert config["airflow_version"] == "3.3.1" and config["max_active_runs"] == 4
     assert all(step.retries == 3 and step.execution_timeout_seconds > 0 for step in steps)
 

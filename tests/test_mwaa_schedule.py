@@ -1,5 +1,5 @@
 """The MWAA form on a schedule (config `trigger: {mwaa: {schedule, time_zone}}`), as synthesized with cdk-nag: staging's
-settings with the DAG on a weekday-morning schedule in Paris. What changes against upload mode: the upload rule feeds
+settings with the DAG on a weekday-morning schedule in Paris, loading into Redshift only (a scheduled DAG takes one target). What changes against upload mode: the upload rule feeds
 an encrypted inbox queue instead of a queue + Lambda that starts DAG runs, the DAG's configuration carries the
 timetable and the inbox, the execution role may claim (inbox, the ledger's state index), the shared clean job may
 alert about the files it rejects; and nothing else (upload mode is tests/test_mwaa_form.py and the snapshots).
@@ -29,7 +29,7 @@ SCHEDULE = {"schedule": "cron(30 6 ? * MON-FRI *)", "time_zone": "Europe/Paris"}
 def synthesized() -> Any:
     context = pinned_context()
     staging = context["pipeline:environments"][ENV]
-    context["pipeline:environments"] = {ENV: {**staging, "trigger": {"mwaa": SCHEDULE}}}
+    context["pipeline:environments"] = {ENV: {**staging, "load_target": "redshift", "trigger": {"mwaa": SCHEDULE}}}
     return synth_app(context, nag=True)
 
 

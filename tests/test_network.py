@@ -28,7 +28,7 @@ def network(templates: dict[tuple[str, str], dict[str, Any]]) -> Template:
 
 
 def test_only_environments_that_need_a_vpc_get_a_network_stack(templates: dict[tuple[str, str], dict[str, Any]]) -> None:
-    assert ("staging", "Network") in templates  # load_target: redshift
+    assert ("staging", "Network") in templates  # load_target: [athena, redshift], and MWAA
     assert ("dev", "Network") not in templates and ("prod", "Network") not in templates  # athena, no MWAA
 
 
@@ -54,9 +54,10 @@ def test_s3_is_reached_through_a_gateway_endpoint_on_every_private_route_table(n
     )
     endpoint = _gateway(network, "s3")
     assert len(endpoint["Properties"]["RouteTableIds"]) == 3
-    # Redshift needs no interface endpoint; staging's MWAA form (no NAT) brings its own (tests/test_mwaa_form.py).
+    # Redshift needs no interface endpoint; staging's MWAA form (no NAT) brings its own, Athena's and the Redshift
+    # Data API's for its two load targets included (tests/test_mwaa_form.py).
     interface = network.find_resources("AWS::EC2::VPCEndpoint", {"Properties": {"VpcEndpointType": "Interface"}})
-    assert len(interface) == len(mwaa_interface_endpoints("redshift"))
+    assert len(interface) == len(mwaa_interface_endpoints(["athena", "redshift"]))
 
 
 def _gateway(network: Template, service: str) -> dict[str, Any]:

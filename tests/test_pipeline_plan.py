@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pipeline_constructs.runtime.pipeline_plan import CLEAN, CRAWL, LOAD, ROWS_CURATED, describe_pipeline
+from pipeline_constructs.targets.load_target import target_name
 from tests.asl_runner import definition_from_template
 
 PLAN = {step.name: step for step in describe_pipeline()}
@@ -34,11 +35,13 @@ def _cap_seconds(states: dict[str, Any], choice: str, wait: str) -> int:
     return int(rule["NumericGreaterThanEquals"]) * int(states[wait]["Seconds"])
 
 
-@pytest.mark.parametrize(("stage", "target"), [("dev", "athena"), ("staging", "redshift")])
+@pytest.mark.parametrize(("stage", "target", "synth"), [("dev", "athena", "templates"), ("staging", "redshift", "redshift_only_templates")])
 def test_the_state_machine_renders_the_steps_their_order_timeouts_and_ledger_writes(
-    templates: dict[tuple[str, str], dict[str, Any]], stage: str, target: str
+    request: pytest.FixtureRequest, stage: str, target: str, synth: str
 ) -> None:
-    definition = definition_from_template(templates[(stage, "StepFunctions")])
+    """One target's state machine: dev's Athena, and staging's with Redshift as its one target (conftest's
+    redshift_only_templates; the two-target Parallel state is tests/test_step_functions_parallel_load.py)."""
+    definition = definition_from_template(request.getfixturevalue(synth)[(stage, "StepFunctions")])
     states = _states(definition)
     # Each step is announced to the ledger before it runs, in the description's order.
     recorded = [
@@ -114,10 +117,13 @@ def test_the_airflow_forms_render_the_steps_their_order_timeouts_and_the_zero_ro
     import aws_cdk as cdk
     import yaml
 
-    from pipeline_constructs.runtime.mwaa.pipeline_steps import ROWS_CHECK_TASK_ID, describe_steps
+    from pipeline_constructs.runtime.mwaa.pipeline_steps import ROWS_CHECK_TASK_ID, describe_steps, load_task_id
     from tests.test_mwaa_form import deployed
 
     pipeline = _airflow_pipelines(synthesized)[form]
+    targets = [target_name(target) for target in pipeline.targets]
+    # One load task per target when there are several (staging's MWAA loads both), each right after the rows check.
+    loads = [load_task_id(target) for target in targets] if len(targets) > 1 else [LOAD]
     if form == "mwaa":
         config = deployed(cdk.Stack.of(pipeline).resolve(pipeline.dag_config))
         tasks = {
@@ -145,15 +151,18 @@ def test_the_airflow_forms_render_the_steps_their_order_timeouts_and_the_zero_ro
     for step in describe_pipeline():
         if step.runs_when == ROWS_CURATED:
             expected_order.append(ROWS_CHECK_TASK_ID)
-        expected_order.append(step.name)
-    assert list(tasks) == expected_order == ["crawl", "clean", ROWS_CHECK_TASK_ID, "load"]
-    for before, after in zip(expected_order, expected_order[1:], strict=False):
-        assert tasks[after][3] == (before,), (after, tasks[after][3])
+        expected_order.extend(loads if step.name == LOAD else [step.name])
+    assert list(tasks) == expected_order == ["crawl", "clean", ROWS_CHECK_TASK_ID, *loads]
+    upstream = {name: (before,) for before, name in zip(expected_order, expected_order[1:], strict=False)}
+    upstream.update({name: (ROWS_CHECK_TASK_ID,) for name in loads})
+    for name, before in upstream.items():
+        assert tasks[name][3] == before, (name, tasks[name][3])
     assert tasks[ROWS_CHECK_TASK_ID][4].endswith("S3KeySensor")
-    for name, step in PLAN.items():
+    task_steps = {name: PLAN[name] for name in PLAN if name != LOAD} | {name: PLAN[LOAD] for name in loads}
+    for name, step in task_steps.items():
         timeout, delay, max_delay, _, _ = tasks[name]
         plan_timeout = step.timing.timeout_seconds if cap is None else min(step.timing.timeout_seconds, cap)
         assert (timeout, delay, max_delay) == (plan_timeout, step.timing.retry_delay_seconds, step.timing.max_retry_delay_seconds), name
     # A step the plan runs one at a time (the load) is limited to one running instance across runs; no other task is.
     assert {name for name, step in PLAN.items() if step.one_at_a_time} == {LOAD}
-    assert limits == {name: 1 if name in PLAN and PLAN[name].one_at_a_time else None for name in expected_order}
+    assert limits == {name: 1 if name in task_steps and task_steps[name].one_at_a_time else None for name in expected_order}

@@ -1,4 +1,4 @@
-"""The Redshift Serverless target (RedshiftTarget) as synthesized for staging (cdk.json: load_target redshift).
+"""The Redshift Serverless target (RedshiftTarget) as synthesized for staging (cdk.json: load_target [athena, redshift]).
 
 cdk-nag has no rule for Redshift Serverless, so the security settings are asserted here: no public access, enhanced VPC
 routing, require_ssl, KMS encryption, the admin password managed in Secrets Manager under the customer key, audit logs,
@@ -23,6 +23,7 @@ from pipeline_constructs.storage import PipelineStorage
 from pipeline_constructs.targets.redshift import RedshiftTarget
 from pipeline_constructs.validation import PipelinePropsError
 from stacks.stateful_stack import CONTRACT_PATH
+from tests.cdk_app import cdk_context
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,18 @@ def _one(template: Template, resource_type: str) -> tuple[str, dict[str, Any]]:
     return logical_id, resource
 
 
-def test_only_the_redshift_environment_has_a_namespace(templates: dict[tuple[str, str], dict[str, Any]]) -> None:
-    for (env, stack), template in templates.items():
-        count = len(Template.from_json(template).find_resources("AWS::RedshiftServerless::Namespace"))
-        assert count == (1 if (env, stack) == ("staging", "Stateful") else 0), (env, stack)
-    assert not Template.from_json(templates[("staging", "Stateful")]).find_resources("AWS::Athena::WorkGroup")
+def test_each_environment_builds_the_targets_it_loads_and_no_other(templates: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """A Redshift namespace where cdk.json's load_target names redshift, an Athena workgroup where it names athena
+    (staging names both), each in the Stateful stack only."""
+    for env, settings in cdk_context()["pipeline:environments"].items():
+        loads = settings["load_target"] if isinstance(settings["load_target"], list) else [settings["load_target"]]
+        for stack in {stack for (e, stack) in templates if e == env}:
+            found = Template.from_json(templates[(env, stack)])
+            namespaces = len(found.find_resources("AWS::RedshiftServerless::Namespace"))
+            workgroups = len(found.find_resources("AWS::Athena::WorkGroup"))
+            in_stateful = stack == "Stateful"
+            assert namespaces == int(in_stateful and "redshift" in loads), (env, stack)
+            assert workgroups == int(in_stateful and "athena" in loads), (env, stack)
 
 
 def test_workgroup_is_private_with_enhanced_vpc_routing_and_ssl_required(stateful: Template) -> None:

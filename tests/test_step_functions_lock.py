@@ -28,6 +28,7 @@ from tests.asl_runner import (
     run_failure_report,
     run_state_machine,
 )
+from tests.cdk_app import cdk_context
 from tests.deployed_environment import FakeDeployment
 from tests.ledger_table import create_ledger_table
 from tests.test_pipeline_ops import SFN_PREFIX, loaded, run_json, upload
@@ -272,8 +273,10 @@ def test_the_lock_item_has_no_state_so_the_ledger_index_and_pipeline_ops_never_s
     assert code == 0 and report["checked"] == 1 and report["findings"] == [], report
 
 
-def test_redshift_loads_take_the_lock_of_their_table_inside_the_load(templates: dict[tuple[str, str], dict[str, Any]]) -> None:
-    definition = definition_from_template(templates[("staging", "StepFunctions")])
+def test_redshift_loads_take_the_lock_of_their_table_inside_the_load(
+    redshift_only_templates: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    definition = definition_from_template(redshift_only_templates[("staging", "StepFunctions")])
     branch = definition["States"]["Load Into Redshift"]["Branches"][0]["States"]
     assert branch["Take Load Lock"]["Next"] == "Start Load Statements"
     assert (
@@ -283,20 +286,29 @@ def test_redshift_loads_take_the_lock_of_their_table_inside_the_load(templates: 
 
 
 @pytest.mark.parametrize("env", ["dev", "staging"])
-def test_the_lock_function_and_the_releases_may_write_the_lock_item_only(
+def test_the_lock_function_and_the_releases_may_write_the_lock_items_only(
     templates: dict[tuple[str, str], dict[str, Any]], env: str
 ) -> None:
+    """One lock item per target the environment loads (staging loads both), and no other item, in every grant that
+    may write one: the lock function takes (UpdateItem), each release deletes (DeleteItem)."""
+    setting = cdk_context()["pipeline:environments"][env]["load_target"]
+    targets = [setting] if isinstance(setting, str) else setting
+    tables = {"athena": f"retail_{env}.retail_sales", "redshift": f"retail_{env}.public.retail_sales"}
+    expected = {f"lock:{target}:{tables[target]}" for target in targets}
     assertions = Template.from_json(templates[(env, "StepFunctions")])
     [function] = [
         f for f in assertions.find_resources("AWS::Lambda::Function").values() if f["Properties"]["Handler"] == "load_lock.handler"
     ]
     assert function["Properties"]["Timeout"] == 10 and function["Properties"]["TracingConfig"] == {"Mode": "Active"}
     grants: dict[str, list[str]] = {}
+    granted: set[str] = set()
     for policy_id, policy in assertions.find_resources("AWS::IAM::Policy").items():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             if set(actions) & {"dynamodb:DeleteItem", "dynamodb:PutItem"} or ("dynamodb:UpdateItem" in actions and "LoadLock" in policy_id):
                 keys = statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]
-                assert len(keys) == 1 and keys[0].startswith("lock:"), (policy_id, statement)
+                assert set(keys) <= expected, (policy_id, statement)
+                granted |= set(keys)
                 grants.setdefault(policy_id, []).extend(actions)
+    assert granted == expected
     assert sorted(grants.values()) == [["dynamodb:DeleteItem"], ["dynamodb:DeleteItem"], ["dynamodb:UpdateItem"]], grants

@@ -1,4 +1,4 @@
-"""The Step Functions form with a RedshiftTarget: the synthesized state machine (staging loads into Redshift) executed
+"""The Step Functions form with a RedshiftTarget: the synthesized state machine (staging with Redshift as its one target) executed
 in aws-local-stepfunctions with scripted Data API answers: success, a FAILED statement, a statement still running when
 the poll cap is reached (it is cancelled), and a run id that cannot go into the COPY.
 """
@@ -45,10 +45,10 @@ FAILED = {"result": {"Id": "stmt-1", "Status": "FAILED", "Error": COPY_ERROR}}
 
 
 @pytest.fixture(scope="module")
-def template(templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    """staging's StepFunctions stack (cdk.json makes staging load into Redshift, so this path is always synthesized);
-    its failure reporter is conftest's `reporter`."""
-    return templates[("staging", "StepFunctions")]
+def template(redshift_only_templates: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """staging's StepFunctions stack with Redshift as its one target (conftest's `redshift_only_templates`); its failure
+    reporter is conftest's `reporter`."""
+    return redshift_only_templates[("staging", "StepFunctions")]
 
 
 @pytest.fixture(scope="module")
