@@ -275,6 +275,11 @@ class World:
         for run in record.get("runs", []):
             self.say("  run " + json.dumps({k: run.get(k) for k in ("run_id", "outcome", "execution", "error") if run.get(k)}, default=str))
 
+    def athena_merges(self, state: str | None = None) -> list[dict[str, Any]]:
+        """The Athena stand-in's MERGE queries in the order they started (those in `state` only, when given)."""
+        queries = self.athena.queries.values()
+        return [q for q in queries if q["Query"].startswith("MERGE") and (state is None or q["Status"]["State"] == state)]
+
     def results(self, run_id: str) -> dict[str, Any]:
         """The loaded table against the run's curated rows, and the shipped query over the loaded table."""
         from athena_on_duckdb import format_table, translate
@@ -654,9 +659,7 @@ def demo_step_functions(world: World, *, rows: int, fail_at: str | None) -> dict
         "steps": [[{"state": s.state, "ms": s.millis, "outcome": s.outcome} for s in r.steps] for r in runs],
         "failure_message": failure,
         "record": {"state": record["state"], "runs": [run_.get("outcome") for run_ in record.get("runs", [])]},
-        "merges_succeeded": sum(
-            1 for q in world.athena.queries.values() if q["Query"].startswith("MERGE") and q["Status"]["State"] == "SUCCEEDED"
-        ),
+        "merges_succeeded": len(world.athena_merges("SUCCEEDED")),
         **results,
     }
 
@@ -902,9 +905,7 @@ def demo_glue_workflow(world: World, *, rows: int, fail_at: str | None) -> dict[
         "steps": [[{"state": node, "outcome": state} for node, state in w.items()] for w in walks],
         "failure_message": failure,
         "record": {"state": record["state"], "runs": [run_.get("outcome") for run_ in record.get("runs", [])]},
-        "merges_succeeded": sum(
-            1 for q in world.athena.queries.values() if q["Query"].startswith("MERGE") and q["Status"]["State"] == "SUCCEEDED"
-        ),
+        "merges_succeeded": len(world.athena_merges("SUCCEEDED")),
         **results,
     }
 
@@ -1110,15 +1111,14 @@ class MwaaDemo(AirflowDemo):
         return f"Redshift Data BatchExecuteStatement: {len(batch['Sqls'])} statements on DuckDB in one transaction, {verdict}"
 
     def athena_note(self) -> str:
-        merges = [q for q in self.world.athena.queries.values() if q["Query"].startswith("MERGE")]
+        merges = self.world.athena_merges()
         return f"Athena StartQueryExecution: the MERGE on DuckDB, {merges[-1]['Status']['State']}" if merges else ""
 
     def loads_succeeded(self) -> dict[str, int]:
         """Each target's successful loads: Redshift's finished batches, Athena's succeeded MERGEs."""
         loads = {"redshift": sum(1 for batch in self.warehouse.batches if batch["status"] == "FINISHED")}
         if "athena" in self.targets:
-            merges = self.world.athena.queries.values()
-            loads["athena"] = sum(1 for q in merges if q["Query"].startswith("MERGE") and q["Status"]["State"] == "SUCCEEDED")
+            loads["athena"] = len(self.world.athena_merges("SUCCEEDED"))
         return loads
 
     # --- the result ------------------------------------------------------------------------------------------------
@@ -1313,7 +1313,7 @@ class MwaaServerlessDemo(AirflowDemo):
         return deployed
 
     def load_note(self, since: int) -> str:
-        merges = [q for q in self.world.athena.queries.values() if q["Query"].startswith("MERGE")][since:]
+        merges = self.world.athena_merges()[since:]
         if not merges:
             return ""
         status = merges[-1]["Status"]
@@ -1321,8 +1321,7 @@ class MwaaServerlessDemo(AirflowDemo):
         return f"Athena StartQueryExecution: the MERGE on DuckDB, {status['State']}{reason}"
 
     def merges(self, state: str | None = None) -> int:
-        queries = [q for q in self.world.athena.queries.values() if q["Query"].startswith("MERGE")]
-        return sum(1 for q in queries if state is None or q["Status"]["State"] == state)
+        return len(self.world.athena_merges(state))
 
     # --- the service around the YAML -------------------------------------------------------------------------------
     def trigger(self, event: dict[str, Any], upload: Any) -> str:

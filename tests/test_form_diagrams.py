@@ -91,8 +91,8 @@ def test_the_airflow_diagrams_hold_every_task_with_its_retries_and_the_load_limi
 
     mwaa, serverless = tasks(diagrams["mwaa"]), tasks(diagrams["mwaa_serverless"])
     assert [name for name, _ in mwaa][:2] == ["crawl", "clean"] and "load" in dict(serverless)
-    split = [name for name, _ in serverless if name != "load"] + ["load_athena", "load_redshift"]
-    assert [name for name, _ in mwaa] == split
     retries = {name: label.split(",")[0] for name, label in serverless}
-    assert all(label.split(",")[0] == retries[name.split("_")[0] if name.startswith("load_") else name] for name, label in mwaa)
+    split = [(name, retries[name]) for name, _ in serverless if name != "load"]
+    split += [(f"load_{target}", retries["load"]) for target in ("athena", "redshift")]
+    assert [(name, label.split(",")[0]) for name, label in mwaa] == split
     assert diagrams["mwaa"].count("-.->|failed| failed") == len(mwaa)

@@ -29,8 +29,7 @@ from stacks.network_stack import NetworkStack
 from tests.cdk_app import cdk_context
 
 ENV = "staging"
-_LOAD_TARGET = cdk_context()["pipeline:environments"][ENV]["load_target"]
-TARGETS = [_LOAD_TARGET] if isinstance(_LOAD_TARGET, str) else list(_LOAD_TARGET)
+TARGETS = list(parse_environment(ENV, cdk_context()["pipeline:environments"][ENV]).load_targets)
 """Staging's load targets as cdk.json gives them (both, loaded in parallel)."""
 LOAD_OPERATORS = {"athena": "AthenaOperator", "redshift": "RedshiftDataOperator"}
 

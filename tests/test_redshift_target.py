@@ -22,6 +22,7 @@ from pipeline_constructs.contract import DatasetContract
 from pipeline_constructs.storage import PipelineStorage
 from pipeline_constructs.targets.redshift import RedshiftTarget
 from pipeline_constructs.validation import PipelinePropsError
+from stacks.config import parse_environment
 from stacks.stateful_stack import CONTRACT_PATH
 from tests.cdk_app import cdk_context
 
@@ -40,7 +41,7 @@ def test_each_environment_builds_the_targets_it_loads_and_no_other(templates: di
     """A Redshift namespace where cdk.json's load_target names redshift, an Athena workgroup where it names athena
     (staging names both), each in the Stateful stack only."""
     for env, settings in cdk_context()["pipeline:environments"].items():
-        loads = settings["load_target"] if isinstance(settings["load_target"], list) else [settings["load_target"]]
+        loads = parse_environment(env, settings).load_targets
         for stack in {stack for (e, stack) in templates if e == env}:
             found = Template.from_json(templates[(env, stack)])
             namespaces = len(found.find_resources("AWS::RedshiftServerless::Namespace"))

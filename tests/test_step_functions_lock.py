@@ -19,6 +19,7 @@ from pipeline_constructs.forms.step_functions_lock import FIRST_WAIT, LOCK_HELD_
 from pipeline_constructs.runtime.load_lock.load_lock import LoadLockHeld, take
 from pipeline_constructs.runtime.pipeline_plan import DEFAULT_TIMINGS, LOAD
 from pipeline_constructs.runtime.upload_ledger import PARTITION_KEY, SORT_KEY, STATE_INDEX, STATES
+from stacks.config import parse_environment
 from tests.asl_runner import (
     LOCK_HELD,
     ExecutionResult,
@@ -291,8 +292,7 @@ def test_the_lock_function_and_the_releases_may_write_the_lock_items_only(
 ) -> None:
     """One lock item per target the environment loads (staging loads both), and no other item, in every grant that
     may write one: the lock function takes (UpdateItem), each release deletes (DeleteItem)."""
-    setting = cdk_context()["pipeline:environments"][env]["load_target"]
-    targets = [setting] if isinstance(setting, str) else setting
+    targets = parse_environment(env, cdk_context()["pipeline:environments"][env]).load_targets
     tables = {"athena": f"retail_{env}.retail_sales", "redshift": f"retail_{env}.public.retail_sales"}
     expected = {f"lock:{target}:{tables[target]}" for target in targets}
     assertions = Template.from_json(templates[(env, "StepFunctions")])
